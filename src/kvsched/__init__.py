@@ -1,0 +1,18 @@
+"""kvsched: simulate, bound and run KV-cache-aware LLM inference schedulers."""
+
+from .cost import BatchStats, CostModel, LinearCost, UnitTime
+from .engine import RunResult, Simulator
+from .errors import InfeasibleDecisionError, KvschedError, StalledError, UserError, WorkloadError
+from .memory import KVCache, KVConvention
+from .metrics import RunSummary, summarize
+from .state import Decision, RequestView, SchedulerView
+from .workload import Workload, default_workload
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchStats", "CostModel", "Decision", "InfeasibleDecisionError", "KVCache", "KVConvention",
+    "KvschedError", "LinearCost", "RequestView", "RunResult", "RunSummary", "SchedulerView",
+    "Simulator", "StalledError", "UnitTime", "UserError", "Workload", "WorkloadError",
+    "default_workload", "summarize",
+]

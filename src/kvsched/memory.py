@@ -1,0 +1,103 @@
+"""KV-cache accounting: tokens, or paged blocks of `block_size` tokens.
+
+Two conventions for how many KV tokens a request holds (DESIGN.md §1):
+
+- ``KVConvention.COMPUTED`` (vLLM): KV exists for every token fed through the model. A request with
+  prompt s holds s tokens during the iteration that finishes its prefill and s + j - 1 during the
+  decode that emits output token j (the newest token is sampled, not yet fed).
+- ``KVConvention.EMITTED`` (the theory papers: MC-SF, the IP, A_min, WAIT's s + j): the token being
+  emitted already counts, so s + j while emitting token j (s + 1 in the prefill iteration).
+
+Both are "KV after this iteration's tokens are computed"; an iteration is feasible iff the sum over
+resident requests of that amount (rounded up to whole blocks) fits in the capacity.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class KVConvention(str, Enum):
+    COMPUTED = "computed"
+    EMITTED = "emitted"
+
+
+def kv_tokens_held(num_computed_tokens: int, num_prompt_tokens: int, num_output_tokens: int,
+                   convention: KVConvention) -> int:
+    """KV tokens a request holds once `num_computed_tokens` of its tokens are computed.
+
+    Under EMITTED the newest output token counts too, once the request has caught up with it
+    (all known tokens but the newest are computed).
+    """
+    if (convention is KVConvention.EMITTED and num_output_tokens >= 1
+            and num_computed_tokens == num_prompt_tokens + num_output_tokens - 1):
+        return num_computed_tokens + 1
+    return num_computed_tokens
+
+
+def kv_tokens_after_step(num_computed_tokens: int, num_prompt_tokens: int, num_output_tokens: int,
+                         num_new_tokens: int, convention: KVConvention) -> int:
+    """KV tokens held after computing `num_new_tokens` more (emitting a token if that catches up)."""
+    computed = num_computed_tokens + num_new_tokens
+    emits = computed == num_prompt_tokens + num_output_tokens
+    return kv_tokens_held(computed, num_prompt_tokens, num_output_tokens + emits, convention)
+
+
+def peak_kv_tokens(num_prompt_tokens: int, true_output_tokens: int, convention: KVConvention) -> int:
+    """KV tokens a request holds at its last iteration when it is never evicted."""
+    extra = 0 if convention is KVConvention.COMPUTED else 1
+    return num_prompt_tokens + true_output_tokens - 1 + extra
+
+
+class KVCache:
+    """Capacity in tokens, counted in whole blocks of `block_size` tokens (1 = exact tokens).
+
+    The cache stores how many blocks each resident request holds. It never refuses: the engine
+    checks a decision against `num_free_blocks` before it applies it and raises if it does not fit.
+    """
+
+    __slots__ = ("capacity_tokens", "block_size", "capacity_blocks", "_held", "used_blocks")
+
+    def __init__(self, capacity_tokens: int, block_size: int = 1) -> None:
+        if capacity_tokens < 1 or block_size < 1:
+            raise ValueError("capacity_tokens and block_size must be >= 1")
+        self.capacity_tokens = int(capacity_tokens)
+        self.block_size = int(block_size)
+        self.capacity_blocks = self.capacity_tokens // self.block_size
+        self._held: dict[int, int] = {}
+        self.used_blocks = 0
+
+    def blocks(self, tokens: int) -> int:
+        """Blocks needed to hold `tokens` KV tokens."""
+        return -(-tokens // self.block_size)
+
+    @property
+    def used_tokens(self) -> int:
+        """Used capacity in tokens (whole blocks)."""
+        return self.used_blocks * self.block_size
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self.capacity_blocks - self.used_blocks
+
+    @property
+    def num_free_tokens(self) -> int:
+        return self.num_free_blocks * self.block_size
+
+    def held_blocks(self, request_id: int) -> int:
+        return self._held.get(request_id, 0)
+
+    def can_fit(self, extra_blocks: int) -> bool:
+        return extra_blocks <= self.num_free_blocks
+
+    def set_tokens(self, request_id: int, tokens: int) -> None:
+        """Record that `request_id` now holds `tokens` KV tokens (0 frees it)."""
+        new = self.blocks(tokens)
+        self.used_blocks += new - self._held.get(request_id, 0)
+        if new:
+            self._held[request_id] = new
+        else:
+            self._held.pop(request_id, None)
+
+    def free(self, request_id: int) -> None:
+        self.set_tokens(request_id, 0)

@@ -1,0 +1,3 @@
+"""Imports every built-in policy module so that `@register` has run for each."""
+
+from . import sarathi, vllm  # noqa: F401

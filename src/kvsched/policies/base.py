@@ -1,0 +1,49 @@
+"""The policy contract (DESIGN.md §3).
+
+A policy is a keyword-only dataclass: its fields are its parameters, stored verbatim; anything it
+learns during a run is created in `reset`. The engine calls `reset(seed=...)` once per run, then
+`schedule(view)` at every iteration boundary.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..state import Decision, SchedulerView
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyTags:
+    """What a policy is, for the engine, the conformance suite and users.
+
+    - ``uses_predictions``: reads `predicted_*` fields of the requests.
+    - ``clairvoyant``: reads true output lengths through `SchedulerView.oracle` (hindsight baselines).
+    - ``event_stable``: between events (arrival, completion, prefill completion, memory
+      overflow, a declared wake-up) its decision is "every resident decode continues", so the
+      engine may fast-forward.
+    - ``preemptive``: may evict resident requests.
+    - ``pauses``: may leave resident requests unscheduled (paused) while keeping their KV.
+    """
+
+    uses_predictions: bool = False
+    clairvoyant: bool = False
+    event_stable: bool = False
+    preemptive: bool = False
+    pauses: bool = False
+
+
+class Policy(ABC):
+    """Base class of every scheduling policy. Subclasses are `@dataclass(kw_only=True)`."""
+
+    name: ClassVar[str] = ""
+    tags: ClassVar[PolicyTags] = PolicyTags()
+    description: ClassVar[str] = ""
+
+    def reset(self, *, seed: int | None = None) -> None:
+        """Forget everything from a previous run. Override to create run state."""
+
+    @abstractmethod
+    def schedule(self, view: SchedulerView) -> Decision:
+        """Decide this iteration: tokens per request, evictions (see `kvsched.state.Decision`)."""

@@ -1,0 +1,115 @@
+"""vLLM V1's scheduler (`vllm`), as a kvsched policy.
+
+Source: vLLM's V1 ``Scheduler.schedule()`` (vllm/v1/core/sched/scheduler.py, 2025–2026), the
+FCFS policy; ALGORITHMS.md §0. Per iteration, with a token budget ``max_num_batched_tokens``:
+
+1. RUNNING requests first, in admission order: each gets ``min(uncomputed tokens, budget left)``
+   (a decode is 1). If its blocks cannot be allocated, the most recently admitted running request
+   is preempted (LIFO), its KV dropped, and put at the FRONT of the waiting queue; retry. If the
+   victim is the request itself, the running pass stops.
+2. WAITING requests next, only if nothing was preempted this iteration: FCFS from the head,
+   allocating blocks for the tokens scheduled now (a chunk of the prompt); stop at the first that
+   does not fit (head-of-line blocking), or at ``max_num_seqs`` running, or when the budget is spent.
+
+Options (off by default, as upstream): ``watermark`` (fraction of blocks that admissions must leave
+free — vLLM V0's rule), ``full_prompt_must_fit`` (admit only if the whole remaining prompt fits),
+``continue_on_block`` (skip a blocked head instead of stopping — the unmerged head-of-line fix),
+``enable_chunked_prefill=False`` (V0: a prompt is admitted whole or not at all; the iteration's
+budget must hold it).
+
+Deviations: prefix caching, speculative decoding, LoRA, encoder inputs, structured output and
+``long_prefill_token_threshold`` are not modelled; blocks are the engine's (``block_size`` of the
+simulator), the policy does not keep its own block table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..state import Decision, RequestView, SchedulerView, Status
+from .base import Policy, PolicyTags
+from .registry import register
+
+
+@register
+@dataclass(kw_only=True)
+class VLLMPolicy(Policy):
+    name: ClassVar[str] = "vllm"
+    tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True)
+    description: ClassVar[str] = "vLLM V1: running first, LIFO preemption, FCFS admission with head-of-line blocking"
+
+    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = 256
+    watermark: float = 0.0
+    full_prompt_must_fit: bool = False
+    continue_on_block: bool = False
+    enable_chunked_prefill: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
+            raise ValueError("max_num_batched_tokens and max_num_seqs must be >= 1")
+        if not 0.0 <= self.watermark < 1.0:
+            raise ValueError(f"watermark must be in [0, 1), got {self.watermark}")
+
+    def reset(self, *, seed: int | None = None) -> None:
+        self._running: list[RequestView] = []      # admission order
+        self._front: list[RequestView] = []        # preempted requests, at the queue's front
+
+    def schedule(self, view: SchedulerView) -> Decision:
+        budget = self.max_num_batched_tokens
+        if view.max_num_batched_tokens is not None:
+            budget = min(budget, view.max_num_batched_tokens)
+        resident = {r.request_id for r in view.running}
+        self._running = [r for r in self._running if r.request_id in resident]
+        known = {r.request_id for r in self._running}
+        self._running += [r for r in view.running if r.request_id not in known]
+        self._front = [r for r in self._front if r.status is Status.WAITING]
+        tokens: dict[int, int] = {}
+        evicted: list[int] = []
+        free, budget = self._schedule_running(view, tokens, evicted, view.num_free_blocks, budget)
+        if not evicted:
+            self._schedule_waiting(view, tokens, free, budget)
+        return Decision(num_tokens=tokens, evict=tuple(evicted))
+
+    def _schedule_running(self, view, tokens, evicted, free, budget):
+        i = 0
+        while i < len(self._running) and budget > 0:
+            request = self._running[i]
+            n = min(request.num_uncomputed_tokens, budget)
+            need = view.extra_blocks(request, n)
+            while need > free:
+                victim = self._running.pop()
+                evicted.append(victim.request_id)
+                free += view.blocks(view.kv_tokens(victim))
+                self._front.insert(0, victim)
+                if victim is request:
+                    return free, budget
+            tokens[request.request_id] = n
+            free -= need
+            budget -= n
+            i += 1
+        return free, budget
+
+    def _schedule_waiting(self, view, tokens, free, budget):
+        reserve = int(self.watermark * view.kv_capacity_blocks)
+        front_ids = {r.request_id for r in self._front}
+        queue = self._front + [r for r in view.waiting if r.request_id not in front_ids]
+        for request in queue:
+            if budget <= 0 or len(self._running) >= self.max_num_seqs:
+                break
+            remaining = request.num_tokens     # a waiting request holds no KV: all known tokens
+            n = min(remaining, budget)
+            must_fit = remaining if self.full_prompt_must_fit else n
+            blocked = ((not self.enable_chunked_prefill and n < remaining)
+                       or view.extra_blocks(request, must_fit) > free - reserve)
+            if blocked:
+                if self.continue_on_block:
+                    continue
+                break
+            tokens[request.request_id] = n
+            free -= view.extra_blocks(request, n)
+            budget -= n
+            self._running.append(request)
+            if request.request_id in front_ids:
+                self._front.remove(request)

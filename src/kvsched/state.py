@@ -1,0 +1,218 @@
+"""Request state (engine-owned), the read-only views policies see, and the policy's `Decision`.
+
+Token bookkeeping follows vLLM V1: a request knows ``num_tokens = prompt + generated`` tokens and
+has computed ``num_computed_tokens`` of them. Scheduling it for n tokens computes n more; when all
+known tokens are computed, the iteration emits one new output token. So a prefill (or the
+recomputation after an eviction) is any n up to the remaining known tokens, and a decode is n = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+
+from .memory import KVConvention, kv_tokens_after_step, kv_tokens_held
+
+
+class Status(str, Enum):
+    FUTURE = "future"        # not yet arrived
+    WAITING = "waiting"      # arrived, holds no KV
+    RUNNING = "running"      # resident: holds KV (computed or paused this iteration)
+    FINISHED = "finished"
+    REJECTED = "rejected"    # can never fit, even alone
+
+
+class RequestState:
+    """Mutable per-request state. Only the engine writes it."""
+
+    __slots__ = (
+        "request_id", "arrival_time", "num_prompt_tokens", "true_output_tokens",
+        "predicted_output_tokens", "predicted_lo", "predicted_hi", "type_id",
+        "status", "num_computed_tokens", "num_output_tokens", "num_evictions",
+        "num_recomputed_tokens", "max_computed_tokens", "total_computed_tokens",
+        "first_scheduled_time", "first_token_time", "finish_time", "admitted_seq",
+        "reject_reason", "view",
+    )
+
+    def __init__(self, request_id: int, arrival_time: float, num_prompt_tokens: int,
+                 true_output_tokens: int, predicted_output_tokens: float | None = None,
+                 predicted_lo: int | None = None, predicted_hi: int | None = None,
+                 type_id: int | None = None) -> None:
+        self.request_id = request_id
+        self.arrival_time = arrival_time
+        self.num_prompt_tokens = num_prompt_tokens
+        self.true_output_tokens = true_output_tokens
+        self.predicted_output_tokens = predicted_output_tokens
+        self.predicted_lo = predicted_lo
+        self.predicted_hi = predicted_hi
+        self.type_id = type_id
+        self.status = Status.FUTURE
+        self.num_computed_tokens = 0
+        self.num_output_tokens = 0
+        self.num_evictions = 0
+        self.num_recomputed_tokens = 0
+        self.max_computed_tokens = 0      # high-water mark: tokens below it are recomputation
+        self.total_computed_tokens = 0
+        self.first_scheduled_time: float | None = None
+        self.first_token_time: float | None = None
+        self.finish_time: float | None = None
+        self.admitted_seq: int | None = None   # order of the latest admission (resident since)
+        self.reject_reason: str | None = None
+        self.view = RequestView(self)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prompt_tokens + self.num_output_tokens
+
+
+class RequestView:
+    """Read-only window on one request: what a real scheduler could know.
+
+    It never exposes the true output length (clairvoyant policies use `SchedulerView.oracle`).
+    The view is live: its values are those of the current iteration boundary.
+    """
+
+    __slots__ = ("_s",)
+
+    def __init__(self, state: RequestState) -> None:
+        object.__setattr__(self, "_s", state)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("RequestView is read-only")
+
+    def __repr__(self) -> str:
+        s = self._s
+        return (f"RequestView(id={s.request_id}, status={s.status.value}, prompt={s.num_prompt_tokens},"
+                f" computed={s.num_computed_tokens}, generated={s.num_output_tokens})")
+
+    request_id = property(lambda self: self._s.request_id)
+    arrival_time = property(lambda self: self._s.arrival_time)
+    num_prompt_tokens = property(lambda self: self._s.num_prompt_tokens)
+    num_computed_tokens = property(lambda self: self._s.num_computed_tokens)
+    num_output_tokens = property(lambda self: self._s.num_output_tokens, doc="Tokens generated so far.")
+    num_evictions = property(lambda self: self._s.num_evictions)
+    predicted_output_tokens = property(lambda self: self._s.predicted_output_tokens)
+    predicted_lo = property(lambda self: self._s.predicted_lo)
+    predicted_hi = property(lambda self: self._s.predicted_hi)
+    type_id = property(lambda self: self._s.type_id)
+    status = property(lambda self: self._s.status)
+    first_scheduled_time = property(lambda self: self._s.first_scheduled_time)
+    admitted_seq = property(lambda self: self._s.admitted_seq)
+
+    @property
+    def num_tokens(self) -> int:
+        """Known tokens: prompt + generated."""
+        return self._s.num_prompt_tokens + self._s.num_output_tokens
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        """Tokens still to compute before the next output token (1 for a decode)."""
+        return self.num_tokens - self._s.num_computed_tokens
+
+    @property
+    def is_decode(self) -> bool:
+        """True when the next step is a plain decode (1 token computed, 1 emitted)."""
+        return self._s.num_output_tokens >= 1 and self.num_uncomputed_tokens == 1
+
+    @property
+    def is_resident(self) -> bool:
+        return self._s.status is Status.RUNNING
+
+
+def _empty_mapping() -> Mapping[int, int]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A policy's answer for one iteration.
+
+    ``num_tokens``: request id → tokens to compute now (waiting requests are admitted; resident
+    requests absent from it are paused and keep their KV). ``evict``: resident requests whose KV
+    is dropped before the iteration (they return to waiting and recompute everything).
+    ``wake_time``: when nothing is scheduled, the policy may ask to be called again at this time
+    even if nothing arrives (otherwise the engine waits for the next arrival).
+    """
+
+    num_tokens: Mapping[int, int] = field(default_factory=_empty_mapping)
+    evict: tuple[int, ...] = ()
+    wake_time: float | None = None
+
+
+class Oracle:
+    """True output lengths, handed only to policies tagged `clairvoyant` (hindsight baselines)."""
+
+    __slots__ = ("_states",)
+
+    def __init__(self, states: Sequence[RequestState]) -> None:
+        self._states = states
+
+    def true_output_tokens(self, request_id: int) -> int:
+        return self._states[request_id].true_output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerView:
+    """Everything a policy sees at an iteration boundary (frozen; request views are read-only).
+
+    ``waiting``: arrived requests holding no KV, ordered by (arrival time, request id).
+    ``running``: resident requests in admission order (oldest first).
+    KV figures are in tokens; with ``block_size > 1`` usage is counted in whole blocks.
+    """
+
+    now: float
+    iteration: int
+    waiting: Sequence[RequestView]
+    running: Sequence[RequestView]
+    kv_capacity_tokens: int
+    kv_used_tokens: int
+    block_size: int
+    kv_convention: KVConvention
+    max_num_batched_tokens: int | None
+    separate_batching: bool = False
+    has_future_arrivals: bool = True
+    oracle: Oracle | None = None
+
+    @property
+    def kv_capacity_blocks(self) -> int:
+        return self.kv_capacity_tokens // self.block_size
+
+    @property
+    def kv_used_blocks(self) -> int:
+        return self.kv_used_tokens // self.block_size
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self.kv_capacity_blocks - self.kv_used_blocks
+
+    @property
+    def num_free_tokens(self) -> int:
+        return self.num_free_blocks * self.block_size
+
+    @property
+    def emitted_offset(self) -> int:
+        """1 under the EMITTED convention (the emitted token holds KV), 0 under COMPUTED."""
+        return 1 if self.kv_convention is KVConvention.EMITTED else 0
+
+    def blocks(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    def kv_tokens(self, request: RequestView) -> int:
+        """KV tokens the request holds now (0 when not resident)."""
+        if not request.is_resident:
+            return 0
+        return kv_tokens_held(request.num_computed_tokens, request.num_prompt_tokens,
+                              request.num_output_tokens, self.kv_convention)
+
+    def kv_tokens_after(self, request: RequestView, num_new_tokens: int) -> int:
+        """KV tokens the request holds after computing `num_new_tokens` more (from 0 if waiting)."""
+        computed = request.num_computed_tokens if request.is_resident else 0
+        return kv_tokens_after_step(computed, request.num_prompt_tokens, request.num_output_tokens,
+                                    num_new_tokens, self.kv_convention)
+
+    def extra_blocks(self, request: RequestView, num_new_tokens: int) -> int:
+        """Blocks the request needs beyond what it holds to compute `num_new_tokens` more."""
+        held = self.blocks(self.kv_tokens(request))
+        return self.blocks(self.kv_tokens_after(request, num_new_tokens)) - held

@@ -1,0 +1,275 @@
+"""Workloads: columnar request streams, synthetic arrival processes and length distributions.
+
+A `Workload` is immutable and columnar (numpy arrays, one entry per request). Request ids are the
+row indices after sorting by arrival time (stable). Times in seconds (or rounds under `UnitTime`).
+Trace loaders live in `kvsched.traces`, predictors in `kvsched.predictors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from .errors import WorkloadError
+
+_INT = np.int64
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request as the user describes it (the engine's mutable state is `state.RequestState`)."""
+
+    request_id: int
+    arrival_time: float
+    num_prompt_tokens: int
+    true_output_tokens: int
+    predicted_output_tokens: float | None = None
+    predicted_lo: int | None = None
+    predicted_hi: int | None = None
+    type_id: int | None = None
+
+
+def _optional(values, dtype) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A request stream. Arrays have one entry per request, sorted by arrival time.
+
+    ``predicted_output_tokens`` (point predictions) and ``predicted_lo``/``predicted_hi``
+    (intervals) are optional; ``type_id`` marks finite request types (WAIT).
+    """
+
+    arrival_time: np.ndarray
+    num_prompt_tokens: np.ndarray
+    true_output_tokens: np.ndarray
+    predicted_output_tokens: np.ndarray | None = None
+    predicted_lo: np.ndarray | None = None
+    predicted_hi: np.ndarray | None = None
+    type_id: np.ndarray | None = None
+    name: str = "workload"
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "arrival_time", np.asarray(self.arrival_time, dtype=np.float64))
+        set_(self, "num_prompt_tokens", np.asarray(self.num_prompt_tokens, dtype=_INT))
+        set_(self, "true_output_tokens", np.asarray(self.true_output_tokens, dtype=_INT))
+        set_(self, "predicted_output_tokens", _optional(self.predicted_output_tokens, np.float64))
+        set_(self, "predicted_lo", _optional(self.predicted_lo, _INT))
+        set_(self, "predicted_hi", _optional(self.predicted_hi, _INT))
+        set_(self, "type_id", _optional(self.type_id, _INT))
+        self._validate()
+
+    def _validate(self) -> None:
+        n = len(self.arrival_time)
+        for name in self._columns():
+            col = getattr(self, name)
+            if col is not None and col.shape != (n,):
+                raise WorkloadError(f"column has shape {col.shape}, expected ({n},)", field=name)
+        checks = (("arrival_time", self.arrival_time, 0), ("num_prompt_tokens", self.num_prompt_tokens, 1),
+                  ("true_output_tokens", self.true_output_tokens, 1))
+        for name, col, low in checks:
+            bad = np.flatnonzero(~np.isfinite(col) | (col < low)) if col.dtype.kind == "f" else \
+                np.flatnonzero(col < low)
+            if bad.size:
+                raise WorkloadError(f"got {col[bad[0]]}, expected a finite number >= {low}",
+                                    row=int(bad[0]) + 1, field=name)
+        if n > 1 and np.any(np.diff(self.arrival_time) < 0):
+            raise WorkloadError("arrival times must be sorted; use Workload.build", field="arrival_time")
+
+    @staticmethod
+    def _columns() -> tuple[str, ...]:
+        return ("arrival_time", "num_prompt_tokens", "true_output_tokens", "predicted_output_tokens",
+                "predicted_lo", "predicted_hi", "type_id")
+
+    @classmethod
+    def build(cls, arrival_time, num_prompt_tokens, true_output_tokens, *, name: str = "workload",
+              meta: dict | None = None, **optional) -> Workload:
+        """Make a workload from unsorted columns: rows are sorted stably by arrival time."""
+        arrival = np.asarray(arrival_time, dtype=np.float64)
+        order = np.argsort(arrival, kind="stable")
+        cols = {"arrival_time": arrival, "num_prompt_tokens": num_prompt_tokens,
+                "true_output_tokens": true_output_tokens, **optional}
+        sorted_cols = {k: (None if v is None else np.asarray(v)[order]) for k, v in cols.items()}
+        return cls(**sorted_cols, name=name, meta=dict(meta or {}))
+
+    def __len__(self) -> int:
+        return len(self.arrival_time)
+
+    @property
+    def num_requests(self) -> int:
+        return len(self)
+
+    def request(self, i: int) -> Request:
+        def opt(col, cast):
+            return None if col is None else cast(col[i])
+        return Request(i, float(self.arrival_time[i]), int(self.num_prompt_tokens[i]),
+                       int(self.true_output_tokens[i]), opt(self.predicted_output_tokens, float),
+                       opt(self.predicted_lo, int), opt(self.predicted_hi, int), opt(self.type_id, int))
+
+    def __iter__(self) -> Iterator[Request]:
+        return (self.request(i) for i in range(len(self)))
+
+    def head(self, n: int) -> Workload:
+        """The first n requests."""
+        cols = {k: (None if getattr(self, k) is None else getattr(self, k)[:n]) for k in self._columns()}
+        return Workload(**cols, name=self.name, meta=dict(self.meta))
+
+    def with_columns(self, **cols) -> Workload:
+        """A copy with some columns replaced (e.g. predictions)."""
+        return replace(self, **cols, meta=dict(self.meta))
+
+    def with_arrivals(self, arrival_time) -> Workload:
+        """The same lengths with new arrival times (re-sorted stably)."""
+        extra = {k: getattr(self, k) for k in self._columns()[3:]}
+        return Workload.build(arrival_time, self.num_prompt_tokens, self.true_output_tokens,
+                              name=self.name, meta=self.meta, **extra)
+
+
+# --------------------------------------------------------------------------- arrival processes
+
+class ArrivalProcess(Protocol):
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Poisson:
+    """Exponential inter-arrival times at `rate` requests per second; first arrival at 0."""
+
+    rate: float
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        gaps = rng.exponential(1.0 / self.rate, size=n)
+        gaps[0] = 0.0
+        return np.cumsum(gaps)
+
+
+@dataclass(frozen=True, slots=True)
+class GammaArrivals:
+    """Gamma inter-arrival times with mean 1/rate and coefficient of variation `cv` (cv=1: Poisson)."""
+
+    rate: float
+    cv: float
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        shape = 1.0 / self.cv ** 2
+        gaps = rng.gamma(shape, 1.0 / (self.rate * shape), size=n)
+        gaps[0] = 0.0
+        return np.cumsum(gaps)
+
+
+@dataclass(frozen=True, slots=True)
+class Deterministic:
+    """One arrival every 1/rate seconds, starting at 0."""
+
+    rate: float
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.arange(n, dtype=np.float64) / self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class AllAtZero:
+    """Every request arrives at time 0 (the papers' offline / semi-online setting)."""
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros(n)
+
+
+@dataclass(frozen=True, slots=True)
+class Bursts:
+    """Bursts of `burst_size` simultaneous requests; bursts are Poisson with mean rate `rate` req/s."""
+
+    rate: float
+    burst_size: int
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        num_bursts = -(-n // self.burst_size)
+        starts = Poisson(self.rate / self.burst_size).sample(num_bursts, rng)
+        return np.repeat(starts, self.burst_size)[:n]
+
+
+# --------------------------------------------------------------------------- length distributions
+
+class LengthDistribution(Protocol):
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Fixed:
+    value: int
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.full(n, self.value, dtype=_INT)
+
+
+@dataclass(frozen=True, slots=True)
+class Uniform:
+    """Integers uniform on [low, high] inclusive."""
+
+    low: int
+    high: int
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(self.low, self.high + 1, size=n, dtype=_INT)
+
+
+@dataclass(frozen=True, slots=True)
+class LogNormal:
+    """Log-normal with the given mean and log-space σ, rounded and clipped to [low, high]."""
+
+    mean: float
+    sigma: float
+    low: int = 1
+    high: int = 1 << 20
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        mu = np.log(self.mean) - self.sigma ** 2 / 2
+        values = np.rint(rng.lognormal(mu, self.sigma, size=n))
+        return np.clip(values, self.low, self.high).astype(_INT)
+
+
+@dataclass(frozen=True, slots=True)
+class Empirical:
+    """Resample (with replacement) from observed lengths, e.g. a trace's column."""
+
+    values: tuple[int, ...]
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(np.asarray(self.values, dtype=_INT), size=n, replace=True)
+
+
+def synthesize(num_requests: int, arrivals: ArrivalProcess, prompt: LengthDistribution,
+               output: LengthDistribution, rng: np.random.Generator, *, name: str = "synthetic") -> Workload:
+    """Draw a workload: arrival times, then prompt lengths, then output lengths (fixed order)."""
+    if num_requests < 1:
+        raise WorkloadError(f"got {num_requests}, expected at least 1 request", field="num_requests")
+    arrival = arrivals.sample(num_requests, rng)
+    prompts = prompt.sample(num_requests, rng)
+    outputs = output.sample(num_requests, rng)
+    return Workload.build(arrival, prompts, outputs, name=name)
+
+
+# --------------------------------------------------------------------------- embedded default
+
+#: LMSYS-Chat-1M (Zheng et al., "LMSYS-Chat-1M: A Large-Scale Real-World LLM Conversation
+#: Dataset", ICLR 2024, Table 1): 69.5 tokens per prompt and 214.5 tokens per response on average.
+#: The log-space spreads are our fit (see DEFAULT_* docs in README); lengths are capped as vLLM's
+#: default max_model_len-style limits would (prompt ≤ 2048, output ≤ 1024 tokens).
+LMSYS_PROMPT = LogNormal(mean=69.5, sigma=1.2, low=1, high=2048)
+LMSYS_OUTPUT = LogNormal(mean=214.5, sigma=0.9, low=1, high=1024)
+DEFAULT_NUM_REQUESTS = 1000
+DEFAULT_RATE = 4.0
+
+
+def default_workload(num_requests: int = DEFAULT_NUM_REQUESTS, rate: float | None = DEFAULT_RATE,
+                     seed: int = 0) -> Workload:
+    """The embedded LMSYS-like workload: Poisson arrivals at `rate` req/s (None: all at 0)."""
+    rng = np.random.default_rng(seed)
+    arrivals = AllAtZero() if rate is None else Poisson(rate)
+    return synthesize(num_requests, arrivals, LMSYS_PROMPT, LMSYS_OUTPUT, rng, name="default-lmsys")
