@@ -23,19 +23,54 @@ Conventions, fixed here once:
   rejected on arrival, with the reason in the results.
 - Ties: the waiting queue is ordered by (arrival time, request id); the running set by admission.
   The engine itself draws no random numbers, so a run is a deterministic function of its inputs.
+- Views: ``SchedulerView.waiting`` and ``.running`` are read-only windows on the engine's own lists
+  (no copy per iteration); like the request views they are live, valid during the `schedule` call.
+
+Fast path (``Simulator(fast=True)``, the default; DESIGN.md §4; arithmetic in `kvsched.fastpath`).
+``Simulator(fast=False)`` is the reference loop, which asks the policy at every boundary; it is the
+definition of correct, and the fast path gives bit-identical per-request records and run figures.
+
+A *pure decode step* is a decision in which every resident request is a decode (all its known
+tokens but the newest computed) and gets exactly 1 token, nothing is evicted and no waiting request
+is scheduled. A policy tagged ``PolicyTags(event_stable=True)`` promises:
+
+    If my decision at a boundary is a pure decode step, then at every later boundary before the
+    next *event* I would return a pure decode step again, and not being asked at those boundaries
+    changes none of my later decisions.
+
+Events: (1) an arrival becomes visible (the first boundary at or after its arrival time);
+(2) a request finished in the previous iteration; (3) the pure decode step would not fit: the first
+iteration whose KV after growth, in whole blocks, exceeds the capacity (with ``block_size > 1`` the
+batch grows by a block whenever a request crosses a block boundary); (4) the policy's own horizon:
+if it defines ``stable_horizon(view) -> int | None`` (called right after it returned a pure decode
+step, with the same view), it is asked again after at most that many iterations (None: no limit).
+A prefill finishing needs no event of its own: a decision that schedules a prefill chunk is not a
+pure decode step, so that boundary is stepped, and the next one is asked.
+
+Between those boundaries only ``now``, ``iteration``, the residents' computed and generated token
+counts (+1 per iteration) and ``kv_used_tokens`` (nondecreasing) change; the waiting queue, the
+resident set and its order and ``has_future_arrivals`` do not. A policy whose decision depends on
+the former only through "does everything still fit" is event-stable (vLLM's and Sarathi's are).
+
+Verification: the engine fast-forwards only from a decision it has validated and found to be a pure
+decode step (counted during validation, O(1) extra). ``Simulator(verify_stable=True)`` checks the
+promise itself: it steps every boundary as the reference loop does and raises `EventStabilityError`
+at the first boundary the fast path would have skipped where the policy did not return a pure
+decode step. Policies without the tag are stepped at every boundary.
 """
 
 from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import fastpath
 from .cost import BatchStats, CostModel
-from .errors import InfeasibleDecisionError, StalledError
+from .errors import InfeasibleDecisionError, KvschedError, StalledError
 from .memory import KVCache, KVConvention, kv_tokens_held, peak_kv_tokens
 from .state import Decision, Oracle, RequestState, SchedulerView, Status
 from .workload import Workload
@@ -45,6 +80,39 @@ ProgressCallback = Callable[[int, int], None]
 
 def _queue_key(state: RequestState) -> tuple[float, int]:
     return (state.arrival_time, state.request_id)
+
+
+class EventStabilityError(KvschedError):
+    """A policy tagged `event_stable` changed a pure decode step between events (verify mode)."""
+
+
+class _ReadOnlyList(Sequence):
+    """A read-only window on one of the engine's lists: no copy, live (valid during `schedule`)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list) -> None:
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self._items[index])
+        return self._items[index]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __reversed__(self):
+        return reversed(self._items)
+
+    def __contains__(self, item) -> bool:
+        return item in self._items
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyList({self._items!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +159,9 @@ class Simulator:
 
     ``max_num_batched_tokens``: engine-wide token budget per iteration (None: unlimited).
     ``separate_batching``: every iteration holds only prefill work or only decodes.
+    ``fast``: fast-forward stable decode batches of `event_stable` policies (see the module
+    docstring); False runs the reference loop. ``verify_stable``: step every boundary and check
+    the `event_stable` promise (raises `EventStabilityError`).
     """
 
     cost: CostModel
@@ -100,6 +171,8 @@ class Simulator:
     max_num_batched_tokens: int | None = None
     separate_batching: bool = False
     record_iterations: bool = False
+    fast: bool = True
+    verify_stable: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kv_convention", KVConvention(self.kv_convention))
@@ -122,7 +195,15 @@ class _Run:
         self.oracle = Oracle(self.states) if policy.tags.clairvoyant else None
         self.waiting: list[RequestState] = []
         self.waiting_views: list = []
-        self.running: dict[int, RequestState] = {}
+        self.running: dict[int, RequestState] = {}     # admission order
+        self.running_views: list = []                  # the same, as views
+        self.waiting_window = _ReadOnlyList(self.waiting_views)
+        self.running_window = _ReadOnlyList(self.running_views)
+        self.stable = policy.tags.event_stable and (sim.fast or sim.verify_stable)
+        self.stable_horizon = getattr(policy, "stable_horizon", None)
+        self.stable_until = 0          # verify mode: boundaries before this must be pure decode steps
+        self.next_progress = 0
+        self.fast_gaps: list[int] = []
         self.next_arrival = 0
         self.num_done = 0
         self.now = 0.0
@@ -142,18 +223,134 @@ class _Run:
             if not self.waiting and not self.running:
                 self.now = max(self.now, self.states[self.next_arrival].arrival_time)
                 continue
-            decision = self.policy.schedule(self._view())
+            view = self._view()
+            decision = self.policy.schedule(view)
             evicted = self._evict(decision.evict)
-            if decision.num_tokens:
-                self._run_iteration(decision, evicted)
-            else:
+            if not decision.num_tokens:
+                self._check_stable(False)
                 self._idle(decision.wake_time)
-            if self.progress is not None and self.iteration % 512 == 0:
+            else:
+                plan, batch, used_blocks = self._validate(decision, evicted)
+                pure = (not evicted and not batch.num_prefill_seqs
+                        and batch.num_decode_seqs == len(self.running))
+                self._check_stable(pure)
+                length = self._stable_length(view) if pure and self.stable else 1
+                if length > 1 and not self.sim.verify_stable:
+                    self._fast_forward(batch, length)
+                else:
+                    self.stable_until = self.iteration + length
+                    self._run_iteration(decision, plan, batch, used_blocks)
+            if self.progress is not None and self.iteration >= self.next_progress:
                 self.progress(self.num_done, n)
+                self.next_progress = self.iteration + 512
         if self.progress is not None:
             self.progress(self.num_done, n)
         return self._result(time.perf_counter() - started)
 
+    # ------------------------------------------------------------------ fast path
+    def _check_stable(self, pure: bool) -> None:
+        """Verify mode: a boundary the fast path would have skipped must be a pure decode step."""
+        if not pure and self.iteration < self.stable_until:
+            raise EventStabilityError(
+                f"policy {self.policy.name!r} is tagged event_stable, but at t={self.now:g} "
+                f"(iteration {self.iteration}) it departed from a pure decode step between events")
+
+    def _stable_length(self, view: SchedulerView) -> int:
+        """Iterations the pure decode step just decided runs before the next event (>= 1).
+
+        Bounded by the first completion, the first iteration that would overflow the KV cache and
+        the policy's horizon; the next arrival is handled in `_fast_forward` (it needs the times).
+        """
+        conv_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
+        states = self.running.values()
+        length = min(s.true_output_tokens - s.num_output_tokens for s in states)
+        if length <= 1:
+            return 1
+        held = [s.num_computed_tokens + conv_extra for s in states]
+        cache = self.cache
+        gaps = fastpath.block_gaps(held, cache.block_size)
+        length = min(length, fastpath.first_overflow_iteration(gaps, cache.num_free_blocks,
+                                                                cache.block_size))
+        if self.stable_horizon is not None and length > 1:
+            horizon = self.stable_horizon(view)
+            if horizon is not None:
+                if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+                    raise InfeasibleDecisionError(
+                        f"policy {self.policy.name!r}: stable_horizon returned {horizon!r}, "
+                        "expected None or an integer >= 1")
+                length = min(length, int(horizon))
+        self.fast_gaps = gaps
+        return length
+
+    def _fast_forward(self, batch: BatchStats, limit: int) -> None:
+        """Run the pure decode step until the next event: at most `limit` iterations, fewer if an
+        arrival becomes visible first. Times and sums are accumulated exactly as the reference."""
+        durations = self._decode_run(batch, limit)
+        length = len(durations)
+        times = fastpath.accumulate(self.now, durations)
+        cache = self.cache
+        used_blocks = cache.used_blocks + fastpath.new_blocks_by_iteration(
+            self.fast_gaps, cache.block_size, length)
+        used_tokens = used_blocks * cache.block_size
+        self.kv_peak = max(self.kv_peak, int(used_tokens[-1]))
+        self.kv_token_seconds = float(fastpath.accumulate(
+            self.kv_token_seconds, used_tokens.astype(np.float64) * durations)[-1])
+        self.busy_time = float(fastpath.accumulate(self.busy_time, durations)[-1])
+        if self.iterations is not None:
+            tokens = {rid: 1 for rid in self.running}
+            self.iterations.extend(
+                IterationRecord(float(times[k]), float(durations[k]), dict(tokens), (), int(used_tokens[k]))
+                for k in range(length))
+        self.now = end = float(times[-1])
+        self.iteration += length
+        self._advance_decodes(length, end)
+
+    def _decode_run(self, batch: BatchStats, limit: int) -> np.ndarray:
+        """Durations of the stretch's iterations: `limit` of them, or up to the first boundary at
+        or after the next arrival if that comes sooner (computed in growing chunks)."""
+        seqs, context, cost = batch.num_decode_seqs, batch.decode_context_tokens, self.sim.cost
+        if self.next_arrival >= len(self.states):
+            return fastpath.decode_run_durations(cost, seqs, context, limit)
+        arrival = self.states[self.next_arrival].arrival_time
+        parts, done, start, chunk = [], 0, self.now, 64
+        while done < limit:
+            n = min(chunk, limit - done)
+            durations = fastpath.decode_run_durations(cost, seqs, context + done * seqs, n)
+            times = fastpath.accumulate(start, durations)
+            seen = int(np.searchsorted(times[1:], arrival, side="left"))   # boundary done + seen + 1
+            if seen < n:
+                parts.append(durations[:seen + 1])
+                break
+            parts.append(durations)
+            done, start, chunk = done + n, float(times[-1]), chunk * 4
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _advance_decodes(self, length: int, end: float) -> None:
+        """Every resident request decoded `length` tokens; those whose last token came finish."""
+        conv_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
+        cache, finished = self.cache, []
+        for rid, state in self.running.items():
+            before = state.num_computed_tokens
+            state.num_computed_tokens = after = before + length
+            state.total_computed_tokens += length
+            if before < state.max_computed_tokens:
+                state.num_recomputed_tokens += min(length, state.max_computed_tokens - before)
+            if after > state.max_computed_tokens:
+                state.max_computed_tokens = after
+            state.num_output_tokens += length
+            if state.num_output_tokens == state.true_output_tokens:
+                finished.append(state)
+            else:
+                cache.set_tokens(rid, after + conv_extra)
+        for state in finished:
+            state.finish_time = end
+            state.status = Status.FINISHED
+            del self.running[state.request_id]
+            self.running_views.remove(state.view)
+            cache.free(state.request_id)
+            self.num_done += 1
+
+    # ------------------------------------------------------------------ arrivals and the view
     def _admit_arrivals(self) -> None:
         states, n = self.states, len(self.states)
         while self.next_arrival < n and states[self.next_arrival].arrival_time <= self.now:
@@ -182,8 +379,8 @@ class _Run:
     def _view(self) -> SchedulerView:
         sim = self.sim
         return SchedulerView(
-            now=self.now, iteration=self.iteration, waiting=tuple(self.waiting_views),
-            running=tuple(s.view for s in self.running.values()),
+            now=self.now, iteration=self.iteration, waiting=self.waiting_window,
+            running=self.running_window,
             kv_capacity_tokens=self.cache.capacity_blocks * self.cache.block_size,
             kv_used_tokens=self.cache.used_tokens, block_size=sim.block_size,
             kv_convention=sim.kv_convention, max_num_batched_tokens=sim.max_num_batched_tokens,
@@ -218,6 +415,7 @@ class _Run:
             if state is None:
                 raise InfeasibleDecisionError(f"cannot evict request {rid}: it is not resident")
             del self.running[rid]
+            self.running_views.remove(state.view)
             self.cache.free(rid)
             state.num_computed_tokens = 0
             state.num_evictions += 1
@@ -277,8 +475,7 @@ class _Run:
             raise InfeasibleDecisionError(f"request {rid} is evicted and scheduled in the same decision")
         return state
 
-    def _run_iteration(self, decision: Decision, evicted: frozenset[int]) -> None:
-        plan, batch, used_blocks = self._validate(decision, evicted)
+    def _run_iteration(self, decision: Decision, plan, batch: BatchStats, used_blocks: int) -> None:
         duration = float(self.sim.cost.iteration_time(batch))
         start, end = self.now, self.now + duration
         used_tokens = used_blocks * self.cache.block_size
@@ -301,6 +498,7 @@ class _Run:
             state.admitted_seq = self.admit_counter
             self.admit_counter += 1
             self.running[rid] = state
+            self.running_views.append(state.view)
             if state.first_scheduled_time is None:
                 state.first_scheduled_time = start
         before = state.num_computed_tokens
@@ -317,6 +515,7 @@ class _Run:
                 state.finish_time = end
                 state.status = Status.FINISHED
                 del self.running[rid]
+                self.running_views.remove(state.view)
                 self.cache.free(rid)
                 self.num_done += 1
                 return
