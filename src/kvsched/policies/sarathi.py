@@ -34,7 +34,7 @@ from .registry import register
 @dataclass(kw_only=True)
 class SarathiPolicy(Policy):
     name: ClassVar[str] = "sarathi"
-    tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True)
+    tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True, event_stable=True)
     description: ClassVar[str] = "Sarathi-Serve: decode-first, chunked prefill, whole-prompt reservation"
 
     chunk_size: int = 512

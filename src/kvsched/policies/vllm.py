@@ -36,7 +36,7 @@ from .registry import register
 @dataclass(kw_only=True)
 class VLLMPolicy(Policy):
     name: ClassVar[str] = "vllm"
-    tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True)
+    tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True, event_stable=True)
     description: ClassVar[str] = "vLLM V1: running first, LIFO preemption, FCFS admission with head-of-line blocking"
 
     max_num_batched_tokens: int = 8192
