@@ -235,8 +235,11 @@ class _Run:
                         and batch.num_decode_seqs == len(self.running))
                 self._check_stable(pure)
                 length = self._stable_length(view) if pure and self.stable else 1
+                if length > 1:
+                    durations = self._decode_run(batch, length)
+                    length = len(durations)
                 if length > 1 and not self.sim.verify_stable:
-                    self._fast_forward(batch, length)
+                    self._fast_forward(durations)
                 else:
                     self.stable_until = self.iteration + length
                     self._run_iteration(decision, plan, batch, used_blocks)
@@ -259,7 +262,7 @@ class _Run:
         """Iterations the pure decode step just decided runs before the next event (>= 1).
 
         Bounded by the first completion, the first iteration that would overflow the KV cache and
-        the policy's horizon; the next arrival is handled in `_fast_forward` (it needs the times).
+        the policy's horizon; the next arrival is handled in `_decode_run` (it needs the times).
         """
         conv_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
         states = self.running.values()
@@ -282,10 +285,9 @@ class _Run:
         self.fast_gaps = gaps
         return length
 
-    def _fast_forward(self, batch: BatchStats, limit: int) -> None:
-        """Run the pure decode step until the next event: at most `limit` iterations, fewer if an
-        arrival becomes visible first. Times and sums are accumulated exactly as the reference."""
-        durations = self._decode_run(batch, limit)
+    def _fast_forward(self, durations: np.ndarray) -> None:
+        """Run the pure decode step for ``len(durations)`` iterations (up to the next event).
+        Times and sums are accumulated exactly as in the reference loop."""
         length = len(durations)
         times = fastpath.accumulate(self.now, durations)
         cache = self.cache

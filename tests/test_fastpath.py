@@ -1,0 +1,275 @@
+"""The fast path (DESIGN.md §4) against the reference loop, and its arithmetic on its own.
+
+Equality is exact (``==`` on every float): the fast path evaluates each iteration's duration with
+the same floating-point operations as the cost model and accumulates times left to right, as the
+reference loop does (see `kvsched.fastpath`), so no tolerance is needed or allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvsched import BatchStats, LinearCost, Simulator, UnitTime
+from kvsched.engine import EventStabilityError
+from kvsched.fastpath import (block_gaps, decode_run_durations, first_overflow_iteration,
+                              new_blocks_by_iteration)
+from kvsched.memory import KVConvention
+from kvsched.policies import make
+from kvsched.policies.base import Policy, PolicyTags
+from kvsched.policies.registry import registered
+from kvsched.state import Decision
+from kvsched.workload import (AllAtZero, Bursts, Deterministic, LogNormal, Poisson, Uniform,
+                              Workload, synthesize)
+
+RECORDS = ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
+           "num_recomputed_tokens", "num_computed_tokens", "rejected")
+RUN_FIGURES = ("num_iterations", "busy_time", "kv_peak_tokens", "kv_token_seconds", "reject_reasons")
+
+
+def _with_predictions(workload: Workload, seed: int) -> Workload:
+    """Noisy point predictions and intervals containing the truth (over- and underestimates)."""
+    rng = np.random.default_rng(seed)
+    o = workload.true_output_tokens
+    point = np.maximum(1.0, np.round(o * rng.lognormal(0.0, 0.5, size=len(o))))
+    lo = np.maximum(1, (o * rng.uniform(0.3, 1.0, size=len(o))).astype(np.int64))
+    hi = np.maximum(o, (o * rng.uniform(1.0, 3.0, size=len(o))).astype(np.int64))
+    return workload.with_columns(predicted_output_tokens=point, predicted_lo=lo, predicted_hi=hi,
+                                 type_id=(o > np.median(o)).astype(np.int64))
+
+
+def _workload(arrivals, n: int, seed: int, *, prompt=LogNormal(mean=30, sigma=0.8, low=1, high=200),
+              output=LogNormal(mean=40, sigma=0.9, low=1, high=300)) -> Workload:
+    rng = np.random.default_rng(seed)
+    return _with_predictions(synthesize(n, arrivals, prompt, output, rng), seed)
+
+
+# name -> (workload, simulator settings). Capacities: "tight" forces evictions and head-of-line
+# blocking; "loose" lets long decode stretches run; integer arrivals under UnitTime land exactly
+# on iteration boundaries.
+CASES = {
+    "loose-poisson-linear-b16-computed": (
+        lambda: _workload(Poisson(2.0), 80, 1),
+        dict(cost=LinearCost(0.02, 1e-4), kv_capacity_tokens=4096, block_size=16)),
+    "tight-poisson-unit-b1-emitted": (
+        lambda: _workload(Poisson(0.3), 80, 2),
+        dict(cost=UnitTime(), kv_capacity_tokens=520, block_size=1, kv_convention=KVConvention.EMITTED)),
+    "tight-bursts-linear-b16-emitted": (
+        lambda: _workload(Bursts(4.0, 10), 80, 3),
+        dict(cost=LinearCost(0.01, 2e-4), kv_capacity_tokens=640, block_size=16,
+             kv_convention=KVConvention.EMITTED)),
+    "all-at-zero-unit-b16-computed": (
+        lambda: _workload(AllAtZero(), 60, 4),
+        dict(cost=UnitTime(), kv_capacity_tokens=800, block_size=16)),
+    "all-at-zero-linear-b1-emitted-tight": (
+        lambda: _workload(AllAtZero(), 50, 5),
+        dict(cost=LinearCost(0.05, 1e-3), kv_capacity_tokens=400, block_size=1,
+             kv_convention=KVConvention.EMITTED)),
+    "on-boundary-arrivals-unit-b1": (
+        lambda: _workload(Deterministic(0.25), 60, 6, output=Uniform(1, 60)),
+        dict(cost=UnitTime(), kv_capacity_tokens=300, block_size=1)),
+    "budget-limited-loose-b16": (
+        lambda: _workload(Poisson(5.0), 80, 7),
+        dict(cost=LinearCost(0.01, 5e-5), kv_capacity_tokens=6000, block_size=16,
+             max_num_batched_tokens=64)),
+}
+
+
+def _outcome(simulator: Simulator, workload: Workload, policy_name: str):
+    """Per-request records and run figures, or the error raised (both modes must agree on it)."""
+    try:
+        result = simulator.run(workload, make(policy_name), seed=11)
+    except Exception as exc:     # noqa: BLE001 — both modes must fail the same way
+        return ("raised", type(exc).__name__, str(exc))
+    return ({name: getattr(result, name) for name in RECORDS + RUN_FIGURES}, result.iterations)
+
+
+def assert_same_outcome(reference, fast) -> None:
+    if "raised" in (reference[0], fast[0]):
+        assert fast == reference
+        return
+    ref_records, fast_records = reference[0], fast[0]
+    for name in RECORDS:
+        np.testing.assert_array_equal(fast_records[name], ref_records[name], err_msg=name, strict=True)
+    for name in RUN_FIGURES:
+        assert fast_records[name] == ref_records[name], name
+    assert fast[1] == reference[1]      # iteration records (None unless recorded)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("policy_name", sorted(registered()))
+def test_fast_path_equals_reference(policy_name, case):
+    build, settings_ = CASES[case]
+    workload = build()
+    reference = _outcome(Simulator(**settings_, fast=False), workload, policy_name)
+    fast = _outcome(Simulator(**settings_, fast=True), workload, policy_name)
+    assert_same_outcome(reference, fast)
+
+
+@pytest.mark.parametrize("policy_name", sorted(registered()))
+def test_event_stable_tag_holds_in_verify_mode(policy_name):
+    """Each tagged policy keeps its promise at every boundary the fast path skips."""
+    if not registered()[policy_name].tags.event_stable:
+        pytest.skip(f"{policy_name} is not tagged event_stable (stepped at every boundary)")
+    for case in ("tight-poisson-unit-b1-emitted", "tight-bursts-linear-b16-emitted",
+                 "all-at-zero-unit-b16-computed"):
+        build, settings_ = CASES[case]
+        workload = build()
+        reference = _outcome(Simulator(**settings_, fast=False), workload, policy_name)
+        verified = _outcome(Simulator(**settings_, verify_stable=True), workload, policy_name)
+        assert_same_outcome(reference, verified)
+
+
+def test_iteration_records_are_identical():
+    build, settings_ = CASES["tight-bursts-linear-b16-emitted"]
+    workload = build()
+    reference = _outcome(Simulator(**settings_, fast=False, record_iterations=True), workload, "vllm")
+    fast = _outcome(Simulator(**settings_, record_iterations=True), workload, "vllm")
+    assert reference[1] and len(reference[1]) == reference[0]["num_iterations"]
+    assert_same_outcome(reference, fast)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), policy_name=st.sampled_from(["vllm", "sarathi"]),
+       block_size=st.sampled_from([1, 2, 16]), emitted=st.booleans(), unit=st.booleans(),
+       capacity=st.integers(100, 1500), rate=st.floats(0.05, 20.0))
+def test_fast_path_equals_reference_property(seed, policy_name, block_size, emitted, unit, capacity, rate):
+    workload = _workload(Poisson(rate), 30, seed, output=LogNormal(mean=30, sigma=1.0, low=1, high=90))
+    settings_ = dict(cost=UnitTime() if unit else LinearCost(0.013, 3e-4), kv_capacity_tokens=capacity,
+                     block_size=block_size,
+                     kv_convention=KVConvention.EMITTED if emitted else KVConvention.COMPUTED)
+    assert_same_outcome(_outcome(Simulator(**settings_, fast=False), workload, policy_name),
+                        _outcome(Simulator(**settings_), workload, policy_name))
+
+
+def test_fast_path_skips_policy_calls():
+    """The fast path must actually fast-forward: far fewer schedule() calls than iterations."""
+    calls = []
+
+    @dataclass(kw_only=True)
+    class Counting(make("vllm").__class__):
+        def schedule(self, view):
+            calls.append(view.iteration)
+            return super().schedule(view)
+
+    workload = _workload(Poisson(0.05), 40, 9, output=Uniform(200, 300))
+    result = Simulator(LinearCost(0.02, 1e-4), 100_000, block_size=16).run(workload, Counting())
+    assert len(calls) < result.num_iterations / 10
+
+
+# ----------------------------------------------------------------------------- the tag's contract
+
+@dataclass(kw_only=True)
+class _PausesAtTen(Policy):
+    """Admits one waiting request per iteration, FCFS; from iteration 10 on, pauses odd-id requests
+    while an even-id request is resident.
+
+    Tagged event_stable although it is not (its decision changes at iteration 10 with no event),
+    unless `declare_horizon` makes it announce that change through `stable_horizon`.
+    """
+
+    name: ClassVar[str] = "pauses-at-ten"
+    tags: ClassVar[PolicyTags] = PolicyTags(event_stable=True, pauses=True)
+    declare_horizon: bool = False
+
+    def schedule(self, view):
+        tokens = {}
+        evens = any(r.request_id % 2 == 0 for r in view.running)
+        for r in view.running:
+            if view.iteration < 10 or r.request_id % 2 == 0 or not evens:
+                tokens[r.request_id] = 1 if r.is_decode else r.num_uncomputed_tokens
+        if not tokens or view.iteration < 10:
+            for r in view.waiting:
+                tokens[r.request_id] = r.num_tokens
+                break
+        return Decision(num_tokens=tokens)
+
+    def stable_horizon(self, view):
+        if self.declare_horizon and view.iteration < 10:
+            return 10 - view.iteration
+        return None
+
+
+def _two_long_requests() -> Workload:
+    return Workload.build([0.0, 0.0], [5, 5], [40, 40])
+
+
+def test_fast_path_trusts_the_tag_and_verify_mode_catches_a_false_one():
+    sim = dict(cost=UnitTime(), kv_capacity_tokens=1000)
+    workload = _two_long_requests()
+    reference = Simulator(**sim, fast=False).run(workload, _PausesAtTen())
+    fast = Simulator(**sim).run(workload, _PausesAtTen())
+    assert reference.finish_time.tolist() == [40.0, 71.0]
+    assert fast.finish_time.tolist() == [40.0, 41.0]    # r1 was never paused: the broken promise shows
+    with pytest.raises(EventStabilityError, match="pauses-at-ten"):
+        Simulator(**sim, verify_stable=True).run(workload, _PausesAtTen())
+
+
+def test_stable_horizon_is_an_event():
+    sim = dict(cost=UnitTime(), kv_capacity_tokens=1000)
+    workload = _two_long_requests()
+    reference = Simulator(**sim, fast=False).run(workload, _PausesAtTen(declare_horizon=True))
+    fast = Simulator(**sim).run(workload, _PausesAtTen(declare_horizon=True))
+    verified = Simulator(**sim, verify_stable=True).run(workload, _PausesAtTen(declare_horizon=True))
+    # Hand-worked: r0 prefills in iteration 0 (token 1 at t=1); iteration 1: r0 decodes, r1
+    # prefills (token 1 at t=2); iterations 2..9: both decode (r0 has 10 tokens, r1 9 at t=10);
+    # from iteration 10 r0 runs alone and emits its 40th token at t=40; r1 resumes and needs 31
+    # more: t=71.
+    assert reference.finish_time.tolist() == [40.0, 71.0]
+    np.testing.assert_array_equal(fast.finish_time, reference.finish_time, strict=True)
+    np.testing.assert_array_equal(verified.finish_time, reference.finish_time, strict=True)
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+@settings(max_examples=200, deadline=None)
+@given(held=st.lists(st.integers(1, 200), min_size=1, max_size=12), block_size=st.integers(1, 20),
+       free=st.integers(0, 60))
+def test_first_overflow_iteration_matches_brute_force(held, block_size, free):
+    gaps = block_gaps(held, block_size)
+
+    def extra(k):
+        return sum(-(-(h + k + 1) // block_size) - (-(-h // block_size)) for h in held)
+
+    k = 0
+    while extra(k) <= free:
+        k += 1
+    assert first_overflow_iteration(gaps, free, block_size) == k
+    np.testing.assert_array_equal(new_blocks_by_iteration(gaps, block_size, k + 3),
+                                  [extra(j) for j in range(k + 3)])
+
+
+@pytest.mark.parametrize("cost", [UnitTime(), LinearCost(0.0123, 3.3e-7), LinearCost(0.5, 0.0)])
+def test_decode_run_durations_match_iteration_time_bitwise(cost):
+    seqs, context, n = 37, 98_765, 500
+    durations = decode_run_durations(cost, seqs, context, n)
+    expected = [cost.iteration_time(BatchStats(num_decode_seqs=seqs, decode_context_tokens=context + k * seqs))
+                for k in range(n)]
+    assert durations.tolist() == expected
+
+
+def test_decode_run_durations_fallback_and_method():
+    @dataclass(frozen=True)
+    class Sqrt:
+        def iteration_time(self, batch):
+            return 0.01 + 1e-3 * batch.num_decode_seqs + 1e-6 * batch.decode_context_tokens ** 0.5
+
+    @dataclass(frozen=True)
+    class SqrtWithRun(Sqrt):
+        def decode_run_durations(self, seqs, context, n):
+            ctx = context + seqs * np.arange(n, dtype=np.int64)
+            return 0.01 + 1e-3 * seqs + 1e-6 * ctx.astype(np.float64) ** 0.5
+
+    loop = decode_run_durations(Sqrt(), 8, 1000, 50)
+    method = decode_run_durations(SqrtWithRun(), 8, 1000, 50)
+    expected = [Sqrt().iteration_time(BatchStats(num_decode_seqs=8, decode_context_tokens=1000 + 8 * k))
+                for k in range(50)]
+    assert loop.tolist() == expected
+    np.testing.assert_allclose(method, expected, rtol=1e-15)
+    assert dataclasses.is_dataclass(SqrtWithRun)
