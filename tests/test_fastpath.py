@@ -273,3 +273,31 @@ def test_decode_run_durations_fallback_and_method():
     assert loop.tolist() == expected
     np.testing.assert_allclose(method, expected, rtol=1e-15)
     assert dataclasses.is_dataclass(SqrtWithRun)
+
+
+# ----------------------------------------------------------------------------- engine's views
+
+@settings(max_examples=300, deadline=None)
+@given(prompt=st.integers(1, 40), outputs=st.integers(0, 40), computed_back=st.integers(0, 80),
+       resident=st.booleans(), emitted=st.booleans(), block_size=st.sampled_from([1, 3, 16]),
+       num_new=st.integers(1, 90))
+def test_engine_views_match_the_base_views(prompt, outputs, computed_back, resident, emitted,
+                                           block_size, num_new):
+    """The engine's specialised views answer exactly as `RequestView` / `SchedulerView` do."""
+    from kvsched.engine import _EngineRequestView, _EngineView
+    from kvsched.state import RequestState, RequestView, SchedulerView, Status
+    state = RequestState(0, 0.0, prompt, 100)
+    state.num_output_tokens = outputs
+    state.num_computed_tokens = max(0, prompt + outputs - computed_back) if resident else 0
+    state.status = Status.RUNNING if resident else Status.WAITING
+    num_new = min(num_new, max(1, prompt + outputs - state.num_computed_tokens))
+    fields = dict(now=0.0, iteration=0, waiting=(), running=(), kv_capacity_tokens=1000, kv_used_tokens=0,
+                  block_size=block_size, max_num_batched_tokens=None,
+                  kv_convention=KVConvention.EMITTED if emitted else KVConvention.COMPUTED)
+    base_request, engine_request = RequestView(state), _EngineRequestView(state)
+    base, engine = SchedulerView(**fields), _EngineView(**fields)
+    for name in ("num_tokens", "num_uncomputed_tokens", "is_decode", "is_resident"):
+        assert getattr(engine_request, name) == getattr(base_request, name), name
+    assert engine.kv_tokens(engine_request) == base.kv_tokens(base_request)
+    assert engine.kv_tokens_after(engine_request, num_new) == base.kv_tokens_after(base_request, num_new)
+    assert engine.extra_blocks(engine_request, num_new) == base.extra_blocks(base_request, num_new)

@@ -72,7 +72,7 @@ from . import fastpath
 from .cost import BatchStats, CostModel
 from .errors import InfeasibleDecisionError, KvschedError, StalledError
 from .memory import KVCache, KVConvention, kv_tokens_held, peak_kv_tokens
-from .state import Decision, Oracle, RequestState, SchedulerView, Status
+from .state import Decision, Oracle, RequestState, RequestView, SchedulerView, Status
 from .workload import Workload
 
 ProgressCallback = Callable[[int, int], None]
@@ -84,6 +84,71 @@ def _queue_key(state: RequestState) -> tuple[float, int]:
 
 class EventStabilityError(KvschedError):
     """A policy tagged `event_stable` changed a pure decode step between events (verify mode)."""
+
+
+class _EngineRequestView(RequestView):
+    """`RequestView` with its derived properties computed in one step (same values; the engine's
+    hot path reads them for every resident request at every boundary)."""
+
+    __slots__ = ()
+
+    @property
+    def num_tokens(self) -> int:
+        s = self._s
+        return s.num_prompt_tokens + s.num_output_tokens
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        s = self._s
+        return s.num_prompt_tokens + s.num_output_tokens - s.num_computed_tokens
+
+    @property
+    def is_decode(self) -> bool:
+        s = self._s
+        return s.num_output_tokens >= 1 and s.num_prompt_tokens + s.num_output_tokens - s.num_computed_tokens == 1
+
+    @property
+    def is_resident(self) -> bool:
+        return self._s.status is Status.RUNNING
+
+
+class _EngineView(SchedulerView):
+    """`SchedulerView` whose memory helpers read the engine's request state directly (same results
+    as the base class, which `tests/test_fastpath.py` checks; other request objects fall back)."""
+
+    __slots__ = ()
+
+    def kv_tokens(self, request) -> int:
+        try:
+            s = request._s
+        except AttributeError:
+            return SchedulerView.kv_tokens(self, request)
+        if s.status is not Status.RUNNING:
+            return 0
+        computed, outputs = s.num_computed_tokens, s.num_output_tokens
+        if (self.kv_convention is KVConvention.EMITTED and outputs >= 1
+                and computed == s.num_prompt_tokens + outputs - 1):
+            return computed + 1
+        return computed
+
+    def kv_tokens_after(self, request, num_new_tokens: int) -> int:
+        try:
+            s = request._s
+        except AttributeError:
+            return SchedulerView.kv_tokens_after(self, request, num_new_tokens)
+        computed = (s.num_computed_tokens if s.status is Status.RUNNING else 0) + num_new_tokens
+        outputs = s.num_output_tokens
+        if computed == s.num_prompt_tokens + outputs:
+            outputs += 1
+        if (self.kv_convention is KVConvention.EMITTED and outputs >= 1
+                and computed == s.num_prompt_tokens + outputs - 1):
+            return computed + 1
+        return computed
+
+    def extra_blocks(self, request, num_new_tokens: int) -> int:
+        """Blocks needed beyond those held: ceil(after / bs) - ceil(held / bs)."""
+        bs = self.block_size
+        return -(-self.kv_tokens_after(request, num_new_tokens) // bs) + (-self.kv_tokens(request) // bs)
 
 
 class _ReadOnlyList(Sequence):
@@ -192,6 +257,8 @@ class _Run:
         self.sim, self.workload, self.policy, self.progress = sim, workload, policy, progress
         self.cache = KVCache(sim.kv_capacity_tokens, sim.block_size)
         self.states = [_make_state(workload, i) for i in range(len(workload))]
+        for state in self.states:
+            state.view = _EngineRequestView(state)
         self.oracle = Oracle(self.states) if policy.tags.clairvoyant else None
         self.waiting: list[RequestState] = []
         self.waiting_views: list = []
@@ -380,7 +447,7 @@ class _Run:
 
     def _view(self) -> SchedulerView:
         sim = self.sim
-        return SchedulerView(
+        return _EngineView(
             now=self.now, iteration=self.iteration, waiting=self.waiting_window,
             running=self.running_window,
             kv_capacity_tokens=self.cache.capacity_blocks * self.cache.block_size,
@@ -433,7 +500,20 @@ class _Run:
         prefill_context = prefill_work = decode_context = 0
         used_blocks = self.cache.used_blocks
         convention, cache = self.sim.kv_convention, self.cache
+        running, block_size = self.running, cache.block_size
+        held_extra = 1 if convention is KVConvention.EMITTED else 0
         for rid, n in decision.num_tokens.items():
+            state = running.get(rid)
+            if (n == 1 and type(n) is int and state is not None and state.num_output_tokens >= 1
+                    and state.num_computed_tokens == state.num_prompt_tokens + state.num_output_tokens - 1):
+                # A resident decode (the common case): it grows by a block iff its last one is full.
+                after = state.num_computed_tokens + 1
+                used_blocks += (after - 1 + held_extra) % block_size == 0
+                decode_seqs += 1
+                decode_context += after
+                total += 1
+                plan.append((state, 1))
+                continue
             state = self._schedulable(rid, evicted)
             uncomputed = state.num_prompt_tokens + state.num_output_tokens - state.num_computed_tokens
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= uncomputed:
@@ -488,9 +568,35 @@ class _Run:
             self.iterations.append(IterationRecord(start, duration, {s.request_id: n for s, n in plan},
                                                    tuple(decision.evict), used_tokens))
         for state, n in plan:
-            self._advance(state, n, start, end)
+            if n == 1 and state.status is Status.RUNNING and state.num_output_tokens >= 1 and (
+                    state.num_computed_tokens == state.num_prompt_tokens + state.num_output_tokens - 1):
+                self._advance_decode(state, end)
+            else:
+                self._advance(state, n, start, end)
         self.now = end
         self.iteration += 1
+
+    def _advance_decode(self, state: RequestState, end: float) -> None:
+        """`_advance` for a resident decode (1 token computed, 1 emitted), in fewer steps."""
+        before = state.num_computed_tokens
+        state.num_computed_tokens = after = before + 1
+        state.total_computed_tokens += 1
+        if before < state.max_computed_tokens:
+            state.num_recomputed_tokens += 1
+        elif after > state.max_computed_tokens:
+            state.max_computed_tokens = after
+        state.num_output_tokens += 1
+        if state.num_output_tokens == state.true_output_tokens:
+            state.finish_time = end
+            state.status = Status.FINISHED
+            del self.running[state.request_id]
+            self.running_views.remove(state.view)
+            self.cache.free(state.request_id)
+            self.num_done += 1
+        elif self.sim.kv_convention is KVConvention.EMITTED:
+            self.cache.set_tokens(state.request_id, after + 1)
+        else:
+            self.cache.set_tokens(state.request_id, after)
 
     def _advance(self, state: RequestState, n: int, start: float, end: float) -> None:
         rid = state.request_id

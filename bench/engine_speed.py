@@ -1,0 +1,152 @@
+"""Engine speed: simulated requests/s and iterations/s, fast path vs reference loop, peak memory.
+
+    python bench/engine_speed.py            # the full set (1M requests included: minutes)
+    python bench/engine_speed.py --quick    # a smaller set (about a minute)
+
+Every (scenario, policy, mode) runs in a fresh Python process, so its peak memory (``ru_maxrss``,
+the process's resident high-water mark, interpreter and numpy included) is its own. The
+fast/reference ratio compares the two modes on the same workload in the same invocation; the
+reference loop is skipped above ``--max-reference`` requests (it would take many minutes) and the
+ratio is then reported for the largest size where both ran.
+
+Scenarios (stand-ins, stated so the figures can be read):
+
+- ``sharegpt``: ShareGPT-8K lengths from ../shared/data/vidur (10,000 rows drawn with seed 42,
+  capped at 4,096 total tokens by shrinking prompt and output in proportion, as Vidur's
+  ``max_tokens``), Poisson 0.5 req/s. Llama-2-70B TP2 A100 stand-in until the preset lands:
+  ``LinearCost(d0=0.060, d1=1.0e-6)`` — chosen so a decode batch of Vidur's mean size (19 requests,
+  ~2,000 context tokens each) takes ~0.098 s, matching Vidur's mean TPOT of 0.101 s (vllm) in
+  runs/summary.json; prefill is underpriced by a linear model, which is why it is a stand-in. KV
+  capacity 50,832 tokens (3,177 blocks of 16): 0.9 × 80 GiB minus the 34.5e9 fp16 weights per GPU,
+  over 163,840 bytes of KV per token per GPU (2 · 80 layers · 4 KV heads · 128 · 2 bytes), no
+  activation memory — consistent with Vidur's 77 % mean KV use at 19 resident requests. Policies
+  as Vidur ran them: vllm (4,096-token budget, 128 seqs), sarathi (chunk 512, 128 seqs).
+- ``default``: the embedded LMSYS-like workload at 20 req/s, KV 16,492 tokens (the MC-SF paper's
+  Llama-2-70B setting, ALGORITHMS.md R2), block 16, ``LinearCost(0.01, 2e-7)``: this configuration
+  saturates at about 22 req/s (vllm), so 20 req/s is near saturation (the queue stays short but
+  memory is ~80 % used and vllm preempts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHAREGPT = (REPO_ROOT.parent / "shared" / "data" / "vidur" / "data" / "processed_traces"
+            / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv")
+VIDUR_LOOP_S_10K = 39.0     # Vidur's event loop on ShareGPT 10k, vllm (issue 7)
+
+
+def sharegpt_workload(num_requests: int, rate: float = 0.5, seed: int = 42, max_tokens: int = 4096):
+    from kvsched.workload import Poisson, Workload
+    table = np.loadtxt(SHAREGPT, delimiter=",", skiprows=1, usecols=(0, 1), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    rows = table[rng.choice(len(table), size=num_requests, replace=num_requests > len(table))]
+    prompt, output = rows[:, 0].astype(np.float64), rows[:, 1].astype(np.float64)
+    scale = np.minimum(1.0, max_tokens / (prompt + output))
+    prompt = np.maximum(1, np.floor(prompt * scale)).astype(np.int64)
+    output = np.maximum(1, np.floor(output * scale)).astype(np.int64)
+    arrival = Poisson(rate).sample(num_requests, rng)
+    return Workload.build(arrival, prompt, output, name="sharegpt-8k")
+
+
+SCENARIOS = {
+    "sharegpt": dict(capacity=50_832, block_size=16, d0=0.060, d1=1.0e-6,
+                     policies={"vllm": dict(max_num_batched_tokens=4096, max_num_seqs=128),
+                               "sarathi": dict(chunk_size=512, max_num_seqs=128)}),
+    "default": dict(capacity=16_492, block_size=16, d0=0.01, d1=2e-7, rate=20.0,
+                    policies={"vllm": {}, "sarathi": {}, "mcsf": {}, "amin": {}}),
+}
+
+
+def run_one(scenario: str, num_requests: int, policy: str, fast: bool) -> dict:
+    """One simulation in this process; returns its figures (wall time excludes building inputs)."""
+    from kvsched import LinearCost, Simulator, default_workload
+    from kvsched.policies import make
+    from kvsched.predictors import apply_predictor
+    spec = SCENARIOS[scenario]
+    if scenario == "sharegpt":
+        workload = sharegpt_workload(num_requests)
+    else:
+        workload = default_workload(num_requests, rate=spec["rate"], seed=1)
+    policy_obj = make(policy, **spec["policies"][policy])
+    if policy_obj.tags.uses_predictions:
+        workload = apply_predictor(workload, "exact")
+    sim = Simulator(LinearCost(spec["d0"], spec["d1"]), spec["capacity"], block_size=spec["block_size"],
+                    fast=fast)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = sim.run(workload, policy_obj)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    summary = result.summary()
+    return dict(wall_s=wall, cpu_s=cpu, iterations=result.num_iterations, finished=summary.num_finished,
+                evictions=summary.num_evictions, mean_latency=summary.mean_latency,
+                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def run_isolated(scenario: str, num_requests: int, policy: str, fast: bool, timeout: float) -> dict:
+    args = [sys.executable, __file__, "--one", json.dumps([scenario, num_requests, policy, fast])]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=True)
+    except subprocess.TimeoutExpired:
+        return dict(error=f"over {timeout:.0f} s")
+    except subprocess.CalledProcessError as exc:
+        return dict(error=(exc.stderr.strip().splitlines() or ["failed"])[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (10k and 100k default)")
+    parser.add_argument("--max-reference", type=int, default=10_000,
+                        help="largest workload on which the reference loop also runs")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    parser.add_argument("--only", default=None, help="comma-separated scenarios or policies to run")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(*json.loads(args.one))))
+        return
+
+    from kvsched.policies.registry import registered
+    known = registered()
+    plan = [("sharegpt", 10_000)]
+    plan += [("default", n) for n in ((10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000))]
+    only = set(args.only.split(",")) if args.only else None
+    header = (f"{'scenario':<9} {'requests':>9} {'policy':<8} {'fast s':>8} {'ref s':>8} {'ratio':>6} "
+              f"{'req/s':>9} {'iter/s':>9} {'iters':>9} {'evict':>6} {'peak MB':>8}")
+    print(header)
+    print("-" * len(header))
+    for scenario, n in plan:
+        for policy in SCENARIOS[scenario]["policies"]:
+            if only and not ({scenario, policy} & only):
+                continue
+            if policy not in known:
+                print(f"{scenario:<9} {n:>9,} {policy:<8} (not registered on this branch)")
+                continue
+            fast = run_isolated(scenario, n, policy, True, args.timeout)
+            ref = (run_isolated(scenario, n, policy, False, args.timeout)
+                   if n <= args.max_reference else None)
+            if "error" in fast:
+                print(f"{scenario:<9} {n:>9,} {policy:<8} fast run failed: {fast['error']}")
+                continue
+            ref_s = "-" if ref is None else (ref.get("error", "") or f"{ref['wall_s']:.2f}")[:8]
+            ratio = ("-" if ref is None or "error" in ref else f"{ref['wall_s'] / fast['wall_s']:.1f}x")
+            print(f"{scenario:<9} {n:>9,} {policy:<8} {fast['wall_s']:>8.2f} {ref_s:>8} {ratio:>6} "
+                  f"{n / fast['wall_s']:>9,.0f} {fast['iterations'] / fast['wall_s']:>9,.0f} "
+                  f"{fast['iterations']:>9,} {fast['evictions']:>6,} {fast['peak_rss_mb']:>8.0f}",
+                  flush=True)
+            if scenario == "sharegpt" and policy == "vllm":
+                print(f"{'':<9} vs Vidur's event loop ({VIDUR_LOOP_S_10K:.0f} s, vllm, 10k): "
+                      f"{VIDUR_LOOP_S_10K / fast['wall_s']:.0f}x faster", flush=True)
+
+
+if __name__ == "__main__":
+    main()
