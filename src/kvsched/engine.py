@@ -146,9 +146,25 @@ class _EngineView(SchedulerView):
         return computed
 
     def extra_blocks(self, request, num_new_tokens: int) -> int:
-        """Blocks needed beyond those held: ceil(after / bs) - ceil(held / bs)."""
-        bs = self.block_size
-        return -(-self.kv_tokens_after(request, num_new_tokens) // bs) + (-self.kv_tokens(request) // bs)
+        """Blocks needed beyond those held: ceil(after / bs) - ceil(held / bs) (inlined)."""
+        try:
+            s = request._s
+        except AttributeError:
+            return SchedulerView.extra_blocks(self, request, num_new_tokens)
+        prompt, outputs, bs = s.num_prompt_tokens, s.num_output_tokens, self.block_size
+        emitted = self.kv_convention is KVConvention.EMITTED
+        if s.status is Status.RUNNING:
+            held = computed = s.num_computed_tokens
+            if emitted and outputs >= 1 and computed == prompt + outputs - 1:
+                held += 1
+        else:
+            held = computed = 0
+        after = computed + num_new_tokens
+        if after == prompt + outputs:
+            outputs += 1
+        if emitted and outputs >= 1 and after == prompt + outputs - 1:
+            after += 1
+        return -(-after // bs) + (-held // bs)
 
 
 class _ReadOnlyList(Sequence):
@@ -593,10 +609,10 @@ class _Run:
             self.running_views.remove(state.view)
             self.cache.free(state.request_id)
             self.num_done += 1
-        elif self.sim.kv_convention is KVConvention.EMITTED:
-            self.cache.set_tokens(state.request_id, after + 1)
-        else:
-            self.cache.set_tokens(state.request_id, after)
+            return
+        held = after + 1 if self.sim.kv_convention is KVConvention.EMITTED else after
+        if (held - 1) % self.cache.block_size == 0:     # the KV crossed into a new block
+            self.cache.set_tokens(state.request_id, held)
 
     def _advance(self, state: RequestState, n: int, start: float, end: float) -> None:
         rid = state.request_id
