@@ -296,7 +296,8 @@ def test_engine_views_match_the_base_views(prompt, outputs, computed_back, resid
                   kv_convention=KVConvention.EMITTED if emitted else KVConvention.COMPUTED)
     base_request, engine_request = RequestView(state), _EngineRequestView(state)
     base, engine = SchedulerView(**fields), _EngineView(**fields)
-    for name in ("num_tokens", "num_uncomputed_tokens", "is_decode", "is_resident"):
+    for name in ("num_tokens", "num_uncomputed_tokens", "is_decode", "is_resident", "request_id",
+                 "arrival_time", "num_prompt_tokens"):
         assert getattr(engine_request, name) == getattr(base_request, name), name
     assert engine.kv_tokens(engine_request) == base.kv_tokens(base_request)
     assert engine.kv_tokens_after(engine_request, num_new) == base.kv_tokens_after(base_request, num_new)

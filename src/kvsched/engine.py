@@ -87,10 +87,16 @@ class EventStabilityError(KvschedError):
 
 
 class _EngineRequestView(RequestView):
-    """`RequestView` with its derived properties computed in one step (same values; the engine's
-    hot path reads them for every resident request at every boundary)."""
+    """`RequestView` with its derived properties computed in one step and its fixed fields held in
+    slots (same values; policies read them for every resident request at every boundary). Still
+    read-only: `RequestView.__setattr__` refuses every assignment."""
 
-    __slots__ = ()
+    __slots__ = ("request_id", "arrival_time", "num_prompt_tokens")
+
+    def __init__(self, state: RequestState) -> None:
+        super().__init__(state)
+        for name in self.__slots__:
+            object.__setattr__(self, name, getattr(state, name))
 
     @property
     def num_tokens(self) -> int:
@@ -428,12 +434,7 @@ class _Run:
             else:
                 cache.set_tokens(rid, after + conv_extra)
         for state in finished:
-            state.finish_time = end
-            state.status = Status.FINISHED
-            del self.running[state.request_id]
-            self.running_views.remove(state.view)
-            cache.free(state.request_id)
-            self.num_done += 1
+            self._finish(state, end)
 
     # ------------------------------------------------------------------ arrivals and the view
     def _admit_arrivals(self) -> None:
@@ -583,36 +584,36 @@ class _Run:
         if self.iterations is not None:
             self.iterations.append(IterationRecord(start, duration, {s.request_id: n for s, n in plan},
                                                    tuple(decision.evict), used_tokens))
+        held_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
+        block_size, running = self.cache.block_size, Status.RUNNING
         for state, n in plan:
-            if n == 1 and state.status is Status.RUNNING and state.num_output_tokens >= 1 and (
-                    state.num_computed_tokens == state.num_prompt_tokens + state.num_output_tokens - 1):
-                self._advance_decode(state, end)
-            else:
+            before = state.num_computed_tokens
+            if not (n == 1 and state.status is running and state.num_output_tokens >= 1
+                    and before == state.num_prompt_tokens + state.num_output_tokens - 1):
                 self._advance(state, n, start, end)
+                continue
+            # `_advance` for a resident decode (1 token computed, 1 emitted), in fewer steps.
+            state.num_computed_tokens = after = before + 1
+            state.total_computed_tokens += 1
+            if before < state.max_computed_tokens:
+                state.num_recomputed_tokens += 1
+            elif after > state.max_computed_tokens:
+                state.max_computed_tokens = after
+            state.num_output_tokens += 1
+            if state.num_output_tokens == state.true_output_tokens:
+                self._finish(state, end)
+            elif (after - 1 + held_extra) % block_size == 0:     # the KV crossed into a new block
+                self.cache.set_tokens(state.request_id, after + held_extra)
         self.now = end
         self.iteration += 1
 
-    def _advance_decode(self, state: RequestState, end: float) -> None:
-        """`_advance` for a resident decode (1 token computed, 1 emitted), in fewer steps."""
-        before = state.num_computed_tokens
-        state.num_computed_tokens = after = before + 1
-        state.total_computed_tokens += 1
-        if before < state.max_computed_tokens:
-            state.num_recomputed_tokens += 1
-        elif after > state.max_computed_tokens:
-            state.max_computed_tokens = after
-        state.num_output_tokens += 1
-        if state.num_output_tokens == state.true_output_tokens:
-            state.finish_time = end
-            state.status = Status.FINISHED
-            del self.running[state.request_id]
-            self.running_views.remove(state.view)
-            self.cache.free(state.request_id)
-            self.num_done += 1
-            return
-        held = after + 1 if self.sim.kv_convention is KVConvention.EMITTED else after
-        if (held - 1) % self.cache.block_size == 0:     # the KV crossed into a new block
-            self.cache.set_tokens(state.request_id, held)
+    def _finish(self, state: RequestState, end: float) -> None:
+        state.finish_time = end
+        state.status = Status.FINISHED
+        del self.running[state.request_id]
+        self.running_views.remove(state.view)
+        self.cache.free(state.request_id)
+        self.num_done += 1
 
     def _advance(self, state: RequestState, n: int, start: float, end: float) -> None:
         rid = state.request_id
