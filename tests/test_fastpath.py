@@ -226,6 +226,46 @@ def test_stable_horizon_is_an_event():
     np.testing.assert_array_equal(verified.finish_time, reference.finish_time, strict=True)
 
 
+@dataclass(kw_only=True)
+class _OldestOnlyAfterACompletion(Policy):
+    """Admits every waiting request whole and decodes every resident, until it notices that a
+    resident has finished; from then on only the oldest resident runs (the others pause).
+
+    Tagged event_stable although it is not: with nothing waiting, a completion is not an event,
+    yet its decision changes there.
+    """
+
+    name: ClassVar[str] = "oldest-only-after-a-completion"
+    tags: ClassVar[PolicyTags] = PolicyTags(event_stable=True, pauses=True)
+
+    def reset(self, *, seed=None):
+        self._residents, self._slow = set(), False
+
+    def schedule(self, view):
+        residents = {r.request_id for r in view.running}
+        self._slow = self._slow or bool(self._residents - residents)
+        self._residents = residents | {r.request_id for r in view.waiting}
+        running = list(view.running)[:1] if self._slow else view.running
+        tokens = {r.request_id: r.num_uncomputed_tokens for r in running}
+        tokens.update({r.request_id: r.num_tokens for r in view.waiting})
+        return Decision(num_tokens=tokens)
+
+
+def test_completion_with_nothing_waiting_is_not_an_event():
+    """The promise covers completions while nothing waits: a policy that changes its decision
+    there is caught in verify mode (and the fast path, trusting the tag, diverges)."""
+    sim = dict(cost=UnitTime(), kv_capacity_tokens=1000)
+    workload = Workload.build([0.0, 0.0, 0.0], [5, 5, 5], [5, 20, 30])
+    reference = Simulator(**sim, fast=False).run(workload, _OldestOnlyAfterACompletion())
+    # Hand-worked: all prefill in iteration 0 (first tokens at t=1), all decode until r0's 5th
+    # token at t=5; then r1 alone (15 more: t=20), then r2 (25 more: t=45).
+    assert reference.finish_time.tolist() == [5.0, 20.0, 45.0]
+    fast = Simulator(**sim).run(workload, _OldestOnlyAfterACompletion())
+    assert fast.finish_time.tolist() == [5.0, 20.0, 30.0]
+    with pytest.raises(EventStabilityError, match="oldest-only"):
+        Simulator(**sim, verify_stable=True).run(workload, _OldestOnlyAfterACompletion())
+
+
 # ----------------------------------------------------------------------------- arithmetic
 
 @settings(max_examples=200, deadline=None)

@@ -34,34 +34,40 @@ A *pure decode step* is a decision in which every resident request is a decode (
 tokens but the newest computed) and gets exactly 1 token, nothing is evicted and no waiting request
 is scheduled. A policy tagged ``PolicyTags(event_stable=True)`` promises:
 
-    If my decision at a boundary is a pure decode step, then at every later boundary before the
-    next *event* I would return a pure decode step again, and not being asked at those boundaries
+    Suppose my decision at a boundary scheduled every resident request (paused none) and evicted
+    nothing. Then at every later boundary before the next *event* at which every resident request
+    is a decode, I would return the pure decode step; and not being asked at those boundaries
     changes none of my later decisions.
 
 Events: (1) an arrival becomes visible (the first boundary at or after its arrival time);
-(2) a request finished in the previous iteration; (3) the pure decode step would not fit: the first
-iteration whose KV after growth, in whole blocks, exceeds the capacity (with ``block_size > 1`` the
-batch grows by a block whenever a request crosses a block boundary); (4) the policy's own horizon:
-if it defines ``stable_horizon(view) -> int | None`` (called right after it returned a pure decode
-step, with the same view), it is asked again after at most that many iterations (None: no limit).
-A prefill finishing needs no event of its own: a decision that schedules a prefill chunk is not a
-pure decode step, so that boundary is stepped, and the next one is asked.
+(2) *while requests are waiting*, a request finished or completed its prefill (or recomputation)
+in the previous iteration; (3) the pure decode step would not fit: the first iteration whose KV
+after growth, in whole blocks, exceeds the capacity (with ``block_size > 1`` the batch grows by a
+block whenever a request crosses a block boundary); (4) the policy's own horizon: if it defines
+``stable_horizon(view) -> int | None`` (called right after each decision that scheduled every
+resident and evicted nothing, with the same view), it is asked again after at most that many
+iterations (None: no limit).
 
-Between those boundaries only ``now``, ``iteration``, the residents' computed and generated token
-counts (+1 per iteration) and ``kv_used_tokens`` (nondecreasing) change; the waiting queue, the
-resident set and its order and ``has_future_arrivals`` do not. A policy whose decision depends on
-the former only through "does everything still fit" is event-stable (vLLM's and Sarathi's are).
+So with requests waiting, a pure decode step stays so until an arrival, a completion, an overflow
+or the horizon (the waiting requests stay blocked: memory only fills up meanwhile); with nothing
+waiting, the residents keep decoding through completions and through the end of their prefills
+(the batch only shrinks, so it stays within any token budget or seat limit that the decision
+before it met). Between asked boundaries only ``now``, ``iteration``, the residents' computed and
+generated token counts, the resident set (shrinking) and ``kv_used_tokens`` change; the waiting
+queue and ``has_future_arrivals`` do not. vLLM's and Sarathi's policies keep this promise.
 
-Verification: the engine fast-forwards only from a decision it has validated and found to be a pure
-decode step (counted during validation, O(1) extra). ``Simulator(verify_stable=True)`` checks the
-promise itself: it steps every boundary as the reference loop does and raises `EventStabilityError`
-at the first boundary the fast path would have skipped where the policy did not return a pure
-decode step. Policies without the tag are stepped at every boundary.
+Verification: the engine relies only on what it can count (the last decision scheduled every
+resident, evicted nothing, completed every prefill chunk; O(1) extra per decision). The promise
+itself is checked by ``Simulator(verify_stable=True)``: it asks the policy at every boundary, as the
+reference loop does, and raises `EventStabilityError` at the first boundary the fast path would
+have skipped where the answer is not the pure decode step. Policies without the tag are asked at
+every boundary.
 """
 
 from __future__ import annotations
 
 import bisect
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -290,7 +296,12 @@ class _Run:
         self.running_window = _ReadOnlyList(self.running_views)
         self.stable = policy.tags.event_stable and (sim.fast or sim.verify_stable)
         self.stable_horizon = getattr(policy, "stable_horizon", None)
-        self.stable_until = 0          # verify mode: boundaries before this must be pure decode steps
+        # What the fast path knows since the policy was last asked (see `_known_length`):
+        self.skip_ok = False       # its decision scheduled every resident and evicted nothing
+        self.all_decode = False    # ... and left every resident a decode
+        self.deadline = 0          # its horizon: ask again at this iteration at the latest
+        self.arrived = False       # an arrival became visible since
+        self.progressed = False    # a request finished or completed its prefill since
         self.next_progress = 0
         self.fast_gaps: list[int] = []
         self.next_arrival = 0
@@ -312,26 +323,11 @@ class _Run:
             if not self.waiting and not self.running:
                 self.now = max(self.now, self.states[self.next_arrival].arrival_time)
                 continue
-            view = self._view()
-            decision = self.policy.schedule(view)
-            evicted = self._evict(decision.evict)
-            if not decision.num_tokens:
-                self._check_stable(False)
-                self._idle(decision.wake_time)
+            known = self._known_length()
+            if known and not self.sim.verify_stable:
+                self._fast_forward(self._decode_run(self._pure_batch(), known))
             else:
-                plan, batch, used_blocks = self._validate(decision, evicted)
-                pure = (not evicted and not batch.num_prefill_seqs
-                        and batch.num_decode_seqs == len(self.running))
-                self._check_stable(pure)
-                length = self._stable_length(view) if pure and self.stable else 1
-                if length > 1:
-                    durations = self._decode_run(batch, length)
-                    length = len(durations)
-                if length > 1 and not self.sim.verify_stable:
-                    self._fast_forward(durations)
-                else:
-                    self.stable_until = self.iteration + length
-                    self._run_iteration(decision, plan, batch, used_blocks)
+                self._ask_policy(known)
             if self.progress is not None and self.iteration >= self.next_progress:
                 self.progress(self.num_done, n)
                 self.next_progress = self.iteration + 512
@@ -339,40 +335,82 @@ class _Run:
             self.progress(self.num_done, n)
         return self._result(time.perf_counter() - started)
 
+    def _ask_policy(self, known: int) -> None:
+        """Ask the policy for this boundary's decision and run it (one iteration, or a stretch)."""
+        view = self._view()
+        decision = self.policy.schedule(view)
+        self.arrived = self.progressed = False
+        evicted = self._evict(decision.evict)
+        if not decision.num_tokens:
+            self._check_stable(False, known)
+            self.skip_ok = False
+            self._idle(decision.wake_time)
+            return
+        plan, batch, used_blocks, num_resident, num_partial = self._validate(decision, evicted)
+        pure = not evicted and not batch.num_prefill_seqs and batch.num_decode_seqs == len(self.running)
+        self._check_stable(pure, known)
+        self.skip_ok = self.stable and not evicted and num_resident == len(self.running)
+        self.all_decode = num_partial == 0
+        self.deadline = self._horizon(view) if self.skip_ok else 0
+        if pure and self.skip_ok and not self.sim.verify_stable:
+            length = self._pure_length()
+            if length > 1:
+                self._fast_forward(self._decode_run(batch, length))
+                return
+        self._run_iteration(decision, plan, batch, used_blocks)
+
     # ------------------------------------------------------------------ fast path
-    def _check_stable(self, pure: bool) -> None:
-        """Verify mode: a boundary the fast path would have skipped must be a pure decode step."""
-        if not pure and self.iteration < self.stable_until:
+    def _known_length(self) -> int:
+        """Iterations for which the policy's answer is known to be the pure decode step (0: ask).
+
+        The contract (module docstring): the last decision scheduled every resident and evicted
+        nothing, every resident is now a decode, no arrival has become visible since, no request
+        finished or completed its prefill since if requests wait, the policy's horizon has not
+        passed, and the step fits.
+        """
+        if not (self.skip_ok and self.all_decode and self.running) or self.arrived:
+            return 0
+        if (self.waiting and self.progressed) or self.iteration >= self.deadline:
+            return 0
+        return self._pure_length()
+
+    def _check_stable(self, pure: bool, known: int) -> None:
+        """Verify mode: where the fast path would not have asked, the answer must be pure."""
+        if known and not pure:
             raise EventStabilityError(
                 f"policy {self.policy.name!r} is tagged event_stable, but at t={self.now:g} "
-                f"(iteration {self.iteration}) it departed from a pure decode step between events")
+                f"(iteration {self.iteration}) it departed from the pure decode step between events")
 
-    def _stable_length(self, view: SchedulerView) -> int:
-        """Iterations the pure decode step just decided runs before the next event (>= 1).
+    def _horizon(self, view: SchedulerView) -> int:
+        """The iteration at which the policy must be asked again at the latest (its horizon)."""
+        horizon = None if self.stable_horizon is None else self.stable_horizon(view)
+        if horizon is None:
+            return sys.maxsize
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise InfeasibleDecisionError(f"policy {self.policy.name!r}: stable_horizon returned "
+                                          f"{horizon!r}, expected None or an integer >= 1")
+        return self.iteration + int(horizon)
 
-        Bounded by the first completion, the first iteration that would overflow the KV cache and
-        the policy's horizon; the next arrival is handled in `_decode_run` (it needs the times).
+    def _pure_length(self) -> int:
+        """Iterations the pure decode step can run from this boundary before the next event.
+
+        Bounded by the first completion, the first iteration that would overflow the KV cache (0
+        when even this one would) and the policy's horizon; the next arrival is handled in
+        `_decode_run` (it needs the times). Leaves the block gaps for `_fast_forward`.
         """
         conv_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
         states = self.running.values()
-        length = min(s.true_output_tokens - s.num_output_tokens for s in states)
-        if length <= 1:
-            return 1
-        held = [s.num_computed_tokens + conv_extra for s in states]
+        length = min(min(s.true_output_tokens - s.num_output_tokens for s in states),
+                     self.deadline - self.iteration)
         cache = self.cache
-        gaps = fastpath.block_gaps(held, cache.block_size)
-        length = min(length, fastpath.first_overflow_iteration(gaps, cache.num_free_blocks,
-                                                                cache.block_size))
-        if self.stable_horizon is not None and length > 1:
-            horizon = self.stable_horizon(view)
-            if horizon is not None:
-                if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-                    raise InfeasibleDecisionError(
-                        f"policy {self.policy.name!r}: stable_horizon returned {horizon!r}, "
-                        "expected None or an integer >= 1")
-                length = min(length, int(horizon))
-        self.fast_gaps = gaps
-        return length
+        self.fast_gaps = gaps = fastpath.block_gaps([s.num_computed_tokens + conv_extra for s in states],
+                                                    cache.block_size)
+        return min(length, fastpath.first_overflow_iteration(gaps, cache.num_free_blocks, cache.block_size))
+
+    def _pure_batch(self) -> BatchStats:
+        states = self.running.values()
+        return BatchStats(num_decode_seqs=len(states),
+                          decode_context_tokens=sum(s.num_computed_tokens for s in states) + len(states))
 
     def _fast_forward(self, durations: np.ndarray) -> None:
         """Run the pure decode step for ``len(durations)`` iterations (up to the next event).
@@ -442,6 +480,7 @@ class _Run:
         while self.next_arrival < n and states[self.next_arrival].arrival_time <= self.now:
             state = states[self.next_arrival]
             self.next_arrival += 1
+            self.arrived = True
             peak = peak_kv_tokens(state.num_prompt_tokens, state.true_output_tokens, self.sim.kv_convention)
             if self.cache.blocks(peak) > self.cache.capacity_blocks:
                 state.status = Status.REJECTED
@@ -510,9 +549,12 @@ class _Run:
             self._enqueue(state)
         return frozenset(evict)
 
-    def _validate(self, decision: Decision, evicted: frozenset[int]) -> tuple[list[tuple[RequestState, int]], BatchStats, int]:
-        """Check a decision; return the plan, the batch and KV blocks used after the iteration."""
+    def _validate(self, decision: Decision, evicted: frozenset[int]):
+        """Check a decision; return the plan, the batch, KV blocks used after the iteration, and
+        for the fast path the number of resident requests scheduled and of prefill chunks that
+        do not complete their prompt (or recomputation)."""
         plan, budget = [], self.sim.max_num_batched_tokens
+        num_resident_prefills = num_partial = 0
         total = prefill_tokens = prefill_seqs = decode_seqs = 0
         prefill_context = prefill_work = decode_context = 0
         used_blocks = self.cache.used_blocks
@@ -539,6 +581,7 @@ class _Run:
             n = int(n)
             after = state.num_computed_tokens + n
             emits = n == uncomputed
+            num_partial += not emits
             kv_after = kv_tokens_held(after, state.num_prompt_tokens, state.num_output_tokens + emits,
                                       convention)
             used_blocks += cache.blocks(kv_after) - cache.held_blocks(rid)
@@ -546,6 +589,7 @@ class _Run:
                 decode_seqs += 1
                 decode_context += after
             else:
+                num_resident_prefills += state.status is Status.RUNNING
                 prefill_seqs += 1
                 prefill_tokens += n
                 prefill_context += after
@@ -562,7 +606,7 @@ class _Run:
             raise InfeasibleDecisionError("separate batching: an iteration mixes prefill and decode work")
         batch = BatchStats(prefill_tokens, prefill_seqs, decode_seqs, prefill_context, prefill_work,
                            decode_context)
-        return plan, batch, used_blocks
+        return plan, batch, used_blocks, decode_seqs + num_resident_prefills, num_partial
 
     def _schedulable(self, rid, evicted) -> RequestState:
         if not isinstance(rid, (int, np.integer)) or not 0 <= rid < len(self.states):
@@ -608,6 +652,7 @@ class _Run:
         self.iteration += 1
 
     def _finish(self, state: RequestState, end: float) -> None:
+        self.progressed = True
         state.finish_time = end
         state.status = Status.FINISHED
         del self.running[state.request_id]
@@ -634,6 +679,7 @@ class _Run:
         state.max_computed_tokens = max(state.max_computed_tokens, state.num_computed_tokens)
         if state.num_computed_tokens == state.num_prompt_tokens + state.num_output_tokens:
             state.num_output_tokens += 1
+            self.progressed = True     # a prefill (or recomputation) completed, or a slow-path decode
             if state.first_token_time is None:
                 state.first_token_time = end
             if state.num_output_tokens == state.true_output_tokens:
