@@ -457,7 +457,7 @@ class _Run:
     def _advance_decodes(self, length: int, end: float) -> None:
         """Every resident request decoded `length` tokens; those whose last token came finish."""
         conv_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
-        cache, finished = self.cache, []
+        cache, finished, block_size = self.cache, [], self.cache.block_size
         for rid, state in self.running.items():
             before = state.num_computed_tokens
             state.num_computed_tokens = after = before + length
@@ -469,8 +469,8 @@ class _Run:
             state.num_output_tokens += length
             if state.num_output_tokens == state.true_output_tokens:
                 finished.append(state)
-            else:
-                cache.set_tokens(rid, after + conv_extra)
+            elif (before + conv_extra - 1) // block_size != (after + conv_extra - 1) // block_size:
+                cache.set_tokens(rid, after + conv_extra)      # it crossed into a new block
         for state in finished:
             self._finish(state, end)
 
