@@ -222,8 +222,7 @@ def check_policy_command(
                                         "registered id.")],
     json_out: cc.JsonOpt = False,
 ) -> None:
-    """Run the conformance suite (kvsched.testing.check_policy) on a policy. Exit 1 if a check
-    fails, 2 if the policy cannot be imported or built."""
+    """Run the conformance suite on a policy (exit 1 if a check fails, 2 if it cannot be built)."""
     from .policies import make
     from .policies.registry import parse_policy_spec
     _allow_local_imports()
