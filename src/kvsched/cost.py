@@ -77,26 +77,3 @@ class LinearCost:
     def iteration_time(self, batch: BatchStats) -> float:
         return self.d0 + self.d1 * batch.kv_tokens
 
-
-def parse_cost(spec: str) -> CostModel:
-    """ "unit" or "linear:d0=0.01,d1=2e-7" → a cost model (presets: `kvsched.presets.get_preset`)."""
-    from .errors import ConfigError
-    name, _, args = spec.strip().partition(":")
-    if name == "unit" and not args:
-        return UnitTime()
-    if name == "linear":
-        values = {}
-        for item in filter(None, (a.strip() for a in args.split(","))):
-            key, eq, value = item.partition("=")
-            try:
-                if not eq or key.strip() not in ("d0", "d1"):
-                    raise ValueError
-                values[key.strip()] = float(value)
-            except ValueError:
-                raise ConfigError(f"--cost {spec!r}: expected linear:d0=SECONDS,d1=SECONDS_PER_TOKEN, "
-                                  f"got {item!r}") from None
-        try:
-            return LinearCost(values.get("d0", 0.0), values.get("d1", 0.0))
-        except ValueError as exc:
-            raise ConfigError(f"--cost {spec!r}: {exc}") from None
-    raise ConfigError(f"--cost {spec!r}: expected unit, linear:d0=..,d1=.. or preset:NAME")

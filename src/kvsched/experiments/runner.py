@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -22,42 +23,26 @@ Progress = Callable[[int, int], None]
 
 def build_workload(config: dict):
     """The request stream of a point: depends on the workload, rate, seed and predictor only,
-    so every policy at the same point sees the same requests and predictions (paired)."""
-    from ..predictors import apply_predictor
-    from ..workload import Poisson, default_workload
+    so every policy at the same point sees the same requests and predictions (paired).
+    A rate of 0 puts every arrival at time 0; no rate keeps a trace's own arrival times."""
+    from ..cli_common import build_workload as build
     spec, seed, n = config["workload"], config["seed"], config["num_requests"]
-    rate = spec.get("rate")
-    if spec["kind"] == "default":
-        workload = default_workload(n, rate=rate, seed=seed)
-    elif spec["kind"] == "trace":
-        from ..traces import load_trace
-        workload = load_trace(spec["path"]).head(n)
-        if rate is not None:
-            rng = np.random.default_rng(seed)
-            workload = workload.with_arrivals(Poisson(rate).sample(len(workload), rng))
-    else:
+    if spec["kind"] == "typed":
+        from ..predictors import apply_predictor
         from ..typed import typed_workload
-        workload = typed_workload(spec["types"], rate=rate, num_requests=n, seed=seed)
-    return apply_predictor(workload, config.get("predictor"), seed=seed)
+        workload = typed_workload(spec["types"], rate=spec.get("rate"), num_requests=n, seed=seed)
+        return apply_predictor(workload, config.get("predictor"), seed)
+    trace = Path(spec["path"]) if spec["kind"] == "trace" else None
+    return build(trace=trace, rate=spec.get("rate"), num_requests=n, seed=seed,
+                 predictor=config.get("predictor"))
 
 
 def build_simulator(config: dict):
-    from ..cost import parse_cost
-    from ..engine import Simulator
+    from ..cli_common import build_simulator as build, parse_cost
     engine = config["engine"]
-    cost_spec = engine.get("cost", "unit")
-    capacity, block = engine.get("kv_capacity"), engine.get("block_size")
-    if cost_spec.startswith("preset:"):
-        from ..presets import get_preset
-        preset = get_preset(cost_spec.partition(":")[2])
-        cost = preset.cost
-        capacity = capacity or preset.kv_capacity_tokens
-        block = block or preset.block_size
-    else:
-        cost = parse_cost(cost_spec)
-    return Simulator(cost, int(capacity), block_size=int(block or 1),
-                     kv_convention=engine.get("kv_convention", "computed"),
-                     max_num_batched_tokens=engine.get("max_num_batched_tokens"))
+    return build(parse_cost(engine.get("cost", "unit")), kv_capacity=engine.get("kv_capacity"),
+                 block_size=engine.get("block_size"),
+                 kv_convention=engine.get("kv_convention", "computed"))
 
 
 def run_point(config: dict) -> tuple[dict, dict | None]:

@@ -12,7 +12,8 @@ names its results, which is what makes sweeps resumable. Example::
 
     [workload]
     kind = "default"                 # default | trace | typed
-    rates = [2.0, 4.0, 8.0]          # req/s; omit for a trace's own arrival times
+    rates = [2.0, 4.0, 8.0]          # req/s; 0: all at time 0; omit for the default rate or a
+                                     # trace's own arrival times
     # path = "trace.csv"             # kind = "trace"
     # types = [{share = 0.7, prompt = 512, output = 20}]   # kind = "typed"
 
@@ -144,8 +145,8 @@ def parse_spec(data: dict, *, source: str = "<spec>") -> SweepSpec:
     rates = workload.get("rates")
     if rates is not None:
         if not isinstance(rates, list) or not rates or not all(
-                isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
-            raise fail("workload.rates", "a non-empty list of positive numbers", rates)
+                isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in rates):
+            raise fail("workload.rates", "a non-empty list of numbers >= 0 (0: all at time 0)", rates)
     if not isinstance(engine.get("cost", "unit"), str):
         raise fail("engine.cost", "a string such as 'unit' or 'linear:d0=0.01,d1=2e-7'")
     if "preset:" not in str(engine.get("cost", "")) and "kv_capacity" not in engine:
