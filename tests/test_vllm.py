@@ -168,6 +168,17 @@ def test_chunked_prefill_disabled_admits_whole_prompts_only():
     assert digest(whole) == [(0.0, {0: 3}, (), 3), (1.0, {0: 1}, (), 4), (2.0, {1: 4}, (), 4)]
 
 
+def test_continue_on_block_does_not_skip_a_prompt_over_the_budget():
+    # With chunked prefill off, r1 (4 tokens) does not fit the 1 token of budget left; upstream
+    # stops admission there (the HOL fix only skips requests whose KV blocks do not fit).
+    rows = [(0, 3, 2), (0, 4, 1), (0, 1, 1)]
+    policy = make("vllm", max_num_batched_tokens=4, enable_chunked_prefill=False,
+                  continue_on_block=True)
+    result = run(policy, rows, capacity=20)
+    assert digest(result) == [(0.0, {0: 3}, (), 3), (1.0, {0: 1}, (), 4),
+                              (2.0, {1: 4}, (), 4), (3.0, {2: 1}, (), 1)]
+
+
 def test_chunked_prefill_disabled_with_a_prompt_over_the_budget_stalls_loudly():
     with pytest.raises(StalledError):
         run(make("vllm", max_num_batched_tokens=4, enable_chunked_prefill=False), [(0, 5, 1)],
