@@ -255,3 +255,15 @@ def test_same_inputs_give_identical_records(policy):
                    "num_recomputed_tokens", "num_computed_tokens", "rejected"):
         np.testing.assert_array_equal(getattr(a, column), getattr(b, column))
     assert a.summary().as_dict() | {"wall_time": 0} == b.summary().as_dict() | {"wall_time": 0}
+
+
+def test_an_eviction_only_decision_takes_no_time_and_the_policy_is_asked_again():
+    # Clearing the cache (evict only) must not stall or jump the clock to the next arrival.
+    steps = [{0: 2, 1: 2}, Decision(evict=(0, 1)), {1: 3}, {0: 3}, {2: 1}]
+    policy = Scripted(steps=steps)
+    result = run(policy, [(0, 2, 2), (0, 2, 2), (9, 1, 1)], capacity=100)
+    assert [seen[0] for seen in policy.seen] == [0.0, 1.0, 1.0, 2.0, 9.0]
+    assert digest(result) == [(0.0, {0: 2, 1: 2}, (), 4), (1.0, {1: 3}, (), 3),
+                              (2.0, {0: 3}, (), 3), (9.0, {2: 1}, (), 1)]
+    np.testing.assert_array_equal(result.finish_time, [3, 2, 10])
+    np.testing.assert_array_equal(result.num_evictions, [1, 1, 0])
