@@ -99,6 +99,14 @@ class Workload:
         if len(self) > 1 and np.any(np.diff(self.arrival_time) < 0):
             raise WorkloadError("arrival times must be sorted; use Workload.build", field="arrival_time")
 
+    def __eq__(self, other: object) -> bool:
+        """Same name and same columns (the generated dataclass `==` fails on arrays)."""
+        if not isinstance(other, Workload):
+            return NotImplemented
+        return self.name == other.name and all(
+            (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+            for a, b in ((getattr(self, c), getattr(other, c)) for c in self._columns()))
+
     @staticmethod
     def _columns() -> tuple[str, ...]:
         return ("arrival_time", "num_prompt_tokens", "true_output_tokens", "predicted_output_tokens",
