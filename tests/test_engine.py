@@ -267,3 +267,46 @@ def test_an_eviction_only_decision_takes_no_time_and_the_policy_is_asked_again()
                               (2.0, {0: 3}, (), 3), (9.0, {2: 1}, (), 1)]
     np.testing.assert_array_equal(result.finish_time, [3, 2, 10])
     np.testing.assert_array_equal(result.num_evictions, [1, 1, 0])
+
+
+def test_summary_of_the_mixed_batch_run():
+    steps = [{0: 4}, {0: 1, 1: 3, 2: 2}, {2: 4}]
+    result = run(Scripted(steps=steps), [(0, 4, 2), (0, 3, 1), (0, 6, 1)], capacity=100,
+                 cost=LinearCost(2.0, 0.25))
+    s = result.summary()
+    # finish 7.5, 7.5, 11; first tokens 3, 7.5, 11 (all arrived at 0).
+    assert (s.num_requests, s.num_finished, s.num_rejected) == (3, 3, 0)
+    assert s.total_latency == 26.0 and s.mean_latency == pytest.approx(26 / 3)
+    assert s.p50_latency == 7.5 and s.mean_ttft == pytest.approx(21.5 / 3)
+    assert s.mean_tpot == 4.5                         # only r0 has 2 tokens: (7.5 - 3) / 1
+    assert s.makespan == 11.0 and s.throughput_tokens_per_s == pytest.approx(4 / 11)
+    assert s.throughput_requests_per_s == pytest.approx(3 / 11)
+    # KV after each iteration: 4 (for 3 s), 5 + 3 + 2 = 10 (4.5 s), 6 (3.5 s).
+    assert s.peak_kv_utilization == 0.10
+    assert s.mean_kv_utilization == pytest.approx((4 * 3 + 10 * 4.5 + 6 * 3.5) / 11 / 100)
+    assert (s.num_evictions, s.num_recomputed_tokens, s.recompute_ratio) == (0, 0, 0.0)
+    assert s.num_iterations == 3
+
+
+@pytest.mark.parametrize("policy_name", ["vllm", "sarathi"])
+@pytest.mark.parametrize("convention", [COMPUTED, EMITTED])
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_invariants_on_random_workloads(policy_name, convention, block_size):
+    for seed in range(3):
+        workload = synthesize(40, Poisson(3.0), Uniform(1, 80), Uniform(1, 80), np.random.default_rng(seed))
+        policy = make(policy_name, **({"max_num_batched_tokens": 48} if policy_name == "vllm"
+                                      else {"chunk_size": 48}))
+        sim = Simulator(UnitTime(), 256, block_size=block_size, kv_convention=convention,
+                        record_iterations=True)
+        result = sim.run(workload, policy, seed=seed)
+        done = ~result.rejected
+        assert np.all(np.isfinite(result.finish_time[done]))
+        assert np.all(result.first_token_time[done] >= workload.arrival_time[done] + 1)
+        assert np.all(result.finish_time[done] - result.first_token_time[done]
+                      >= workload.true_output_tokens[done] - 1)
+        np.testing.assert_array_equal(
+            result.num_computed_tokens[done],
+            (workload.num_prompt_tokens + workload.true_output_tokens - 1 + result.num_recomputed_tokens)[done])
+        assert all(it.kv_used_tokens <= 256 and sum(it.num_tokens.values()) <= 48
+                   for it in result.iterations)
+        assert result.num_evictions.sum() == sum(len(it.evicted) for it in result.iterations)
