@@ -76,6 +76,30 @@ def test_preempts_the_latest_arrived_request_and_its_reservation():
     np.testing.assert_array_equal(result.num_computed_tokens, [6, 6, 6 + 1 - 1 + 2])
 
 
+def test_preemption_cascade_frees_the_reservation_and_refills_the_front_in_order():
+    # r3 holds 2 computed blocks and 4 reserved: preempting it frees 6, enough for all three
+    # decodes (its 2 held blocks alone would not be). Later preemptions take the latest-arrived
+    # running request; the queue's front becomes [r1, r2, r3].
+    rows = [(0, 1, 5), (0, 1, 5), (0, 1, 5), (0, 6, 1)]
+    result = run(make("sarathi", chunk_size=5, watermark=0.0), rows, capacity=9)
+    assert digest(result) == [
+        (0.0, {0: 1, 1: 1, 2: 1, 3: 2}, (), 5),
+        (1.0, {0: 1, 1: 1, 2: 1}, (3,), 6),
+        (2.0, {0: 1, 1: 1, 2: 1}, (), 9),     # r3 (6 blocks) waits at the front
+        (3.0, {0: 1, 1: 1}, (2,), 8),         # r0 needs a block: r2 is the latest arrival
+        (4.0, {0: 1}, (1,), 5),               # r1 needs one: it is the latest now, itself
+        (5.0, {1: 5}, (), 5),                 # r1 recomputes 1 + 4 and finishes; budget spent
+        (6.0, {2: 4}, (), 4),                 # r2: 1 + 3; r3 needs 6 > 5 free
+        (7.0, {2: 1}, (), 5),
+        (8.0, {3: 5}, (), 5),
+        (9.0, {3: 1}, (), 6),
+    ]
+    np.testing.assert_array_equal(result.finish_time, [5, 6, 8, 10])
+    np.testing.assert_array_equal(result.num_evictions, [0, 1, 1, 1])
+    np.testing.assert_array_equal(result.num_recomputed_tokens, [0, 4, 3, 2])
+    np.testing.assert_array_equal(result.num_computed_tokens, [5, 9, 8, 8])
+
+
 def test_max_num_seqs():
     rows = [(0, 2, 2), (0, 2, 2), (0, 2, 2)]
     result = run(make("sarathi", max_num_seqs=2), rows, capacity=100)
