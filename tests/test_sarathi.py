@@ -122,3 +122,9 @@ def test_parameters_are_validated():
     for bad in ({"chunk_size": 0}, {"max_num_seqs": 0}, {"watermark": 1.0}):
         with pytest.raises(ValueError):
             SarathiPolicy(**bad)
+
+
+def test_watermark_does_not_starve_a_prompt_that_fits_an_empty_cache():
+    # 100 of 100 blocks: only the 1-block watermark is in the way, and nothing is running.
+    result = run(make("sarathi"), [(0, 100, 1), (0, 1, 1)], capacity=100)
+    assert digest(result) == [(0.0, {0: 100}, (), 100), (1.0, {1: 1}, (), 1)]

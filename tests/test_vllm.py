@@ -227,3 +227,8 @@ def test_runs_are_deterministic(make_workload):
     assert digest(a) == digest(b)
     np.testing.assert_array_equal(a.finish_time, b.finish_time)
     assert a.num_evictions.sum() > 0      # the workload exercises preemption
+
+
+def test_watermark_does_not_starve_a_prompt_that_fits_an_empty_cache():
+    result = run(make("vllm", watermark=0.05), [(0, 100, 1), (0, 1, 1)], capacity=100)
+    assert digest(result) == [(0.0, {0: 100}, (), 100), (1.0, {1: 1}, (), 1)]

@@ -30,6 +30,8 @@ Deviations:
 - The whole-prompt reservation is kept by the policy (reserved-but-uncomputed blocks are
   subtracted from the free blocks it sees); the engine only counts computed KV, so reported KV
   utilisation does not include reservations.
+- The watermark applies only while some request is running: with an empty cache it protects
+  nothing, and upstream would never admit a prompt that fits only by dipping into it.
 - Not modelled: the dynamic chunk-size schedule, pipeline-parallel micro-batches,
   ``max_model_len`` (requests that never fit are rejected by the engine on arrival).
 """
@@ -126,14 +128,14 @@ class SarathiPolicy(Policy):
         return budget
 
     def _admit(self, view, tokens, budget, free):
-        reserve = int(self.watermark * view.kv_capacity_blocks)
+        watermark_blocks = int(self.watermark * view.kv_capacity_blocks)
         front_ids = {r.request_id for r in self._front}
         queue = self._front + [r for r in view.waiting if r.request_id not in front_ids]
         for request in queue:
             if budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
             need = view.extra_blocks(request, request.num_tokens)   # the whole prompt, reserved
-            if need > free - reserve:
+            if need > free - (watermark_blocks if self._running else 0):
                 break
             n = min(request.num_tokens, budget)
             tokens[request.request_id] = n

@@ -13,7 +13,8 @@ FCFS policy; ALGORITHMS.md §0. Per iteration, with a token budget ``max_num_bat
    does not fit (head-of-line blocking), or at ``max_num_seqs`` running, or when the budget is spent.
 
 Options (off by default, as upstream): ``watermark`` (fraction of blocks that admissions must leave
-free — vLLM V0's ``BlockSpaceManager`` rule; V1 has none), ``full_prompt_must_fit`` (admit only if
+free while some request is running — vLLM V0's ``BlockSpaceManager`` rule, which with an
+empty cache would instead drop a prompt that fits only by dipping into it; V1 has none), ``full_prompt_must_fit`` (admit only if
 the whole remaining prompt fits), ``continue_on_block`` (skip a waiting request whose blocks cannot
 be allocated instead of stopping — the waiting-phase part of the unmerged head-of-line fix for
 vllm-project/vllm#31731, PRs #33499/#35852; a prompt over the budget with chunked prefill off
@@ -98,7 +99,7 @@ class VLLMPolicy(Policy):
         return free, budget
 
     def _schedule_waiting(self, view, tokens, free, budget):
-        reserve = int(self.watermark * view.kv_capacity_blocks)
+        watermark_blocks = int(self.watermark * view.kv_capacity_blocks)
         front_ids = {r.request_id for r in self._front}
         queue = self._front + [r for r in view.waiting if r.request_id not in front_ids]
         for request in queue:
@@ -109,7 +110,7 @@ class VLLMPolicy(Policy):
                 break                          # upstream stops here, with or without the HOL fix
             n = min(remaining, budget)
             must_fit = remaining if self.full_prompt_must_fit else n
-            if view.extra_blocks(request, must_fit) > free - reserve:
+            if view.extra_blocks(request, must_fit) > free - (watermark_blocks if self._running else 0):
                 if self.continue_on_block:
                     continue
                 break
