@@ -218,7 +218,7 @@ def test_parameters_are_validated():
             VLLMPolicy(**bad)
 
 
-def test_runs_are_deterministic(make_workload):
+def test_runs_are_deterministic():
     from kvsched.workload import Poisson, Uniform, synthesize
     workload = synthesize(60, Poisson(4.0), Uniform(1, 64), Uniform(1, 64), np.random.default_rng(3))
     sim = Simulator(UnitTime(), 200, block_size=4, record_iterations=True)

@@ -19,7 +19,9 @@ the whole remaining prompt fits), ``continue_on_block`` (skip a waiting request 
 be allocated instead of stopping — the waiting-phase part of the unmerged head-of-line fix for
 vllm-project/vllm#31731, PRs #33499/#35852; a prompt over the budget with chunked prefill off
 still stops admission, as in those PRs), ``enable_chunked_prefill=False`` (a prompt is admitted
-whole or not at all: admission stops at one longer than the budget left).
+whole or not at all: admission stops at one longer than the budget left; a prompt longer than
+``max_num_batched_tokens`` is never admitted — upstream forbids that configuration — and the
+engine raises ``StalledError``).
 
 Deviations: only the FCFS policy (not ``priority``); prefix caching, speculative decoding, async
 scheduling, LoRA, encoder inputs, structured output, ``long_prefill_token_threshold`` and
