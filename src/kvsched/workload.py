@@ -32,8 +32,43 @@ class Request:
     type_id: int | None = None
 
 
-def _optional(values, dtype) -> np.ndarray | None:
-    return None if values is None else np.asarray(values, dtype=dtype)
+_DTYPES = {"arrival_time": np.float64, "num_prompt_tokens": _INT, "true_output_tokens": _INT,
+           "predicted_output_tokens": np.float64, "predicted_lo": _INT, "predicted_hi": _INT,
+           "type_id": _INT}
+
+
+def _column(values, name: str) -> np.ndarray | None:
+    """`values` as an array of the column's dtype; token counts must be whole numbers."""
+    if values is None:
+        return None
+    if name not in ("num_prompt_tokens", "true_output_tokens"):
+        return np.asarray(values, dtype=_DTYPES[name])
+    if np.asarray(values).dtype.kind in "iub":
+        return np.asarray(values, dtype=_INT)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise WorkloadError("expected numbers", field=name) from None
+    bad = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+    if bad.size:
+        raise WorkloadError(f"got {array.flat[bad[0]]}, expected an integer", row=int(bad[0]) + 1,
+                            field=name)
+    return array.astype(_INT)
+
+
+def _check_columns(cols: dict) -> None:
+    """Shapes and value ranges; rows are reported 1-based in the order given."""
+    n = len(cols["arrival_time"])
+    for name, col in cols.items():
+        if col is not None and col.shape != (n,):
+            raise WorkloadError(f"column has shape {col.shape}, expected ({n},)", field=name)
+    for name, low in (("arrival_time", 0), ("num_prompt_tokens", 1), ("true_output_tokens", 1)):
+        col = cols[name]
+        bad = np.flatnonzero(~np.isfinite(col) | (col < low)) if col.dtype.kind == "f" else \
+            np.flatnonzero(col < low)
+        if bad.size:
+            raise WorkloadError(f"got {col[bad[0]]}, expected a finite number >= {low}",
+                                row=int(bad[0]) + 1, field=name)
 
 
 @dataclass(frozen=True)
@@ -55,32 +90,22 @@ class Workload:
     meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "arrival_time", np.asarray(self.arrival_time, dtype=np.float64))
-        set_(self, "num_prompt_tokens", np.asarray(self.num_prompt_tokens, dtype=_INT))
-        set_(self, "true_output_tokens", np.asarray(self.true_output_tokens, dtype=_INT))
-        set_(self, "predicted_output_tokens", _optional(self.predicted_output_tokens, np.float64))
-        set_(self, "predicted_lo", _optional(self.predicted_lo, _INT))
-        set_(self, "predicted_hi", _optional(self.predicted_hi, _INT))
-        set_(self, "type_id", _optional(self.type_id, _INT))
+        for name in self._columns():
+            object.__setattr__(self, name, _column(getattr(self, name), name))
         self._validate()
 
     def _validate(self) -> None:
-        n = len(self.arrival_time)
-        for name in self._columns():
-            col = getattr(self, name)
-            if col is not None and col.shape != (n,):
-                raise WorkloadError(f"column has shape {col.shape}, expected ({n},)", field=name)
-        checks = (("arrival_time", self.arrival_time, 0), ("num_prompt_tokens", self.num_prompt_tokens, 1),
-                  ("true_output_tokens", self.true_output_tokens, 1))
-        for name, col, low in checks:
-            bad = np.flatnonzero(~np.isfinite(col) | (col < low)) if col.dtype.kind == "f" else \
-                np.flatnonzero(col < low)
-            if bad.size:
-                raise WorkloadError(f"got {col[bad[0]]}, expected a finite number >= {low}",
-                                    row=int(bad[0]) + 1, field=name)
-        if n > 1 and np.any(np.diff(self.arrival_time) < 0):
+        _check_columns({name: getattr(self, name) for name in self._columns()})
+        if len(self) > 1 and np.any(np.diff(self.arrival_time) < 0):
             raise WorkloadError("arrival times must be sorted; use Workload.build", field="arrival_time")
+
+    def __eq__(self, other: object) -> bool:
+        """Same name and same columns (the generated dataclass `==` fails on arrays)."""
+        if not isinstance(other, Workload):
+            return NotImplemented
+        return self.name == other.name and all(
+            (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+            for a, b in ((getattr(self, c), getattr(other, c)) for c in self._columns()))
 
     @staticmethod
     def _columns() -> tuple[str, ...]:
@@ -90,12 +115,19 @@ class Workload:
     @classmethod
     def build(cls, arrival_time, num_prompt_tokens, true_output_tokens, *, name: str = "workload",
               meta: dict | None = None, **optional) -> Workload:
-        """Make a workload from unsorted columns: rows are sorted stably by arrival time."""
-        arrival = np.asarray(arrival_time, dtype=np.float64)
-        order = np.argsort(arrival, kind="stable")
-        cols = {"arrival_time": arrival, "num_prompt_tokens": num_prompt_tokens,
+        """Make a workload from unsorted columns: rows are sorted stably by arrival time.
+
+        Bad values are reported with their row in the order given (1-based).
+        """
+        unknown = sorted(set(optional) - set(cls._columns()))
+        if unknown:
+            raise TypeError(f"unknown workload column(s): {', '.join(unknown)}")
+        cols = {"arrival_time": arrival_time, "num_prompt_tokens": num_prompt_tokens,
                 "true_output_tokens": true_output_tokens, **optional}
-        sorted_cols = {k: (None if v is None else np.asarray(v)[order]) for k, v in cols.items()}
+        cols = {k: _column(v, k) for k, v in cols.items()}
+        _check_columns(cols)
+        order = np.argsort(cols["arrival_time"], kind="stable")
+        sorted_cols = {k: (None if v is None else v[order]) for k, v in cols.items()}
         return cls(**sorted_cols, name=name, meta=dict(meta or {}))
 
     def __len__(self) -> int:
