@@ -51,8 +51,9 @@ MODELS = {  # profile folder -> rows to keep (Vidur's shape filter)
     "meta-llama/Llama-2-7b-hf": {"n_expanded_embd": 11008},
     "meta-llama/Meta-Llama-3-8B": {"n_expanded_embd": 14336},
 }
-TOKEN_KNOTS = (1, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
-               6144, 8192, 12288, 16384, 24576, 32768)
+# Every 8 tokens up to 256 (GEMM tile steps matter for decode batches), every 64 up to 4096, then coarser.
+TOKEN_KNOTS = ((1, 2, 4) + tuple(range(8, 257, 8)) + tuple(range(320, 4097, 64))
+               + (5120, 6144, 8192, 10240, 12288, 16384, 20480, 24576, 32768))
 DECODE_BATCH_KNOTS = (1, 2, 4, 8, 16, 32, 64, 96, 128)
 DECODE_CONTEXT_KNOTS = (0, 256, 512, 1024, 2048, 3072, 4096)
 ALL_REDUCE_SOURCES = {2: "a100_pairwise_nvlink", 4: "a100_dgx", 8: "a100_dgx"}
@@ -116,6 +117,12 @@ def fit_piecewise(x, y, test, candidate_knots) -> dict:
         knots = np.r_[x.min(), knots]
     if knots[-1] < x.max():
         knots = np.r_[knots, x.max()]
+    while True:   # drop knots without training rows around them (their value would be unidentified)
+        support = hat_basis(x[~test], knots).sum(axis=0)
+        weak = [i for i in range(1, len(knots) - 1) if support[i] < 0.5]
+        if not weak:
+            break
+        knots = np.delete(knots, weak[0])
     values = relative_lstsq(hat_basis(x[~test], knots), y[~test])
     predicted = hat_basis(x[test], knots) @ values
     return {"knots": knots.tolist(), "values": _round(values), "mape": round(mape(predicted, y[test]), 2),
