@@ -13,7 +13,7 @@ block size 16. No activation or CUDA-graph reserve is subtracted (vLLM measures 
 we cannot here), so this is an upper bound on what a real vLLM instance reports.
 
 Llama-2-70B on 2 × A100-80GB: weights 68.98e9 parameters → 68.98 GB per GPU in fp16, KV budget
-77.31 − 68.98 = 8.33 GB per GPU, 160 KiB per token per GPU → 50,832 tokens (3,177 blocks). The
+77.31 − 68.98 = 8.33 GB per GPU, 160 KiB per token per GPU → 50,848 tokens (3,178 blocks of 16). The
 MC-SF paper (Jaillet et al., 2025) uses M = 16,492 tokens for the same deployment, about 3.1×
 fewer: 16,492 tokens are 2.70 GB per GPU at 160 KiB per token, i.e. their setup left ~5.6 GB per
 GPU less for the KV cache. That gap is the size of what vLLM subtracts beyond the weights (the
