@@ -63,10 +63,13 @@ class PiecewiseLinear:
             raise ValueError("PiecewiseLinear knots must increase strictly")
 
     def __call__(self, x: float) -> float:
-        k, v = self.knots, self.values
-        i = min(max(bisect.bisect_right(k, x) - 1, 0), len(k) - 2)
-        t = (x - k[i]) / (k[i + 1] - k[i])
-        return v[i] + t * (v[i + 1] - v[i])
+        return _interpolate(self.knots, self.values, x)
+
+
+def _interpolate(k: tuple[float, ...], v: tuple[float, ...], x: float) -> float:
+    i = min(max(bisect.bisect_right(k, x) - 1, 0), len(k) - 2)
+    t = (x - k[i]) / (k[i + 1] - k[i])
+    return v[i] + t * (v[i + 1] - v[i])
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +81,8 @@ class BilinearTable:
     values: tuple[tuple[float, ...], ...]     # values[i][j] at (batch_knots[i], context_knots[j])
 
     def __call__(self, batch: float, context: float) -> float:
-        rows = [PiecewiseLinear(self.context_knots, row)(context) for row in self.values]
-        return PiecewiseLinear(self.batch_knots, tuple(rows))(batch)
+        rows = tuple(_interpolate(self.context_knots, row, context) for row in self.values)
+        return _interpolate(self.batch_knots, rows, batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,24 +118,24 @@ class CalibratedCost:
     def iteration_time(self, batch: BatchStats) -> float:
         if batch.num_tokens == 0:
             return 0.0
-        return sum(self.breakdown(batch).values())
+        return sum(self._per_layer_ms(batch)) * self.num_layers * MS + self.iteration_overhead_time
 
     def breakdown(self, batch: BatchStats) -> dict[str, float]:
-        """Seconds per operator group for the whole iteration (all layers)."""
-        tokens = batch.num_tokens
-        per_layer = {
-            "linear": self.linear(tokens),
-            "elementwise": self.elementwise(tokens),
-            "attn_prefill": self._prefill_ms(batch),
-            "attn_decode": self._decode_ms(batch),
-            "all_reduce": 0.0,
-        }
-        if self.all_reduce is not None:
-            one = self.all_reduce(tokens * self.hidden_size * 2) + self.all_reduce_launch_time / MS
-            per_layer["all_reduce"] = self.all_reduces_per_layer * one
-        out = {k: max(v, 0.0) * self.num_layers * MS for k, v in per_layer.items()}
-        out["overhead"] = self.iteration_overhead_time
+        """Seconds per operator group for the whole iteration (all layers), plus the fixed overhead."""
+        names = ("linear", "elementwise", "attn_prefill", "attn_decode", "all_reduce")
+        out = {k: v * self.num_layers * MS for k, v in zip(names, self._per_layer_ms(batch))}
+        out["overhead"] = self.iteration_overhead_time if batch.num_tokens else 0.0
         return out
+
+    def _per_layer_ms(self, batch: BatchStats) -> tuple[float, float, float, float, float]:
+        tokens = batch.num_tokens
+        all_reduce = 0.0
+        if self.all_reduce is not None and tokens:
+            one = self.all_reduce(tokens * self.hidden_size * 2) + self.all_reduce_launch_time / MS
+            all_reduce = self.all_reduces_per_layer * one
+        parts = (self.linear(tokens) if tokens else 0.0, self.elementwise(tokens) if tokens else 0.0,
+                 self._prefill_ms(batch), self._decode_ms(batch), all_reduce)
+        return tuple(max(p, 0.0) for p in parts)
 
     def _prefill_ms(self, batch: BatchStats) -> float:
         n, p = batch.num_prefill_seqs, batch.num_prefill_tokens
