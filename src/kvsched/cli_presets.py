@@ -19,7 +19,7 @@ def presets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
         rows = [{"name": p.name, "model": p.model.name, "gpu": p.gpu, "tensor_parallel": p.tensor_parallel,
                  "kv_capacity_tokens": p.kv_capacity_tokens, "block_size": p.block_size,
                  "bytes_per_kv_token": p.bytes_per_kv_token, "weight_bytes_per_gpu": p.weight_bytes_per_gpu,
-                 "gpu_memory_utilization": p.gpu_memory_utilization, "fit_error": p.fit_error,
+                 "gpu_memory_utilization": p.gpu_memory_utilization, "fit_error": dict(p.fit_error),
                  "attention_derived": p.attention_derived} for p in presets]
         typer.echo(json.dumps(rows, indent=1))
         return

@@ -30,7 +30,9 @@ from the Llama-2-70B TP2 attention table by shape; ``Preset.attention_derived`` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from .calibration import CalibratedCost, ModelShape, build_cost, fit_errors
 from .errors import ConfigError
@@ -60,7 +62,7 @@ class Preset:
     weight_bytes_per_gpu: int
     gpu_memory_bytes: int
     gpu_memory_utilization: float
-    fit_error: dict[str, float]        # held-out MAPE (%) per operator group
+    fit_error: Mapping[str, float]     # held-out MAPE (%) per operator group (read-only)
     attention_derived: bool            # attention fitted on another shape (see module docstring)
     description: str
 
@@ -86,7 +88,8 @@ def _make(name: str, model: ModelShape, tensor_parallel: int, description: str) 
     return Preset(name=name, model=model, gpu="a100-80gb", tensor_parallel=tensor_parallel,
                   cost=build_cost(model, tensor_parallel), kv_capacity_tokens=tokens, block_size=16,
                   bytes_per_kv_token=per_token, weight_bytes_per_gpu=weights, gpu_memory_bytes=80 * GIB,
-                  gpu_memory_utilization=0.9, fit_error=fit_errors(model, tensor_parallel),
+                  gpu_memory_utilization=0.9,
+                  fit_error=MappingProxyType(fit_errors(model, tensor_parallel)),
                   attention_derived=derived, description=description)
 
 
