@@ -42,7 +42,9 @@ Why kvsched's ``vllm`` differs from Vidur's vLLM (the policy lacks these; the re
 
 What remains in the reference (about −2 % on e2e, −9 % on mean TTFT): kvsched's batches are a
 little faster than Vidur's random-forest predictions, which round the token count up to a multiple
-of 8 and the decode context up to a multiple of 64; and the queueing stretch around t = 1000–1400 s
+of 8 and the decode context up to a multiple of 64 (emulating that rounding, outside the model,
+moves the reference to −1.1 % e2e and −6.5 % mean TTFT, and sarathi to +1.1 % / +0.2 %); and the
+queueing stretch around t = 1000–1400 s
 is chaotic (a few different preemptions change who waits). The median TTFT sits on the steep part
 of a bimodal distribution (no wait vs. waiting for memory), so small shifts move it a lot.
 
