@@ -12,7 +12,7 @@ from kvsched.experiments.store import ResultStore
 from kvsched.report import write_report
 from kvsched.report.stats import mean_ci, paired_ratios
 
-from .test_sweep import SPEC, _write
+from test_sweep import SPEC, _write
 
 
 def test_report_has_every_section_and_inline_figures(tmp_path):

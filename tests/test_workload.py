@@ -9,7 +9,7 @@ from kvsched import Workload
 from kvsched.errors import UserError, WorkloadError
 from kvsched.workload import (
     AllAtZero, Bursts, Deterministic, Empirical, Fixed, GammaArrivals, LogNormal, Poisson, Uniform,
-    default_workload, synthesize,
+    DEFAULT_RATE, default_workload, synthesize,
 )
 
 
@@ -153,8 +153,8 @@ def test_synthesize_and_default_workload_are_reproducible():
     assert a == b
     d = default_workload(2000, seed=3)
     assert d == default_workload(2000, seed=3) and d != default_workload(2000, seed=4)
-    assert d.num_prompt_tokens.max() <= 2048 and d.true_output_tokens.max() <= 1024
+    assert d.num_prompt_tokens.max() <= 2048 and d.true_output_tokens.max() <= 1000
     # LMSYS-Chat-1M means (69.5 prompt, 214.5 output tokens), a little lower after the caps.
     assert 55 < d.num_prompt_tokens.mean() < 80 and 180 < d.true_output_tokens.mean() < 230
     assert np.all(np.diff(d.arrival_time) >= 0)
-    assert np.diff(d.arrival_time).mean() == pytest.approx(0.25, rel=0.1)
+    assert np.diff(d.arrival_time).mean() == pytest.approx(1 / DEFAULT_RATE, rel=0.1)
