@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from kvsched import BatchStats, LinearCost, Simulator, UnitTime
 from kvsched.engine import EventStabilityError
-from kvsched.fastpath import (block_gaps, decode_run_durations, first_overflow_iteration,
-                              new_blocks_by_iteration)
+from kvsched.fastpath import (DecodeRunPricer, block_gaps, decode_run_durations,
+                              first_overflow_iteration, loop_durations, new_blocks_by_iteration)
 from kvsched.memory import KVConvention
 from kvsched.policies import make
 from kvsched.policies.base import Policy, PolicyTags
@@ -50,6 +50,11 @@ def _workload(arrivals, n: int, seed: int, *, prompt=LogNormal(mean=30, sigma=0.
     return _with_predictions(synthesize(n, arrivals, prompt, output, rng), seed)
 
 
+def _preset_cost():
+    from kvsched.presets import get_preset
+    return get_preset("llama2-70b-a100-tp2").cost
+
+
 # name -> (workload, simulator settings). Capacities: "tight" forces evictions and head-of-line
 # blocking; "loose" lets long decode stretches run; integer arrivals under UnitTime land exactly
 # on iteration boundaries.
@@ -74,6 +79,9 @@ CASES = {
     "on-boundary-arrivals-unit-b1": (
         lambda: _workload(Deterministic(0.25), 60, 6, output=Uniform(1, 60)),
         dict(cost=UnitTime(), kv_capacity_tokens=300, block_size=1)),
+    "calibrated-70b-tp2-b16": (
+        lambda: _workload(Poisson(8.0), 80, 8),
+        dict(cost=_preset_cost(), kv_capacity_tokens=2400, block_size=16)),
     "budget-limited-loose-b16": (
         lambda: _workload(Poisson(5.0), 80, 7),
         dict(cost=LinearCost(0.01, 5e-5), kv_capacity_tokens=6000, block_size=16,
@@ -342,3 +350,30 @@ def test_engine_views_match_the_base_views(prompt, outputs, computed_back, resid
     assert engine.kv_tokens(engine_request) == base.kv_tokens(base_request)
     assert engine.kv_tokens_after(engine_request, num_new) == base.kv_tokens_after(base_request, num_new)
     assert engine.extra_blocks(engine_request, num_new) == base.extra_blocks(base_request, num_new)
+
+
+@pytest.mark.parametrize("preset", ["llama2-70b-a100-tp2", "llama2-7b-a100", "llama3-8b-a100"])
+def test_calibrated_decode_runs_are_bit_identical(preset):
+    from kvsched.presets import get_preset
+    cost = get_preset(preset).cost
+    for seqs, context in [(1, 5), (3, 1000), (20, 40_000), (128, 400_000), (300, 3_000_000)]:
+        assert (decode_run_durations(cost, seqs, context, 400).tolist()
+                == loop_durations(cost, seqs, context, 400).tolist())
+
+
+def test_pricer_falls_back_to_the_loop_when_a_vector_form_is_off():
+    @dataclass(frozen=True)
+    class Off:
+        def iteration_time(self, batch):
+            return 0.01 + 1e-6 * batch.decode_context_tokens
+
+        def decode_run_durations(self, seqs, context, n):     # off by one ulp somewhere
+            return np.nextafter(loop_durations(self, seqs, context, n), 1.0)
+
+    pricer = DecodeRunPricer(Off())
+    assert pricer(4, 100, 10).tolist() == loop_durations(Off(), 4, 100, 10).tolist()
+    assert pricer.use_loop
+    workload = _workload(Poisson(1.0), 40, 3)
+    settings_ = dict(cost=Off(), kv_capacity_tokens=900, block_size=16)
+    assert_same_outcome(_outcome(Simulator(**settings_, fast=False), workload, "vllm"),
+                        _outcome(Simulator(**settings_), workload, "vllm"))

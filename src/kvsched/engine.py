@@ -304,6 +304,7 @@ class _Run:
         self.progressed = False    # a request finished or completed its prefill since
         self.next_progress = 0
         self.fast_gaps: list[int] = []
+        self.price_decodes = fastpath.DecodeRunPricer(sim.cost)
         self.next_arrival = 0
         self.num_done = 0
         self.now = 0.0
@@ -439,14 +440,14 @@ class _Run:
     def _decode_run(self, batch: BatchStats, limit: int) -> np.ndarray:
         """Durations of the stretch's iterations: `limit` of them, or up to the first boundary at
         or after the next arrival if that comes sooner (computed in growing chunks)."""
-        seqs, context, cost = batch.num_decode_seqs, batch.decode_context_tokens, self.sim.cost
+        seqs, context, price = batch.num_decode_seqs, batch.decode_context_tokens, self.price_decodes
         if self.next_arrival >= len(self.states):
-            return fastpath.decode_run_durations(cost, seqs, context, limit)
+            return price(seqs, context, limit)
         arrival = self.states[self.next_arrival].arrival_time
         parts, done, start, chunk = [], 0, self.now, 64
         while done < limit:
             n = min(chunk, limit - done)
-            durations = fastpath.decode_run_durations(cost, seqs, context + done * seqs, n)
+            durations = price(seqs, context + done * seqs, n)
             times = fastpath.accumulate(start, durations)
             seen = int(np.searchsorted(times[1:], arrival, side="left"))   # boundary done + seen + 1
             if seen < n:

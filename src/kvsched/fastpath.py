@@ -68,10 +68,51 @@ def decode_run_durations(cost: CostModel, num_decode_seqs: int, decode_context_t
         # Same operations as LinearCost.iteration_time: d0 + d1 * float(kv_tokens).
         context = decode_context_tokens + num_decode_seqs * np.arange(num_iterations, dtype=np.int64)
         return cost.d0 + cost.d1 * context.astype(np.float64)
+    if type(cost).__name__ == "CalibratedCost" and type(cost).__module__ == "kvsched.calibration":
+        return _calibrated_decode_run(cost, num_decode_seqs, decode_context_tokens, num_iterations)
+    return loop_durations(cost, num_decode_seqs, decode_context_tokens, num_iterations)
+
+
+def loop_durations(cost: CostModel, num_decode_seqs: int, decode_context_tokens: int,
+                   num_iterations: int) -> np.ndarray:
+    """`decode_run_durations` by calling ``cost.iteration_time`` once per iteration."""
     return np.array([float(cost.iteration_time(BatchStats(
         num_decode_seqs=num_decode_seqs,
         decode_context_tokens=decode_context_tokens + k * num_decode_seqs)))
         for k in range(num_iterations)], dtype=np.float64)
+
+
+class DecodeRunPricer:
+    """Prices runs of pure decode iterations for one simulation.
+
+    `UnitTime` and `LinearCost` are exact by construction (and tested). Any other vector form
+    (a model's own ``decode_run_durations``, or the built-in one for `CalibratedCost`) is
+    spot-checked against ``iteration_time`` on the first and last iteration of the first
+    `num_checks` runs it prices; on any difference the pricer falls back to the per-iteration loop
+    for the rest of the simulation, so the fast path never trades exactness for speed.
+    """
+
+    def __init__(self, cost: CostModel, num_checks: int = 16) -> None:
+        self.cost = cost
+        exact = type(cost) in (UnitTime, LinearCost) and not hasattr(cost, "decode_run_durations")
+        self.num_checks = 0 if exact else num_checks
+        self.use_loop = False
+
+    def __call__(self, num_decode_seqs: int, decode_context_tokens: int, num_iterations: int) -> np.ndarray:
+        args = (self.cost, num_decode_seqs, decode_context_tokens, num_iterations)
+        if self.use_loop:
+            return loop_durations(*args)
+        durations = decode_run_durations(*args)
+        if self.num_checks:
+            self.num_checks -= 1
+            for k in {0, num_iterations - 1}:
+                expected = float(self.cost.iteration_time(BatchStats(
+                    num_decode_seqs=num_decode_seqs,
+                    decode_context_tokens=decode_context_tokens + k * num_decode_seqs)))
+                if durations[k] != expected:
+                    self.use_loop = True
+                    return loop_durations(*args)
+        return durations
 
 
 def accumulate(start: float, values: np.ndarray) -> np.ndarray:
@@ -107,3 +148,38 @@ def new_blocks_by_iteration(sorted_gaps: list[int], block_size: int, num_iterati
     m, r = np.divmod(k, block_size)
     return m * len(sorted_gaps) + np.searchsorted(np.asarray(sorted_gaps, dtype=np.int64), r,
                                                   side="right")
+
+
+def _interpolate(knots, values, x: np.ndarray) -> np.ndarray:
+    """`kvsched.calibration._interpolate`, elementwise over `x`, with the same float operations."""
+    k, v = np.asarray(knots, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    i = np.clip(np.searchsorted(k, x, side="right") - 1, 0, len(k) - 2)
+    t = (x - k[i]) / (k[i + 1] - k[i])
+    return v[i] + t * (v[i + 1] - v[i])
+
+
+def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: int,
+                           num_iterations: int) -> np.ndarray:
+    """`CalibratedCost.iteration_time` over a run of pure decode iterations, vectorised.
+
+    Only the decode-attention term varies (the batch's token count is fixed), and it is evaluated
+    with the same operations in the same order, so the durations are bit-identical; the engine
+    spot-checks that at run time (`DecodeRunPricer`) and falls back to the loop if a change in
+    `kvsched.calibration` ever breaks it. (This belongs in `CalibratedCost.decode_run_durations`.)
+    """
+    from .calibration import MS
+    n = num_decode_seqs
+    fixed = BatchStats(num_decode_seqs=n, decode_context_tokens=0)
+    linear, elementwise, prefill, _, all_reduce = cost._per_layer_ms(fixed)
+    table = cost.decode
+    context = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
+    i = min(max(int(np.searchsorted(table.batch_knots, n, side="right")) - 1, 0), len(table.batch_knots) - 2)
+    low = _interpolate(table.context_knots, table.values[i], context)
+    high = _interpolate(table.context_knots, table.values[i + 1], context)
+    t = (n - table.batch_knots[i]) / (table.batch_knots[i + 1] - table.batch_knots[i])
+    base = table(n, 0.0)
+    decode = (low + t * (high - low))
+    ms = (base + cost.decode_context_scale * (decode - base)) * (1 + cost.attention_batching_overhead * (n > 1))
+    ms = np.maximum(ms, 0.0)
+    total = ((0 + linear + elementwise) + prefill + ms) + all_reduce
+    return total * cost.num_layers * MS + cost.iteration_overhead_time
