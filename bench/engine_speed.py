@@ -9,22 +9,19 @@ fast/reference ratio compares the two modes on the same workload in the same inv
 reference loop is skipped above ``--max-reference`` requests (it would take many minutes) and the
 ratio is then reported for the largest size where both ran.
 
-Scenarios (stand-ins, stated so the figures can be read):
+Scenarios, both on the ``llama2-70b-a100-tp2`` preset (`CalibratedCost` fitted to Vidur's A100
+profiles), block size 16:
 
 - ``sharegpt``: ShareGPT-8K lengths from ../shared/data/vidur (10,000 rows drawn with seed 42,
   capped at 4,096 total tokens by shrinking prompt and output in proportion, as Vidur's
-  ``max_tokens``), Poisson 0.5 req/s. Llama-2-70B TP2 A100 stand-in until the preset lands:
-  ``LinearCost(d0=0.060, d1=1.0e-6)`` — chosen so a decode batch of Vidur's mean size (19 requests,
-  ~2,000 context tokens each) takes ~0.098 s, matching Vidur's mean TPOT of 0.101 s (vllm) in
-  runs/summary.json; prefill is underpriced by a linear model, which is why it is a stand-in. KV
-  capacity 50,832 tokens (3,177 blocks of 16): 0.9 × 80 GiB minus the 34.5e9 fp16 weights per GPU,
-  over 163,840 bytes of KV per token per GPU (2 · 80 layers · 4 KV heads · 128 · 2 bytes), no
-  activation memory — consistent with Vidur's 77 % mean KV use at 19 resident requests. Policies
-  as Vidur ran them: vllm (4,096-token budget, 128 seqs), sarathi (chunk 512, 128 seqs).
-- ``default``: the embedded LMSYS-like workload at 20 req/s, KV 16,492 tokens (the MC-SF paper's
-  Llama-2-70B setting, ALGORITHMS.md R2), block 16, ``LinearCost(0.01, 2e-7)``: this configuration
-  saturates at about 22 req/s (vllm), so 20 req/s is near saturation (the queue stays short but
-  memory is ~80 % used and vllm preempts).
+  ``max_tokens``), Poisson 0.5 req/s. Configured as Vidur ran it (see bench/vidur_fidelity.py):
+  KV capacity 53,248 tokens (Vidur's memory planner), vllm with a 4,096-token budget, 128 seqs,
+  watermark 0.01 and no chunked prefill (Vidur's vLLM), sarathi with chunk 512, 128 seqs,
+  watermark 0.01.
+- ``default``: the embedded LMSYS-like workload at 3.0 req/s with KV = 16,492 tokens (the MC-SF
+  paper's Llama-2-70B setting, ALGORITHMS.md R2). This configuration saturates at about 3.4 req/s
+  with vllm (throughput flat at 3.35-3.38 req/s for offered 4-8 req/s), so 3.0 req/s is near
+  saturation (60 % mean KV use, no preemptions yet; at 3.2 req/s preemptions start).
 """
 
 from __future__ import annotations
@@ -58,29 +55,32 @@ def sharegpt_workload(num_requests: int, rate: float = 0.5, seed: int = 42, max_
     return Workload.build(arrival, prompt, output, name="sharegpt-8k")
 
 
+PRESET = "llama2-70b-a100-tp2"
 SCENARIOS = {
-    "sharegpt": dict(capacity=50_832, block_size=16, d0=0.060, d1=1.0e-6,
-                     policies={"vllm": dict(max_num_batched_tokens=4096, max_num_seqs=128),
-                               "sarathi": dict(chunk_size=512, max_num_seqs=128)}),
-    "default": dict(capacity=16_492, block_size=16, d0=0.01, d1=2e-7, rate=20.0,
+    "sharegpt": dict(capacity=53_248, rate=0.5,      # Vidur's setup, as bench/vidur_fidelity.py
+                     policies={"vllm": dict(enable_chunked_prefill=False, watermark=0.01,
+                                            max_num_batched_tokens=4096, max_num_seqs=128),
+                               "sarathi": dict(chunk_size=512, max_num_seqs=128, watermark=0.01)}),
+    "default": dict(capacity=16_492, rate=3.0,
                     policies={"vllm": {}, "sarathi": {}, "mcsf": {}, "amin": {}}),
 }
 
 
 def run_one(scenario: str, num_requests: int, policy: str, fast: bool) -> dict:
     """One simulation in this process; returns its figures (wall time excludes building inputs)."""
-    from kvsched import LinearCost, Simulator, default_workload
+    from kvsched import Simulator, default_workload
     from kvsched.policies import make
     from kvsched.predictors import apply_predictor
-    spec = SCENARIOS[scenario]
+    from kvsched.presets import get_preset
+    spec, preset = SCENARIOS[scenario], get_preset(PRESET)
     if scenario == "sharegpt":
-        workload = sharegpt_workload(num_requests)
+        workload = sharegpt_workload(num_requests, rate=spec["rate"])
     else:
         workload = default_workload(num_requests, rate=spec["rate"], seed=1)
     policy_obj = make(policy, **spec["policies"][policy])
     if policy_obj.tags.uses_predictions:
         workload = apply_predictor(workload, "exact")
-    sim = Simulator(LinearCost(spec["d0"], spec["d1"]), spec["capacity"], block_size=spec["block_size"],
+    sim = Simulator(preset.cost, spec["capacity"] or preset.kv_capacity_tokens, block_size=preset.block_size,
                     fast=fast)
     started, cpu_started = time.perf_counter(), time.process_time()
     result = sim.run(workload, policy_obj)
