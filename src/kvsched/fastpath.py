@@ -52,11 +52,12 @@ class DecodeRunCost(Protocol):
 
 
 def decode_run_durations(cost: CostModel, num_decode_seqs: int, decode_context_tokens: int,
-                         num_iterations: int) -> np.ndarray:
+                         num_iterations: int, memo: dict | None = None) -> np.ndarray:
     """Durations (float64, seconds) of `num_iterations` pure decode iterations.
 
     Iteration k has `num_decode_seqs` decodes attending to ``decode_context_tokens + k ·
     num_decode_seqs`` context tokens in total (each decode's context grows by one per iteration).
+    `memo` (a dict kept for one simulation) caches terms that depend on the batch size only.
     """
     method = getattr(cost, "decode_run_durations", None)
     if method is not None:
@@ -69,7 +70,8 @@ def decode_run_durations(cost: CostModel, num_decode_seqs: int, decode_context_t
         context = decode_context_tokens + num_decode_seqs * np.arange(num_iterations, dtype=np.int64)
         return cost.d0 + cost.d1 * context.astype(np.float64)
     if type(cost).__name__ == "CalibratedCost" and type(cost).__module__ == "kvsched.calibration":
-        return _calibrated_decode_run(cost, num_decode_seqs, decode_context_tokens, num_iterations)
+        return _calibrated_decode_run(cost, num_decode_seqs, decode_context_tokens, num_iterations,
+                                      {} if memo is None else memo)
     return loop_durations(cost, num_decode_seqs, decode_context_tokens, num_iterations)
 
 
@@ -97,12 +99,13 @@ class DecodeRunPricer:
         exact = type(cost) in (UnitTime, LinearCost) and not hasattr(cost, "decode_run_durations")
         self.num_checks = 0 if exact else num_checks
         self.use_loop = False
+        self.memo: dict = {}
 
     def __call__(self, num_decode_seqs: int, decode_context_tokens: int, num_iterations: int) -> np.ndarray:
         args = (self.cost, num_decode_seqs, decode_context_tokens, num_iterations)
         if self.use_loop:
             return loop_durations(*args)
-        durations = decode_run_durations(*args)
+        durations = decode_run_durations(*args, memo=self.memo)
         if self.num_checks:
             self.num_checks -= 1
             for k in {0, num_iterations - 1}:
@@ -150,16 +153,15 @@ def new_blocks_by_iteration(sorted_gaps: list[int], block_size: int, num_iterati
                                                   side="right")
 
 
-def _interpolate(knots, values, x: np.ndarray) -> np.ndarray:
+def _interpolate(k: np.ndarray, v: np.ndarray, x: np.ndarray) -> np.ndarray:
     """`kvsched.calibration._interpolate`, elementwise over `x`, with the same float operations."""
-    k, v = np.asarray(knots, dtype=np.float64), np.asarray(values, dtype=np.float64)
     i = np.clip(np.searchsorted(k, x, side="right") - 1, 0, len(k) - 2)
     t = (x - k[i]) / (k[i + 1] - k[i])
     return v[i] + t * (v[i + 1] - v[i])
 
 
 def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: int,
-                           num_iterations: int) -> np.ndarray:
+                           num_iterations: int, memo: dict) -> np.ndarray:
     """`CalibratedCost.iteration_time` over a run of pure decode iterations, vectorised.
 
     Only the decode-attention term varies (the batch's token count is fixed), and it is evaluated
@@ -168,16 +170,20 @@ def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: in
     `kvsched.calibration` ever breaks it. (This belongs in `CalibratedCost.decode_run_durations`.)
     """
     from .calibration import MS
-    n = num_decode_seqs
-    fixed = BatchStats(num_decode_seqs=n, decode_context_tokens=0)
-    linear, elementwise, prefill, _, all_reduce = cost._per_layer_ms(fixed)
-    table = cost.decode
+    n, table = num_decode_seqs, cost.decode
+    if (cost, n) not in memo:
+        fixed = BatchStats(num_decode_seqs=n, decode_context_tokens=0)
+        linear, elementwise, prefill, _, all_reduce = cost._per_layer_ms(fixed)
+        i = min(max(int(np.searchsorted(table.batch_knots, n, side="right")) - 1, 0),
+                len(table.batch_knots) - 2)
+        t = (n - table.batch_knots[i]) / (table.batch_knots[i + 1] - table.batch_knots[i])
+        knots = np.asarray(table.context_knots, dtype=np.float64)
+        rows = (np.asarray(table.values[i], dtype=np.float64), np.asarray(table.values[i + 1], dtype=np.float64))
+        memo[cost, n] = (linear, elementwise, prefill, all_reduce, knots, rows, t, table(n, 0.0))
+    linear, elementwise, prefill, all_reduce, knots, rows, t, base = memo[cost, n]
     context = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
-    i = min(max(int(np.searchsorted(table.batch_knots, n, side="right")) - 1, 0), len(table.batch_knots) - 2)
-    low = _interpolate(table.context_knots, table.values[i], context)
-    high = _interpolate(table.context_knots, table.values[i + 1], context)
-    t = (n - table.batch_knots[i]) / (table.batch_knots[i + 1] - table.batch_knots[i])
-    base = table(n, 0.0)
+    low = _interpolate(knots, rows[0], context)
+    high = _interpolate(knots, rows[1], context)
     decode = (low + t * (high - low))
     ms = (base + cost.decode_context_scale * (decode - base)) * (1 + cost.attention_batching_overhead * (n > 1))
     ms = np.maximum(ms, 0.0)
