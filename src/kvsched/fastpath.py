@@ -155,7 +155,7 @@ def new_blocks_by_iteration(sorted_gaps: list[int], block_size: int, num_iterati
 
 def _interpolate(k: np.ndarray, v: np.ndarray, x: np.ndarray) -> np.ndarray:
     """`kvsched.calibration._interpolate`, elementwise over `x`, with the same float operations."""
-    i = np.clip(np.searchsorted(k, x, side="right") - 1, 0, len(k) - 2)
+    i = np.minimum(np.maximum(np.searchsorted(k, x, side="right") - 1, 0), len(k) - 2)
     t = (x - k[i]) / (k[i + 1] - k[i])
     return v[i] + t * (v[i + 1] - v[i])
 
@@ -171,7 +171,7 @@ def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: in
     """
     from .calibration import MS
     n, table = num_decode_seqs, cost.decode
-    if (cost, n) not in memo:
+    if n not in memo:          # memo belongs to one simulation, hence to one cost model
         fixed = BatchStats(num_decode_seqs=n, decode_context_tokens=0)
         linear, elementwise, prefill, _, all_reduce = cost._per_layer_ms(fixed)
         i = min(max(int(np.searchsorted(table.batch_knots, n, side="right")) - 1, 0),
@@ -179,8 +179,8 @@ def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: in
         t = (n - table.batch_knots[i]) / (table.batch_knots[i + 1] - table.batch_knots[i])
         knots = np.asarray(table.context_knots, dtype=np.float64)
         rows = (np.asarray(table.values[i], dtype=np.float64), np.asarray(table.values[i + 1], dtype=np.float64))
-        memo[cost, n] = (linear, elementwise, prefill, all_reduce, knots, rows, t, table(n, 0.0))
-    linear, elementwise, prefill, all_reduce, knots, rows, t, base = memo[cost, n]
+        memo[n] = (linear, elementwise, prefill, all_reduce, knots, rows, t, table(n, 0.0))
+    linear, elementwise, prefill, all_reduce, knots, rows, t, base = memo[n]
     context = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
     low = _interpolate(knots, rows[0], context)
     high = _interpolate(knots, rows[1], context)
