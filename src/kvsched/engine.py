@@ -304,6 +304,7 @@ class _Run:
         self.progressed = False    # a request finished or completed its prefill since
         self.next_progress = 0
         self.fast_gaps: list[int] = []
+        self.fast_context = 0
         self.price_decodes = fastpath.DecodeRunPricer(sim.cost)
         self.next_arrival = 0
         self.num_done = 0
@@ -399,21 +400,26 @@ class _Run:
 
         Bounded by the first completion, the first iteration that would overflow the KV cache (0
         when even this one would) and the policy's horizon; the next arrival is handled in
-        `_decode_run` (it needs the times). Leaves the block gaps for `_fast_forward`.
+        `_decode_run` (it needs the times). Leaves the sorted block gaps (`fastpath.block_gaps`)
+        and the batch's context tokens for `_fast_forward` and `_pure_batch`: one pass.
         """
         conv_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
-        states = self.running.values()
-        length = min(min(s.true_output_tokens - s.num_output_tokens for s in states),
-                     self.deadline - self.iteration)
-        cache = self.cache
-        self.fast_gaps = gaps = fastpath.block_gaps([s.num_computed_tokens + conv_extra for s in states],
-                                                    cache.block_size)
-        return min(length, fastpath.first_overflow_iteration(gaps, cache.num_free_blocks, cache.block_size))
+        block_size, cache = self.cache.block_size, self.cache
+        length, context, gaps = self.deadline - self.iteration, 0, []
+        for state in self.running.values():
+            computed = state.num_computed_tokens
+            remaining = state.true_output_tokens - state.num_output_tokens
+            if remaining < length:
+                length = remaining
+            context += computed
+            gaps.append(-(computed + conv_extra) % block_size)
+        gaps.sort()
+        self.fast_gaps, self.fast_context = gaps, context + len(gaps)
+        return min(length, fastpath.first_overflow_iteration(gaps, cache.num_free_blocks, block_size))
 
     def _pure_batch(self) -> BatchStats:
-        states = self.running.values()
-        return BatchStats(num_decode_seqs=len(states),
-                          decode_context_tokens=sum(s.num_computed_tokens for s in states) + len(states))
+        """The pure decode step's batch (after `_pure_length` at the same boundary)."""
+        return BatchStats(num_decode_seqs=len(self.running), decode_context_tokens=self.fast_context)
 
     def _fast_forward(self, durations: np.ndarray) -> None:
         """Run the pure decode step for ``len(durations)`` iterations (up to the next event).
