@@ -424,16 +424,21 @@ class _Run:
     def _fast_forward(self, durations: np.ndarray) -> None:
         """Run the pure decode step for ``len(durations)`` iterations (up to the next event).
         Times and sums are accumulated exactly as in the reference loop."""
-        length = len(durations)
-        times = fastpath.accumulate(self.now, durations)
-        cache = self.cache
-        used_blocks = cache.used_blocks + fastpath.new_blocks_by_iteration(
-            self.fast_gaps, cache.block_size, length)
-        used_tokens = used_blocks * cache.block_size
+        length, cache = len(durations), self.cache
+        if self.fast_gaps[0] >= length:      # no request needs a new block during the stretch
+            used_tokens = np.full(length, cache.used_blocks * cache.block_size, dtype=np.int64)
+        else:
+            used_tokens = (cache.used_blocks + fastpath.new_blocks_by_iteration(
+                self.fast_gaps, cache.block_size, length)) * cache.block_size
         self.kv_peak = max(self.kv_peak, int(used_tokens[-1]))
-        self.kv_token_seconds = float(fastpath.accumulate(
-            self.kv_token_seconds, used_tokens.astype(np.float64) * durations)[-1])
-        self.busy_time = float(fastpath.accumulate(self.busy_time, durations)[-1])
+        # Clock, busy time and KV token-seconds: three left folds, as `x += v` in the loop.
+        sums = np.empty((3, length + 1))
+        sums[:, 0] = (self.now, self.busy_time, self.kv_token_seconds)
+        sums[0, 1:] = sums[1, 1:] = durations
+        sums[2, 1:] = used_tokens.astype(np.float64) * durations
+        times = np.add.accumulate(sums, axis=1)
+        self.busy_time, self.kv_token_seconds = float(times[1, -1]), float(times[2, -1])
+        times = times[0]
         if self.iterations is not None:
             tokens = {rid: 1 for rid in self.running}
             self.iterations.extend(

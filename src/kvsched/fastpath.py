@@ -153,11 +153,14 @@ def new_blocks_by_iteration(sorted_gaps: list[int], block_size: int, num_iterati
                                                   side="right")
 
 
-def _interpolate(k: np.ndarray, v: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """`kvsched.calibration._interpolate`, elementwise over `x`, with the same float operations."""
+def _interpolate_two(k: np.ndarray, rows: tuple[np.ndarray, np.ndarray], x: np.ndarray):
+    """`kvsched.calibration._interpolate` of two rows on the same knots, elementwise over the
+    nondecreasing `x`, with the same float operations (differences taken knot by knot)."""
     i = np.minimum(np.maximum(np.searchsorted(k, x, side="right") - 1, 0), len(k) - 2)
+    if i[0] == i[-1]:                  # the usual case: the whole run between two knots
+        i = int(i[0])
     t = (x - k[i]) / (k[i + 1] - k[i])
-    return v[i] + t * (v[i + 1] - v[i])
+    return tuple(v[i] + t * (v[i + 1] - v[i]) for v in rows)
 
 
 def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: int,
@@ -182,8 +185,7 @@ def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: in
         memo[n] = (linear, elementwise, prefill, all_reduce, knots, rows, t, table(n, 0.0))
     linear, elementwise, prefill, all_reduce, knots, rows, t, base = memo[n]
     context = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
-    low = _interpolate(knots, rows[0], context)
-    high = _interpolate(knots, rows[1], context)
+    low, high = _interpolate_two(knots, rows, context)
     decode = (low + t * (high - low))
     ms = (base + cost.decode_context_scale * (decode - base)) * (1 + cost.attention_batching_overhead * (n > 1))
     ms = np.maximum(ms, 0.0)
