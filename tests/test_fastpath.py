@@ -120,11 +120,10 @@ def test_fast_path_equals_reference(policy_name, case):
     assert_same_outcome(reference, fast)
 
 
-@pytest.mark.parametrize("policy_name", sorted(registered()))
+@pytest.mark.parametrize("policy_name", sorted(n for n, c in registered().items() if c.tags.event_stable))
 def test_event_stable_tag_holds_in_verify_mode(policy_name):
-    """Each tagged policy keeps its promise at every boundary the fast path skips."""
-    if not registered()[policy_name].tags.event_stable:
-        pytest.skip(f"{policy_name} is not tagged event_stable (stepped at every boundary)")
+    """Each tagged policy keeps its promise at every boundary the fast path skips (untagged
+    policies are asked at every boundary: nothing to verify)."""
     for case in ("tight-poisson-unit-b1-emitted", "tight-bursts-linear-b16-emitted",
                  "all-at-zero-unit-b16-computed"):
         build, settings_ = CASES[case]
