@@ -23,27 +23,30 @@ whole or not at all: admission stops at one longer than the budget left; a promp
 ``max_num_batched_tokens`` is never admitted — upstream forbids that configuration — and the
 engine raises ``StalledError``).
 
-V0 / Vidur options (off by default; Vidur's ``VLLMReplicaScheduler`` — microsoft/vidur,
-vidur/scheduler/replica_scheduler/vllm_replica_scheduler.py — follows vLLM V0's default
-scheduler, vllm/core/scheduler.py ``_schedule_default``; set all four, with
-``enable_chunked_prefill=False``, to reproduce it):
+V0 / Vidur options (off by default). Vidur's ``VLLMReplicaScheduler`` (microsoft/vidur,
+vidur/scheduler/replica_scheduler/vllm_replica_scheduler.py) follows vLLM V0's scheduler as it was
+around vLLM 0.2 (vllm/core/scheduler.py ``_schedule``; later V0 releases, ``_schedule_default``,
+keep prefill-first but sum the tokens). All four, with ``enable_chunked_prefill=False``,
+reproduce Vidur's rules:
 
 - ``prefill_first``: the WAITING pass runs first; if it admits anything, the iteration holds only
   those prefills and running requests wait; running requests are served only in iterations that
-  admit nothing (V0: "don't schedule decodes if prefills are scheduled"). A preempting iteration
-  then admits nothing anyway, as above.
+  admit nothing (V0: "don't schedule decodes if prefills are scheduled"). With chunked prefill on
+  (V0 itself turns decode-first then), a partial prefill also continues only in such iterations.
 - ``padded_prefill_budget`` (needs ``enable_chunked_prefill=False``): the prompts admitted in one
-  iteration count as ``num_prompts × longest prompt`` against the budget left (early vLLM V0
-  padded prompts to the longest; Vidur keeps that rule), instead of the sum of their tokens.
+  iteration count as ``num_prompts × longest prompt`` against the budget left (vLLM 0.2 padded
+  prompts to the longest; Vidur keeps that rule), instead of the sum of their tokens. vLLM 0.2's
+  extra ``max_paddings`` cap is not modelled (Vidur has none).
 - ``preempt_victim="last_arrived"``: running requests are served oldest arrival first, and the
   victim is the latest-arrived running request not yet served in this iteration (the request
-  itself when none is left) — Vidur sorts its running list by arrival, as V0's FCFS policy did.
+  itself when none is left) — Vidur sorts its running list by arrival, as vLLM 0.2's FCFS
+  ``sort_by_priority`` did.
   The default ``"last_admitted"`` is V1's LIFO over admission order. Both put the victim at the
   front of the waiting queue, latest victim first.
 - ``decode_needs_free_block``: a running request is served only while at least one block is
-  free, even when its tokens fit in the blocks it holds (V0's ``can_append_slots`` asks for a free
-  block per running sequence; Vidur's ``_can_allocate_request`` likewise); otherwise the usual
-  preemption follows.
+  free, even when its tokens fit in the blocks it holds (V0's ``can_append_slot(s)`` asks for a
+  free block per running sequence; Vidur's ``_can_allocate_request`` likewise); otherwise the
+  usual preemption follows.
 
 Deviations: only the FCFS policy (not ``priority``); prefix caching, speculative decoding, async
 scheduling, LoRA, encoder inputs, structured output, ``long_prefill_token_threshold`` and
@@ -51,6 +54,9 @@ scheduling, LoRA, encoder inputs, structured output, ``long_prefill_token_thresh
 arrival); blocks are the engine's (``block_size`` of the simulator), the policy keeps no block
 table of its own. The engine's waiting view is in arrival order, so the policy keeps its own list
 of preempted requests, served before the rest in the order upstream's ``prepend_request`` gives.
+V0 / Vidur: swap preemption is not modelled (recompute only, as Vidur); Vidur applies the watermark
+to a prompt entering an empty cache too, so it never admits one within the watermark of the whole
+capacity (here the watermark applies only while a request is running, as above).
 """
 
 from __future__ import annotations
