@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import digest, run
 
@@ -367,3 +369,24 @@ def test_v0_configuration():
     ]
     np.testing.assert_array_equal(result.first_token_time, [1, 1, 2])
     np.testing.assert_array_equal(result.finish_time, [5, 7, 2])
+
+
+ROWS = st.lists(st.tuples(st.integers(0, 20), st.integers(2, 24), st.integers(1, 24)),
+                min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=ROWS, block_size=st.sampled_from([1, 4]))
+def test_v0_iterations_are_prefill_only_or_decode_only_within_the_padded_budget(rows, block_size):
+    # Prompts of >= 2 tokens, so a prefill (or a recomputation, prompt + generated) is >= 2 tokens
+    # and a decode exactly 1. The budget covers any request's whole length: nothing stalls.
+    result = run(make("vllm", max_num_batched_tokens=48, **V0), sorted(rows), capacity=64,
+                 block_size=block_size)
+    assert np.all(np.isfinite(result.finish_time))
+    for it in result.iterations:
+        sizes = list(it.num_tokens.values())
+        if not sizes:
+            continue
+        assert all(n == 1 for n in sizes) or all(n >= 2 for n in sizes), it
+        if sizes[0] >= 2:
+            assert not it.evicted and len(sizes) * max(sizes) <= 48, it
