@@ -89,10 +89,24 @@ CASES = {
 }
 
 
-def _outcome(simulator: Simulator, workload: Workload, policy_name: str):
+# Parameter settings that change when a policy's decision changes (event-stable policies).
+VARIANTS = {
+    "vllm-v0-vidur": ("vllm", dict(enable_chunked_prefill=False, watermark=0.01, max_num_batched_tokens=512,
+                                   max_num_seqs=16, prefill_first=True, padded_prefill_budget=True,
+                                   preempt_victim="last_arrived", decode_needs_free_block=True)),
+    "vllm-needs-free-block": ("vllm", dict(decode_needs_free_block=True, max_num_seqs=12)),
+    "vllm-prefill-first-chunked": ("vllm", dict(prefill_first=True, max_num_batched_tokens=48)),
+    "vllm-hol-fix-full-prompt": ("vllm", dict(continue_on_block=True, full_prompt_must_fit=True,
+                                              watermark=0.05, max_num_batched_tokens=64)),
+    "vllm-few-seqs-small-budget": ("vllm", dict(max_num_seqs=3, max_num_batched_tokens=8)),
+    "sarathi-small-chunk": ("sarathi", dict(chunk_size=16, max_num_seqs=6, watermark=0.0)),
+}
+
+
+def _outcome(simulator: Simulator, workload: Workload, policy_name: str, params: dict | None = None):
     """Per-request records and run figures, or the error raised (both modes must agree on it)."""
     try:
-        result = simulator.run(workload, make(policy_name), seed=11)
+        result = simulator.run(workload, make(policy_name, **(params or {})), seed=11)
     except Exception as exc:     # noqa: BLE001 — both modes must fail the same way
         return ("raised", type(exc).__name__, str(exc))
     return ({name: getattr(result, name) for name in RECORDS + RUN_FIGURES}, result.iterations)
@@ -118,6 +132,19 @@ def test_fast_path_equals_reference(policy_name, case):
     reference = _outcome(Simulator(**settings_, fast=False), workload, policy_name)
     fast = _outcome(Simulator(**settings_, fast=True), workload, policy_name)
     assert_same_outcome(reference, fast)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_fast_path_equals_reference_for_policy_variants(variant, case):
+    policy_name, params = VARIANTS[variant]
+    build, settings_ = CASES[case]
+    workload = build()
+    reference = _outcome(Simulator(**settings_, fast=False), workload, policy_name, params)
+    fast = _outcome(Simulator(**settings_), workload, policy_name, params)
+    verified = _outcome(Simulator(**settings_, verify_stable=True), workload, policy_name, params)
+    assert_same_outcome(reference, fast)
+    assert_same_outcome(reference, verified)
 
 
 @pytest.mark.parametrize("policy_name", sorted(n for n, c in registered().items() if c.tags.event_stable))
