@@ -15,9 +15,9 @@ profiles), block size 16:
 - ``sharegpt``: ShareGPT-8K lengths from ../shared/data/vidur (10,000 rows drawn with seed 42,
   capped at 4,096 total tokens by shrinking prompt and output in proportion, as Vidur's
   ``max_tokens``), Poisson 0.5 req/s. Configured as Vidur ran it (see bench/vidur_fidelity.py):
-  KV capacity 53,248 tokens (Vidur's memory planner), vllm with a 4,096-token budget, 128 seqs,
-  watermark 0.01 and no chunked prefill (Vidur's vLLM), sarathi with chunk 512, 128 seqs,
-  watermark 0.01.
+  KV capacity 53,248 tokens (Vidur's memory planner), vllm in Vidur's V0 configuration (4,096-token
+  budget, 128 seqs, watermark 0.01, no chunked prefill, prefill-first, padded prompt budget,
+  last-arrived victim, a free block per decode), sarathi with chunk 512, 128 seqs, watermark 0.01.
 - ``default``: the embedded LMSYS-like workload at 3.0 req/s with KV = 16,492 tokens (the MC-SF
   paper's Llama-2-70B setting, ALGORITHMS.md R2). This configuration saturates at about 3.4 req/s
   with vllm (throughput flat at 3.35-3.38 req/s for offered 4-8 req/s), so 3.0 req/s is near
@@ -79,7 +79,9 @@ PRESET = "llama2-70b-a100-tp2"
 SCENARIOS = {
     "sharegpt": dict(capacity=53_248, rate=0.5,      # Vidur's setup, as bench/vidur_fidelity.py
                      policies={"vllm": dict(enable_chunked_prefill=False, watermark=0.01,
-                                            max_num_batched_tokens=4096, max_num_seqs=128),
+                                            max_num_batched_tokens=4096, max_num_seqs=128,
+                                            prefill_first=True, padded_prefill_budget=True,
+                                            preempt_victim="last_arrived", decode_needs_free_block=True),
                                "sarathi": dict(chunk_size=512, max_num_seqs=128, watermark=0.01)}),
     "default": dict(capacity=16_492, rate=3.0,
                     policies={"vllm": {}, "sarathi": {}, "mcsf": {}, "amin": {}}),
