@@ -24,10 +24,14 @@ The arithmetic series of `LinearCost` is still what makes that cheap: durations 
 
 Cost models. ``decode_run_durations`` uses, in order: the model's own
 ``decode_run_durations(num_decode_seqs, decode_context_tokens, num_iterations)`` method if it has
-one (the `DecodeRunCost` protocol — a calibrated model whose time depends on the decode sequences and
-their context tokens should provide it, returning exactly what ``iteration_time`` would for each
-iteration); built-in vector forms for `UnitTime` and `LinearCost`; otherwise a loop calling
-``iteration_time`` once per iteration (still far cheaper than a policy call per iteration).
+one (the `DecodeRunCost` protocol: a cost model whose decode time depends on the decode sequences
+and their context tokens provides it, returning exactly what ``iteration_time`` would for each
+iteration); built-in vector forms for `UnitTime`, `LinearCost` and `CalibratedCost` (whose batch
+token count is fixed during a run, so only its decode-attention table lookup varies); otherwise a
+loop calling ``iteration_time`` once per iteration (still far cheaper than a policy call per
+iteration). The engine prices runs through a `DecodeRunPricer`, which spot-checks any vector form
+other than the two exact-by-construction ones against ``iteration_time`` and falls back to the
+loop on a difference.
 """
 
 from __future__ import annotations
