@@ -215,3 +215,12 @@ def test_nested_wait_never_evicts_when_memory_covers_its_m_pi(data):
     s = result.summary()
     assert s.num_evictions == 0 and s.num_finished == num
     assert result.kv_peak_tokens <= bound
+
+
+def test_fluid_tl_by_hand():
+    from kvsched.policies.wait import fluid_tl
+    mix = parse_mix("p1d1@4")
+    cost = LinearCost(0.5, 1 / 24)                       # τ* = 1, Σ λ (l' + 1) = 8
+    assert fluid_tl(mix, cost) == pytest.approx(8)
+    assert wait_thresholds(mix, fluid_tl(mix, cost)) == (4,)       # n = τ*·λ
+    assert fluid_tl(mix, cost, 10) == pytest.approx(10 * 8 / 12)   # M^π = tl·12/8 ≤ C = 10

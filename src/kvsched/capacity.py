@@ -4,7 +4,10 @@ A rate is *stable* when mean latency stops growing with the horizon: the mean la
 n requests of a workload and that of all 2n requests (the same draw, so the same first n) differ by
 less than ``tolerance`` (10% by default). `find_capacity` brackets the limit (expanding the
 bracket if needed) and bisects to a relative precision. It assumes stability is monotone in the
-rate; near the limit a single seed is noisy, so report the bracket, not one number.
+rate; near the limit a single seed is noisy, so report the bracket, not one number. The criterion
+is conservative at small n: starting from an empty system, L(2n) exceeds L(n) near the limit even
+when the queue is stable (tests/test_capacity.py finds ~65% of the fluid limit for unconstrained
+continuous batching at n = 300); compare policies at the same n.
 
 Workloads come from a factory ``make_workload(total_rate, num_requests, seed) -> Workload``;
 policies from a `Policy` or a factory ``rate -> Policy`` (for rate-dependent parameters).

@@ -107,6 +107,19 @@ def wait_memory_tokens(mix: TypeMix, thresholds: Sequence[int]) -> int:
     return int(sum(n * t.kv_token_stages for n, t in zip(thresholds, mix.types, strict=True)))
 
 
+def fluid_tl(mix: TypeMix, cost, kv_capacity_tokens: float | None = None, *, slack: float = 0.0) -> float:
+    """tl from the fluid model: (1 + slack)·τ*·Σ_j λ_j (l'_j + 1) (so n_j = τ*·λ_j), capped so that
+    M^π ≤ C when a capacity is given. Near or past the stability limit τ* is taken at 99% of it."""
+    from ..bounds.fluid import fluid_bound, max_stable_rate
+    top = max_stable_rate(mix, cost)
+    at = mix if mix.total_rate < 0.99 * top else mix.with_total_rate(0.99 * top)
+    slots = sum(t.rate * t.true_output_tokens for t in mix.types)
+    tl = (1.0 + slack) * fluid_bound(at, cost).iteration_time * slots
+    if kv_capacity_tokens is not None:
+        tl = min(tl, kv_capacity_tokens * slots / sum(t.rate * t.kv_token_stages for t in mix.types))
+    return tl
+
+
 def segment_survival(mix: TypeMix, ends: Sequence[int]) -> tuple[float, ...]:
     """p_k = P(l' > e_k | l' > e_{k−1}) under the mix's rates, k = 1..m−1 (e_0 = −1)."""
     out = []
