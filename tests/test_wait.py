@@ -224,3 +224,11 @@ def test_fluid_tl_by_hand():
     assert fluid_tl(mix, cost) == pytest.approx(8)
     assert wait_thresholds(mix, fluid_tl(mix, cost)) == (4,)       # n = τ*·λ
     assert fluid_tl(mix, cost, 10) == pytest.approx(10 * 8 / 12)   # M^π = tl·12/8 ≤ C = 10
+
+
+def test_fluid_thresholds_round_up_unless_memory_forbids():
+    from kvsched.policies.wait import fluid_thresholds
+    mix = parse_mix("p1d1@3")
+    cost = LinearCost(0.5, 1 / 24)                # X = 9, τ* = 0.5/(1 − 0.375) = 0.8, τ*·λ = 2.4
+    assert fluid_thresholds(mix, cost) == (3,)
+    assert fluid_thresholds(mix, cost, 7.5) == (2,)   # tl capped at 7.5·6/9 = 5 → 2.5; 3·3 > 7.5

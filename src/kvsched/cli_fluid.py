@@ -146,12 +146,12 @@ def _zero_load(cost):
 
 def _policy_factory(spec: str, mix_text: str | None, cost, kv_capacity: int):
     """A rate → Policy factory. Fills WAIT's ``types`` from --types and, when neither ``tl`` nor
-    ``thresholds`` is given, its thresholds from the fluid model at each rate (`fluid_tl`, capped
-    so that M^π ≤ C, rounded up); separate-threshold's ``threshold`` likewise."""
+    ``thresholds`` is given, its thresholds from the fluid model at each rate (`fluid_thresholds`:
+    n_j = ⌈τ*·λ_j⌉ with M^π ≤ C); separate-threshold's ``threshold`` likewise."""
     from .bounds.fluid import fluid_bound, max_stable_rate
     from .policies.registry import make, parse_policy_spec
     from .policies.separate import separate_threshold
-    from .policies.wait import fluid_tl
+    from .policies.wait import fluid_thresholds
     from .typed import parse_mix
     name, params = parse_policy_spec(spec)
     if name in ("wait", "nested-wait") and mix_text is not None:
@@ -163,8 +163,8 @@ def _policy_factory(spec: str, mix_text: str | None, cost, kv_capacity: int):
         mix = parse_mix(params["types"])      # thresholds from the fluid model at each rate
 
         def build_wait(rate: float):
-            tl = fluid_tl(mix.with_total_rate(rate), cost, kv_capacity)
-            return make(name, **{"rounding": "ceil", **params, "tl": tl})
+            n = fluid_thresholds(mix.with_total_rate(rate), cost, kv_capacity)
+            return make(name, **{**params, "thresholds": "/".join(map(str, n))})
         return build_wait
     if name == "separate-threshold" and "threshold" not in params and mix_text is not None:
         mix = parse_mix(mix_text)

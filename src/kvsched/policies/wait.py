@@ -120,6 +120,16 @@ def fluid_tl(mix: TypeMix, cost, kv_capacity_tokens: float | None = None, *, sla
     return tl
 
 
+def fluid_thresholds(mix: TypeMix, cost, kv_capacity_tokens: float | None = None) -> tuple[int, ...]:
+    """WAIT's thresholds from the fluid model: n_j = ⌈τ*·λ_j⌉ (tl = `fluid_tl`), rounded down
+    instead when rounding up would make M^π exceed the capacity."""
+    tl = fluid_tl(mix, cost, kv_capacity_tokens)
+    n = wait_thresholds(mix, tl, "ceil")
+    if kv_capacity_tokens is not None and wait_memory_tokens(mix, n) > kv_capacity_tokens:
+        n = wait_thresholds(mix, tl, "floor")
+    return n
+
+
 def segment_survival(mix: TypeMix, ends: Sequence[int]) -> tuple[float, ...]:
     """p_k = P(l' > e_k | l' > e_{k−1}) under the mix's rates, k = 1..m−1 (e_0 = −1)."""
     out = []
