@@ -19,8 +19,8 @@ import typer
 
 from .errors import ConfigError, UserError
 
-DEFAULT_D0 = 0.0095          # seconds per iteration (bench/capacity_limits.py)
-DEFAULT_D1 = 2.7e-6          # seconds per KV token in the batch
+DEFAULT_D0 = 0.00939         # seconds per iteration (bench/capacity_limits.py)
+DEFAULT_D1 = 2.68e-6         # seconds per KV token in the batch
 DEFAULT_KV_CAPACITY = 137_000
 
 
