@@ -17,13 +17,23 @@ Because LinearCost charges prefill and decode KV alike, this d1 is only right fo
 requests; it is the paper's model, not a calibrated one.
 
 Limits: `kvsched.capacity.find_capacity` (mean latency over n vs 2n requests changes < 10%),
-bisection to 2%, one seed. WAIT's thresholds come from the fluid model at each rate
-(`fluid_thresholds`: n_j = ⌈τ*·λ_j⌉, rounded down when M^π would exceed C); Nested WAIT's segments
-are the mix's outputs (ends 20/50) with n_1 = ⌈τ*·Λ⌉ and n_2 = ⌈n_1·(p + 0.05)⌉ (the paper's margin).
-Horizon n = 2000 vs 4000 requests (a few minutes on one core). The doubling criterion depends on n:
-at n = 400 it called vLLM unstable at 25 req/s (warm-up from an empty system) and WAIT stable at
-36 (its batches take ~8 s per request, which hides a slowly growing queue); at n = 2000 both
-effects shrink. Compare the policies with each other and with the fluid limit.
+bisection to 2%, one seed, block size 1, default policy parameters for vllm (budget 8192,
+256 seqs) and sarathi (chunk 512, 128 seqs, watermark 0.01). Thresholds (the paper tunes tl):
+- ``wait``: integer per-type thresholds n_j that maximise the fluid-sustainable rate
+  min_j n_j / (share_j·τ(M^π)) subject to M^π ≤ C (enumeration; rate-independent): the tl tuned
+  for the stability limit. p512d20 → n = 12; the mix → (5, 2).
+- ``wait-fluid``: n_j = ⌈τ*(Λ)·λ_j⌉ at each probed rate (`fluid_thresholds`, rounded down when
+  M^π would exceed C) — the fluid model's own thresholds, with little slack near the limit.
+- ``nested-wait`` (the mix): segments = the mix's outputs (ends 20/50), thresholds chosen like
+  ``wait``'s under `nested_wait_memory_tokens` ≤ C → (7, 2); the policy never sees types.
+Horizon: n = 6000 vs 12000 requests by default (~10 minutes on one core). The doubling criterion
+depends on n: at n = 400 it called vLLM unstable at 25 req/s (warm-up from an empty system) and
+WAIT stable at 36, above its capacity (its batches take ~8 s per request, which hides a slowly
+growing queue); at n ≥ 2000 both effects shrink. Compare the policies with each other and with
+the fluid limit (``fluid``: the largest rate with d1·X < 1 and M* ≤ C).
+
+Extra rows: `separate-threshold` (our rule, ALGORITHMS.md §2) under separate batching, with its
+threshold ⌈2·Λ·τ*⌉ from the fluid model at each rate.
 
 Usage: python bench/capacity_limits.py [--num-requests 2000] [--quick]
 """
@@ -32,9 +42,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
+import itertools
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +54,14 @@ from kvsched import LinearCost, Simulator
 from kvsched.bounds.fluid import fluid_bound, max_stable_rate
 from kvsched.capacity import find_capacity
 from kvsched.policies import make
-from kvsched.policies.wait import fluid_thresholds, segment_survival
+from kvsched.policies.separate import separate_threshold
+from kvsched.policies.wait import fluid_thresholds, nested_wait_memory_tokens
 from kvsched.typed import parse_mix, synthesize_typed
 
 VIDUR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vidur" / "data" / "profiling"
 KV_CAPACITY = 137_000
 LAYERS = 32
-PAPER = {("p512d20", "wait"): 23, ("p512d20", "sarathi"): 22, ("p512d20", "vllm"): 19,
+PAPER = {("p512d20", "wait"): 23, ("p512d20", "wait-fluid"): 23, ("p512d20", "sarathi"): 22, ("p512d20", "vllm"): 19,
          ("mix", "nested-wait"): 22, ("mix", "sarathi"): 21, ("mix", "vllm"): 18}
 WORKLOADS = {"p512d20": "p512d20@1", "mix": "p512d20@0.7+p512d50@0.3"}
 
@@ -84,31 +96,65 @@ def derive_cost() -> tuple[LinearCost, str]:
     return LinearCost(round(d0, 5), float(f"{d1:.3g}")), note
 
 
+def best_integer_thresholds(kv_per_unit, demand, cost: LinearCost, extra=lambda n: 0):
+    """Integer thresholds n (one per type or segment) maximising the fluid-sustainable total rate
+    min_k n_k / (demand_k · τ(n)), τ(n) = d0 + d1·Σ_k n_k·kv_k, subject to the KV bound
+    Σ_k n_k·kv_k + extra(n) ≤ C: WAIT's "tl tuned" for the stability limit, by enumeration."""
+    best, top = None, [max(1, int(KV_CAPACITY // kv)) for kv in kv_per_unit]
+    for n in itertools.product(*(range(1, t + 1) for t in top)):
+        held = sum(a * kv for a, kv in zip(n, kv_per_unit))
+        if held + extra(n) > KV_CAPACITY:
+            continue
+        tau = cost.d0 + cost.d1 * held
+        rate = min(a / (d * tau) for a, d in zip(n, demand))
+        if best is None or rate > best[0]:
+            best = (rate, n)
+    return best[1]
+
+
+def wait_tuned(mix, cost):
+    """WAIT thresholds for the stability limit (rate-independent): per type, KV = Σ_s (l + s)."""
+    shares = mix.rates / mix.total_rate
+    return best_integer_thresholds([t.kv_token_stages for t in mix.types], shares, cost)
+
+
+def nested_tuned(mix, cost, ends):
+    """Nested WAIT thresholds for the stability limit, under `nested_wait_memory_tokens` ≤ C."""
+    l_max = max(t.num_prompt_tokens for t in mix.types)
+    kv, demand, low = [], [], 0
+    for k, e in enumerate(ends):
+        kv.append(sum(l_max + s for s in range(low, e + 1)))
+        demand.append(sum(t.rate for t in mix.types if t.num_decode_stages >= low) / mix.total_rate)
+        low = e + 1
+    bound = partial(nested_wait_memory_tokens, ends, max_prompt_tokens=l_max, max_decode_stages=ends[-1])
+    return best_integer_thresholds(kv, demand, cost, extra=lambda n: bound(n) - sum(
+        a * b for a, b in zip(n, kv)))
+
+
 def policy_factory(policy: str, mix, cost: LinearCost):
-    """rate → Policy, with WAIT / Nested WAIT thresholds from the fluid model at that rate."""
+    """rate → Policy (see the module docstring for the thresholds)."""
     if policy == "wait":
+        n = wait_tuned(mix, cost)
+        return lambda rate: make("wait", thresholds="/".join(map(str, n)))
+    if policy == "wait-fluid":
         return lambda rate: make("wait", thresholds="/".join(
             map(str, fluid_thresholds(mix.with_total_rate(rate), cost, KV_CAPACITY))))
     if policy == "nested-wait":
         ends = tuple(sorted({t.num_decode_stages for t in mix.types}))
-        q = [min(p + 0.05, 0.99) for p in segment_survival(mix, ends)]
+        n = nested_tuned(mix, cost, ends)
+        return lambda rate: make("nested-wait", segment_ends="/".join(map(str, ends)),
+                                 thresholds="/".join(map(str, n)))
+    if policy == "separate-threshold":
         top = max_stable_rate(mix, cost)
-
-        def build(rate: float):
-            tau = fluid_bound(mix.with_total_rate(min(rate, 0.99 * top)), cost).iteration_time
-            n = [max(1, math.ceil(tau * rate))]
-            for r in q:
-                n.append(max(1, math.ceil(n[0] * math.prod(q[:len(n)]))))
-            return make("nested-wait", segment_ends="/".join(map(str, ends)),
-                        thresholds="/".join(map(str, n)))
-        return build
+        return lambda rate: make(policy, threshold=separate_threshold(
+            fluid_bound(mix.with_total_rate(min(rate, 0.99 * top)), cost)))
     policy_obj = make(policy)
     return lambda rate: policy_obj
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-requests", type=int, default=2000)
+    parser.add_argument("--num-requests", type=int, default=6000)
     parser.add_argument("--precision", type=float, default=0.02)
     parser.add_argument("--quick", action="store_true", help="p512d20 only, vllm and wait")
     args = parser.parse_args(argv)
@@ -119,8 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(cost, KV_CAPACITY)
     print(f"LinearCost(d0={cost.d0}, d1={cost.d1}) from the Vidur profiles: {note}")
     print(f"C = {KV_CAPACITY} tokens, block size 1, n = {args.num_requests} vs 2n requests, seed 0\n")
-    runs = [("p512d20", p) for p in ("vllm", "sarathi", "wait")]
-    runs += [("mix", p) for p in ("vllm", "sarathi", "wait", "nested-wait")]
+    runs = [("p512d20", p) for p in ("vllm", "sarathi", "wait", "wait-fluid")]
+    runs += [("mix", p) for p in ("vllm", "sarathi", "wait", "wait-fluid", "nested-wait")]
+    runs += [(name, "separate-threshold") for name in WORKLOADS]       # ours, separate batching
+    for name in WORKLOADS:
+        mix = parse_mix(WORKLOADS[name])
+        print(f"{name}: wait thresholds {wait_tuned(mix, cost)}", end="")
+        if len(mix) > 1:
+            ends = tuple(sorted({t.num_decode_stages for t in mix.types}))
+            print(f"; nested-wait ends {ends} thresholds {nested_tuned(mix, cost, ends)}", end="")
+        print()
+    print()
     if args.quick:
         runs = [("p512d20", "vllm"), ("p512d20", "wait")]
     print(f"{'workload':10} {'policy':12} {'limit':>7} {'bracket':>17} {'fluid':>7} {'paper':>6} {'time':>6}")
@@ -128,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         mix = parse_mix(WORKLOADS[name])
         fluid = max_stable_rate(mix, cost, KV_CAPACITY)
         started = time.perf_counter()
+        separate = policy == "separate-threshold"
         result = find_capacity(
-            sim, policy_factory(policy, mix, cost),
+            Simulator(cost, KV_CAPACITY, separate_batching=True) if separate else sim,
+            policy_factory(policy, mix, cost),
             lambda r, n, s, mix=mix: synthesize_typed(mix.with_total_rate(r), n, np.random.default_rng(s)),
             lo=0.5 * fluid, hi=1.05 * fluid, num_requests=args.num_requests,
             rel_precision=args.precision)
