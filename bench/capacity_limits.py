@@ -26,8 +26,9 @@ bisection to 2%, one seed, block size 1, default policy parameters for vllm (bud
   M^π would exceed C) — the fluid model's own thresholds, with little slack near the limit.
 - ``nested-wait`` (the mix): segments = the mix's outputs (ends 20/50), thresholds chosen like
   ``wait``'s under `nested_wait_memory_tokens` ≤ C → (7, 2); the policy never sees types.
-Horizon: n = 6000 vs 12000 requests by default (~10 minutes on one core). The doubling criterion
-depends on n: at n = 400 it called vLLM unstable at 25 req/s (warm-up from an empty system) and
+Horizon: n = 3000 vs 6000 requests, latencies averaged over 3 seeds (~10 minutes on one core):
+one draw is noisy near the limit (single-seed runs at n = 6000 and 8000 put vLLM's p512d20 limit
+at 29.1 and 32.2). The doubling criterion also depends on n: at n = 400 it called vLLM unstable at 25 req/s (warm-up from an empty system) and
 WAIT stable at 36, above its capacity (its batches take ~8 s per request, which hides a slowly
 growing queue); at n ≥ 2000 both effects shrink. Compare the policies with each other and with
 the fluid limit (``fluid``: the largest rate with d1·X < 1 and M* ≤ C).
@@ -35,7 +36,7 @@ the fluid limit (``fluid``: the largest rate with d1·X < 1 and M* ≤ C).
 Extra rows: `separate-threshold` (our rule, ALGORITHMS.md §2) under separate batching, with its
 threshold ⌈2·Λ·τ*⌉ from the fluid model at each rate.
 
-Usage: python bench/capacity_limits.py [--num-requests 2000] [--quick]
+Usage: python bench/capacity_limits.py [--num-requests 3000] [--num-seeds 3] [--quick]
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def policy_factory(policy: str, mix, cost: LinearCost):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-requests", type=int, default=6000)
+    parser.add_argument("--num-requests", type=int, default=3000)
+    parser.add_argument("--num-seeds", type=int, default=3)
     parser.add_argument("--precision", type=float, default=0.02)
     parser.add_argument("--quick", action="store_true", help="p512d20 only, vllm and wait")
     args = parser.parse_args(argv)
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     cost, note = derive_cost()
     sim = Simulator(cost, KV_CAPACITY)
     print(f"LinearCost(d0={cost.d0}, d1={cost.d1}) from the Vidur profiles: {note}")
-    print(f"C = {KV_CAPACITY} tokens, block size 1, n = {args.num_requests} vs 2n requests, seed 0\n")
+    print(f"C = {KV_CAPACITY} tokens, block size 1, n = {args.num_requests} vs 2n requests, "
+          f"latencies averaged over seeds 0..{args.num_seeds - 1}\n")
     runs = [("p512d20", p) for p in ("vllm", "sarathi", "wait", "wait-fluid")]
     runs += [("mix", p) for p in ("vllm", "sarathi", "wait", "wait-fluid", "nested-wait")]
     runs += [(name, "separate-threshold") for name in WORKLOADS]       # ours, separate batching
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             Simulator(cost, KV_CAPACITY, separate_batching=True) if separate else sim,
             policy_factory(policy, mix, cost),
             lambda r, n, s, mix=mix: synthesize_typed(mix.with_total_rate(r), n, np.random.default_rng(s)),
-            lo=0.5 * fluid, hi=1.05 * fluid, num_requests=args.num_requests,
+            lo=0.5 * fluid, hi=1.05 * fluid, num_requests=args.num_requests, num_seeds=args.num_seeds,
             rel_precision=args.precision)
         paper = PAPER.get((name, policy))
         print(f"{name:10} {policy:12} {result.rate:7.2f} [{result.rate:6.2f}, {result.unstable_rate:6.2f}] "

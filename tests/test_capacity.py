@@ -36,6 +36,14 @@ def test_probe_tells_stable_from_unstable():
     assert not high.stable and high.change > 0.5        # latency grows with the horizon
 
 
+def test_probe_averages_latencies_over_seeds():
+    sim = Simulator(COST, 10**6)
+    one = [probe_stability(sim, vllm(), make_workload, 2.0, num_requests=100, seed=s) for s in (5, 6)]
+    both = probe_stability(sim, vllm(), make_workload, 2.0, num_requests=100, seed=5, num_seeds=2)
+    assert both.mean_latency == pytest.approx((one[0].mean_latency + one[1].mean_latency) / 2)
+    assert both.change == pytest.approx(both.mean_latency_doubled / both.mean_latency - 1)
+
+
 def test_capacity_of_unconstrained_continuous_batching_is_near_the_fluid_limit():
     # With unlimited memory and budget, vLLM admits everything: the fluid limit applies.
     limit = max_stable_rate(MIX, COST)

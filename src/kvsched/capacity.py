@@ -59,22 +59,32 @@ def _policy_at(policy: PolicyOrFactory, rate: float) -> Policy:
 
 
 def probe_stability(sim: Simulator, policy: PolicyOrFactory, make_workload: WorkloadFactory,
-                    rate: float, *, num_requests: int = 400, seed: int = 0,
+                    rate: float, *, num_requests: int = 400, seed: int = 0, num_seeds: int = 1,
                     tolerance: float = 0.1) -> StabilityProbe:
-    """Simulate `rate` with n and 2n requests and compare mean latencies."""
+    """Simulate `rate` with n and 2n requests and compare mean latencies.
+
+    With ``num_seeds`` > 1 the workloads of seeds seed, seed + 1, … are run and their latencies
+    averaged (one ratio of the averages), which damps the noise of one draw near the limit.
+    """
     pol = _policy_at(policy, rate)
-    doubled = make_workload(rate, 2 * num_requests, seed)
-    short = sim.run(doubled.head(num_requests), pol).summary()
-    long = sim.run(doubled, pol).summary()
-    change = long.mean_latency / short.mean_latency - 1.0
-    return StabilityProbe(rate, num_requests, short.mean_latency, long.mean_latency, change,
-                          bool(abs(change) < tolerance), long.num_evictions,
-                          short.wall_time + long.wall_time)
+    short_lat = long_lat = wall = 0.0
+    evictions = 0
+    for k in range(num_seeds):
+        doubled = make_workload(rate, 2 * num_requests, seed + k)
+        short = sim.run(doubled.head(num_requests), pol).summary()
+        long = sim.run(doubled, pol).summary()
+        short_lat += short.mean_latency / num_seeds
+        long_lat += long.mean_latency / num_seeds
+        evictions += long.num_evictions
+        wall += short.wall_time + long.wall_time
+    change = long_lat / short_lat - 1.0
+    return StabilityProbe(rate, num_requests, short_lat, long_lat, change,
+                          bool(abs(change) < tolerance), evictions, wall)
 
 
 def find_capacity(sim: Simulator, policy: PolicyOrFactory, make_workload: WorkloadFactory, *,
                   lo: float, hi: float, num_requests: int = 400, seed: int = 0,
-                  tolerance: float = 0.1, rel_precision: float = 0.02, max_expand: int = 6,
+                  num_seeds: int = 1, tolerance: float = 0.1, rel_precision: float = 0.02, max_expand: int = 6,
                   progress: Callable[[StabilityProbe], None] | None = None) -> CapacityResult:
     """The largest stable rate, by bisection between ``lo`` and ``hi`` (expanded when needed)."""
     if not 0 < lo < hi or not 0 < rel_precision < 1:
@@ -83,7 +93,7 @@ def find_capacity(sim: Simulator, policy: PolicyOrFactory, make_workload: Worklo
 
     def check(rate: float) -> bool:
         result = probe_stability(sim, policy, make_workload, rate, num_requests=num_requests,
-                                 seed=seed, tolerance=tolerance)
+                                 seed=seed, num_seeds=num_seeds, tolerance=tolerance)
         probes.append(result)
         if progress is not None:
             progress(result)

@@ -88,6 +88,7 @@ def register(app: typer.Typer, bound_app: typer.Typer) -> None:
         precision: float = typer.Option(0.02, "--precision", help="relative width of the final bracket"),
         tolerance: float = typer.Option(0.1, "--tolerance", help="max |L(2n)/L(n) − 1| when stable"),
         seed: int = typer.Option(0, "--seed"),
+        num_seeds: int = typer.Option(1, "--num-seeds", help="average latencies over this many seeds"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """The largest arrival rate at which mean latency stops growing with the horizon."""
@@ -102,7 +103,8 @@ def register(app: typer.Typer, bound_app: typer.Typer) -> None:
                 f"  λ={p.rate:8.3f}  L(n)={p.mean_latency:9.3f}s  L(2n)={p.mean_latency_doubled:9.3f}s  "
                 f"{'stable' if p.stable else 'unstable'}", err=True))
             result = find_capacity(sim, factory, make_workload, lo=lo or 0.3 * limit, hi=hi or 1.1 * limit,
-                                   num_requests=num_requests, seed=seed, tolerance=tolerance,
+                                   num_requests=num_requests, seed=seed, num_seeds=num_seeds,
+                                   tolerance=tolerance,
                                    rel_precision=precision, progress=progress)
         except UserError as exc:
             _fail(exc)
