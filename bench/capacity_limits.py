@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if args.quick:
         runs = [("p512d20", "vllm"), ("p512d20", "wait")]
-    print(f"{'workload':10} {'policy':12} {'limit':>7} {'bracket':>17} {'fluid':>7} {'paper':>6} {'time':>6}")
+    print(f"{'workload':10} {'policy':18} {'limit':>7} {'bracket':>17} {'fluid':>7} {'paper':>6} {'time':>6}")
     for name, policy in runs:
         mix = parse_mix(WORKLOADS[name])
         fluid = max_stable_rate(mix, cost, KV_CAPACITY)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             lo=0.5 * fluid, hi=1.05 * fluid, num_requests=args.num_requests, num_seeds=args.num_seeds,
             rel_precision=args.precision)
         paper = PAPER.get((name, policy))
-        print(f"{name:10} {policy:12} {result.rate:7.2f} [{result.rate:6.2f}, {result.unstable_rate:6.2f}] "
+        print(f"{name:10} {policy:18} {result.rate:7.2f} [{result.rate:6.2f}, {result.unstable_rate:6.2f}] "
               f"{fluid:7.2f} {paper if paper else '-':>6} {time.perf_counter() - started:5.0f}s", flush=True)
     return 0
 
