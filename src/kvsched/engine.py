@@ -146,7 +146,7 @@ class _Run:
             evicted = self._evict(decision.evict)
             if decision.num_tokens:
                 self._run_iteration(decision, evicted)
-            else:
+            elif not evicted:   # an eviction-only decision: ask again at the same time
                 self._idle(decision.wake_time)
             if self.progress is not None and self.iteration % 512 == 0:
                 self.progress(self.num_done, n)
