@@ -140,7 +140,8 @@ class _Run:
         while self.num_done < n:
             self._admit_arrivals()
             if not self.waiting and not self.running:
-                self.now = max(self.now, self.states[self.next_arrival].arrival_time)
+                if self.next_arrival < n:   # else: the last arrivals were rejected; done
+                    self.now = max(self.now, self.states[self.next_arrival].arrival_time)
                 continue
             decision = self.policy.schedule(self._view())
             evicted = self._evict(decision.evict)
