@@ -39,5 +39,5 @@ def instances(draw, max_requests=10, online=True):
     arrivals = sorted(draw(st.integers(0, 12)) for _ in range(n)) if online and draw(st.booleans()) \
         else [0] * n
     peak = max(s + o for s, o in rows)
-    capacity = draw(st.integers(peak, peak + 30))
+    capacity = draw(st.integers(max(peak, 8), peak + 30))
     return rows, arrivals, capacity
