@@ -25,9 +25,9 @@ def _brute_load(entries, k, block):
 
 
 @settings(max_examples=200, deadline=None)
-@given(ops=st.lists(st.tuples(st.sampled_from("aard"), st.integers(-5, 30), st.integers(0, 25)),
-                    max_size=40),
-       block=st.sampled_from([1, 3, 16]), cap=st.integers(5, 120))
+@given(ops=st.lists(st.tuples(st.sampled_from("aaaardu"), st.integers(-5, 30), st.integers(0, 25)),
+                    max_size=60),
+       block=st.sampled_from([1, 3, 16, 100]), cap=st.integers(5, 200))
 def test_future_memory_matches_brute_force(ops, block, cap):
     memory, entries, now, rid = FutureMemory(block), {}, 0, 0
     for op, base, end in ops:
@@ -40,6 +40,11 @@ def test_future_memory_matches_brute_force(ops, block, cap):
             victim = sorted(entries)[base % len(entries)]
             memory.remove(victim)
             del entries[victim]
+        elif op == "u" and entries:   # many changes at once (rebuild path when > 8)
+            gone = sorted(entries)[:1] if base % 2 else []
+            changes = {r: (b + end % 3, e + base % 2) for r, (b, e) in entries.items() if r not in gone}
+            memory.update(gone, changes)
+            entries = changes
         elif op == "d":
             now += end % 4
             memory.drop_before(now)

@@ -115,6 +115,51 @@ class FutureMemory:
             self.ends, self.bases = self.ends[j:], self.bases[j:]
             self.ids, self.peaks = self.ids[j:], self.peaks[j:]
 
+    def update(self, remove, changes: dict[int, tuple[int, int]]) -> None:
+        """Remove the ids in `remove` and set (base, end) for the ids in `changes`: one by one when
+        few change (O(n) numpy each), else by one rebuild (`_rebuild`)."""
+        remove = [rid for rid in remove if rid not in changes] + [rid for rid in changes if rid in self]
+        if len(remove) + len(changes) <= max(8, len(self._entry) // 8):
+            for rid in remove:
+                self.remove(rid)
+            for rid, (base, end) in changes.items():
+                self.add(rid, base, end)
+            return
+        for rid in remove:
+            del self._entry[rid]
+        self._entry.update(changes)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Sort the entries by end and recompute every peak L(end_j) from scratch.
+
+        With x_i = base_i + B − 1 = B·u_i + v_i and end_j = B·w_j + z_j (0 ≤ v, z < B),
+        ⌈(base_i + end_j)/B⌉ = u_i + w_j + [v_i ≥ B − z_j]; summed over the suffix of entries with
+        end ≥ end_j this is suffix sums plus a count over a sorted suffix (O(n log n) for B = 1,
+        O(n·B) at most otherwise via per-residue suffix counts when B ≤ 64, else O(n²) vectorised).
+        """
+        items = sorted(self._entry.items(), key=lambda kv: kv[1][1])
+        n, B = len(items), self.block_size
+        self.ids = np.fromiter((rid for rid, _ in items), np.int64, n)
+        self.bases = np.fromiter((e[0] for _, e in items), np.int64, n)
+        self.ends = np.fromiter((e[1] for _, e in items), np.int64, n)
+        first = np.searchsorted(self.ends, self.ends, "left")
+        x = self.bases + B - 1
+        u, v = x // B, x % B
+        w, z = self.ends // B, self.ends % B
+        suffix_u = np.concatenate([np.cumsum(u[::-1])[::-1], [0]])
+        count = n - first
+        peaks = suffix_u[first] + count * w
+        if B > 1:
+            if B <= 64:   # suffix counts of v ≥ t for every threshold t
+                geq = (v[:, None] >= np.arange(B + 1)[None, :]).astype(np.int64)
+                suffix_geq = np.concatenate([np.cumsum(geq[::-1], axis=0)[::-1], np.zeros((1, B + 1), np.int64)])
+                peaks += suffix_geq[first, B - z]
+            else:
+                mask = (np.arange(n)[None, :] >= first[:, None]) & (v[None, :] >= (B - z)[:, None])
+                peaks += mask.sum(axis=1)
+        self.peaks = peaks.astype(np.int64)
+
 
 VICTIM_ORDERS = ("least-progress", "newest", "largest")
 
@@ -229,18 +274,16 @@ class FutureMemoryPolicy(Policy):
     def _sync_running(self, view: SchedulerView) -> None:
         memory = self._memory
         memory.drop_before(view.iteration)
-        resident = set()
+        resident, changed = set(), {}
         for r in view.running:
             self.refine(view, r)
             rid = r.request_id
             resident.add(rid)
             entry = self._timeline(view, r)
             if memory.entry(rid) != entry:
-                if rid in memory:
-                    memory.remove(rid)
-                memory.add(rid, *entry)
-        for rid in [rid for rid in memory.request_ids() if rid not in resident]:
-            memory.remove(rid)
+                changed[rid] = entry
+        gone = [rid for rid in memory.request_ids() if rid not in resident]
+        memory.update(gone, changed)
 
     def _guard_overflow(self, view: SchedulerView) -> tuple[int, ...]:
         memory, now = self._memory, view.iteration
