@@ -29,6 +29,7 @@ set and updates the peaks incrementally:
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -45,12 +46,13 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 class FutureMemory:
     """Predicted KV timeline of a set of requests (see the module docstring); units: blocks."""
 
-    __slots__ = ("block_size", "ends", "bases", "ids", "peaks", "_entry")
+    __slots__ = ("block_size", "ends", "bases", "ids", "peaks", "_entry", "_lists")
 
     def __init__(self, block_size: int = 1) -> None:
         self.block_size = block_size
         self.ends, self.bases, self.ids, self.peaks = _EMPTY, _EMPTY, _EMPTY, _EMPTY
         self._entry: dict[int, tuple[int, int]] = {}
+        self._lists: tuple[list[int], list[int], list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self._entry)
@@ -68,13 +70,34 @@ class FutureMemory:
     def _blocks(self, tokens: np.ndarray | int):
         return -(-tokens // self.block_size)
 
+    def _cache(self) -> tuple[list[int], list[int], list[int]]:
+        """Block size 1: ends, prefix max of (peak_j + end_j), suffix sums of bases, as lists;
+        rebuilt in O(n) after a change, then each query is O(log n) in pure Python."""
+        if self._lists is None:
+            prefix_max = list(itertools.accumulate((self.peaks + self.ends).tolist(), max))
+            suffix = np.concatenate([np.cumsum(self.bases[::-1])[::-1], [0]]).tolist()
+            self._lists = (self.ends.tolist(), prefix_max, suffix)
+        return self._lists
+
     def load_at(self, k: int) -> int:
         """Predicted blocks in iteration k: Σ over entries with end ≥ k."""
+        if self.block_size == 1:
+            ends, _, suffix = self._cache()
+            j = bisect.bisect_left(ends, k)
+            return suffix[j] + k * (len(ends) - j)
         j = int(np.searchsorted(self.ends, k, "left"))
         return int(self._blocks(self.bases[j:] + k).sum())
 
     def fits(self, base: int, end: int, cap_blocks: int) -> bool:
-        """Whether adding (base, end) keeps L(k) ≤ cap for every k ≤ end (and ≥ the oldest entry)."""
+        """Whether adding (base, end) keeps L(k) ≤ cap for every k ≤ end (and ≥ the oldest entry).
+
+        Block size 1: O(log n) — L'(end_j) = peak_j + base + end_j ≤ cap for all end_j ≤ end is one
+        prefix maximum. Otherwise O(n) vectorised."""
+        if self.block_size == 1:
+            ends, prefix_max, _ = self._cache()
+            j = bisect.bisect_right(ends, end)
+            return (self.load_at(end) + base + end <= cap_blocks
+                    and (j == 0 or prefix_max[j - 1] + base <= cap_blocks))
         own_end = self._blocks(base + end)
         if self.load_at(end) + own_end > cap_blocks:
             return False
@@ -95,6 +118,7 @@ class FutureMemory:
         self.ids = np.insert(self.ids, j, rid)
         self.peaks = np.insert(peaks, j, own_peak)
         self._entry[rid] = (base, end)
+        self._lists = None
 
     def remove(self, rid: int) -> None:
         base, end = self._entry.pop(rid)
@@ -105,6 +129,7 @@ class FutureMemory:
         j = int(np.searchsorted(self.ends, end, "right"))
         peaks[:j] -= self._blocks(base + self.ends[:j])
         self.peaks = peaks
+        self._lists = None
 
     def drop_before(self, k: int) -> None:
         """Forget entries whose predicted last iteration is before k (they affect no future peak)."""
@@ -114,6 +139,7 @@ class FutureMemory:
                 del self._entry[rid]
             self.ends, self.bases = self.ends[j:], self.bases[j:]
             self.ids, self.peaks = self.ids[j:], self.peaks[j:]
+            self._lists = None
 
     def update(self, remove, changes: dict[int, tuple[int, int]]) -> None:
         """Remove the ids in `remove` and set (base, end) for the ids in `changes`: one by one when
@@ -159,6 +185,7 @@ class FutureMemory:
                 mask = (np.arange(n)[None, :] >= first[:, None]) & (v[None, :] >= (B - z)[:, None])
                 peaks += mask.sum(axis=1)
         self.peaks = peaks.astype(np.int64)
+        self._lists = None
 
 
 VICTIM_ORDERS = ("least-progress", "newest", "largest")
@@ -239,6 +266,9 @@ class FutureMemoryPolicy(Policy):
         self._memory: FutureMemory | None = None
         self._queue: list[tuple] = []          # sorted (priority..., request id)
         self._queued: dict[int, RequestView] = {}
+        self._by_size: list[tuple[int, int]] = []   # sorted (tokens to compute, id) of the queue
+        self._stepped: frozenset[int] = frozenset()  # computed in full in the last iteration
+        self._last_iteration: int | None = None
         self.num_policy_evictions = 0
 
     def schedule(self, view: SchedulerView) -> Decision:
@@ -259,6 +289,7 @@ class FutureMemoryPolicy(Policy):
             self._admit(view, tokens, budget)
         for rid in evict:
             self._enqueue(view, self._lookup(view, rid))
+        self._stepped, self._last_iteration = frozenset(tokens), view.iteration
         return Decision(num_tokens=tokens, evict=evict)
 
     # ------------------------------------------------------------------ helpers
@@ -275,10 +306,13 @@ class FutureMemoryPolicy(Policy):
         memory = self._memory
         memory.drop_before(view.iteration)
         resident, changed = set(), {}
+        stepped = self._stepped if self._last_iteration == view.iteration - 1 else frozenset()
         for r in view.running:
-            self.refine(view, r)
             rid = r.request_id
             resident.add(rid)
+            if rid in stepped and rid in memory:   # decoded last iteration, estimate not reached:
+                continue                           # its (base, end) is unchanged
+            self.refine(view, r)
             entry = self._timeline(view, r)
             if memory.entry(rid) != entry:
                 changed[rid] = entry
@@ -307,14 +341,20 @@ class FutureMemoryPolicy(Policy):
     def _enqueue(self, view: SchedulerView, request: RequestView) -> None:
         key = (*self.priority(view, request), request.request_id)
         bisect.insort(self._queue, key)
+        bisect.insort(self._by_size, (request.num_tokens, request.request_id))
         self._queued[request.request_id] = request
+
+    def _dequeue(self, index: int) -> None:
+        rid = self._queue.pop(index)[-1]
+        request = self._queued.pop(rid)
+        del self._by_size[bisect.bisect_left(self._by_size, (request.num_tokens, rid))]
 
     def _sync_waiting(self, view: SchedulerView) -> None:
         """New arrivals are the tail of view.waiting (they arrived after everything queued)."""
         num_new = len(view.waiting) - len(self._queued)
         tail = view.waiting[len(view.waiting) - num_new:] if num_new > 0 else ()
         if num_new < 0 or any(r.request_id in self._queued for r in tail):
-            self._queue, self._queued = [], {}
+            self._queue, self._queued, self._by_size = [], {}, []
             tail = view.waiting
         for r in tail:
             self._enqueue(view, r)
@@ -322,25 +362,29 @@ class FutureMemoryPolicy(Policy):
     def _admit(self, view: SchedulerView, tokens: dict[int, int], budget: int | None) -> None:
         memory, now = self._memory, view.iteration
         cap = math.floor((1.0 - self.protection) * view.kv_capacity_blocks)
-        smallest = view.blocks(1 + view.emitted_offset)
         load_now = memory.load_at(now)
         admitted = []
         for index, key in enumerate(self._queue):
             request = self._queued[key[-1]]
             n = request.num_uncomputed_tokens
             base, end = self._timeline(view, request)
-            if (budget is None or n <= budget) and memory.fits(base, end, cap):
+            if ((budget is None or n <= budget) and load_now + view.blocks(base + now) <= cap
+                    and memory.fits(base, end, cap)):
                 memory.add(request.request_id, base, end)
                 tokens[request.request_id] = n
                 admitted.append(index)
                 load_now += view.blocks(base + now)
                 budget = None if budget is None else budget - n
-            elif self.rule == "stop" or load_now + smallest > cap:
+            elif self.rule == "stop" or load_now + self._smallest_blocks(view) > cap:
                 break
         if not admitted and not view.running and self._queue:
             admitted = self._admit_alone(view, tokens, budget)
         for index in reversed(admitted):
-            del self._queued[self._queue.pop(index)[-1]]
+            self._dequeue(index)
+
+    def _smallest_blocks(self, view: SchedulerView) -> int:
+        """Blocks the smallest queued request needs in its first iteration (a lower bound)."""
+        return view.blocks(self._by_size[0][0] + view.emitted_offset) if self._by_size else 0
 
     def _admit_alone(self, view: SchedulerView, tokens: dict[int, int], budget: int | None) -> list[int]:
         """Liveness: with nothing resident, the queue head runs alone even when its *predicted*
