@@ -291,3 +291,22 @@ def test_mcsf_with_underestimates_finishes_without_overflow(inst, noise, convent
     sim = Simulator(UnitTime(), capacity, block_size=block, kv_convention=convention)
     result = sim.run(w, make("mcsf", evict_victim=victim))   # the engine raises on any overflow
     assert np.all(np.isfinite(result.finish_time) | result.rejected)
+
+
+def test_liveness_when_a_prediction_exceeds_the_capacity():
+    """õ = 20 predicts a peak of 22 > M = 10, but the true peak (2 + 3 = 5) fits: with nothing
+    resident the request starts alone (memory 3, 4, 5), then the next one."""
+    w = workload([(2, 3), (1, 1)], predicted_output_tokens=[20, 30])
+    result, memory = run(paper_sim(10), w, make("mcsf", protection=0.5))
+    assert memory == [3, 4, 5, 2]
+    assert finish(result) == [3, 4]
+
+
+@pytest.mark.parametrize("name", ["mcsf", "amin", "amax", "hsf", "alpha-protection"])
+def test_engine_token_budget_is_respected(name):
+    from kvsched import LinearCost, default_workload
+    from kvsched.predictors import apply_predictor
+    w = apply_predictor(default_workload(120), "interval:alpha=0.5", seed=1)
+    sim = Simulator(LinearCost(0.01, 2e-7), 8000, block_size=16, max_num_batched_tokens=512)
+    summary = sim.run(w, make(name)).summary()   # the engine raises on a budget or KV violation
+    assert summary.num_finished + summary.num_rejected == 120

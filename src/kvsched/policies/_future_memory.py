@@ -18,10 +18,13 @@ the sorted completion breakpoints need checking (MC-SF's observation), never eve
 `FutureMemory` keeps the entries sorted by end together with ``peak[j] = L(end_j)`` of the current
 set and updates the peaks incrementally:
 
-- ``fits(base, end, cap)``: the peaks at ends ≤ end plus the candidate's own blocks there, and
-  L(end) plus its own: O(n) vectorised numpy over the n entries (O(k) in the breakpoints ≤ end
-  plus the entries ≥ end), no Python loop.
+- ``fits(base, end, cap)``: L'(end_j) = peak_j + own blocks ≤ cap for the ends ≤ end, and
+  L(end) + own ≤ cap. Block size 1: O(log n) — the first condition is one prefix maximum of
+  peak_j + end_j and L(end) is a suffix sum, both kept as lists rebuilt in O(n) after a change.
+  Larger blocks: O(n) vectorised numpy (O(k) in the breakpoints ≤ end plus the entries ≥ end).
 - ``add`` / ``remove``: O(log n) to locate, O(n) vectorised to update the peaks.
+- ``update``: many changes at once (A_min raising many estimates) rebuild everything in
+  O(n log n) (O(n·B) for blocks of B ≤ 64 tokens).
 - ``drop_before(I)``: entries predicted to end before iteration I contribute to no future peak and
   are dropped without touching the others.
 """
@@ -213,27 +216,34 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 class FutureMemoryPolicy(Policy):
     """Admission by the future-memory check, in a priority order, never pausing a resident request.
 
-    Per iteration I (n resident, W waiting, a admitted, d requests whose timeline changed):
+    Per iteration I (n resident, W waiting, a admitted, d requests whose timeline changed —
+    admitted or evicted last time, finished earlier than predicted, or outlived their estimate):
 
     1. Sync the timeline: drop entries ended before I; re-enter resident requests whose (base, end)
        changed (a request that outlived its estimate õ gets õ_eff = max(õ, g + 1), so end = I).
-       O(n) Python + O(d·n) numpy.
+       Requests decoded in the last iteration and still within their estimate are skipped.
+       O(n) Python set work + O(d·n) numpy (one O(n log n) rebuild when d > n/8).
     2. Overflow guard: if the resident requests need more than the capacity in iteration I (only
        possible when estimates were too low), evict victims in ``evict_victim`` order until they fit.
        Nothing is admitted in an iteration that evicts (as vLLM V1).
     3. Admission: scan the waiting queue in priority order (kept sorted incrementally: new arrivals
-       are the tail of ``view.waiting``, O(log W) each); admit a candidate if the check passes with
-       capacity ⌊(1 − protection)·M⌋ blocks; ``rule="stop"`` stops at the first failure,
-       ``rule="skip"`` goes on (and stops once no request could fit in iteration I).
-       O((a + 1)·n) numpy for "stop".
+       are the tail of ``view.waiting``, O(log W) search + list insertion each); admit a candidate if
+       the check passes with capacity ⌊(1 − protection)·M⌋ blocks. ``rule="stop"`` stops at the
+       first failure: a + 1 candidate tests, O(log n) each at block size 1 (O(n) otherwise), plus
+       O(n) per admission. ``rule="skip"`` goes on (stopping once even the smallest queued request
+       cannot fit in iteration I), so it is O(W log n) per iteration in the worst case.
 
-    So an iteration costs O(n + (d + a + 1)·n) in numpy element operations plus O(new·log W), and
-    does not grow with the number of waiting requests under ``rule="stop"``.
+    So with ``rule="stop"`` an iteration costs O(n + (a + d)·n) numpy element operations plus
+    O((a + 1)·log n) and does not grow with the number of waiting requests W (see
+    bench/mcsf_decision_cost.py).
 
     Every admitted request computes its whole prompt (plus tokens to recompute) in one iteration, and
     every resident request is computed in every iteration, as in the papers' model. With an engine
-    token budget, resident requests are served first in admission order (any left over are paused)
-    and a candidate is admitted only if all its tokens fit the budget left.
+    token budget (``max_num_batched_tokens``, not in the papers), resident requests are served
+    first in admission order (chunked, and paused when the budget is spent) and a candidate is
+    admitted only if all its tokens fit the budget left — or, if they exceed the whole budget, with
+    a first chunk; such requests are re-estimated every iteration, so the check stays approximate
+    only while a prefill is chunked (the overflow guard keeps the engine within M).
     """
 
     rule: str = "stop"
@@ -279,17 +289,21 @@ class FutureMemoryPolicy(Policy):
         self._sync_waiting(view)
         budget = view.max_num_batched_tokens
         tokens: dict[int, int] = {}
+        self._chunked: set[int] = set()       # scheduled for fewer than their uncomputed tokens
         for r in view.running:
-            n = r.num_uncomputed_tokens
-            if r.request_id in evict or (budget is not None and n > budget):
+            n = r.num_uncomputed_tokens if budget is None else min(r.num_uncomputed_tokens, budget)
+            if r.request_id in evict or n == 0:
                 continue
+            if n < r.num_uncomputed_tokens:
+                self._chunked.add(r.request_id)
             tokens[r.request_id] = n
             budget = None if budget is None else budget - n
         if not evict:
             self._admit(view, tokens, budget)
         for rid in evict:
             self._enqueue(view, self._lookup(view, rid))
-        self._stepped, self._last_iteration = frozenset(tokens), view.iteration
+        self._stepped = frozenset(tokens.keys() - self._chunked)
+        self._last_iteration = view.iteration
         return Decision(num_tokens=tokens, evict=evict)
 
     # ------------------------------------------------------------------ helpers
@@ -366,12 +380,13 @@ class FutureMemoryPolicy(Policy):
         admitted = []
         for index, key in enumerate(self._queue):
             request = self._queued[key[-1]]
-            n = request.num_uncomputed_tokens
+            n = budget_tokens(request.num_uncomputed_tokens, budget, view.max_num_batched_tokens)
             base, end = self._timeline(view, request)
-            if ((budget is None or n <= budget) and load_now + view.blocks(base + now) <= cap
-                    and memory.fits(base, end, cap)):
+            if n and load_now + view.blocks(base + now) <= cap and memory.fits(base, end, cap):
                 memory.add(request.request_id, base, end)
                 tokens[request.request_id] = n
+                if n < request.num_uncomputed_tokens:
+                    self._chunked.add(request.request_id)
                 admitted.append(index)
                 load_now += view.blocks(base + now)
                 budget = None if budget is None else budget - n
@@ -391,11 +406,22 @@ class FutureMemoryPolicy(Policy):
         timeline exceeds the (protected) capacity; the engine only accepts requests whose true peak
         fits, and the overflow guard covers the rest."""
         head = self._queued[self._queue[0][-1]]
-        if budget is not None and head.num_uncomputed_tokens > budget:
+        n = budget_tokens(head.num_uncomputed_tokens, budget, view.max_num_batched_tokens)
+        if not n:
             return []
         self._memory.add(head.request_id, *self._timeline(view, head))
-        tokens[head.request_id] = head.num_uncomputed_tokens
+        tokens[head.request_id] = n
+        if n < head.num_uncomputed_tokens:
+            self._chunked.add(head.request_id)
         return [0]
+
+def budget_tokens(n: int, budget_left: int | None, budget: int | None) -> int:
+    """Tokens to schedule for a new request needing n: all of them if they fit the budget left,
+    a first chunk if they exceed the whole per-iteration budget, else 0 (wait)."""
+    if budget_left is None or n <= budget_left:
+        return n
+    return budget_left if n > budget else 0
+
 
 def require(value, request: RequestView, policy: str, column: str):
     """A prediction column the policy needs, or a ConfigError naming the predictor to use."""

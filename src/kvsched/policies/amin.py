@@ -3,8 +3,9 @@
 Paper: Chen, Ye, Zhou, "Adaptively Robust LLM Inference Optimization under Prediction Uncertainty",
 arXiv 2508.14544. Predictions are intervals [ℓ_i, u_i] (``predicted_lo``/``predicted_hi``).
 All three run MC-SF's machinery (`kvsched.policies._future_memory`: future-memory check at the
-predicted completion breakpoints, O((a + 1)·n) numpy operations per iteration for n resident and
-a admitted requests, plus O(d·n) for the d requests whose estimate changed).
+predicted completion breakpoints; per iteration O(n + (a + d)·n) numpy element operations plus
+O((a + 1)·log n) Python for n resident, a admitted and d re-estimated requests — under A_min every
+resident request past its estimate is re-estimated, and d > n/8 triggers one O(n log n) rebuild).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..state import Decision, RequestView, SchedulerView
-from ._future_memory import VICTIM_ORDERS, FutureMemoryPolicy, check_choice, require, victim_key
+from ._future_memory import (VICTIM_ORDERS, FutureMemoryPolicy, budget_tokens, check_choice, require,
+                             victim_key)
 from .base import Policy, PolicyTags
 from .registry import register
 
@@ -34,10 +35,12 @@ class MCSF(FutureMemoryPolicy):
     round up to its predicted completion, the predicted KV of the started requests plus U ∪ {i}
     stays within M; stop at the first candidate that fails. Only the predicted completion times are
     checked (between them a fixed set's memory only rises); see
-    `kvsched.policies._future_memory` for the incremental check and its cost: O((a + 1)·n) numpy
-    operations per iteration for n resident and a admitted requests, independent of the number of
+    `kvsched.policies._future_memory` for the incremental check and its cost: per iteration
+    O(n + (a + d)·n) numpy element operations plus O((a + 1)·log n) Python for n resident, a
+    admitted and d re-estimated requests, independent of the number of
     waiting requests. Under EMITTED + UnitTime + block size 1 this is exactly the paper's rule
     Σ_started (s_j + t' − p_j)·1[t' − p_j ≤ õ_j] + Σ_{k∈U∪{i}} (s_k + t' − t)·1[t' − t ≤ õ_k] ≤ M;
+    (the paper's round p + 1 is the engine's iteration p: a request started there holds s + 1),
     other conventions and block sizes use the engine's own KV accounting (view helpers).
 
     Reconstructed (parameters):
@@ -94,22 +97,22 @@ class _ProtectionBase(Policy):
         used = {r.request_id: view.blocks(view.kv_tokens_after(r, r.num_uncomputed_tokens))
                 for r in view.running}
         evict = self.clear(view, used) if sum(used.values()) > view.kv_capacity_blocks else ()
-        tokens = {r.request_id: r.num_uncomputed_tokens for r in view.running
-                  if r.request_id not in evict}
+        budget, tokens = view.max_num_batched_tokens, {}
+        for r in view.running:
+            n = r.num_uncomputed_tokens if budget is None else min(r.num_uncomputed_tokens, budget)
+            if n and r.request_id not in evict:
+                tokens[r.request_id] = n
+                budget = None if budget is None else budget - n
         if not evict:
-            self._admit(view, tokens, sum(used.values()))
+            self._admit(view, tokens, sum(used.values()), budget)
         return Decision(num_tokens=tokens, evict=tuple(evict))
 
-    def _admit(self, view: SchedulerView, tokens: dict[int, int], load: int) -> None:
+    def _admit(self, view: SchedulerView, tokens: dict[int, int], load: int, budget: int | None) -> None:
         limit = math.floor((1.0 - self.alpha) * view.kv_capacity_blocks)
-        budget = view.max_num_batched_tokens
-        if budget is not None:
-            budget -= sum(tokens.values())
         for r in view.waiting:
-            n = r.num_uncomputed_tokens
+            n = budget_tokens(r.num_uncomputed_tokens, budget, view.max_num_batched_tokens)
             need = view.blocks(view.kv_tokens_after(r, n))
-            if load + need > (limit if tokens else view.kv_capacity_blocks) or (
-                    budget is not None and n > budget):
+            if not n or load + need > (limit if tokens else view.kv_capacity_blocks):
                 break
             tokens[r.request_id] = n
             load += need
