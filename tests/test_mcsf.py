@@ -283,7 +283,7 @@ def test_mcsf_never_evicts_with_overestimates(inst, slack, convention, block, ru
 @settings(max_examples=200, deadline=None)
 @given(inst=instances(), noise=st.lists(st.integers(-8, 3), min_size=10, max_size=10),
        convention=st.sampled_from(list(KVConvention)), block=st.sampled_from([1, 4]),
-       victim=st.sampled_from(["least-progress", "newest", "largest"]))
+       victim=st.sampled_from(["least-progress", "most-progress", "newest", "largest"]))
 def test_mcsf_with_underestimates_finishes_without_overflow(inst, noise, convention, block, victim):
     rows, arrivals, capacity = inst
     predicted = [max(1, o + noise[i]) for i, (_, o) in enumerate(rows)]

@@ -191,17 +191,19 @@ class FutureMemory:
         self._lists = None
 
 
-VICTIM_ORDERS = ("least-progress", "newest", "largest")
+VICTIM_ORDERS = ("least-progress", "most-progress", "newest", "largest")
 
 
 def victim_key(view: SchedulerView, order: str):
     """Sort key: the first request under it is evicted first.
 
     ``least-progress``: fewest output tokens generated (ties: latest admitted) — A_min's rule;
-    ``newest``: latest admitted first (vLLM's LIFO); ``largest``: most KV held (ties: latest admitted).
+    ``most-progress``: most output tokens generated (ties: latest admitted); ``newest``: latest admitted first (vLLM's LIFO); ``largest``: most KV held (ties: latest admitted).
     """
     if order == "least-progress":
         return lambda r: (r.num_output_tokens, -r.admitted_seq)
+    if order == "most-progress":
+        return lambda r: (-r.num_output_tokens, -r.admitted_seq)
     if order == "newest":
         return lambda r: -r.admitted_seq
     return lambda r: (-view.kv_tokens(r), -r.admitted_seq)

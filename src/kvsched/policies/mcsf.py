@@ -49,7 +49,8 @@ class MCSF(FutureMemoryPolicy):
     - ``protection``: fraction of M kept in reserve by the check (paper variant: 0.1);
     - robustness: a request that outlives its prediction is predicted to need
       max(õ, generated + 1) tokens; if the resident requests still overflow M (underestimates),
-      ``evict_victim`` ("least-progress", "newest" or "largest") are evicted until they fit —
+      victims in ``evict_victim`` order ("least-progress" default, "most-progress", "newest",
+      "largest") are evicted until the rest fit —
       they recompute (engine counts evictions) and return to the queue; nothing is admitted in that
       iteration. Non-preemptive otherwise: resident requests always continue.
     - liveness: with nothing resident the queue head starts alone even if its predicted peak
