@@ -24,8 +24,7 @@ pytestmark = pytest.mark.engine
 
 
 def _driver():
-    pytest.importorskip("vllm", reason="needs the vllm extra (pip install 'kvsched[vllm]')")
-    from kvsched.integrations import driver
+    from kvsched.integrations import driver     # after the tiny_model fixture checked for vLLM
     return driver
 
 
