@@ -140,13 +140,14 @@ class _Run:
         while self.num_done < n:
             self._admit_arrivals()
             if not self.waiting and not self.running:
-                self.now = max(self.now, self.states[self.next_arrival].arrival_time)
+                if self.next_arrival < n:   # else: the last arrivals were rejected; done
+                    self.now = max(self.now, self.states[self.next_arrival].arrival_time)
                 continue
             decision = self.policy.schedule(self._view())
             evicted = self._evict(decision.evict)
             if decision.num_tokens:
                 self._run_iteration(decision, evicted)
-            else:
+            elif not evicted:   # an eviction-only decision: ask again at the same time
                 self._idle(decision.wake_time)
             if self.progress is not None and self.iteration % 512 == 0:
                 self.progress(self.num_done, n)
