@@ -30,14 +30,14 @@ def _driver():
 
 def _all_at_zero() -> Workload:
     rng = np.random.default_rng(0)
-    return Workload.build(np.zeros(10), rng.integers(20, 60, 10), rng.integers(10, 60, 10))
+    return Workload.build(np.zeros(10), rng.integers(20, 60, 10), rng.integers(6, 30, 10))
 
 
 def _arrivals() -> Workload:
     # arrivals in iterations (UnitTime): bursts and gaps, so the engine also idles and resumes
     rng = np.random.default_rng(7)
-    arrival = np.array([0, 0, 0, 3, 5, 5, 20, 21, 40, 41, 41, 400], dtype=float)
-    return Workload.build(arrival, rng.integers(10, 90, 12), rng.integers(5, 50, 12))
+    arrival = np.array([0, 0, 0, 3, 5, 5, 20, 21, 40, 41, 41, 200], dtype=float)
+    return Workload.build(arrival, rng.integers(10, 90, 12), rng.integers(5, 30, 12))
 
 
 def _settings(model, **kw):
@@ -63,13 +63,26 @@ def _check(engine_run, sim, *, expect_preemptions=True):
     return cmp
 
 
+@pytest.fixture(scope="module")
+def native_runs():
+    """vLLM default-scheduler runs, shared between tests (an engine run costs seconds)."""
+    return {}
+
+
+def _native(native_runs, settings, workload_name):
+    key = (settings, workload_name)
+    if key not in native_runs:
+        workload = _all_at_zero() if workload_name == "all-at-zero" else _arrivals()
+        native_runs[key] = _driver().run_engine(workload, settings, None)
+    return native_runs[key]
+
+
 @pytest.mark.parametrize("reserve_full_isl", [True, False], ids=["full-isl", "chunk-only"])
-def test_vllm_default_scheduler_matches_kvsched_vllm_policy(tiny_model, reserve_full_isl):
+def test_vllm_default_scheduler_matches_kvsched_vllm_policy(tiny_model, native_runs, reserve_full_isl):
     driver = _driver()
     settings = _settings(tiny_model, reserve_full_isl=reserve_full_isl)
-    workload = _all_at_zero()
-    engine_run = driver.run_engine(workload, settings, None)
-    _check(engine_run, driver.simulate_like(workload, settings, None))
+    engine_run = _native(native_runs, settings, "all-at-zero")
+    _check(engine_run, driver.simulate_like(_all_at_zero(), settings, None))
 
 
 def test_vllm_default_scheduler_with_arrivals_and_idle_gaps(tiny_model):
@@ -80,18 +93,18 @@ def test_vllm_default_scheduler_with_arrivals_and_idle_gaps(tiny_model):
     _check(engine_run, driver.simulate_like(workload, settings, None))
     result = engine_run.result
     # the engine idled until the last arrival, then ran it at once
-    assert result.finish_time[:-1].max() < 400.0 == result.first_scheduled_time[-1]
+    assert result.finish_time[:-1].max() < 200.0 == result.first_scheduled_time[-1]
     assert (result.first_scheduled_time >= workload.arrival_time).all()
 
 
-def test_vllm_policy_through_the_adapter_matches_simulator_and_vllm_itself(tiny_model):
+def test_vllm_policy_through_the_adapter_matches_simulator_and_vllm_itself(tiny_model, native_runs):
     driver = _driver()
     settings = _settings(tiny_model)
     workload = _all_at_zero()
     spec = "vllm:max_num_batched_tokens=64;max_num_seqs=8;full_prompt_must_fit=true"
     adapter = driver.run_engine(workload, settings, spec)
     _check(adapter, driver.simulate_like(workload, settings, spec))
-    native = driver.run_engine(workload, settings, None)
+    native = _native(native_runs, settings, "all-at-zero")
     assert driver.compare(adapter.result, native.result).matches
 
 
@@ -100,8 +113,23 @@ def test_sarathi_through_the_adapter_matches_simulator(tiny_model):
     settings = _settings(tiny_model, num_gpu_blocks=6)
     workload = _arrivals()
     spec = "sarathi:chunk_size=64;max_num_seqs=8"
-    _check(driver.run_engine(workload, settings, spec), driver.simulate_like(workload, settings, spec),
-           expect_preemptions=False)
+    _check(driver.run_engine(workload, settings, spec), driver.simulate_like(workload, settings, spec))
+
+
+@pytest.mark.parametrize("spec, predictor, workload, num_gpu_blocks", [
+    ("mcsf", "point:sigma=0.6", "all-at-zero", 7),          # noisy points: underestimates evict
+    ("amin", "interval:alpha=0.5", "arrivals", 6),          # intervals, raised online; evicts
+    ("hsf", "exact", "all-at-zero", 6),                     # clairvoyant: oracle = max_tokens
+], ids=["mcsf", "amin", "hsf"])
+def test_research_policy_through_the_adapter_matches_simulator(tiny_model, spec, predictor, workload,
+                                                                num_gpu_blocks):
+    from kvsched.predictors import apply_predictor
+    driver = _driver()
+    # a budget above every prompt + output: these policies schedule whole prefills (no chunking)
+    settings = _settings(tiny_model, num_gpu_blocks=num_gpu_blocks, max_num_batched_tokens=256)
+    w = apply_predictor(_all_at_zero() if workload == "all-at-zero" else _arrivals(), predictor, seed=3)
+    _check(driver.run_engine(w, settings, spec), driver.simulate_like(w, settings, spec),
+           expect_preemptions=spec != "hsf")
 
 
 @dataclass(kw_only=True)
