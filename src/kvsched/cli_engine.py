@@ -171,7 +171,8 @@ def engine_run(
                        "preemption_mismatches": cmp.num_preemption_mismatches,
                        "kv_mismatches": cmp.num_kv_mismatches, "first_divergence": cmp.first_divergence,
                        "admission_order_equal": cmp.admission_order_equal,
-                       "evictions_equal": cmp.evictions_equal, "differences": cmp.differences},
+                       "evictions_equal": cmp.evictions_equal, "rejections_equal": cmp.rejections_equal,
+                       "differences": cmp.differences},
         "gaps": gaps[:50], "num_gaps": len(gaps),
     }
     text = json.dumps(report, indent=2)
@@ -204,7 +205,8 @@ def _render(report: dict) -> None:
                   f"{c['simulator_iterations']} (simulator); batch mismatches {c['batch_mismatches']}, "
                   f"preemption mismatches {c['preemption_mismatches']}, KV mismatches {c['kv_mismatches']}, "
                   f"admission order {'equal' if c['admission_order_equal'] else 'differs'}, "
-                  f"evictions per request {'equal' if c['evictions_equal'] else 'differ'}")
+                  f"evictions per request {'equal' if c['evictions_equal'] else 'differ'}, "
+                  f"rejections {'equal' if c['rejections_equal'] else 'differ'}")
     for line in c["differences"]:
         console.print(f"  {line}", soft_wrap=True)
     if report["num_gaps"]:

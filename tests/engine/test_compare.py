@@ -77,5 +77,10 @@ def test_compare_accepts_identical_runs_and_flags_each_kind_of_difference():
     c = compare(dataclasses.replace(a, num_evictions=ev), a)
     assert not c.evictions_equal and not c.matches
 
+    rej = a.rejected.copy()
+    rej[1] = True
+    c = compare(dataclasses.replace(a, rejected=rej), a)
+    assert not c.rejections_equal and not c.matches
+
     c = compare(dataclasses.replace(a, iterations=its[:-1]), a)
     assert not c.matches and c.num_engine_iterations == len(its) - 1

@@ -209,3 +209,16 @@ def test_infeasible_decisions_are_recorded_as_gaps_and_refused_in_strict_mode(ti
     assert np.isfinite(run.result.finish_time).all()              # the rest still ran to the end
     with pytest.raises(Exception, match="cannot carry out"):
         driver.run_engine(workload, settings, spec, strict=True)
+
+
+def test_a_request_whose_kv_peak_equals_the_capacity_runs_in_the_simulator_not_in_vllm(tiny_model):
+    # Known divergence: vLLM needs prompt + max_tokens <= max_model_len <= KV capacity (96 tokens
+    # here), the simulator only the peak KV s + o - 1 <= capacity. Request 0: 60 + 37 - 1 = 96.
+    driver = _driver()
+    settings = _settings(tiny_model, num_gpu_blocks=4)
+    workload = Workload.build(np.zeros(2), [60, 20], [37, 5])
+    run = driver.run_engine(workload, settings, None)
+    sim = driver.simulate_like(workload, settings, None)
+    assert run.result.rejected.tolist() == [True, False] and sim.rejected.tolist() == [False, False]
+    cmp = driver.compare(run.result, sim)
+    assert not cmp.rejections_equal and not cmp.matches

@@ -4,16 +4,19 @@
 the engine until every request has finished. Two clocks:
 
 - ``"virtual"``: the simulator's clock. Each step that computes tokens lasts
-  ``cost.iteration_time(batch)`` (`UnitTime`: 1), an idle engine jumps to the next arrival (or
-  the policy's ``wake_time``). Decisions can then be compared with the simulator step by step.
+  ``cost.iteration_time(batch)`` (`UnitTime`: 1); when the engine schedules nothing the clock
+  jumps to the next arrival or to the policy's ``wake_time``, whichever comes first. Decisions can then be compared with the simulator step by step.
 - ``"wall"``: real seconds since the start; arrivals wait for their time (the driver sleeps when
   the engine is idle). Latencies are the engine's real ones.
 
 Per-request figures (first scheduled, first token, finish, evictions, recomputed tokens) are
 replayed from the scheduler's trace with vLLM's token rule, and the engine's own outputs are
-checked against them (each request returns exactly its ``max_tokens`` tokens). Requests whose
-peak KV (s + o - 1 tokens) exceeds the KV capacity are rejected before they reach the engine, as
-the simulator rejects them (vLLM would preempt such a request forever).
+checked against them (each request returns exactly its ``max_tokens`` tokens). Requests that
+vLLM cannot serve in the KV capacity are rejected before they reach the engine: prompt + output
+s + o must not exceed ``max_model_len``, which vLLM requires to fit in the KV cache. This is one
+token stricter than the simulator, which rejects only when the peak KV s + o - 1 exceeds the
+capacity: a request with s + o - 1 == capacity runs in the simulator and not in vLLM (the
+comparison reports it).
 
 `simulate_like` runs the simulator with the engine's block size, capacity and token budget, and
 `compare` lines the two traces up: batch composition and tokens per step, preemptions per step,
@@ -200,8 +203,14 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
                             KVConvention.COMPUTED) for i in range(n)]
     blocks = [-(-p // settings.block_size) for p in peaks]
     capacity_blocks = settings.num_gpu_blocks - 1
-    rejected = np.array([b > capacity_blocks for b in blocks], dtype=bool)
-    max_model_len = settings.max_model_len or max([p + 2 for p in peaks] + [settings.block_size])
+    # vLLM serves a request only if prompt + max_tokens <= max_model_len <= the KV capacity (it
+    # checks at start that one max_model_len request fits): one token stricter than the
+    # simulator's peak rule (s + o - 1 <= capacity), see _rejections.
+    lengths = [int(workload.num_prompt_tokens[i] + workload.true_output_tokens[i]) for i in range(n)]
+    rejected = np.array([b > capacity_blocks or length > settings.kv_capacity_tokens
+                         for b, length in zip(blocks, lengths)], dtype=bool)
+    max_model_len = settings.max_model_len or max(
+        [length for length, r in zip(lengths, rejected) if not r] + [settings.block_size])
     scheduler_cls = ("kvsched.integrations.vllm.RecordingScheduler" if policy is None
                      else "kvsched.integrations.vllm.KVSchedScheduler")
 
@@ -271,10 +280,7 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
                 if clock == "virtual":
                     state["now"] = start + duration
             if not scheduler.kvsched_trace[num_records:] or not scheduler.kvsched_trace[-1].num_tokens:
-                if state["next"] >= n:
-                    raise StalledError(f"the engine scheduled nothing at t={now():g} with "
-                                       f"{n - replay.num_done} requests unfinished and none to arrive")
-                _wait_until(state, float(arrival[state["next"]]), clock, t0)
+                _idle(state, scheduler, arrival, clock, t0, n - replay.num_done)
             if progress is not None:
                 progress(replay.num_done, n)
         trace = list(scheduler.kvsched_trace)
@@ -287,11 +293,25 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
         first_scheduled_time=replay.first_scheduled, first_token_time=replay.first_token,
         finish_time=replay.finish, num_evictions=replay.evictions,
         num_recomputed_tokens=replay.recomputed, num_computed_tokens=replay.total, rejected=rejected,
-        reject_reasons={i: f"needs {peaks[i]} KV tokens at its last token; the KV capacity is "
-                           f"{settings.kv_capacity_tokens} tokens" for i in np.flatnonzero(rejected)},
+        reject_reasons={int(i): f"prompt + output = {lengths[i]} tokens (KV peak {peaks[i]}); vLLM "
+                                f"needs it <= max_model_len <= the KV capacity, "
+                                f"{settings.kv_capacity_tokens} tokens" for i in np.flatnonzero(rejected)},
         num_iterations=len(iterations), busy_time=busy, kv_peak_tokens=kv_peak,
         kv_token_seconds=kv_token_seconds, wall_time=wall_time, iterations=iterations)
     return EngineRun(policy or DEFAULT_SCHEDULER, trace, result, startup_time, wall_time)
+
+
+def _idle(state: dict, scheduler, arrival: np.ndarray, clock: str, t0: float, num_left: int) -> None:
+    """Nothing scheduled: wait for the next arrival or the policy's wake_time (as the simulator)."""
+    now = time.perf_counter() - t0 if clock == "wall" else state["now"]
+    candidates = [float(arrival[state["next"]])] if state["next"] < len(arrival) else []
+    wake = getattr(scheduler, "kvsched_wake_time", None)
+    if wake is not None and wake > now:
+        candidates.append(float(wake))
+    if not candidates:
+        raise StalledError(f"the engine scheduled nothing at t={now:g} with {num_left} requests "
+                           "unfinished and none to arrive")
+    _wait_until(state, min(candidates), clock, t0)
 
 
 def _wait_until(state: dict, when: float, clock: str, t0: float) -> None:
@@ -356,13 +376,14 @@ class Comparison:
     first_divergence: int | None = None
     admission_order_equal: bool = True
     evictions_equal: bool = True
+    rejections_equal: bool = True
     differences: list[str] = field(default_factory=list)
 
     @property
     def matches(self) -> bool:
         return (self.num_engine_iterations == self.num_sim_iterations and self.num_batch_mismatches == 0
                 and self.num_preemption_mismatches == 0 and self.num_kv_mismatches == 0
-                and self.admission_order_equal and self.evictions_equal)
+                and self.admission_order_equal and self.evictions_equal and self.rejections_equal)
 
     def note(self, text: str) -> None:
         if len(self.differences) < MAX_RECORDED_DIFFERENCES:
@@ -416,4 +437,8 @@ def compare(engine: RunResult, sim: RunResult) -> Comparison:
     if not cmp.evictions_equal:
         cmp.note(f"evictions per request: engine {engine.num_evictions.tolist()}, "
                  f"simulator {sim.num_evictions.tolist()}")
+    cmp.rejections_equal = bool(np.array_equal(engine.rejected, sim.rejected))
+    if not cmp.rejections_equal:
+        cmp.note(f"rejected: engine {np.flatnonzero(engine.rejected).tolist()}, "
+                 f"simulator {np.flatnonzero(sim.rejected).tolist()}")
     return cmp

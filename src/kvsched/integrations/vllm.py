@@ -277,6 +277,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         self.kvsched_policy.reset(seed=None if seed in (None, "") else int(seed))
         self.kvsched_strict = _truthy(_setting(vllm_config, "kvsched_strict", "KVSCHED_STRICT", "0"))
         self._kvsched_caps: dict[str, int] | None = None
+        self.kvsched_wake_time: float | None = None      # the latest decision's wake_time
         logger.info("kvsched: scheduling with policy %r", self.kvsched_policy)
 
     def _kvsched_check_config(self, vllm_config) -> None:
@@ -306,6 +307,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         self._kvsched_sync()
         view = self._kvsched_view()
         decision = self.kvsched_policy.schedule(view)
+        self.kvsched_wake_time = decision.wake_time
         plan = self._kvsched_plan(decision, view)
         if plan.gaps and self.kvsched_strict:
             raise RuntimeError("kvsched: the engine cannot carry out the decision: " + "; ".join(plan.gaps))
