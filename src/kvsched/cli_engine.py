@@ -109,7 +109,10 @@ def engine_run(
         "--prompt-tokens", help="Prompt lengths uniform on LOW:HIGH (default: LMSYS-like).")] = None,
     output_tokens: Annotated[str | None, typer.Option(
         "--output-tokens", help="Output lengths uniform on LOW:HIGH (default: LMSYS-like).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Workload seed.")] = 0,
+    predictor: Annotated[str | None, typer.Option(
+        "--predictor", help="Output-length predictor spec for the policies that use predictions, e.g. "
+                            "'exact', 'point:sigma=0.5', 'interval:alpha=0.5'.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the workload and the predictor.")] = 0,
     num_gpu_blocks: Annotated[int, typer.Option(
         "--num-gpu-blocks", help="KV blocks of the engine (one is vLLM's null block).")] = 64,
     block_size: Annotated[int, typer.Option("--block-size", help="KV block size (CPU build: a multiple of 32).")] = 32,
@@ -147,6 +150,9 @@ def engine_run(
     if not (model / "config.json").exists():
         raise ConfigError(f"--model: {model} holds no config.json (use --tiny-model to build a tiny one)")
     workload = build_workload(num_requests, rate, prompt_tokens, output_tokens, seed)
+    if predictor:
+        from .predictors import apply_predictor
+        workload = apply_predictor(workload, predictor, seed)
     settings = driver.EngineSettings(model=str(model), num_gpu_blocks=num_gpu_blocks, block_size=block_size,
                                      max_num_batched_tokens=max_num_batched_tokens,
                                      max_num_seqs=max_num_seqs, reserve_full_isl=reserve_full_isl)

@@ -56,6 +56,22 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
 
 `RecordingScheduler` is vLLM's own scheduler with the same per-step trace, for the fidelity tests
 (``kvsched.integrations.driver``).
+
+Fidelity (tests/engine, vLLM 0.32 CPU build, tiny Llama, KV cache of 3–6 blocks of 32 tokens):
+vLLM's own scheduler and kvsched's ``vllm`` policy in the simulator, and ``vllm``, ``sarathi``,
+``mcsf``, ``amin``, ``hsf`` and a pausing test policy run through this adapter and in the
+simulator, make the same decisions: batch (requests and tokens) per iteration, preemptions per
+iteration, KV blocks used per iteration, admission order, preemptions per request. Differences
+found, all explained:
+
+- vLLM 0.32 admits a waiting request only if its whole input (prompt + generated tokens) fits
+  (``scheduler_reserve_full_isl=True``, the default); kvsched's ``vllm`` policy does this with
+  ``full_prompt_must_fit=True`` (its default is False, the older upstream rule, which vLLM gives
+  with ``scheduler_reserve_full_isl=False``). With the option matched the traces are identical;
+  with it mismatched they diverge at the first re-admission of a preempted request.
+- vLLM serves a request only if prompt + output <= ``max_model_len`` <= the KV capacity; the
+  simulator accepts one whose peak KV (prompt + output - 1) equals the capacity.
+- The CPU attention backend needs a block size that is a multiple of 32 (16 is refused).
 """
 
 from __future__ import annotations
@@ -360,7 +376,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             free += view.blocks(view.kv_tokens(self._kvsched_states[request.request_id].view))
         evicted = {r.request_id for r in plan.evict}
         budget = self.max_num_scheduled_tokens
-        seats = self.max_num_running_reqs - (len(self.running) - len(plan.evict))
+        seats = self.max_num_active_reqs - (len(self.running) - len(plan.evict))
         for kid, n in decision.num_tokens.items():
             request = by_kid.get(kid)
             if request is None or request.request_id in evicted or not (
@@ -374,7 +390,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                        if not (isinstance(n, int) and 1 <= n <= rv.num_uncomputed_tokens) else
                        f"{n} tokens over the budget left ({budget})" if n > budget else
                        f"needs {need} blocks, {free} free" if need > free else
-                       f"no seat left (max_num_seqs={self.max_num_running_reqs})"
+                       f"no seat left (max_num_seqs={self.max_num_active_reqs})"
                        if waiting and seats <= 0 else None)
             if problem:
                 plan.gaps.append(f"request {kid}: {problem}")
