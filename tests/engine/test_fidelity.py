@@ -85,6 +85,17 @@ def test_vllm_default_scheduler_matches_kvsched_vllm_policy(tiny_model, native_r
     _check(engine_run, driver.simulate_like(_all_at_zero(), settings, None))
 
 
+def test_vllm_032_default_is_not_the_chunk_only_admission_rule(tiny_model, native_runs):
+    # Finding: vLLM 0.32 defaults to scheduler_reserve_full_isl=True; kvsched's `vllm` policy with
+    # its own default (full_prompt_must_fit=False, the older rule) makes different decisions.
+    driver = _driver()
+    settings = _settings(tiny_model, reserve_full_isl=True)
+    engine_run = _native(native_runs, settings, "all-at-zero")
+    spec = "vllm:max_num_batched_tokens=64;max_num_seqs=8"
+    cmp = driver.compare(engine_run.result, driver.simulate_like(_all_at_zero(), settings, spec))
+    assert not cmp.matches and cmp.first_divergence is not None
+
+
 def test_vllm_default_scheduler_with_arrivals_and_idle_gaps(tiny_model):
     driver = _driver()
     settings = _settings(tiny_model, num_gpu_blocks=6)
