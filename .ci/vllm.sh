@@ -2,13 +2,15 @@
 # CI step for the real-engine tests: install the `vllm` extra (the vLLM CPU build) into the CI
 # virtual environment given as $1, then run the tests marked `engine` (tests/engine).
 #
-#   bash .ci/vllm.sh /path/to/venv
+#   bash .ci/vllm.sh /path/to/venv            # install, then run the engine tests
+#   bash .ci/vllm.sh /path/to/venv install    # install only (.ci/run then runs every test)
 #
 # Budget: install about 2.5-4 min (about 3.3 GiB), tests about 5 min on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="${1:?usage: .ci/vllm.sh VENV}"
+venv="${1:?usage: .ci/vllm.sh VENV [install]}"
+mode="${2:-all}"
 py="$venv/bin/python"
 start=$(date +%s)
 
@@ -19,6 +21,7 @@ echo "ci(vllm): installing the vllm extra into $venv"
 "$py" -m pip uninstall --quiet --yes torchvision torchaudio torchcodec || true
 "$py" -c "import vllm, torch; print('ci(vllm): vllm', vllm.__version__, 'torch', torch.__version__)"
 echo "ci(vllm): install took $(( $(date +%s) - start )) s"
+[ "$mode" = install ] && exit 0
 
 # No network beyond the package registries: the tests build their model locally.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
