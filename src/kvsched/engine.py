@@ -140,6 +140,8 @@ class _Run:
         while self.num_done < n:
             self._admit_arrivals()
             if not self.waiting and not self.running:
+                if self.next_arrival == n:   # the last arrivals were rejected
+                    break
                 self.now = max(self.now, self.states[self.next_arrival].arrival_time)
                 continue
             decision = self.policy.schedule(self._view())
