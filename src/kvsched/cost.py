@@ -76,3 +76,4 @@ class LinearCost:
 
     def iteration_time(self, batch: BatchStats) -> float:
         return self.d0 + self.d1 * batch.kv_tokens
+

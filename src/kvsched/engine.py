@@ -6,7 +6,7 @@ Conventions, fixed here once:
   (arrival_time <= now), asks the policy for a `Decision`, validates it and runs the iteration,
   which lasts ``cost.iteration_time(batch)``. Requests arriving during an iteration are seen at the
   next boundary. When nothing is scheduled the clock jumps to the next arrival (or the policy's
-  ``wake_time``).
+  ``wake_time``); a decision that only evicts takes no time and the policy is asked again.
 - Tokens: vLLM V1's rule (see `kvsched.state`): scheduling n tokens computes n of the request's
   known-but-uncomputed tokens; an iteration that computes the last known token emits a new output
   token at its end. A request with o output tokens and no eviction is computed in s + o - 1 tokens
@@ -140,15 +140,14 @@ class _Run:
         while self.num_done < n:
             self._admit_arrivals()
             if not self.waiting and not self.running:
-                if self.next_arrival == n:   # the last arrivals were rejected
-                    break
-                self.now = max(self.now, self.states[self.next_arrival].arrival_time)
+                if self.next_arrival < n:      # else the last arrivals were all rejected
+                    self.now = max(self.now, self.states[self.next_arrival].arrival_time)
                 continue
             decision = self.policy.schedule(self._view())
             evicted = self._evict(decision.evict)
             if decision.num_tokens:
                 self._run_iteration(decision, evicted)
-            else:
+            elif not evicted:                  # evictions alone change the state: ask again now
                 self._idle(decision.wake_time)
             if self.progress is not None and self.iteration % 512 == 0:
                 self.progress(self.num_done, n)

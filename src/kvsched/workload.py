@@ -32,8 +32,43 @@ class Request:
     type_id: int | None = None
 
 
-def _optional(values, dtype) -> np.ndarray | None:
-    return None if values is None else np.asarray(values, dtype=dtype)
+_DTYPES = {"arrival_time": np.float64, "num_prompt_tokens": _INT, "true_output_tokens": _INT,
+           "predicted_output_tokens": np.float64, "predicted_lo": _INT, "predicted_hi": _INT,
+           "type_id": _INT}
+
+
+def _column(values, name: str) -> np.ndarray | None:
+    """`values` as an array of the column's dtype; token counts must be whole numbers."""
+    if values is None:
+        return None
+    if name not in ("num_prompt_tokens", "true_output_tokens"):
+        return np.asarray(values, dtype=_DTYPES[name])
+    if np.asarray(values).dtype.kind in "iub":
+        return np.asarray(values, dtype=_INT)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise WorkloadError("expected numbers", field=name) from None
+    bad = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+    if bad.size:
+        raise WorkloadError(f"got {array.flat[bad[0]]}, expected an integer", row=int(bad[0]) + 1,
+                            field=name)
+    return array.astype(_INT)
+
+
+def _check_columns(cols: dict) -> None:
+    """Shapes and value ranges; rows are reported 1-based in the order given."""
+    n = len(cols["arrival_time"])
+    for name, col in cols.items():
+        if col is not None and col.shape != (n,):
+            raise WorkloadError(f"column has shape {col.shape}, expected ({n},)", field=name)
+    for name, low in (("arrival_time", 0), ("num_prompt_tokens", 1), ("true_output_tokens", 1)):
+        col = cols[name]
+        bad = np.flatnonzero(~np.isfinite(col) | (col < low)) if col.dtype.kind == "f" else \
+            np.flatnonzero(col < low)
+        if bad.size:
+            raise WorkloadError(f"got {col[bad[0]]}, expected a finite number >= {low}",
+                                row=int(bad[0]) + 1, field=name)
 
 
 @dataclass(frozen=True)
@@ -55,32 +90,22 @@ class Workload:
     meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "arrival_time", np.asarray(self.arrival_time, dtype=np.float64))
-        set_(self, "num_prompt_tokens", np.asarray(self.num_prompt_tokens, dtype=_INT))
-        set_(self, "true_output_tokens", np.asarray(self.true_output_tokens, dtype=_INT))
-        set_(self, "predicted_output_tokens", _optional(self.predicted_output_tokens, np.float64))
-        set_(self, "predicted_lo", _optional(self.predicted_lo, _INT))
-        set_(self, "predicted_hi", _optional(self.predicted_hi, _INT))
-        set_(self, "type_id", _optional(self.type_id, _INT))
+        for name in self._columns():
+            object.__setattr__(self, name, _column(getattr(self, name), name))
         self._validate()
 
     def _validate(self) -> None:
-        n = len(self.arrival_time)
-        for name in self._columns():
-            col = getattr(self, name)
-            if col is not None and col.shape != (n,):
-                raise WorkloadError(f"column has shape {col.shape}, expected ({n},)", field=name)
-        checks = (("arrival_time", self.arrival_time, 0), ("num_prompt_tokens", self.num_prompt_tokens, 1),
-                  ("true_output_tokens", self.true_output_tokens, 1))
-        for name, col, low in checks:
-            bad = np.flatnonzero(~np.isfinite(col) | (col < low)) if col.dtype.kind == "f" else \
-                np.flatnonzero(col < low)
-            if bad.size:
-                raise WorkloadError(f"got {col[bad[0]]}, expected a finite number >= {low}",
-                                    row=int(bad[0]) + 1, field=name)
-        if n > 1 and np.any(np.diff(self.arrival_time) < 0):
+        _check_columns({name: getattr(self, name) for name in self._columns()})
+        if len(self) > 1 and np.any(np.diff(self.arrival_time) < 0):
             raise WorkloadError("arrival times must be sorted; use Workload.build", field="arrival_time")
+
+    def __eq__(self, other: object) -> bool:
+        """Same name and same columns (the generated dataclass `==` fails on arrays)."""
+        if not isinstance(other, Workload):
+            return NotImplemented
+        return self.name == other.name and all(
+            (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+            for a, b in ((getattr(self, c), getattr(other, c)) for c in self._columns()))
 
     @staticmethod
     def _columns() -> tuple[str, ...]:
@@ -90,12 +115,19 @@ class Workload:
     @classmethod
     def build(cls, arrival_time, num_prompt_tokens, true_output_tokens, *, name: str = "workload",
               meta: dict | None = None, **optional) -> Workload:
-        """Make a workload from unsorted columns: rows are sorted stably by arrival time."""
-        arrival = np.asarray(arrival_time, dtype=np.float64)
-        order = np.argsort(arrival, kind="stable")
-        cols = {"arrival_time": arrival, "num_prompt_tokens": num_prompt_tokens,
+        """Make a workload from unsorted columns: rows are sorted stably by arrival time.
+
+        Bad values are reported with their row in the order given (1-based).
+        """
+        unknown = sorted(set(optional) - set(cls._columns()))
+        if unknown:
+            raise TypeError(f"unknown workload column(s): {', '.join(unknown)}")
+        cols = {"arrival_time": arrival_time, "num_prompt_tokens": num_prompt_tokens,
                 "true_output_tokens": true_output_tokens, **optional}
-        sorted_cols = {k: (None if v is None else np.asarray(v)[order]) for k, v in cols.items()}
+        cols = {k: _column(v, k) for k, v in cols.items()}
+        _check_columns(cols)
+        order = np.argsort(cols["arrival_time"], kind="stable")
+        sorted_cols = {k: (None if v is None else v[order]) for k, v in cols.items()}
         return cls(**sorted_cols, name=name, meta=dict(meta or {}))
 
     def __len__(self) -> int:
@@ -257,14 +289,29 @@ def synthesize(num_requests: int, arrivals: ArrivalProcess, prompt: LengthDistri
 
 # --------------------------------------------------------------------------- embedded default
 
-#: LMSYS-Chat-1M (Zheng et al., "LMSYS-Chat-1M: A Large-Scale Real-World LLM Conversation
-#: Dataset", ICLR 2024, Table 1): 69.5 tokens per prompt and 214.5 tokens per response on average.
-#: The log-space spreads are our fit (see DEFAULT_* docs in README); lengths are capped as vLLM's
-#: default max_model_len-style limits would (prompt ≤ 2048, output ≤ 1024 tokens).
-LMSYS_PROMPT = LogNormal(mean=69.5, sigma=1.2, low=1, high=2048)
-LMSYS_OUTPUT = LogNormal(mean=214.5, sigma=0.9, low=1, high=1024)
+# LMSYS-Chat-1M length statistics, and where each number comes from:
+# - Means: Zheng et al., "LMSYS-Chat-1M: A Large-Scale Real-World LLM Conversation Dataset"
+#   (ICLR 2024, arXiv 2309.11998), Table 1: 69.5 tokens per user prompt and 214.5 tokens per
+#   response, averaged over turns.
+# - Dispersion: the paper gives no spread. The only spread we found is a third-party computation
+#   over Vidur/etalon's conversation-level trace `lmsys_chat_1m_conversation_stats_llama2_tokenizer.csv`
+#   (Llama-2 tokenizer; a public repository's `workloads.py` "Vidur-Bench workload definitions"):
+#   decode tokens mean 210, std 180 (coefficient of variation 0.86); prefill tokens mean 462,
+#   std 657 (CV 1.42; conversation-level, so prompts include earlier turns). We could not obtain
+#   that trace to check these numbers (see shared/data/vidur/README.md).
+# - Our choices: log-normal shapes; the log-space sigma matching those CVs, sigma = sqrt(ln(1 + CV^2)):
+#   0.74 for outputs (CV 0.86) and 1.05 for prompts (CV 1.42, the conversation-level figure used
+#   for single prompts, for want of a per-turn one); prompts capped at 2048 tokens, outputs at 1000 (so the A_min
+#   paper's naive interval [1, 1000] contains every output; it moves < 0.1% of the mass). With these, 10^6
+#   draws give prompts mean 69.5 / median 40 / p99 ~460 and outputs mean ~214 / median ~163 /
+#   p99 ~900.
+LMSYS_PROMPT = LogNormal(mean=69.5, sigma=1.05, low=1, high=2048)
+LMSYS_OUTPUT = LogNormal(mean=214.5, sigma=0.74, low=1, high=1000)
 DEFAULT_NUM_REQUESTS = 1000
-DEFAULT_RATE = 4.0
+#: Poisson arrivals per second for the default workload: with the CLI's default cost and KV
+#: capacity (kvsched.cli_common) this load makes the default comparison memory-bound (queueing,
+#: evictions under vLLM); our choice.
+DEFAULT_RATE = 8.0
 
 
 def default_workload(num_requests: int = DEFAULT_NUM_REQUESTS, rate: float | None = DEFAULT_RATE,

@@ -1,23 +1,39 @@
 """Sarathi-Serve's scheduler (`sarathi`), as a kvsched policy.
 
 Source: Agrawal et al., "Taming Throughput-Latency Tradeoff in LLM Inference with Sarathi-Serve"
-(OSDI 2024) and its scheduler as in Sarathi-Serve / Vidur's ``SarathiReplicaScheduler``;
-ALGORITHMS.md §0. Per iteration, token budget ``chunk_size``:
+(OSDI 2024) and ``SarathiScheduler._schedule`` in microsoft/sarathi-serve
+(sarathi/core/scheduler/sarathi_scheduler.py, base_scheduler.py, block_space_manager/);
+ALGORITHMS.md §0. Per iteration, token budget ``chunk_size`` (capped by the engine's
+``max_num_batched_tokens`` when it has one):
 
-1. Every running request past its prefill gets one decode token, in admission order. If a block
-   cannot be appended, the latest-arrived running request is preempted (recompute) and the
-   allocation retried; if the victim is the request itself it is simply preempted.
+1. The running requests are sorted by arrival (upstream's FCFS priority). Every one past its
+   prefill gets one decode token, oldest first. If its block cannot be allocated, the
+   latest-arrived running request not yet processed is preempted (recompute; its blocks, and the
+   reservation of a partial prefill, are freed) and the allocation retried; when none is left
+   the request preempts itself. Preempted requests go to the FRONT of the waiting queue
+   (``BaseScheduler._preempt`` inserts at index 0).
 2. Ongoing partial prefills (admitted requests whose prompt is not yet computed) get
    ``min(remaining prompt, budget left)``, oldest first.
-3. New requests FCFS while the blocks of their WHOLE prompt fit (reserved at admission, keeping a
-   ``watermark`` fraction of blocks free), ``max_num_seqs`` seats and budget remain; stop at the
-   first that does not fit.
+3. New requests FCFS while the blocks of their WHOLE prompt (prompt plus generated tokens for a
+   preempted request) fit, keeping ``int(watermark * capacity blocks)`` free, while fewer than
+   ``max_num_seqs`` requests are running and budget remains; stop at the first that does not.
 
-Reconstructed / deviations: preempted requests return to the FRONT of the waiting queue (as vLLM
-does; Vidur keeps a separate preempted list served first, which is the same order). The
-whole-prompt reservation is kept by the policy (reserved-but-uncomputed blocks are subtracted from
-the free blocks it sees); the engine only counts computed KV, so reported KV utilisation does not
-include reservations. Admission is skipped in an iteration that preempted (as vLLM V1).
+Deviations:
+- Upstream checks ``can_append_slot`` (at least one free block) before every decode, even one
+  that needs no new block; we check the blocks this decode needs (identical with block size 1).
+- Decodes count against ``chunk_size`` and stop when it is spent; upstream schedules every
+  decode (only different when more than ``chunk_size`` requests decode at once, which the
+  defaults 128 < 512 rule out).
+- Admission is skipped in an iteration that preempted. Upstream goes on to the waiting queue,
+  whose head is then the request just preempted: it normally does not fit and stops admission,
+  and the engine does not allow evicting and re-admitting one request in the same decision.
+- The whole-prompt reservation is kept by the policy (reserved-but-uncomputed blocks are
+  subtracted from the free blocks it sees); the engine only counts computed KV, so reported KV
+  utilisation does not include reservations.
+- The watermark applies only while some request is running: with an empty cache it protects
+  nothing, and upstream would never admit a prompt that fits only by dipping into it.
+- Not modelled: the dynamic chunk-size schedule, pipeline-parallel micro-batches,
+  ``max_model_len`` (requests that never fit are rejected by the engine on arrival).
 """
 
 from __future__ import annotations
@@ -58,39 +74,38 @@ class SarathiPolicy(Policy):
         return view.extra_blocks(request, request.num_uncomputed_tokens)
 
     def schedule(self, view: SchedulerView) -> Decision:
-        resident = {r.request_id for r in view.running}
-        self._running = [r for r in self._running if r.request_id in resident]
-        known = {r.request_id for r in self._running}
-        self._running += [r for r in view.running if r.request_id not in known]
+        # Sarathi-Serve re-sorts its running list by FCFS priority (arrival) every iteration.
+        self._running = sorted(view.running, key=lambda r: (r.arrival_time, r.request_id))
         self._front = [r for r in self._front if r.status is Status.WAITING]
+        budget = self.chunk_size
+        if view.max_num_batched_tokens is not None:
+            budget = min(budget, view.max_num_batched_tokens)
         free = view.num_free_blocks - sum(self._reserved_blocks(view, r) for r in self._running)
         tokens: dict[int, int] = {}
         evicted: list[int] = []
-        budget, free = self._decodes(view, tokens, evicted, self.chunk_size, free)
+        budget, free = self._decodes(view, tokens, evicted, budget, free)
         budget = self._partial_prefills(tokens, budget)
         if not evicted:
             self._admit(view, tokens, budget, free)
         return Decision(num_tokens=tokens, evict=tuple(evicted))
 
     def _decodes(self, view, tokens, evicted, budget, free):
-        granted: dict[int, int] = {}     # blocks handed to requests scheduled so far
+        """One decode token per running request past its prefill, oldest arrival first.
+
+        The victim of a failed allocation is the latest-arrived running request: always one not
+        processed yet (they come later in arrival order) or the request itself.
+        """
         for request in list(self._running):
             if budget <= 0:
                 break
             if not request.is_decode or request.request_id in evicted:
                 continue
             need = view.extra_blocks(request, 1)
-            while need > free:
-                victim = max(self._running, key=lambda r: (r.arrival_time, r.request_id))
-                free += self._preempt(view, victim, evicted)
-                free += granted.pop(victim.request_id, 0)
-                budget += tokens.pop(victim.request_id, 0)
-                if victim is request:
-                    break
+            while need > free and request.request_id not in evicted:
+                free += self._preempt(view, self._running[-1], evicted)
             if request.request_id in evicted:
-                continue
+                break
             tokens[request.request_id] = 1
-            granted[request.request_id] = need
             free -= need
             budget -= 1
         return budget, free
@@ -113,14 +128,14 @@ class SarathiPolicy(Policy):
         return budget
 
     def _admit(self, view, tokens, budget, free):
-        reserve = int(self.watermark * view.kv_capacity_blocks)
+        watermark_blocks = int(self.watermark * view.kv_capacity_blocks)
         front_ids = {r.request_id for r in self._front}
         queue = self._front + [r for r in view.waiting if r.request_id not in front_ids]
         for request in queue:
             if budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
             need = view.extra_blocks(request, request.num_tokens)   # the whole prompt, reserved
-            if need > free - reserve:
+            if need > free - (watermark_blocks if self._running else 0):
                 break
             n = min(request.num_tokens, budget)
             tokens[request.request_id] = n

@@ -1,7 +1,8 @@
 """vLLM V1's scheduler (`vllm`), as a kvsched policy.
 
 Source: vLLM's V1 ``Scheduler.schedule()`` (vllm/v1/core/sched/scheduler.py, 2025–2026), the
-FCFS policy; ALGORITHMS.md §0. Per iteration, with a token budget ``max_num_batched_tokens``:
+FCFS policy; ALGORITHMS.md §0. Per iteration, with a token budget ``max_num_batched_tokens``
+(capped by the engine's own budget when it has one):
 
 1. RUNNING requests first, in admission order: each gets ``min(uncomputed tokens, budget left)``
    (a decode is 1). If its blocks cannot be allocated, the most recently admitted running request
@@ -12,14 +13,22 @@ FCFS policy; ALGORITHMS.md §0. Per iteration, with a token budget ``max_num_bat
    does not fit (head-of-line blocking), or at ``max_num_seqs`` running, or when the budget is spent.
 
 Options (off by default, as upstream): ``watermark`` (fraction of blocks that admissions must leave
-free — vLLM V0's rule), ``full_prompt_must_fit`` (admit only if the whole remaining prompt fits),
-``continue_on_block`` (skip a blocked head instead of stopping — the unmerged head-of-line fix),
-``enable_chunked_prefill=False`` (V0: a prompt is admitted whole or not at all; the iteration's
-budget must hold it).
+free while some request is running — vLLM V0's ``BlockSpaceManager`` rule, which with an
+empty cache would instead drop a prompt that fits only by dipping into it; V1 has none), ``full_prompt_must_fit`` (admit only if
+the whole remaining prompt fits), ``continue_on_block`` (skip a waiting request whose blocks cannot
+be allocated instead of stopping — the waiting-phase part of the unmerged head-of-line fix for
+vllm-project/vllm#31731, PRs #33499/#35852; a prompt over the budget with chunked prefill off
+still stops admission, as in those PRs), ``enable_chunked_prefill=False`` (a prompt is admitted
+whole or not at all: admission stops at one longer than the budget left; a prompt longer than
+``max_num_batched_tokens`` is never admitted — upstream forbids that configuration — and the
+engine raises ``StalledError``).
 
-Deviations: prefix caching, speculative decoding, LoRA, encoder inputs, structured output and
-``long_prefill_token_threshold`` are not modelled; blocks are the engine's (``block_size`` of the
-simulator), the policy does not keep its own block table.
+Deviations: only the FCFS policy (not ``priority``); prefix caching, speculative decoding, async
+scheduling, LoRA, encoder inputs, structured output, ``long_prefill_token_threshold`` and
+``max_model_len`` are not modelled (requests that can never fit are rejected by the engine on
+arrival); blocks are the engine's (``block_size`` of the simulator), the policy keeps no block
+table of its own. The engine's waiting view is in arrival order, so the policy keeps its own list
+of preempted requests, served before the rest in the order upstream's ``prepend_request`` gives.
 """
 
 from __future__ import annotations
@@ -92,18 +101,18 @@ class VLLMPolicy(Policy):
         return free, budget
 
     def _schedule_waiting(self, view, tokens, free, budget):
-        reserve = int(self.watermark * view.kv_capacity_blocks)
+        watermark_blocks = int(self.watermark * view.kv_capacity_blocks)
         front_ids = {r.request_id for r in self._front}
         queue = self._front + [r for r in view.waiting if r.request_id not in front_ids]
         for request in queue:
             if budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
             remaining = request.num_tokens     # a waiting request holds no KV: all known tokens
+            if not self.enable_chunked_prefill and remaining > budget:
+                break                          # upstream stops here, with or without the HOL fix
             n = min(remaining, budget)
             must_fit = remaining if self.full_prompt_must_fit else n
-            blocked = ((not self.enable_chunked_prefill and n < remaining)
-                       or view.extra_blocks(request, must_fit) > free - reserve)
-            if blocked:
+            if view.extra_blocks(request, must_fit) > free - (watermark_blocks if self._running else 0):
                 if self.continue_on_block:
                     continue
                 break

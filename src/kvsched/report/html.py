@@ -1,0 +1,135 @@
+"""The HTML report of a sweep: self-contained (figures inline as SVG), figures also saved as files."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from . import figures
+from .stats import by_series_and_rate, mean_ci, paired_ratios, series_label
+
+_CURVES = (("mean_latency", "mean latency (s)", "Mean end-to-end latency"),
+           ("p99_latency", "p99 latency (s)", "p99 end-to-end latency"),
+           ("mean_ttft", "mean TTFT (s)", "Mean time to first token"),
+           ("throughput_tokens_per_s", "output tokens/s", "Throughput"))
+
+
+def _svg(fig) -> str:
+    import matplotlib.pyplot as plt
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _fmt(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return html.escape(str(x))
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _summary_table(rows: list[dict]) -> str:
+    out = []
+    metrics = ("mean_latency", "p99_latency", "mean_ttft", "num_evictions", "recompute_ratio",
+               "peak_kv_utilization")
+    grouped = {m: by_series_and_rate(rows, m) for m in metrics}
+    for label, per_rate in grouped["mean_latency"].items():
+        for rate in sorted(per_rate):
+            cells = []
+            for m in metrics:
+                mean, half, n = mean_ci(grouped[m][label][rate])
+                cells.append(f"{mean:.4g}" + ("" if math.isnan(half) else f" ± {half:.2g}"))
+            out.append([label, rate, n] + cells)
+    return _table(["policy", "rate", "seeds"] + list(metrics), out)
+
+
+def _bound_table(rows: list[dict]) -> str:
+    if not any(r.get("bound_value") for r in rows):
+        return "<p>No bound was computed for this sweep (set <code>bound = \"ip\"</code> or \"fluid\").</p>"
+    ratios = [dict(r, gap=r["total_latency"] / r["bound_value"]) for r in rows if r.get("bound_value")]
+    out = []
+    for label, per_rate in by_series_and_rate(ratios, "gap").items():
+        for rate in sorted(per_rate):
+            mean, half, n = mean_ci(per_rate[rate])
+            out.append([label, rate, n, mean, half])
+    return _table(["policy", "rate", "seeds", "total latency / bound", "± 95% CI"], out)
+
+
+def _cdf_section(requests, rows: list[dict], rate: float | None, fig_dir: Path) -> str:
+    if requests is None or requests.num_rows == 0:
+        return "<p>Per-request rows were not stored (set <code>per_request = true</code>).</p>"
+    rates = sorted({r.get("rate") for r in rows if r.get("rate") is not None})
+    if rate is None:
+        rate = rates[len(rates) // 2] if rates else None
+    multi = len({r.get("predictor") for r in rows}) > 1
+    labels = {r["config_hash"]: series_label(r, multi) for r in rows if r.get("rate") == rate}
+    hashes = np.asarray(requests.column("config_hash").to_pylist())
+    latency = requests.column("latency").to_numpy(zero_copy_only=False)
+    pooled = {}
+    for h, label in labels.items():
+        pooled.setdefault(label, []).append(latency[hashes == h])
+    data = {k: np.concatenate(v) for k, v in pooled.items()}
+    fig = figures.latency_cdf(data, rate or 0.0)
+    return _save_and_embed(fig, fig_dir / "latency_cdf.svg")
+
+
+def _save_and_embed(fig, path: Path) -> str:
+    svg = _svg(fig)
+    path.write_text(svg)
+    return f'<figure>{svg}<figcaption>{html.escape(path.name)}</figcaption></figure>'
+
+
+def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | None = None) -> Path:
+    """Write the HTML report of `sweep_dir` to `out` and its figures beside it; return `out`."""
+    from ..experiments.store import load_requests, load_runs
+    sweep_dir, out = Path(sweep_dir), Path(out)
+    rows = load_runs(sweep_dir).to_pylist()
+    if not rows:
+        raise ConfigError(f"{sweep_dir}: the sweep has no finished points yet")
+    spec = json.loads((sweep_dir / "spec.json").read_text())
+    fig_dir = out.with_name(out.stem + "_figures")
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    sections = [f"<h1>kvsched report: {html.escape(spec.get('name', 'sweep'))}</h1>",
+                f"<p>{len(rows)} runs from <code>{html.escape(str(sweep_dir))}</code>; spec hash "
+                f"<code>{spec.get('hash')}</code>. Bands and ± are 95% confidence intervals across seeds.</p>"]
+    for metric, ylabel, title in _CURVES:
+        sections.append(f"<h2>{title}</h2>")
+        fig = figures.metric_vs_rate(rows, metric, ylabel, title)
+        sections.append(_save_and_embed(fig, fig_dir / f"{metric}_vs_rate.svg"))
+    sections.append("<h2>Latency CDF</h2>")
+    sections.append(_cdf_section(load_requests(sweep_dir), rows, cdf_rate, fig_dir))
+    sections.append("<h2>Paired comparison (same requests and predictions)</h2>")
+    paired = paired_ratios(rows, "mean_latency") + paired_ratios(rows, "p99_latency")
+    sections.append(_table(["policy", "vs", "metric", "mean ratio", "± 95% CI", "pairs"],
+                           [[p["series"], p["baseline"], p["metric"], p["mean_ratio"], p["ci95"], p["pairs"]]
+                            for p in paired]))
+    sections.append("<h2>Gap to the bound</h2>")
+    sections.append(_bound_table(rows))
+    sections.append("<h2>All figures per policy and rate</h2>")
+    sections.append(_summary_table(rows))
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>kvsched report</title><style>"
+            "body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "th{background:#f3f3f3}figure{margin:1em 0}svg{max-width:100%;height:auto}"
+            "</style></head><body>" + "\n".join(sections) + "</body></html>")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return out
