@@ -1,3 +1,3 @@
 """Imports every built-in policy module so that `@register` has run for each."""
 
-from . import sarathi, vllm  # noqa: F401
+from . import plan_replay, sarathi, vllm  # noqa: F401
