@@ -20,11 +20,19 @@ The checks:
 - ``non_clairvoyant``: unless tagged ``clairvoyant``, decisions do not depend on true output
   lengths: two workloads that differ only in one request's true length give identical iterations
   until that request finishes in the shorter one.
-- ``not_better_than_optimum``: on tiny instances of the papers' model (unit time, s + j KV,
-  block 1) total latency is never below the hindsight optimum (`kvsched.bounds.bruteforce`).
-  Any preemptive, pausing or chunking schedule can be made non-preemptive with the same completion
-  times and no more memory in the rounds that matter, so the non-preemptive optimum is a lower
-  bound for the policies we ship; a failure means an engine or policy bug.
+- ``tags_honest``: a policy not tagged ``preemptive`` never evicts; one not tagged ``pauses``
+  never leaves a resident request unscheduled.
+- ``not_better_than_optimum``: for policies that never evict, on tiny instances of the papers'
+  model (unit time, s + j KV, block 1) total latency is never below the non-preemptive hindsight
+  optimum (`kvsched.bounds.bruteforce`). A schedule that pauses or chunks but never evicts can be
+  made non-preemptive with the same completion times and no more memory in any round (each request
+  runs contiguously over its last o_i rounds, when the original had already emitted at least as
+  many tokens and kept their KV). Eviction breaks this: under unit time a recompute costs one round
+  however many tokens it recomputes, so a request can emit its first token early, be evicted, and
+  still finish sooner than any non-preemptive schedule allows. Example (M = 9, KV s + j):
+  r0 = (a 0, s 2, o 5), r1 = (a 2, s 3, o 4); vLLM admits r1 at round 2, evicts it at round 3,
+  recomputes it at round 5 and finishes it at 8: total latency 5 + 6 = 11 < 12, the
+  non-preemptive optimum.
 """
 
 from __future__ import annotations
@@ -120,6 +128,7 @@ class _Probe:
     def __init__(self, policy: Policy, max_calls: int) -> None:
         self.policy, self.max_calls, self.calls = policy, max_calls, 0
         self.mutated: str | None = None
+        self.paused: str | None = None
         self.name, self.tags = policy.name, policy.tags
 
     def reset(self, *, seed: int | None = None) -> None:
@@ -136,6 +145,10 @@ class _Probe:
         problem = _malformed(decision)
         if problem:
             raise _Malformed(problem)
+        idle = [r.request_id for r in view.running
+                if r.request_id not in decision.num_tokens and r.request_id not in decision.evict]
+        if idle and self.paused is None:
+            self.paused = f"leaves request {idle[0]} unscheduled at t={view.now:g}"
         return decision
 
 
@@ -266,8 +279,22 @@ def _check_non_clairvoyant(policy: Policy, scenarios: list[Scenario]) -> str | N
     return None
 
 
+def _check_tags(policy: Policy, outcomes: list[_Outcome]) -> str | None:
+    for o in outcomes:
+        if o.error is not None:
+            continue
+        for it in o.result.iterations:
+            if it.evicted and not policy.tags.preemptive:
+                return f"{o.scenario.name}: evicts at t={it.start_time:g} but is not tagged preemptive"
+        if not policy.tags.pauses and o.probe.paused:
+            return f"{o.scenario.name}: {o.probe.paused} but is not tagged pauses"
+    return None
+
+
 def _check_optimum(policy: Policy) -> str | None:
     from .bounds.bruteforce import optimal_total_latency
+    if policy.tags.preemptive:
+        return None
     for workload, capacity in tiny_paper_instances():
         sim = Simulator(UnitTime(), capacity, kv_convention=KVConvention.EMITTED)
         try:
@@ -292,6 +319,7 @@ def _checks(policy: Policy, scenarios: list[Scenario]) -> Iterator[tuple[str, Ca
                 outcomes.extend(_run_scenarios(policy, scenarios))
             return _check_outcomes(outcomes, w)
         yield what, check
+    yield "tags_honest", lambda: _check_tags(policy, outcomes or _run_scenarios(policy, scenarios))
     yield "deterministic", lambda: _check_deterministic(policy, scenarios)
     yield "non_clairvoyant", lambda: _check_non_clairvoyant(policy, scenarios)
     yield "not_better_than_optimum", lambda: _check_optimum(policy)
