@@ -13,43 +13,56 @@ Matched settings (Vidur config.json): Llama-2-70B, TP 2, A100, block size 16, ba
 capacity is Vidur's: its memory planner gives 13 request slots × 4096 / 16 = 3,328 blocks
 (53,248 tokens); ``--kv-capacity preset`` uses the preset's own 50,848 tokens instead.
 
-Policies: vllm as Vidur's V0 (``enable_chunked_prefill=False`` — a prompt is admitted whole —,
-``watermark=0.01``, ``max_num_batched_tokens=4096``, ``max_num_seqs=128``); sarathi with
-``chunk_size=512``, ``max_num_seqs=128``, ``watermark=0.01``.
+Policies: ``vllm`` with its V0 / Vidur options — Vidur's vLLM replica scheduler follows vLLM V0 —
+(``prefill_first``, ``padded_prefill_budget``, ``preempt_victim="last_arrived"``,
+``decode_needs_free_block``, ``enable_chunked_prefill=False``, ``watermark=0.01``,
+``max_num_batched_tokens=4096``, ``max_num_seqs=128``); ``sarathi`` with ``chunk_size=512``,
+``max_num_seqs=128``, ``watermark=0.01``. A third row, ``vllm-v1``, runs ``vllm`` with the V1
+defaults (only the settings above that V1 shares) against the same Vidur vLLM run, to show what the
+V0 rules are worth.
 
-A third run uses `VidurV0Reference`, Vidur's vLLM replica scheduler re-expressed as a bench-only
-kvsched policy, to separate the cost model's error from scheduler differences.
-
-Run: ``.venv/bin/python bench/vidur_fidelity.py`` (10–20 s on one core).
+Run: ``.venv/bin/python bench/vidur_fidelity.py`` (about 15 s on one core).
 
 Results (Vidur capacity 53,248 tokens; relative error of kvsched against Vidur):
 
-    sarathi        e2e mean +0.1 %, p50 +0.8 %, p99 −0.4 %; TTFT mean −1.4 %, p50 +0.3 %, p99 −0.0 %
-    vllm           e2e mean +2.8 %, p50 +4.2 %, p99 +5.8 %; TTFT mean +35 %, p50 +11 %, p99 +53 %
-    vidur-vllm-v0  e2e mean −2.1 %, p50 −2.4 %, p99 −2.5 %; TTFT mean −9.3 %, p50 −32 %, p99 −7.8 %
+    sarathi   e2e mean +0.1 %, p50 +0.8 %, p99 −0.4 %; TTFT mean −1.4 %, p50 +0.3 %, p99 −0.0 %
+    vllm      e2e mean −2.1 %, p50 −2.4 %, p99 −2.5 %; TTFT mean −9.3 %, p50 −32 %,  p99 −7.8 %
+    vllm-v1   e2e mean +2.8 %, p50 +4.2 %, p99 +5.8 %; TTFT mean +35 %,  p50 +11 %,  p99 +53 %
 
-Why kvsched's ``vllm`` differs from Vidur's vLLM (the policy lacks these; the reference has them):
+What the V0 rules do (each switched off alone from the ``vllm`` row, mean e2e / mean TTFT):
 
-- Vidur's vLLM is prefill-first with separate batches: if any waiting request can be admitted, the
-  iteration holds only new prefills; decodes run only in iterations that admit nothing. kvsched's
-  ``vllm`` (V1) serves running requests first and admits into the same iteration, so in a memory-
-  bound stretch decodes claim the freed blocks before admissions do, and queues (TTFT) grow.
-- Vidur's prefill budget is padded: ``num_seqs · max(prompt) <= max_tokens_in_batch``; kvsched
-  counts the sum of tokens (the padded rule alone moves the reference's TTFT mean by ~6 points).
-- Vidur preempts the latest-arrived running request not yet scheduled in this iteration (and asks
-  for one free block even when the decode needs none); kvsched's vllm preempts the most recently
-  admitted request (LIFO), which differs after restarts.
+- ``prefill_first``: if any waiting request can be admitted, the iteration holds only new
+  prefills; decodes run only in iterations that admit nothing. V1 serves running requests first
+  and admits into the same iteration, so in a memory-bound stretch decodes claim the freed
+  blocks before admissions do and queues (TTFT) grow. Off: +1.8 % / +30.6 %; on with the other
+  three off: −3.7 % / −15.0 %.
+- ``padded_prefill_budget`` (``num_seqs · max(prompt) <= max_tokens_in_batch``): off (summed
+  tokens), −3.7 % / −15.0 % — more prompts fit one prefill batch, so a queue clears sooner.
+- ``decode_needs_free_block`` (Vidur's and V0's "at least one free block" before every decode):
+  off, −2.6 % / −10.8 % (27 evictions instead of 31; Vidur restarts 26).
+- ``preempt_victim="last_arrived"``: no effect on this run (with ``"last_admitted"`` every
+  iteration is the same).
 
-What remains in the reference (about −2 % on e2e, −9 % on mean TTFT): kvsched's batches are a
-little faster than Vidur's random-forest predictions, which round the token count up to a multiple
-of 8 and the decode context up to a multiple of 64 (emulating that rounding, outside the model,
-moves the reference to −1.1 % e2e and −6.5 % mean TTFT, and sarathi to +1.1 % / +0.2 %); and the
-queueing stretch around t = 1000–1400 s
-is chaotic (a few different preemptions change who waits). The median TTFT sits on the steep part
-of a bimodal distribution (no wait vs. waiting for memory), so small shifts move it a lot.
+With these options the policy reproduces, iteration for iteration, the bench-only re-expression
+of Vidur's ``VLLMReplicaScheduler`` that this bench used before (on this run, and on random small
+workloads with block sizes 1 and 4).
+
+What remains (about −2 % on e2e, −9 % on mean TTFT) is the cost model and chaos, not the
+scheduler. The prefill's own share of TTFT (first token minus first scheduled) is the same on
+average (0.757 s ours, 0.760 s Vidur); the gap is waiting. 81 % of it comes from the 209 requests
+arriving in t = 1000–1400 s (mean TTFT 19.5 s ours, 23.0 s Vidur) and 13 % from the backlog they
+leave until 1700 s (0.9 s vs 1.7 s); before 1000 s the means agree within 0.25 s. kvsched's
+batches are a little faster than Vidur's random-forest predictions, which round the token count
+up to a multiple of 8 and the decode context up to a multiple of 64 (emulating that rounding,
+outside the model, moves ``vllm`` to −1.1 % e2e and −6.5 % mean TTFT, and sarathi to +1.1 % /
++0.2 %), so a memory-bound stretch drains sooner; and that stretch is chaotic (a few different
+preemptions change who waits: 31 evictions here, 26 restarts in Vidur). The median TTFT sits on
+the steep part of a bimodal distribution (a short wait vs. waiting for memory), so small shifts
+move it a lot (−32 %).
 
 KV capacity matters a lot here (the run is memory-bound 77 % of the time): with the preset's own
-capacity (50,848 tokens, 4.5 % less) mean TTFT rises by 40 % (sarathi) to 68 % (vllm).
+capacity (50,848 tokens, 4.5 % less) mean TTFT rises by 42 % (sarathi), 64 % (vllm) and 24 %
+(vllm-v1).
 """
 
 from __future__ import annotations
@@ -64,18 +77,22 @@ from pathlib import Path
 import numpy as np
 
 from kvsched.engine import Simulator
-from kvsched.policies import Policy, PolicyTags, make
+from kvsched.policies import make
 from kvsched.presets import get_preset
-from kvsched.state import Decision, SchedulerView, Status
 from kvsched.workload import Workload
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO_ROOT.parent / "shared" / "data" / "vidur" / "runs" / "sharegpt_llama2-70b_tp2_a100_qps0.5_n1000"
 PRESET = "llama2-70b-a100-tp2"
 VIDUR_KV_CAPACITY_TOKENS = 13 * 4096   # Vidur MemoryPlanner: 13 slots of max_tokens 4096 (3,328 blocks)
+VLLM_COMMON = dict(enable_chunked_prefill=False, watermark=0.01, max_num_batched_tokens=4096, max_num_seqs=128)
+VLLM_V0 = dict(prefill_first=True, padded_prefill_budget=True, preempt_victim="last_arrived",
+               decode_needs_free_block=True)
+# row label -> (kvsched policy, its parameters, Vidur's scheduler run it is compared with)
 POLICIES = {
-    "vllm": dict(enable_chunked_prefill=False, watermark=0.01, max_num_batched_tokens=4096, max_num_seqs=128),
-    "sarathi": dict(chunk_size=512, max_num_seqs=128, watermark=0.01),
+    "sarathi": ("sarathi", dict(chunk_size=512, max_num_seqs=128, watermark=0.01), "sarathi"),
+    "vllm": ("vllm", {**VLLM_COMMON, **VLLM_V0}, "vllm"),
+    "vllm-v1": ("vllm", VLLM_COMMON, "vllm"),
 }
 METRICS = ("e2e", "ttft")
 STATS = ("mean", "p50", "p99")
@@ -91,74 +108,6 @@ class Comparison:
 
     def relative_error(self, metric: str, stat: str) -> float:
         return self.ours[metric][stat] / self.vidur[metric][stat] - 1
-
-
-@dataclass(kw_only=True)
-class VidurV0Reference(Policy):
-    """Vidur's ``VLLMReplicaScheduler`` (microsoft/vidur 7d47513) re-expressed as a kvsched policy.
-
-    Bench-only (not registered): it separates the cost model's error from scheduler differences.
-    Per iteration:
-
-    1. Prefill first: admit from the head of the queue (victims of preemption first, then arrivals)
-       while the whole prompt's blocks leave ``watermark`` of the blocks free, ``len(batch) ·
-       max(prompt in batch) <= max_tokens_in_batch`` (Vidur pads to the longest prompt), and fewer
-       than ``batch_size_cap`` requests hold memory. If any was admitted, the iteration holds only
-       these prefills.
-    2. Otherwise every resident request decodes, oldest arrival first; while no block is free (Vidur
-       asks for at least one free block), the latest-arrived resident request not yet scheduled in this
-       iteration is preempted (recompute) and put at the head of the queue; if none is left, the
-       request itself is.
-    """
-
-    name = "vidur-vllm-v0"
-    tags = PolicyTags(preemptive=True)
-    description = "Vidur's vLLM (V0) replica scheduler, bench reference"
-
-    max_tokens_in_batch: int = 4096
-    batch_size_cap: int = 128
-    watermark: float = 0.01
-
-    def reset(self, *, seed: int | None = None) -> None:
-        self._front: list = []
-
-    def schedule(self, view: SchedulerView) -> Decision:
-        self._front = [r for r in self._front if r.status is Status.WAITING]
-        front_ids = {r.request_id for r in self._front}
-        queue = self._front + [r for r in view.waiting if r.request_id not in front_ids]
-        free, reserve = view.num_free_blocks, int(self.watermark * view.kv_capacity_blocks)
-        tokens: dict[int, int] = {}
-        for request in queue:
-            n = request.num_tokens
-            need = view.extra_blocks(request, n)
-            if free - need < reserve or (len(tokens) + 1) * max([n, *tokens.values()]) > self.max_tokens_in_batch:
-                break
-            if len(view.running) + len(tokens) >= self.batch_size_cap:
-                break
-            tokens[request.request_id] = n
-            free -= need
-        if tokens:
-            self._front = [r for r in self._front if r.request_id not in tokens]
-            return Decision(num_tokens=tokens)
-        return self._decodes(view, free)
-
-    def _decodes(self, view: SchedulerView, free: int) -> Decision:
-        pending = sorted(view.running, key=lambda r: (r.arrival_time, r.request_id))
-        tokens, evicted = {}, []
-        while pending:
-            request = pending.pop(0)
-            need = view.extra_blocks(request, 1)
-            while free < max(1, need):
-                victim = pending.pop() if pending else request
-                evicted.append(victim.request_id)
-                free += view.blocks(view.kv_tokens(victim))
-                self._front.insert(0, victim)
-                if victim is request:
-                    break
-            else:
-                tokens[request.request_id] = 1
-                free -= need
-        return Decision(num_tokens=tokens, evict=tuple(evicted))
 
 
 def stats(values: np.ndarray) -> dict[str, float]:
@@ -189,7 +138,7 @@ def vidur_results(run_dir: Path, scheduler: str) -> tuple[dict[str, dict[str, fl
 
 def check_config(run_dir: Path) -> None:
     """Fail loudly if the Vidur runs were made with other settings than the ones matched here."""
-    for scheduler in POLICIES:
+    for scheduler in ("vllm", "sarathi"):
         cfg = vidur_config(run_dir, scheduler)
         replica = cfg["cluster_config"]["replica_config"]
         sched = cfg["cluster_config"]["replica_scheduler_config"]
@@ -203,11 +152,11 @@ def check_config(run_dir: Path) -> None:
             assert sched["chunk_size"] == 512
 
 
-def run_ours(workload: Workload, scheduler: str, kv_capacity_tokens: int, policy=None):
+def run_ours(workload: Workload, label: str, kv_capacity_tokens: int):
     preset = get_preset(PRESET)
     sim = Simulator(preset.cost, kv_capacity_tokens, block_size=preset.block_size)
-    policy = policy if policy is not None else make(scheduler, **POLICIES[scheduler])
-    result = sim.run(workload, policy)
+    name, parameters, _ = POLICIES[label]
+    result = sim.run(workload, make(name, **parameters))
     done = ~result.rejected
     arrival = workload.arrival_time[done]
     e2e = result.finish_time[done] - arrival
@@ -215,14 +164,15 @@ def run_ours(workload: Workload, scheduler: str, kv_capacity_tokens: int, policy
     return {"e2e": stats(e2e), "ttft": stats(ttft)}, int(result.num_evictions.sum()), int((~done).sum())
 
 
-def compare(scheduler: str, run_dir: Path = RUN_DIR, kv_capacity_tokens: int = VIDUR_KV_CAPACITY_TOKENS,
-            workload: Workload | None = None, policy=None) -> Comparison:
+def compare(label: str, run_dir: Path = RUN_DIR, kv_capacity_tokens: int = VIDUR_KV_CAPACITY_TOKENS,
+            workload: Workload | None = None) -> Comparison:
+    """Row `label` of `POLICIES`: kvsched's run against Vidur's."""
     workload = workload if workload is not None else load_workload(run_dir)
-    ours, evictions, rejected = run_ours(workload, scheduler, kv_capacity_tokens, policy)
+    ours, evictions, rejected = run_ours(workload, label, kv_capacity_tokens)
     if rejected:
         raise RuntimeError(f"{rejected} requests rejected at capacity {kv_capacity_tokens}")
-    vidur, restarts = vidur_results(run_dir, scheduler)
-    return Comparison(scheduler, ours, vidur, evictions, restarts)
+    vidur, restarts = vidur_results(run_dir, POLICIES[label][2])
+    return Comparison(label, ours, vidur, evictions, restarts)
 
 
 def print_table(comparisons: list[Comparison]) -> None:
@@ -239,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="kvsched vs Vidur on 1k ShareGPT requests (Llama-2-70B TP2 A100)")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR)
     parser.add_argument("--kv-capacity", default="vidur", help="'vidur' (53,248), 'preset', or a token count")
-    parser.add_argument("--scheduler", choices=sorted(POLICIES), action="append")
+    parser.add_argument("--scheduler", choices=list(POLICIES), action="append",
+                        help="row(s) to run (default: all)")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         print(f"error: {args.run_dir} not found", file=sys.stderr)
@@ -250,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     capacity = capacity if capacity is not None else int(args.kv_capacity)
     print(f"preset {PRESET}, KV capacity {capacity} tokens")
     workload = load_workload(args.run_dir)
-    print_table([compare(s, args.run_dir, capacity, workload) for s in args.scheduler or sorted(POLICIES)])
-    print("\nreference: Vidur's own vLLM scheduler re-expressed in kvsched (bench-only), same preset")
-    print_table([compare("vllm", args.run_dir, capacity, workload, VidurV0Reference())])
+    print_table([compare(s, args.run_dir, capacity, workload) for s in args.scheduler or POLICIES])
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import digest, run
 
@@ -19,10 +21,12 @@ from kvsched.policies import make
 from kvsched.policies.vllm import VLLMPolicy
 
 
-def test_head_of_line_blocking():
+@pytest.mark.parametrize("prefill_first", [False, True])
+def test_head_of_line_blocking(prefill_first):
     # r0 runs; r1 (8 tokens) does not fit beside it and blocks r2 (2 tokens) behind it.
+    # Prefill-first changes nothing here: no admission is possible, so r0 decodes.
     rows = [(0, 5, 4), (1, 8, 2), (1, 2, 1)]
-    result = run(make("vllm"), rows, capacity=10)
+    result = run(make("vllm", prefill_first=prefill_first), rows, capacity=10)
     assert digest(result) == [
         (0.0, {0: 5}, (), 5),        # r0 prefill, emits token 1 at t=1
         (1.0, {0: 1}, (), 6),        # free 4 after r0's block: r1 needs 8 -> blocked, r2 waits
@@ -232,3 +236,157 @@ def test_runs_are_deterministic():
 def test_watermark_does_not_starve_a_prompt_that_fits_an_empty_cache():
     result = run(make("vllm", watermark=0.05), [(0, 100, 1), (0, 1, 1)], capacity=100)
     assert digest(result) == [(0.0, {0: 100}, (), 100), (1.0, {1: 1}, (), 1)]
+
+
+# ---------------------------------------------------------------- V0 / Vidur options
+
+PREFILL_ROWS = [(0, 3, 4), (1, 2, 2), (2, 2, 1)]
+
+
+def test_v1_mixes_prefills_into_decoding_iterations():
+    result = run(make("vllm"), PREFILL_ROWS, capacity=20)
+    assert digest(result) == [
+        (0.0, {0: 3}, (), 3),
+        (1.0, {0: 1, 1: 2}, (), 6),
+        (2.0, {0: 1, 1: 1, 2: 2}, (), 10),   # r0 5, r1 3, r2 2; r1 and r2 finish at 3
+        (3.0, {0: 1}, (), 6),
+    ]
+    np.testing.assert_array_equal(result.finish_time, [4, 3, 3])
+
+
+def test_prefill_first_runs_prefills_alone():
+    result = run(make("vllm", prefill_first=True), PREFILL_ROWS, capacity=20)
+    assert digest(result) == [
+        (0.0, {0: 3}, (), 3),                # r0 emits token 1 at t=1
+        (1.0, {1: 2}, (), 5),                # r1 arrived: admitted alone, r0 waits
+        (2.0, {2: 2}, (), 7),                # r2 arrived: admitted alone; finishes at 3
+        (3.0, {0: 1, 1: 1}, (), 7),          # nothing to admit: decodes (r0 4, r1 3); r1 done
+        (4.0, {0: 1}, (), 5),
+        (5.0, {0: 1}, (), 6),                # r0 emits token 4
+    ]
+    np.testing.assert_array_equal(result.first_token_time, [1, 2, 3])
+    np.testing.assert_array_equal(result.finish_time, [6, 4, 3])
+
+
+PADDED_ROWS = [(0, 5, 2), (0, 2, 1), (0, 4, 1)]
+
+
+def test_summed_prefill_budget():
+    policy = make("vllm", max_num_batched_tokens=8, enable_chunked_prefill=False)
+    result = run(policy, PADDED_ROWS, capacity=20)
+    assert digest(result) == [
+        (0.0, {0: 5, 1: 2}, (), 7),          # 5 + 2 = 7; r2 (4) > 1 left
+        (1.0, {0: 1, 2: 4}, (), 10),         # r0's decode leaves 7: r2 fits
+    ]
+
+
+def test_padded_prefill_budget_counts_prompts_times_the_longest():
+    policy = make("vllm", max_num_batched_tokens=8, enable_chunked_prefill=False,
+                  padded_prefill_budget=True)
+    result = run(policy, PADDED_ROWS, capacity=20)
+    assert digest(result) == [
+        (0.0, {0: 5}, (), 5),                # r1: 2 prompts x 5 = 10 > 8
+        # r0's decode leaves 7: r1 alone counts 1 x 2; with r2, 2 x 4 = 8 > 7
+        (1.0, {0: 1, 1: 2}, (), 8),
+        (2.0, {2: 4}, (), 4),
+    ]
+    np.testing.assert_array_equal(result.finish_time, [2, 2, 3])
+
+
+VICTIM_ROWS = [(0, 5, 2), (0, 5, 4), (0, 2, 6)]
+
+
+def test_victim_last_admitted_versus_last_arrived_prefix():
+    # Shared start (capacity 9, continue_on_block): r1 (5) is skipped at t=0 and admitted at
+    # t=2, after r2 although it arrived first. At t=3 no block is free and both need one.
+    result = run(make("vllm", continue_on_block=True), VICTIM_ROWS, capacity=9)
+    assert digest(result)[:4] == [
+        (0.0, {0: 5, 2: 2}, (), 7),          # r1 needs 5 > 2 free: skipped
+        (1.0, {0: 1, 2: 1}, (), 9),          # r0 finishes at 2
+        (2.0, {2: 1, 1: 5}, (), 9),          # r2 4, r1 5: no block left
+        (3.0, {2: 1}, (1,), 5),              # admission order [r2, r1]: r2 first, r1 is evicted
+    ]
+
+
+def test_preempt_victim_last_arrived():
+    policy = make("vllm", continue_on_block=True, preempt_victim="last_arrived")
+    result = run(policy, VICTIM_ROWS, capacity=9)
+    assert digest(result) == [
+        (0.0, {0: 5, 2: 2}, (), 7),
+        (1.0, {0: 1, 2: 1}, (), 9),
+        (2.0, {2: 1, 1: 5}, (), 9),
+        # arrival order [r1, r2]: r1 is served first and needs a block; the latest arrival not
+        # yet served, r2 (3 tokens emitted), is evicted and r1 decodes.
+        (3.0, {1: 1}, (2,), 6),
+        (4.0, {1: 1}, (), 7),                # r2 needs 2 + 3 = 5 > 2 free
+        (5.0, {1: 1}, (), 8),                # r1 emits token 4 and finishes at 6
+        (6.0, {2: 5}, (), 5),                # r2 recomputes and emits token 4
+        (7.0, {2: 1}, (), 6),
+        (8.0, {2: 1}, (), 7),
+    ]
+    np.testing.assert_array_equal(result.finish_time, [2, 6, 9])
+    np.testing.assert_array_equal(result.num_evictions, [0, 0, 1])
+    np.testing.assert_array_equal(result.num_recomputed_tokens, [0, 0, 4])
+
+
+@pytest.mark.parametrize("quirk, expected", [
+    # KV used is counted in whole blocks. Both 4-token blocks are taken after the prompts, but
+    # each decode's 4th token fits its block.
+    (False, [(0.0, {0: 3, 1: 3}, (), 8), (1.0, {0: 1, 1: 1}, (), 8)]),
+    # V0 / Vidur ask for a free block anyway: r0 evicts r1 (the last admitted), which recomputes.
+    (True, [(0.0, {0: 3, 1: 3}, (), 8), (1.0, {0: 1}, (1,), 4), (2.0, {1: 4}, (), 4)]),
+])
+def test_decode_needs_free_block(quirk, expected):
+    result = run(make("vllm", decode_needs_free_block=quirk), [(0, 3, 2), (0, 3, 2)],
+                 capacity=8, block_size=4)
+    assert digest(result) == expected
+
+
+def test_v0_options_are_validated():
+    with pytest.raises(ValueError, match="preempt_victim"):
+        VLLMPolicy(preempt_victim="oldest")
+    with pytest.raises(ValueError, match="enable_chunked_prefill"):
+        VLLMPolicy(padded_prefill_budget=True)
+
+
+V0 = dict(enable_chunked_prefill=False, prefill_first=True, padded_prefill_budget=True,
+          preempt_victim="last_arrived", decode_needs_free_block=True)
+
+
+def test_v0_configuration():
+    result = run(make("vllm", max_num_batched_tokens=8, **V0),
+                 [(0, 3, 4), (0, 3, 4), (1, 2, 1)], capacity=9)
+    assert digest(result) == [
+        (0.0, {0: 3, 1: 3}, (), 6),          # 2 prompts x 3 = 6 <= 8
+        (1.0, {2: 2}, (), 8),                # r2 arrived: prefilled alone; finishes at 2
+        (2.0, {0: 1, 1: 1}, (), 8),          # nothing to admit: decodes, oldest first
+        # r0 takes the last free block; r1 finds none and is the latest arrival left: it
+        # evicts itself (2 tokens emitted, 5 to recompute)
+        (3.0, {0: 1}, (1,), 5),
+        (4.0, {0: 1}, (), 6),                # r1 needs 5 > 4 free: decodes; r0 finishes at 5
+        (5.0, {1: 5}, (), 5),
+        (6.0, {1: 1}, (), 6),
+    ]
+    np.testing.assert_array_equal(result.first_token_time, [1, 1, 2])
+    np.testing.assert_array_equal(result.finish_time, [5, 7, 2])
+
+
+ROWS = st.lists(st.tuples(st.integers(0, 20), st.integers(2, 24), st.integers(1, 24)),
+                min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=ROWS, block_size=st.sampled_from([1, 4]))
+def test_v0_iterations_are_prefill_only_or_decode_only_within_the_padded_budget(rows, block_size):
+    # Prompts of >= 2 tokens, so a prefill (or a recomputation, prompt + generated) is >= 2 tokens
+    # and a decode exactly 1. The budget covers any request's whole length: nothing stalls.
+    result = run(make("vllm", max_num_batched_tokens=48, **V0), sorted(rows), capacity=64,
+                 block_size=block_size)
+    assert np.all(np.isfinite(result.finish_time))
+    for it in result.iterations:
+        sizes = list(it.num_tokens.values())
+        if not sizes:
+            continue
+        assert all(n == 1 for n in sizes) or all(n >= 2 for n in sizes), it
+        if sizes[0] >= 2:
+            assert not it.evicted and len(sizes) * max(sizes) <= 48, it

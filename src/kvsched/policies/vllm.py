@@ -23,12 +23,40 @@ whole or not at all: admission stops at one longer than the budget left; a promp
 ``max_num_batched_tokens`` is never admitted — upstream forbids that configuration — and the
 engine raises ``StalledError``).
 
+V0 / Vidur options (off by default). Vidur's ``VLLMReplicaScheduler`` (microsoft/vidur,
+vidur/scheduler/replica_scheduler/vllm_replica_scheduler.py) follows vLLM V0's scheduler as it was
+around vLLM 0.2 (vllm/core/scheduler.py ``_schedule``; later V0 releases, ``_schedule_default``,
+keep prefill-first but sum the tokens). All four, with ``enable_chunked_prefill=False``,
+reproduce Vidur's rules:
+
+- ``prefill_first``: the WAITING pass runs first; if it admits anything, the iteration holds only
+  those prefills and running requests wait; running requests are served only in iterations that
+  admit nothing (V0: "don't schedule decodes if prefills are scheduled"). With chunked prefill on
+  (V0 itself turns decode-first then), a partial prefill also continues only in such iterations.
+- ``padded_prefill_budget`` (needs ``enable_chunked_prefill=False``): the prompts admitted in one
+  iteration count as ``num_prompts × longest prompt`` against the budget left (vLLM 0.2 padded
+  prompts to the longest; Vidur keeps that rule), instead of the sum of their tokens. vLLM 0.2's
+  extra ``max_paddings`` cap is not modelled (Vidur has none).
+- ``preempt_victim="last_arrived"``: running requests are served oldest arrival first, and the
+  victim is the latest-arrived running request not yet served in this iteration (the request
+  itself when none is left) — Vidur sorts its running list by arrival, as vLLM 0.2's FCFS
+  ``sort_by_priority`` did.
+  The default ``"last_admitted"`` is V1's LIFO over admission order. Both put the victim at the
+  front of the waiting queue, latest victim first.
+- ``decode_needs_free_block``: a running request is served only while at least one block is
+  free, even when its tokens fit in the blocks it holds (V0's ``can_append_slot(s)`` asks for a
+  free block per running sequence; Vidur's ``_can_allocate_request`` likewise); otherwise the
+  usual preemption follows.
+
 Deviations: only the FCFS policy (not ``priority``); prefix caching, speculative decoding, async
 scheduling, LoRA, encoder inputs, structured output, ``long_prefill_token_threshold`` and
 ``max_model_len`` are not modelled (requests that can never fit are rejected by the engine on
 arrival); blocks are the engine's (``block_size`` of the simulator), the policy keeps no block
 table of its own. The engine's waiting view is in arrival order, so the policy keeps its own list
 of preempted requests, served before the rest in the order upstream's ``prepend_request`` gives.
+V0 / Vidur: swap preemption is not modelled (recompute only, as Vidur); Vidur applies the watermark
+to a prompt entering an empty cache too, so it never admits one within the watermark of the whole
+capacity (here the watermark applies only while a request is running, as above).
 """
 
 from __future__ import annotations
@@ -54,12 +82,20 @@ class VLLMPolicy(Policy):
     full_prompt_must_fit: bool = False
     continue_on_block: bool = False
     enable_chunked_prefill: bool = True
+    prefill_first: bool = False
+    padded_prefill_budget: bool = False
+    preempt_victim: str = "last_admitted"
+    decode_needs_free_block: bool = False
 
     def __post_init__(self) -> None:
         if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
             raise ValueError("max_num_batched_tokens and max_num_seqs must be >= 1")
         if not 0.0 <= self.watermark < 1.0:
             raise ValueError(f"watermark must be in [0, 1), got {self.watermark}")
+        if self.preempt_victim not in ("last_admitted", "last_arrived"):
+            raise ValueError(f"preempt_victim must be 'last_admitted' or 'last_arrived', got {self.preempt_victim!r}")
+        if self.padded_prefill_budget and self.enable_chunked_prefill:
+            raise ValueError("padded_prefill_budget needs enable_chunked_prefill=False")
 
     def reset(self, *, seed: int | None = None) -> None:
         self._running: list[RequestView] = []      # admission order
@@ -73,11 +109,18 @@ class VLLMPolicy(Policy):
         self._running = [r for r in self._running if r.request_id in resident]
         known = {r.request_id for r in self._running}
         self._running += [r for r in view.running if r.request_id not in known]
+        if self.preempt_victim == "last_arrived":
+            self._running.sort(key=lambda r: (r.arrival_time, r.request_id))
         self._front = [r for r in self._front if r.status is Status.WAITING]
         tokens: dict[int, int] = {}
         evicted: list[int] = []
-        free, budget = self._schedule_running(view, tokens, evicted, view.num_free_blocks, budget)
-        if not evicted:
+        free = view.num_free_blocks
+        if self.prefill_first:
+            self._schedule_waiting(view, tokens, free, budget)
+            if tokens:
+                return Decision(num_tokens=tokens)
+        free, budget = self._schedule_running(view, tokens, evicted, free, budget)
+        if not evicted and not self.prefill_first:
             self._schedule_waiting(view, tokens, free, budget)
         return Decision(num_tokens=tokens, evict=tuple(evicted))
 
@@ -87,7 +130,7 @@ class VLLMPolicy(Policy):
             request = self._running[i]
             n = min(request.num_uncomputed_tokens, budget)
             need = view.extra_blocks(request, n)
-            while need > free:
+            while max(need, int(self.decode_needs_free_block)) > free:
                 victim = self._running.pop()
                 evicted.append(victim.request_id)
                 free += view.blocks(view.kv_tokens(victim))
@@ -104,11 +147,16 @@ class VLLMPolicy(Policy):
         watermark_blocks = int(self.watermark * view.kv_capacity_blocks)
         front_ids = {r.request_id for r in self._front}
         queue = self._front + [r for r in view.waiting if r.request_id not in front_ids]
+        prompts: list[int] = []                # tokens admitted in this pass (padded budget)
+        pass_budget = budget
         for request in queue:
             if budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
             remaining = request.num_tokens     # a waiting request holds no KV: all known tokens
-            if not self.enable_chunked_prefill and remaining > budget:
+            if self.padded_prefill_budget:
+                if (len(prompts) + 1) * max([remaining, *prompts]) > pass_budget:
+                    break
+            elif not self.enable_chunked_prefill and remaining > budget:
                 break                          # upstream stops here, with or without the HOL fix
             n = min(remaining, budget)
             must_fit = remaining if self.full_prompt_must_fit else n
@@ -119,6 +167,7 @@ class VLLMPolicy(Policy):
             tokens[request.request_id] = n
             free -= view.extra_blocks(request, n)
             budget -= n
+            prompts.append(n)
             self._running.append(request)
             if request.request_id in front_ids:
                 self._front.remove(request)
