@@ -13,9 +13,9 @@ from kvsched.memory import KVConvention
 from kvsched.policies import make
 from kvsched.workload import Workload
 
-from .test_conformance import _default_constructible
+from test_conformance import conformance_policies
 
-POLICIES = _default_constructible()
+POLICIES = conformance_policies()
 EXAMPLES = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -39,13 +39,13 @@ def runs(draw):
     cost = draw(st.sampled_from([UnitTime(), LinearCost(0.01, 1e-3)]))
     convention = draw(st.sampled_from(list(KVConvention)))
     sim = Simulator(cost, capacity, block_size=block, kv_convention=convention, record_iterations=True)
-    policy_id = draw(st.sampled_from(POLICIES))
-    return workload, sim, policy_id
+    policy = draw(st.sampled_from(POLICIES))
+    return workload, sim, policy
 
 
 def _run(data):
-    workload, sim, policy_id = data
-    return workload, sim, sim.run(workload, make(policy_id), seed=0)
+    workload, sim, (policy_id, params) = data
+    return workload, sim, sim.run(workload, make(policy_id, **params), seed=0)
 
 
 @EXAMPLES
@@ -90,13 +90,13 @@ def test_per_request_times_are_ordered(data):
     assert np.all((outputs > 1) | (f == c))
 
 
-@pytest.mark.parametrize("policy_id", POLICIES)
-def test_same_seed_same_bytes(policy_id):
+@pytest.mark.parametrize("policy_id, params", POLICIES)
+def test_same_seed_same_bytes(policy_id, params):
     workload = Workload.build(np.arange(10) * 0.5, np.arange(10) + 5, 20 - np.arange(10),
                               predicted_output_tokens=np.full(10, 15.0), predicted_lo=np.ones(10, int),
                               predicted_hi=np.full(10, 25), type_id=np.zeros(10, int))
     sim = Simulator(LinearCost(0.01, 1e-3), 60, block_size=4)
-    a = sim.run(workload, make(policy_id), seed=3)
-    b = sim.run(workload, make(policy_id), seed=3)
+    a = sim.run(workload, make(policy_id, **params), seed=3)
+    b = sim.run(workload, make(policy_id, **params), seed=3)
     assert a.finish_time.tobytes() == b.finish_time.tobytes()
     assert a.num_evictions.tobytes() == b.num_evictions.tobytes()
