@@ -1,3 +1,3 @@
 """Imports every built-in policy module so that `@register` has run for each."""
 
-from . import amin, mcsf, sarathi, separate, vllm, wait  # noqa: F401
+from . import amin, mcsf, plan_replay, sarathi, separate, vllm, wait  # noqa: F401
