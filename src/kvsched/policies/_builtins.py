@@ -1,3 +1,3 @@
 """Imports every built-in policy module so that `@register` has run for each."""
 
-from . import sarathi, vllm  # noqa: F401
+from . import amin, mcsf, plan_replay, sarathi, separate, vllm, wait  # noqa: F401

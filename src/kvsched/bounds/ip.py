@@ -1,0 +1,257 @@
+"""The time-indexed integer program of the MC-SF paper, solved with HiGHS (highspy).
+
+Variables x[i,k] = 1 iff request i starts at boundary k (k = r_i .. H_i). Objective
+min sum_i sum_k (k + o_i - a_i) x[i,k]; sum_k x[i,k] = 1 for each i; and for every round t
+
+    sum_i sum_{k = t-o_i}^{t-1} (s_i + t - k) x[i,k] <= M          (memory during round t)
+
+(Jaillet et al., arXiv 2502.07115; ALGORITHMS.md §1). Rounds whose largest possible usage is <= M
+get no row.
+
+Horizon (safe, no optimal schedule cut off): with an upper bound U on sum_i (c_i - r_i) from a
+feasible schedule, every schedule of cost <= U finishes by the boundary H found by
+`horizon_from_upper_bound`, so x[i,k] is created only for k <= H - o_i. The counting argument:
+sum_i (c_i - r_i) = sum_{t >= 0} #{i : r_i <= t < c_i}; at boundary t at most N(t) requests can be
+complete, where N(t) counts the released requests with r_i + o_i <= t whose volumes, smallest first,
+fit in M * (t - r_min); and for t >= max_i r_i at least one request (the last to finish) is in the
+system until the makespan. So a schedule with makespan C pays at least
+sum_{t < C} max(#{r_i <= t} - N(t), [t >= r_max]), which must be <= U.
+
+Strengthening (``strengthen=True``, the `ip-strong` method): clique rows. During round t, any
+two (i,k) whose usage in round t exceeds M/2 cannot both be chosen, so the sum of those x is <= 1;
+likewise at most q-1 of those with usage > M/q (q = 3, 4). They are implied for integer x and
+tighten the LP relaxation. A wrong "optimal" is impossible: the status is `optimal` only when HiGHS
+reports the MIP solved to a gap < 1 on an integer objective (or 0 otherwise), and the bound
+returned is HiGHS's dual bound (rounded up when the objective is integral).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .greedy import best_heuristic
+from .instance import Instance
+
+
+@dataclass(frozen=True)
+class IPResult:
+    objective: float | None        # best schedule found: sum (c_i - a_i)
+    bound: float                   # proven lower bound on the optimum
+    status: str                    # optimal / time_limit / infeasible
+    solve_time: float
+    start: np.ndarray | None       # best schedule's starts
+    num_columns: int = 0
+    num_rows: int = 0
+    message: str = ""
+
+    @property
+    def gap(self) -> float | None:
+        if self.objective is None:
+            return None
+        return max(0.0, (self.objective - self.bound) / max(abs(self.objective), 1e-9))
+
+
+def completion_count_bound(inst: Instance, t: int) -> int:
+    """N(t): at most this many requests can be complete by boundary t (volume + length)."""
+    ok = inst.release + inst.num_output_tokens <= t
+    vols = np.sort(inst.volume[ok])
+    budget = inst.capacity_tokens * (t - int(inst.release.min()))
+    return int(np.searchsorted(np.cumsum(vols), budget, side="right"))
+
+
+def in_system_lower_bounds(inst: Instance, horizon: int) -> np.ndarray:
+    """L[t] for t = 0..horizon-1: requests certainly in the system during [t, t+1) (makespan > t)."""
+    r_max = int(inst.release.max())
+    released = np.searchsorted(np.sort(inst.release), np.arange(horizon), side="right")
+    out = np.empty(horizon, dtype=np.int64)
+    for t in range(horizon):
+        out[t] = max(int(released[t]) - completion_count_bound(inst, t + 1), int(t >= r_max))
+    return out
+
+
+def horizon_from_upper_bound(inst: Instance, upper: float) -> int:
+    """Largest makespan a schedule with sum (c_i - r_i) <= upper can have (see module doc)."""
+    cap = inst.horizon() + int(inst.num_output_tokens.max()) + 1
+    lows = in_system_lower_bounds(inst, cap)
+    total = np.cumsum(lows)
+    # makespan C is possible only if total[C-1] <= upper
+    ok = np.flatnonzero(total <= upper + 1e-9)
+    return int(ok[-1] + 1) if ok.size else int(inst.release.max() + inst.num_output_tokens.max())
+
+
+@dataclass
+class Columns:
+    job: np.ndarray
+    start: np.ndarray
+
+
+def _columns(inst: Instance, horizon: int) -> Columns:
+    jobs, starts = [], []
+    for i in range(len(inst)):
+        last = horizon - int(inst.num_output_tokens[i])
+        ks = np.arange(int(inst.release[i]), max(last, int(inst.release[i])) + 1)
+        jobs.append(np.full(len(ks), i))
+        starts.append(ks)
+    return Columns(np.concatenate(jobs), np.concatenate(starts))
+
+
+def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
+    """CSC arrays of the time-indexed program. Returns (cols, cost, rows_lo, rows_hi, matrix)."""
+    cols = _columns(inst, horizon)
+    s = inst.num_prompt_tokens[cols.job]
+    o = inst.num_output_tokens[cols.job]
+    cost = (cols.start + o).astype(np.float64) - inst.arrival_time[cols.job]
+    M = inst.capacity_tokens
+    n, ncol = len(inst), len(cols.job)
+    # memory rows: column c touches rounds start+1..start+o with coefficient s + (t - start)
+    entries_row, entries_col, entries_val = [], [], []
+    entries_row.append(cols.job)
+    entries_col.append(np.arange(ncol))
+    entries_val.append(np.ones(ncol))
+    lengths = o
+    col_rep = np.repeat(np.arange(ncol), lengths)
+    offs = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths) + 1
+    rounds = np.repeat(cols.start, lengths) + offs
+    usage = np.repeat(s, lengths) + offs
+    peak = np.zeros(horizon + 2, dtype=np.int64)
+    np.maximum.at(peak, rounds, 0)
+    # keep a memory row only where the total possible usage can exceed M
+    best_per_job = np.zeros((n, horizon + 2), dtype=np.int64)
+    np.maximum.at(best_per_job, (np.repeat(cols.job, lengths), rounds), usage)
+    binding = best_per_job.sum(axis=0) > M
+    row_of_round = np.full(horizon + 2, -1)
+    binding_rounds = np.flatnonzero(binding)
+    row_of_round[binding_rounds] = n + np.arange(len(binding_rounds))
+    keep = binding[rounds]
+    entries_row.append(row_of_round[rounds[keep]])
+    entries_col.append(col_rep[keep])
+    entries_val.append(usage[keep].astype(np.float64))
+    lo = [np.ones(n), np.full(len(binding_rounds), -np.inf)]
+    hi = [np.ones(n), np.full(len(binding_rounds), float(M))]
+    num_rows = n + len(binding_rounds)
+    if strengthen:
+        for q in (2, 3, 4):
+            big = keep & (usage * q > M)
+            rr, cc = rounds[big], col_rep[big]
+            # a clique row for round t is useful only when >= q columns of >= q jobs qualify
+            jobs_at = {}
+            for t, c in zip(rr.tolist(), cc.tolist()):
+                jobs_at.setdefault(t, []).append(c)
+            for t, clist in sorted(jobs_at.items()):
+                if len(set(cols.job[clist].tolist())) < q:
+                    continue
+                entries_row.append(np.full(len(clist), num_rows))
+                entries_col.append(np.asarray(clist))
+                entries_val.append(np.ones(len(clist)))
+                lo.append(np.array([-np.inf]))
+                hi.append(np.array([float(q - 1)]))
+                num_rows += 1
+    row = np.concatenate(entries_row)
+    col = np.concatenate(entries_col)
+    val = np.concatenate(entries_val)
+    return cols, cost, np.concatenate(lo), np.concatenate(hi), (row, col, val, num_rows)
+
+
+def _to_highs(cost, lo, hi, matrix, integer: bool):
+    import highspy
+    row, col, val, num_rows = matrix
+    order = np.lexsort((row, col))
+    row, col, val = row[order], col[order], val[order]
+    ncol = len(cost)
+    lp = highspy.HighsLp()
+    lp.num_col_ = ncol
+    lp.num_row_ = num_rows
+    lp.col_cost_ = cost
+    lp.col_lower_ = np.zeros(ncol)
+    lp.col_upper_ = np.ones(ncol)
+    lp.row_lower_ = lo
+    lp.row_upper_ = hi
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=ncol))]).astype(np.int32)
+    lp.a_matrix_.index_ = row.astype(np.int32)
+    lp.a_matrix_.value_ = val
+    if integer:
+        lp.integrality_ = [highspy.HighsVarType.kInteger] * ncol
+    return lp
+
+
+def _highs(time_limit: float, threads: int | None = None):
+    import highspy
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
+    if threads:
+        h.setOptionValue("threads", int(threads))
+    return h
+
+
+def solve_lp_relaxation(inst: Instance, horizon: int, *, strengthen: bool = False,
+                        time_limit: float = 60.0) -> float:
+    """Optimal value of the LP relaxation (a valid lower bound on sum (c_i - a_i))."""
+    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen)
+    h = _highs(time_limit)
+    h.passModel(_to_highs(cost, lo, hi, matrix, integer=False))
+    h.run()
+    return float(h.getInfo().objective_function_value)
+
+
+def solve_ip(inst: Instance, *, time_limit: float = 60.0, strengthen: bool = False,
+             warm_start: np.ndarray | None = None, threads: int | None = None) -> IPResult:
+    """Solve the time-indexed IP; never reports `optimal` without HiGHS's proof."""
+    started = time.perf_counter()
+    msg = inst.unfit_message()
+    if msg:
+        return IPResult(None, float("inf"), "infeasible", 0.0, None, message=msg)
+    if warm_start is None:
+        warm_start = best_heuristic(inst)
+    upper = inst.objective(warm_start)
+    horizon = horizon_from_upper_bound(inst, upper - inst.latency_offset)
+    horizon = max(horizon, int((warm_start + inst.num_output_tokens).max()))
+    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen)
+    h = _highs(time_limit - (time.perf_counter() - started), threads)
+    integral = inst.is_integral()
+    if integral:
+        h.setOptionValue("mip_abs_gap", 1.0 - 1e-6)
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.passModel(_to_highs(cost, lo, hi, matrix, integer=True))
+    _set_warm_start(h, cols, warm_start)
+    h.run()
+    return _read_result(h, inst, cols, cost, matrix[3], warm_start, upper, integral, started)
+
+
+def _set_warm_start(h, cols: Columns, start: np.ndarray) -> None:
+    import highspy
+    value = (cols.start == start[cols.job]).astype(np.float64)
+    sol = highspy.HighsSolution()
+    sol.col_value = value
+    sol.value_valid = True
+    h.setSolution(sol)
+
+
+def _read_result(h, inst, cols, cost, num_rows, warm_start, upper, integral, started) -> IPResult:
+    import highspy
+    info = h.getInfo()
+    status = h.getModelStatus()
+    best_start, objective = warm_start, upper
+    if info.primal_solution_status == 2:    # feasible point available
+        x = np.asarray(h.getSolution().col_value)
+        chosen = x > 0.5
+        if chosen.sum() == len(inst):
+            cand = np.empty(len(inst), dtype=np.int64)
+            cand[cols.job[chosen]] = cols.start[chosen]
+            if inst.objective(cand) < objective:
+                best_start, objective = cand, inst.objective(cand)
+    bound = float(info.mip_dual_bound)
+    if status == highspy.HighsModelStatus.kOptimal:
+        bound = max(bound, -np.inf)
+    if integral and np.isfinite(bound):
+        offset = inst.latency_offset
+        bound = float(np.ceil(bound - offset - 1e-6) + offset)
+    bound = min(bound, objective)
+    solved = status == highspy.HighsModelStatus.kOptimal and objective - bound < (1 - 1e-6 if integral else 1e-6)
+    return IPResult(objective, bound, "optimal" if solved else "time_limit",
+                    time.perf_counter() - started, best_start, len(cost), num_rows,
+                    "" if solved else f"HiGHS status: {h.modelStatusToString(status)}")

@@ -1,0 +1,434 @@
+"""The future-memory check shared by MC-SF, A_max, A_min and H-SF (ALGORITHMS.md §1, §3).
+
+Timeline model. Iterations are indexed by the engine's ``view.iteration`` (one per batch; under
+`UnitTime` these are the papers' rounds). A request that is computed in every iteration from
+iteration ``I`` on holds ``kv(I) = view.kv_tokens_after(r, r.num_uncomputed_tokens)`` KV tokens
+after iteration I (its whole prompt, or its prompt plus the tokens it must recompute, in one
+iteration; ``s + g + emitted_offset`` for a request with g tokens generated) and one more token in
+every following iteration. So it holds ``base + k`` tokens in iteration k, with the constant
+``base = kv(I) − I``, until its predicted last iteration ``end = I + (õ − g) − 1``. Under EMITTED,
+UnitTime and block size 1 a request started at round t holds s + (k − t + 1) tokens in round k,
+i.e. s + j while emitting token j: the papers' s_i + t' − p_i.
+
+Check. With blocks of B tokens the predicted load of a set of requests in iteration k is
+L(k) = Σ_{r: end_r ≥ k} ⌈(base_r + k) / B⌉. Between two consecutive ends the set is fixed and every
+term is nondecreasing in k, so max_{I ≤ k ≤ T} L(k) is reached at an end ≤ T or at T itself: only
+the sorted completion breakpoints need checking (MC-SF's observation), never every future round.
+
+`FutureMemory` keeps the entries sorted by end together with ``peak[j] = L(end_j)`` of the current
+set and updates the peaks incrementally:
+
+- ``fits(base, end, cap)``: L'(end_j) = peak_j + own blocks ≤ cap for the ends ≤ end, and
+  L(end) + own ≤ cap. Block size 1: O(log n) — the first condition is one prefix maximum of
+  peak_j + end_j and L(end) is a suffix sum, both kept as lists rebuilt in O(n) after a change.
+  Larger blocks: O(n) vectorised numpy (O(k) in the breakpoints ≤ end plus the entries ≥ end).
+- ``add`` / ``remove``: O(log n) to locate, O(n) vectorised to update the peaks.
+- ``update``: many changes at once (A_min raising many estimates) rebuild everything in
+  O(n log n) (O(n·B) for blocks of B ≤ 64 tokens).
+- ``drop_before(I)``: entries predicted to end before iteration I contribute to no future peak and
+  are dropped without touching the others.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..state import Decision, RequestView, SchedulerView
+from .base import Policy
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+class FutureMemory:
+    """Predicted KV timeline of a set of requests (see the module docstring); units: blocks."""
+
+    __slots__ = ("block_size", "ends", "bases", "ids", "peaks", "_entry", "_lists")
+
+    def __init__(self, block_size: int = 1) -> None:
+        self.block_size = block_size
+        self.ends, self.bases, self.ids, self.peaks = _EMPTY, _EMPTY, _EMPTY, _EMPTY
+        self._entry: dict[int, tuple[int, int]] = {}
+        self._lists: tuple[list[int], list[int], list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entry)
+
+    def __contains__(self, rid: int) -> bool:
+        return rid in self._entry
+
+    def entry(self, rid: int) -> tuple[int, int] | None:
+        """(base, end) of a request, or None."""
+        return self._entry.get(rid)
+
+    def request_ids(self):
+        return self._entry.keys()
+
+    def _blocks(self, tokens: np.ndarray | int):
+        return -(-tokens // self.block_size)
+
+    def _cache(self) -> tuple[list[int], list[int], list[int]]:
+        """Block size 1: ends, prefix max of (peak_j + end_j), suffix sums of bases, as lists;
+        rebuilt in O(n) after a change, then each query is O(log n) in pure Python."""
+        if self._lists is None:
+            prefix_max = list(itertools.accumulate((self.peaks + self.ends).tolist(), max))
+            suffix = np.concatenate([np.cumsum(self.bases[::-1])[::-1], [0]]).tolist()
+            self._lists = (self.ends.tolist(), prefix_max, suffix)
+        return self._lists
+
+    def load_at(self, k: int) -> int:
+        """Predicted blocks in iteration k: Σ over entries with end ≥ k."""
+        if self.block_size == 1:
+            ends, _, suffix = self._cache()
+            j = bisect.bisect_left(ends, k)
+            return suffix[j] + k * (len(ends) - j)
+        j = int(np.searchsorted(self.ends, k, "left"))
+        return int(self._blocks(self.bases[j:] + k).sum())
+
+    def fits(self, base: int, end: int, cap_blocks: int) -> bool:
+        """Whether adding (base, end) keeps L(k) ≤ cap for every k ≤ end (and ≥ the oldest entry).
+
+        Block size 1: O(log n) — L'(end_j) = peak_j + base + end_j ≤ cap for all end_j ≤ end is one
+        prefix maximum. Otherwise O(n) vectorised."""
+        if self.block_size == 1:
+            ends, prefix_max, _ = self._cache()
+            j = bisect.bisect_right(ends, end)
+            return (self.load_at(end) + base + end <= cap_blocks
+                    and (j == 0 or prefix_max[j - 1] + base <= cap_blocks))
+        own_end = self._blocks(base + end)
+        if self.load_at(end) + own_end > cap_blocks:
+            return False
+        j = int(np.searchsorted(self.ends, end, "right"))
+        if j == 0:
+            return True
+        return bool(np.all(self.peaks[:j] + self._blocks(base + self.ends[:j]) <= cap_blocks))
+
+    def add(self, rid: int, base: int, end: int) -> None:
+        if rid in self._entry:
+            raise ValueError(f"request {rid} is already in the timeline")
+        own_peak = self.load_at(end) + self._blocks(base + end)
+        j = int(np.searchsorted(self.ends, end, "right"))
+        peaks = self.peaks.copy()
+        peaks[:j] += self._blocks(base + self.ends[:j])
+        self.ends = np.insert(self.ends, j, end)
+        self.bases = np.insert(self.bases, j, base)
+        self.ids = np.insert(self.ids, j, rid)
+        self.peaks = np.insert(peaks, j, own_peak)
+        self._entry[rid] = (base, end)
+        self._lists = None
+
+    def remove(self, rid: int) -> None:
+        base, end = self._entry.pop(rid)
+        lo = int(np.searchsorted(self.ends, end, "left"))
+        i = lo + int(np.flatnonzero(self.ids[lo:] == rid)[0])
+        self.ends, self.bases = np.delete(self.ends, i), np.delete(self.bases, i)
+        self.ids, peaks = np.delete(self.ids, i), np.delete(self.peaks, i)
+        j = int(np.searchsorted(self.ends, end, "right"))
+        peaks[:j] -= self._blocks(base + self.ends[:j])
+        self.peaks = peaks
+        self._lists = None
+
+    def drop_before(self, k: int) -> None:
+        """Forget entries whose predicted last iteration is before k (they affect no future peak)."""
+        j = int(np.searchsorted(self.ends, k, "left"))
+        if j:
+            for rid in self.ids[:j].tolist():
+                del self._entry[rid]
+            self.ends, self.bases = self.ends[j:], self.bases[j:]
+            self.ids, self.peaks = self.ids[j:], self.peaks[j:]
+            self._lists = None
+
+    def update(self, remove, changes: dict[int, tuple[int, int]]) -> None:
+        """Remove the ids in `remove` and set (base, end) for the ids in `changes`: one by one when
+        few change (O(n) numpy each), else by one rebuild (`_rebuild`)."""
+        remove = [rid for rid in remove if rid not in changes] + [rid for rid in changes if rid in self]
+        if len(remove) + len(changes) <= max(8, len(self._entry) // 8):
+            for rid in remove:
+                self.remove(rid)
+            for rid, (base, end) in changes.items():
+                self.add(rid, base, end)
+            return
+        for rid in remove:
+            del self._entry[rid]
+        self._entry.update(changes)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Sort the entries by end and recompute every peak L(end_j) from scratch.
+
+        With x_i = base_i + B − 1 = B·u_i + v_i and end_j = B·w_j + z_j (0 ≤ v, z < B),
+        ⌈(base_i + end_j)/B⌉ = u_i + w_j + [v_i ≥ B − z_j]; summed over the suffix of entries with
+        end ≥ end_j this is suffix sums plus a count over a sorted suffix (O(n log n) for B = 1,
+        O(n·B) at most otherwise via per-residue suffix counts when B ≤ 64, else O(n²) vectorised).
+        """
+        items = sorted(self._entry.items(), key=lambda kv: kv[1][1])
+        n, B = len(items), self.block_size
+        self.ids = np.fromiter((rid for rid, _ in items), np.int64, n)
+        self.bases = np.fromiter((e[0] for _, e in items), np.int64, n)
+        self.ends = np.fromiter((e[1] for _, e in items), np.int64, n)
+        first = np.searchsorted(self.ends, self.ends, "left")
+        x = self.bases + B - 1
+        u, v = x // B, x % B
+        w, z = self.ends // B, self.ends % B
+        suffix_u = np.concatenate([np.cumsum(u[::-1])[::-1], [0]])
+        count = n - first
+        peaks = suffix_u[first] + count * w
+        if B > 1:
+            if B <= 64:   # suffix counts of v ≥ t for every threshold t
+                geq = (v[:, None] >= np.arange(B + 1)[None, :]).astype(np.int64)
+                suffix_geq = np.concatenate([np.cumsum(geq[::-1], axis=0)[::-1], np.zeros((1, B + 1), np.int64)])
+                peaks += suffix_geq[first, B - z]
+            else:
+                mask = (np.arange(n)[None, :] >= first[:, None]) & (v[None, :] >= (B - z)[:, None])
+                peaks += mask.sum(axis=1)
+        self.peaks = peaks.astype(np.int64)
+        self._lists = None
+
+
+VICTIM_ORDERS = ("least-progress", "most-progress", "newest", "largest")
+
+
+def victim_key(view: SchedulerView, order: str):
+    """Sort key: the first request under it is evicted first.
+
+    ``least-progress``: fewest output tokens generated (ties: latest admitted) — A_min's rule;
+    ``most-progress``: most output tokens generated (ties: latest admitted); ``newest``: latest admitted first (vLLM's LIFO); ``largest``: most KV held (ties: latest admitted).
+    """
+    if order == "least-progress":
+        return lambda r: (r.num_output_tokens, -r.admitted_seq)
+    if order == "most-progress":
+        return lambda r: (-r.num_output_tokens, -r.admitted_seq)
+    if order == "newest":
+        return lambda r: -r.admitted_seq
+    return lambda r: (-view.kv_tokens(r), -r.admitted_seq)
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(kw_only=True)
+class FutureMemoryPolicy(Policy):
+    """Admission by the future-memory check, in a priority order, never pausing a resident request.
+
+    Per iteration I (n resident, W waiting, a admitted, d requests whose timeline changed —
+    admitted or evicted last time, finished earlier than predicted, or outlived their estimate):
+
+    1. Sync the timeline: drop entries ended before I; re-enter resident requests whose (base, end)
+       changed (a request that outlived its estimate õ gets õ_eff = max(õ, g + 1), so end = I).
+       Requests decoded in the last iteration and still within their estimate are skipped.
+       O(n) Python set work + O(d·n) numpy (one O(n log n) rebuild when d > n/8).
+    2. Overflow guard: if the resident requests need more than the capacity in iteration I (only
+       possible when estimates were too low), evict victims in ``evict_victim`` order until they fit.
+       Nothing is admitted in an iteration that evicts (as vLLM V1).
+    3. Admission: scan the waiting queue in priority order (kept sorted incrementally: new arrivals
+       are the tail of ``view.waiting``, O(log W) search + list insertion each); admit a candidate if
+       the check passes with capacity ⌊(1 − protection)·M⌋ blocks. ``rule="stop"`` stops at the
+       first failure: a + 1 candidate tests, O(log n) each at block size 1 (O(n) otherwise), plus
+       O(n) per admission. ``rule="skip"`` goes on (stopping once even the smallest queued request
+       cannot fit in iteration I), so it is O(W log n) per iteration in the worst case.
+
+    So with ``rule="stop"`` an iteration costs O(n + (a + d)·n) numpy element operations plus
+    O((a + 1)·log n) and does not grow with the number of waiting requests W (see
+    bench/mcsf_decision_cost.py).
+
+    Every admitted request computes its whole prompt (plus tokens to recompute) in one iteration, and
+    every resident request is computed in every iteration, as in the papers' model. With an engine
+    token budget (``max_num_batched_tokens``, not in the papers), resident requests are served
+    first in admission order (chunked, and paused when the budget is spent) and a candidate is
+    admitted only if all its tokens fit the budget left — or, if they exceed the whole budget, with
+    a first chunk; such requests are re-estimated every iteration, so the check stays approximate
+    only while a prefill is chunked (the overflow guard keeps the engine within M).
+    """
+
+    rule: str = "stop"
+    protection: float = 0.0
+    evict_victim: str = "least-progress"
+
+    RULES: ClassVar[tuple[str, ...]] = ("stop", "skip")
+
+    def __post_init__(self) -> None:
+        check_choice("rule", self.rule, self.RULES)
+        check_choice("evict_victim", self.evict_victim, VICTIM_ORDERS)
+        if not 0.0 <= self.protection < 1.0:
+            raise ValueError(f"protection must be in [0, 1), got {self.protection}")
+
+    # ------------------------------------------------------------------ hooks
+    def estimate(self, view: SchedulerView, request: RequestView) -> int:
+        """Predicted total output tokens õ (before the robust max with generated + 1)."""
+        raise NotImplementedError
+
+    def priority(self, view: SchedulerView, request: RequestView) -> tuple:
+        """Waiting-queue order: shortest estimate first; ties: earlier arrival, smaller prompt, id."""
+        return (self._estimate(view, request), request.arrival_time, request.num_prompt_tokens,
+                request.request_id)
+
+    def refine(self, view: SchedulerView, request: RequestView) -> None:
+        """Called for each resident request at each iteration before its timeline (A_min)."""
+
+    # ------------------------------------------------------------------ run state
+    def reset(self, *, seed: int | None = None) -> None:
+        self._memory: FutureMemory | None = None
+        self._queue: list[tuple] = []          # sorted (priority..., request id)
+        self._queued: dict[int, RequestView] = {}
+        self._by_size: list[tuple[int, int]] = []   # sorted (tokens to compute, id) of the queue
+        self._stepped: frozenset[int] = frozenset()  # computed in full in the last iteration
+        self._last_iteration: int | None = None
+        self.num_policy_evictions = 0
+
+    def schedule(self, view: SchedulerView) -> Decision:
+        if self._memory is None:
+            self._memory = FutureMemory(view.block_size)
+        self._sync_running(view)
+        evict = self._guard_overflow(view)
+        self._sync_waiting(view)
+        budget = view.max_num_batched_tokens
+        tokens: dict[int, int] = {}
+        self._chunked: set[int] = set()       # scheduled for fewer than their uncomputed tokens
+        for r in view.running:
+            n = r.num_uncomputed_tokens if budget is None else min(r.num_uncomputed_tokens, budget)
+            if r.request_id in evict or n == 0:
+                continue
+            if n < r.num_uncomputed_tokens:
+                self._chunked.add(r.request_id)
+            tokens[r.request_id] = n
+            budget = None if budget is None else budget - n
+        if not evict:
+            self._admit(view, tokens, budget)
+        for rid in evict:
+            self._enqueue(view, self._lookup(view, rid))
+        self._stepped = frozenset(tokens.keys() - self._chunked)
+        self._last_iteration = view.iteration
+        return Decision(num_tokens=tokens, evict=evict)
+
+    # ------------------------------------------------------------------ helpers
+    def _estimate(self, view: SchedulerView, request: RequestView) -> int:
+        return max(self.estimate(view, request), request.num_output_tokens + 1)
+
+    def _timeline(self, view: SchedulerView, request: RequestView) -> tuple[int, int]:
+        """(base, end): KV tokens base + k in iteration k, up to iteration end (module docstring)."""
+        first = view.kv_tokens_after(request, request.num_uncomputed_tokens)
+        remaining = self._estimate(view, request) - request.num_output_tokens
+        return first - view.iteration, view.iteration + remaining - 1
+
+    def _sync_running(self, view: SchedulerView) -> None:
+        memory = self._memory
+        memory.drop_before(view.iteration)
+        resident, changed = set(), {}
+        stepped = self._stepped if self._last_iteration == view.iteration - 1 else frozenset()
+        for r in view.running:
+            rid = r.request_id
+            resident.add(rid)
+            if rid in stepped and rid in memory:   # decoded last iteration, estimate not reached:
+                continue                           # its (base, end) is unchanged
+            self.refine(view, r)
+            entry = self._timeline(view, r)
+            if memory.entry(rid) != entry:
+                changed[rid] = entry
+        gone = [rid for rid in memory.request_ids() if rid not in resident]
+        memory.update(gone, changed)
+
+    def _guard_overflow(self, view: SchedulerView) -> tuple[int, ...]:
+        memory, now = self._memory, view.iteration
+        load = memory.load_at(now)
+        if load <= view.kv_capacity_blocks:
+            return ()
+        evict = []
+        for r in sorted(view.running, key=victim_key(view, self.evict_victim)):
+            base, _ = memory.entry(r.request_id)
+            memory.remove(r.request_id)
+            load -= view.blocks(base + now)
+            evict.append(r.request_id)
+            if load <= view.kv_capacity_blocks:
+                break
+        self.num_policy_evictions += len(evict)
+        return tuple(evict)
+
+    def _lookup(self, view: SchedulerView, rid: int) -> RequestView:
+        return next(r for r in view.running if r.request_id == rid)
+
+    def _enqueue(self, view: SchedulerView, request: RequestView) -> None:
+        key = (*self.priority(view, request), request.request_id)
+        bisect.insort(self._queue, key)
+        bisect.insort(self._by_size, (request.num_tokens, request.request_id))
+        self._queued[request.request_id] = request
+
+    def _dequeue(self, index: int) -> None:
+        rid = self._queue.pop(index)[-1]
+        request = self._queued.pop(rid)
+        del self._by_size[bisect.bisect_left(self._by_size, (request.num_tokens, rid))]
+
+    def _sync_waiting(self, view: SchedulerView) -> None:
+        """New arrivals are the tail of view.waiting (they arrived after everything queued)."""
+        num_new = len(view.waiting) - len(self._queued)
+        tail = view.waiting[len(view.waiting) - num_new:] if num_new > 0 else ()
+        if num_new < 0 or any(r.request_id in self._queued for r in tail):
+            self._queue, self._queued, self._by_size = [], {}, []
+            tail = view.waiting
+        for r in tail:
+            self._enqueue(view, r)
+
+    def _admit(self, view: SchedulerView, tokens: dict[int, int], budget: int | None) -> None:
+        memory, now = self._memory, view.iteration
+        cap = math.floor((1.0 - self.protection) * view.kv_capacity_blocks)
+        load_now = memory.load_at(now)
+        admitted = []
+        for index, key in enumerate(self._queue):
+            request = self._queued[key[-1]]
+            n = budget_tokens(request.num_uncomputed_tokens, budget, view.max_num_batched_tokens)
+            base, end = self._timeline(view, request)
+            if n and load_now + view.blocks(base + now) <= cap and memory.fits(base, end, cap):
+                memory.add(request.request_id, base, end)
+                tokens[request.request_id] = n
+                if n < request.num_uncomputed_tokens:
+                    self._chunked.add(request.request_id)
+                admitted.append(index)
+                load_now += view.blocks(base + now)
+                budget = None if budget is None else budget - n
+            elif self.rule == "stop" or load_now + self._smallest_blocks(view) > cap:
+                break
+        if not admitted and not view.running and self._queue:
+            admitted = self._admit_alone(view, tokens, budget)
+        for index in reversed(admitted):
+            self._dequeue(index)
+
+    def _smallest_blocks(self, view: SchedulerView) -> int:
+        """Blocks the smallest queued request needs in its first iteration (a lower bound)."""
+        return view.blocks(self._by_size[0][0] + view.emitted_offset) if self._by_size else 0
+
+    def _admit_alone(self, view: SchedulerView, tokens: dict[int, int], budget: int | None) -> list[int]:
+        """Liveness: with nothing resident, the queue head runs alone even when its *predicted*
+        timeline exceeds the (protected) capacity; the engine only accepts requests whose true peak
+        fits, and the overflow guard covers the rest."""
+        head = self._queued[self._queue[0][-1]]
+        n = budget_tokens(head.num_uncomputed_tokens, budget, view.max_num_batched_tokens)
+        if not n:
+            return []
+        self._memory.add(head.request_id, *self._timeline(view, head))
+        tokens[head.request_id] = n
+        if n < head.num_uncomputed_tokens:
+            self._chunked.add(head.request_id)
+        return [0]
+
+def budget_tokens(n: int, budget_left: int | None, budget: int | None) -> int:
+    """Tokens to schedule for a new request needing n: all of them if they fit the budget left,
+    a first chunk if they exceed the whole per-iteration budget, else 0 (wait)."""
+    if budget_left is None or n <= budget_left:
+        return n
+    return budget_left if n > budget else 0
+
+
+def require(value, request: RequestView, policy: str, column: str):
+    """A prediction column the policy needs, or a ConfigError naming the predictor to use."""
+    if value is None:
+        raise ConfigError(f"policy {policy!r} needs {column} for every request (request "
+                          f"{request.request_id} has none); pass a predictor, e.g. "
+                          "--predictor interval:alpha=0.5")
+    return value

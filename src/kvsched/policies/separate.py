@@ -1,0 +1,94 @@
+"""Separate batching with a fluid-derived prefill threshold (`separate-threshold`) — OUR rule.
+
+Context: Jaillet, Jiang, Podimata, Zhou (v1/v2) and Zhou's talks describe separate batching (each
+batch holds only prefill work or only decode work) with an online rule of constant regret under
+stochastic arrivals; its text is not public (ALGORITHMS.md §2). This policy is our own threshold
+rule for that mode, meant to run under ``Simulator(separate_batching=True)`` (it never mixes, so it
+also runs without it):
+
+- A *prefill batch* runs when at least ``threshold`` prompts wait, or when nothing resident can
+  decode (so the server never idles with work): waiting prompts are admitted FCFS, whole prompts
+  only, while their KV fits (minus a ``watermark`` fraction of blocks) and the engine's token budget
+  and ``max_prefill_tokens`` allow; it stops at the first that does not fit (head-of-line). If none
+  fits, a decode batch runs instead.
+- Otherwise a *decode batch*: every resident request computes one token. If the KV does not fit,
+  the most recently admitted resident requests are evicted (recompute) until it does.
+
+Threshold from the fluid model (`separate_threshold`): alternate one prefill batch with one decode
+batch at equilibrium. A cycle then lasts T = 2·d0 + d1·K·Σ_j (share_j · (l'_j + 1)(l_j + l'_j/2))
+with K = Λ·T prompts admitted per cycle, so T = 2·d0 / (1 − d1·X) = 2τ* and K = ⌈2·Λ·τ*⌉. A larger
+threshold amortises d0 over more prefills (throughput) at the cost of waiting (latency); when the
+decode batches run faster than the fluid estimate, more of them run between prefills.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..state import Decision, SchedulerView
+from .base import Policy, PolicyTags
+from .registry import register
+
+
+def separate_threshold(bound) -> int:
+    """⌈2·Λ·τ*⌉ from a `kvsched.bounds.fluid.FluidBound` (at least 1)."""
+    return max(1, math.ceil(2.0 * bound.total_rate * bound.iteration_time - 1e-9))
+
+
+@register
+@dataclass(kw_only=True)
+class SeparateThresholdPolicy(Policy):
+    """Prefill-only or decode-only iterations; prefill when ``threshold`` prompts wait (our rule)."""
+
+    name: ClassVar[str] = "separate-threshold"
+    tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True, pauses=True)
+    description: ClassVar[str] = "separate batching: prefill batch at a fluid-derived queue threshold"
+
+    threshold: int = 1
+    max_prefill_tokens: int | None = None
+    watermark: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.threshold < 1:
+            raise ValueError(f"threshold must be >= 1, got {self.threshold}")
+        if self.max_prefill_tokens is not None and self.max_prefill_tokens < 1:
+            raise ValueError("max_prefill_tokens must be >= 1 or None")
+        if not 0.0 <= self.watermark < 1.0:
+            raise ValueError(f"watermark must be in [0, 1), got {self.watermark}")
+
+    def schedule(self, view: SchedulerView) -> Decision:
+        decodes = [r for r in view.running if r.is_decode]
+        if view.waiting and (len(view.waiting) >= self.threshold or not decodes):
+            tokens = self._prefill(view)
+            if tokens or not decodes:
+                return Decision(num_tokens=tokens)
+        return self._decode(view, decodes)
+
+    def _prefill(self, view: SchedulerView) -> dict[int, int]:
+        free = view.num_free_blocks - int(self.watermark * view.kv_capacity_blocks)
+        budget = min(b for b in (view.max_num_batched_tokens, self.max_prefill_tokens, math.inf)
+                     if b is not None)
+        tokens: dict[int, int] = {}
+        for r in view.waiting:
+            n = r.num_tokens
+            need = view.extra_blocks(r, n)
+            if need > free or (n > budget and tokens):
+                break
+            tokens[r.request_id] = n
+            free -= need
+            budget -= n
+        return tokens
+
+    def _decode(self, view: SchedulerView, decodes) -> Decision:
+        need = {r.request_id: view.extra_blocks(r, 1) for r in decodes}
+        free, total = view.num_free_blocks, sum(need.values())
+        evict = []
+        for r in sorted(view.running, key=lambda r: r.admitted_seq, reverse=True):
+            if total <= free:
+                break
+            evict.append(r.request_id)
+            free += view.blocks(view.kv_tokens(r))
+            total -= need.pop(r.request_id, 0)
+        return Decision(num_tokens={rid: 1 for rid in need}, evict=tuple(evict))

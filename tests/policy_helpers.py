@@ -1,0 +1,43 @@
+"""Shared helpers for the MC-SF / A_min policy tests: tiny workloads and run records."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from kvsched import KVConvention, Simulator, UnitTime, Workload
+
+
+def workload(rows, arrivals=None, **predictions) -> Workload:
+    """rows: (prompt, output) pairs; arrivals default to 0; predictions: column name → list."""
+    n = len(rows)
+    arrival = np.zeros(n) if arrivals is None else np.asarray(arrivals, dtype=float)
+    cols = {k: np.asarray(v) for k, v in predictions.items()}
+    return Workload(arrival, [r[0] for r in rows], [r[1] for r in rows], **cols)
+
+
+def paper_sim(capacity: int, **kw) -> Simulator:
+    """The papers' model: unit-time rounds, KV s + j while emitting token j, token accounting."""
+    return Simulator(UnitTime(), capacity, kv_convention=KVConvention.EMITTED, record_iterations=True, **kw)
+
+
+def run(sim: Simulator, w: Workload, policy):
+    result = sim.run(w, policy, seed=0)
+    memory = [it.kv_used_tokens for it in result.iterations]
+    return result, memory
+
+
+def finish(result) -> list[int]:
+    return [int(x) for x in result.finish_time]
+
+
+@st.composite
+def instances(draw, max_requests=10, online=True):
+    """Small random instances: (rows, arrivals, capacity) with every request fitting alone."""
+    n = draw(st.integers(1, max_requests))
+    rows = [(draw(st.integers(1, 6)), draw(st.integers(1, 9))) for _ in range(n)]
+    arrivals = sorted(draw(st.integers(0, 12)) for _ in range(n)) if online and draw(st.booleans()) \
+        else [0] * n
+    peak = max(s + o for s, o in rows)
+    capacity = draw(st.integers(max(peak, 8), peak + 30))
+    return rows, arrivals, capacity

@@ -1,0 +1,141 @@
+"""Every registered policy passes the conformance suite; broken policies fail it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+
+from kvsched.policies import Policy, PolicyTags, make, registered
+from kvsched.state import Decision
+from kvsched.testing import check_policy
+
+
+#: Parameters for policies that cannot run on their defaults (the suite's workloads have two types).
+SETUP = {"wait": {"thresholds": "2/1"}}
+#: Policies that need a per-workload input and are covered by their own tests instead.
+NEEDS_INPUT = {"plan-replay": "replays a Plan solved for one workload (tests/test_bounds*.py)"}
+
+
+def conformance_policies() -> list[tuple[str, dict]]:
+    """(id, parameters) of every registered policy the suite runs on."""
+    return [(name, SETUP.get(name, {})) for name in registered() if name not in NEEDS_INPUT]
+
+
+def test_every_registered_policy_is_covered():
+    for name in registered():
+        assert name in NEEDS_INPUT or make(name, **SETUP.get(name, {}))
+
+
+@pytest.mark.parametrize("policy_id, params", conformance_policies())
+def test_registered_policy_passes_every_check(policy_id, params):
+    results = check_policy(make(policy_id, **params))
+    failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
+    assert not failed, failed
+    assert {r.name for r in results} >= {"interface", "well_formed", "view_unchanged", "feasible",
+                                          "liveness", "tags_honest", "deterministic", "non_clairvoyant",
+                                          "not_better_than_optimum"}
+
+
+# ---------------------------------------------------------------- broken policies must be caught
+
+@dataclass(kw_only=True)
+class _Greedy(Policy):
+    """Admits every waiting request whole and decodes every resident one (no memory check)."""
+
+    name: ClassVar[str] = "test-greedy"
+
+    def schedule(self, view):
+        tokens = {r.request_id: r.num_uncomputed_tokens for r in view.running}
+        tokens.update({r.request_id: r.num_tokens for r in view.waiting})
+        return Decision(num_tokens=tokens)
+
+
+@dataclass(kw_only=True)
+class _Idle(Policy):
+    name: ClassVar[str] = "test-idle"
+
+    def schedule(self, view):
+        return Decision()
+
+
+@dataclass(kw_only=True)
+class _FloatTokens(_Greedy):
+    name: ClassVar[str] = "test-float"
+
+    def schedule(self, view):
+        decision = super().schedule(view)
+        return Decision(num_tokens={k: float(v) for k, v in decision.num_tokens.items()})
+
+
+@dataclass(kw_only=True)
+class _Cheater(Policy):
+    """One request at a time, longest true output first: reads what only the engine knows."""
+
+    name: ClassVar[str] = "test-cheater"
+
+    def schedule(self, view):
+        if view.running:
+            r = view.running[0]
+            return Decision(num_tokens={r.request_id: r.num_uncomputed_tokens})
+        if not view.waiting:
+            return Decision()
+        r = max(view.waiting, key=lambda r: (r._s.true_output_tokens, -r.request_id))
+        return Decision(num_tokens={r.request_id: r.num_tokens})
+
+
+@dataclass(kw_only=True)
+class _Thrash(Policy):
+    """Admits the head, then evicts it forever: never finishes anything."""
+
+    name: ClassVar[str] = "test-thrash"
+
+    def schedule(self, view):
+        if view.running:
+            return Decision(evict=tuple(r.request_id for r in view.running),
+                            num_tokens={view.waiting[0].request_id: 1} if view.waiting else {})
+        return Decision(num_tokens={view.waiting[0].request_id: 1}) if view.waiting else Decision()
+
+
+@dataclass(kw_only=True)
+class _Renamed(Policy):
+    """Stores a parameter under a transformed value (breaks sklearn's verbatim rule)."""
+
+    name: ClassVar[str] = "test-renamed"
+    tags: ClassVar[PolicyTags] = PolicyTags()
+    level: int = 1
+
+    def __post_init__(self):
+        self.level = self.level + 1
+
+    def schedule(self, view):
+        return _Greedy().schedule(view)
+
+
+def _failed(policy) -> set[str]:
+    return {r.name for r in check_policy(policy) if not r.passed}
+
+
+def test_memory_blind_policy_fails_feasibility():
+    assert "feasible" in _failed(_Greedy())
+
+
+def test_idle_policy_fails_liveness():
+    assert "liveness" in _failed(_Idle())
+
+
+def test_float_token_counts_are_malformed():
+    assert "well_formed" in _failed(_FloatTokens())
+
+
+def test_reading_true_lengths_is_caught():
+    assert "non_clairvoyant" in _failed(_Cheater())
+
+
+def test_thrashing_policy_fails_liveness():
+    assert "liveness" in _failed(_Thrash())
+
+
+def test_parameters_must_be_stored_verbatim():
+    assert "interface" in _failed(_Renamed())
