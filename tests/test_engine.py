@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from conftest import Scripted, digest, run, tiny
+from sim_helpers import Scripted, digest, run, tiny
 
 from kvsched import BatchStats, Decision, KVConvention, LinearCost, Simulator, UnitTime
 from kvsched.errors import InfeasibleDecisionError, StalledError

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import digest, run
+from sim_helpers import digest, run
 
 from kvsched.policies import make
 from kvsched.policies.sarathi import SarathiPolicy

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import digest, run
+from sim_helpers import digest, run
 
 from kvsched import Simulator, UnitTime
 from kvsched.errors import StalledError
