@@ -382,9 +382,12 @@ def test_engine_views_match_the_base_views(prompt, outputs, computed_back, resid
 def test_calibrated_decode_runs_are_bit_identical(preset):
     from kvsched.presets import get_preset
     cost = get_preset(preset).cost
+    pricer = DecodeRunPricer(cost)
     for seqs, context in [(1, 5), (3, 1000), (20, 40_000), (128, 400_000), (300, 3_000_000)]:
-        assert (decode_run_durations(cost, seqs, context, 400).tolist()
-                == loop_durations(cost, seqs, context, 400).tolist())
+        expected = loop_durations(cost, seqs, context, 400).tolist()
+        assert decode_run_durations(cost, seqs, context, 400).tolist() == expected
+        assert [pricer.one(seqs, context + k * seqs) for k in range(400)] == expected
+    assert not pricer.use_loop
 
 
 def test_pricer_falls_back_to_the_loop_when_a_vector_form_is_off():

@@ -82,6 +82,7 @@ from .state import Decision, Oracle, RequestState, RequestView, SchedulerView, S
 from .workload import Workload
 
 ProgressCallback = Callable[[int, int], None]
+SHORT_STRETCH = 16      # stretches up to this long are priced and folded in plain Python
 
 
 def _queue_key(state: RequestState) -> tuple[float, int]:
@@ -421,9 +422,13 @@ class _Run:
         """The pure decode step's batch (after `_pure_length` at the same boundary)."""
         return BatchStats(num_decode_seqs=len(self.running), decode_context_tokens=self.fast_context)
 
-    def _fast_forward(self, durations: np.ndarray) -> None:
+    def _fast_forward(self, durations: np.ndarray | list[float]) -> None:
         """Run the pure decode step for ``len(durations)`` iterations (up to the next event).
-        Times and sums are accumulated exactly as in the reference loop."""
+        Times and sums are accumulated exactly as in the reference loop (a list: in plain Python,
+        for short stretches; an array: with numpy)."""
+        if isinstance(durations, list):
+            self._fast_forward_short(durations)
+            return
         length, cache = len(durations), self.cache
         if self.fast_gaps[0] >= length:      # no request needs a new block during the stretch
             used_tokens = np.full(length, cache.used_blocks * cache.block_size, dtype=np.int64)
@@ -448,14 +453,46 @@ class _Run:
         self.iteration += length
         self._advance_decodes(length, end)
 
-    def _decode_run(self, batch: BatchStats, limit: int) -> np.ndarray:
+    def _fast_forward_short(self, durations: list[float]) -> None:
+        """`_fast_forward` in plain Python, the same operations iteration by iteration."""
+        cache, gaps = self.cache, self.fast_gaps
+        block_size, num_seqs, base_blocks = cache.block_size, len(gaps), cache.used_blocks
+        now, busy, token_seconds = self.now, self.busy_time, self.kv_token_seconds
+        tokens = {rid: 1 for rid in self.running} if self.iterations is not None else None
+        for k, duration in enumerate(durations):
+            m, r = divmod(k, block_size)
+            used = (base_blocks + m * num_seqs + bisect.bisect_right(gaps, r)) * block_size
+            if tokens is not None:
+                self.iterations.append(IterationRecord(now, duration, dict(tokens), (), used))
+            now += duration
+            busy += duration
+            token_seconds += used * duration
+        self.kv_peak = max(self.kv_peak, used)
+        self.now, self.busy_time, self.kv_token_seconds = now, busy, token_seconds
+        self.iteration += len(durations)
+        self._advance_decodes(len(durations), now)
+
+    def _decode_run(self, batch: BatchStats, limit: int) -> np.ndarray | list[float]:
         """Durations of the stretch's iterations: `limit` of them, or up to the first boundary at
-        or after the next arrival if that comes sooner (computed in growing chunks)."""
+        or after the next arrival if that comes sooner. The first `SHORT_STRETCH` are priced one
+        by one in Python (a list is returned if the stretch ends there); the rest with numpy, in
+        growing chunks."""
         seqs, context, price = batch.num_decode_seqs, batch.decode_context_tokens, self.price_decodes
-        if self.next_arrival >= len(self.states):
-            return price(seqs, context, limit)
-        arrival = self.states[self.next_arrival].arrival_time
-        parts, done, start, chunk = [], 0, self.now, 64
+        arrival = (self.states[self.next_arrival].arrival_time if self.next_arrival < len(self.states)
+                   else None)
+        short, start = [], self.now
+        for k in range(min(limit, SHORT_STRETCH)):
+            duration = price.one(seqs, context + k * seqs)
+            short.append(duration)
+            start += duration
+            if arrival is not None and start >= arrival:     # boundary k + 1 sees the arrival
+                return short
+        if len(short) == limit:
+            return short
+        parts, done, chunk = [np.array(short)], len(short), 64
+        if arrival is None:
+            parts.append(price(seqs, context + done * seqs, limit - done))
+            return np.concatenate(parts)
         while done < limit:
             n = min(chunk, limit - done)
             durations = price(seqs, context + done * seqs, n)
@@ -466,7 +503,7 @@ class _Run:
                 break
             parts.append(durations)
             done, start, chunk = done + n, float(times[-1]), chunk * 4
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return np.concatenate(parts)
 
     def _advance_decodes(self, length: int, end: float) -> None:
         """Every resident request decoded `length` tokens; those whose last token came finish."""

@@ -36,6 +36,7 @@ loop on a difference.
 
 from __future__ import annotations
 
+import bisect
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -104,6 +105,29 @@ class DecodeRunPricer:
         self.num_checks = 0 if exact else num_checks
         self.use_loop = False
         self.memo: dict = {}
+        self.calibrated = (type(cost).__name__ == "CalibratedCost"
+                           and type(cost).__module__ == "kvsched.calibration")
+
+    def one(self, num_decode_seqs: int, decode_context_tokens: int) -> float:
+        """The duration of one pure decode iteration, in plain Python (short stretches, where a
+        numpy call costs more than the arithmetic). Same value as ``iteration_time``."""
+        cost = self.cost
+        if type(cost) is LinearCost:
+            return cost.d0 + cost.d1 * decode_context_tokens
+        if type(cost) is UnitTime:
+            return 1.0
+        if self.calibrated and not self.use_loop:
+            value = _calibrated_decode_one(cost, num_decode_seqs, decode_context_tokens, self.memo)
+            if not self.num_checks:
+                return value
+            self.num_checks -= 1
+            expected = float(cost.iteration_time(BatchStats(num_decode_seqs=num_decode_seqs,
+                                                            decode_context_tokens=decode_context_tokens)))
+            if value == expected:
+                return value
+            self.use_loop = True
+        return float(cost.iteration_time(BatchStats(num_decode_seqs=num_decode_seqs,
+                                                    decode_context_tokens=decode_context_tokens)))
 
     def __call__(self, num_decode_seqs: int, decode_context_tokens: int, num_iterations: int) -> np.ndarray:
         args = (self.cost, num_decode_seqs, decode_context_tokens, num_iterations)
@@ -167,6 +191,37 @@ def _interpolate_two(k: np.ndarray, rows: tuple[np.ndarray, np.ndarray], x: np.n
     return tuple(v[i] + t * (v[i + 1] - v[i]) for v in rows)
 
 
+def _calibrated_terms(cost, n: int, memo: dict) -> tuple:
+    """The terms of a calibrated pure decode iteration that depend on the batch size only."""
+    if n not in memo:          # memo belongs to one simulation, hence to one cost model
+        table = cost.decode
+        linear, elementwise, prefill, _, all_reduce = cost._per_layer_ms(
+            BatchStats(num_decode_seqs=n, decode_context_tokens=0))
+        i = min(max(int(np.searchsorted(table.batch_knots, n, side="right")) - 1, 0),
+                len(table.batch_knots) - 2)
+        t = (n - table.batch_knots[i]) / (table.batch_knots[i + 1] - table.batch_knots[i])
+        knots = np.asarray(table.context_knots, dtype=np.float64)
+        rows = (np.asarray(table.values[i], dtype=np.float64), np.asarray(table.values[i + 1], dtype=np.float64))
+        memo[n] = (linear, elementwise, prefill, all_reduce, knots, rows, t, table(n, 0.0),
+                   (table.values[i], table.values[i + 1]))
+    return memo[n]
+
+
+def _calibrated_decode_one(cost, n: int, decode_context_tokens: int, memo: dict) -> float:
+    """`_calibrated_decode_run` for one iteration, in plain Python floats (same operations)."""
+    from .calibration import MS
+    linear, elementwise, prefill, all_reduce, _, _, t, base, rows = _calibrated_terms(cost, n, memo)
+    k = cost.decode.context_knots
+    x = decode_context_tokens / n
+    i = min(max(bisect.bisect_right(k, x) - 1, 0), len(k) - 2)
+    u = (x - k[i]) / (k[i + 1] - k[i])
+    low, high = (v[i] + u * (v[i + 1] - v[i]) for v in rows)
+    decode = low + t * (high - low)
+    ms = (base + cost.decode_context_scale * (decode - base)) * (1 + cost.attention_batching_overhead * (n > 1))
+    ms = max(ms, 0.0)
+    return (((0 + linear + elementwise) + prefill + ms) + all_reduce) * cost.num_layers * MS + cost.iteration_overhead_time
+
+
 def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: int,
                            num_iterations: int, memo: dict) -> np.ndarray:
     """`CalibratedCost.iteration_time` over a run of pure decode iterations, vectorised.
@@ -177,17 +232,8 @@ def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: in
     `kvsched.calibration` ever breaks it. (This belongs in `CalibratedCost.decode_run_durations`.)
     """
     from .calibration import MS
-    n, table = num_decode_seqs, cost.decode
-    if n not in memo:          # memo belongs to one simulation, hence to one cost model
-        fixed = BatchStats(num_decode_seqs=n, decode_context_tokens=0)
-        linear, elementwise, prefill, _, all_reduce = cost._per_layer_ms(fixed)
-        i = min(max(int(np.searchsorted(table.batch_knots, n, side="right")) - 1, 0),
-                len(table.batch_knots) - 2)
-        t = (n - table.batch_knots[i]) / (table.batch_knots[i + 1] - table.batch_knots[i])
-        knots = np.asarray(table.context_knots, dtype=np.float64)
-        rows = (np.asarray(table.values[i], dtype=np.float64), np.asarray(table.values[i + 1], dtype=np.float64))
-        memo[n] = (linear, elementwise, prefill, all_reduce, knots, rows, t, table(n, 0.0))
-    linear, elementwise, prefill, all_reduce, knots, rows, t, base = memo[n]
+    n = num_decode_seqs
+    linear, elementwise, prefill, all_reduce, knots, rows, t, base, _ = _calibrated_terms(cost, n, memo)
     context = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
     low, high = _interpolate_two(knots, rows, context)
     decode = (low + t * (high - low))
