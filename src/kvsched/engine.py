@@ -474,18 +474,21 @@ class _Run:
 
     def _decode_run(self, batch: BatchStats, limit: int) -> np.ndarray | list[float]:
         """Durations of the stretch's iterations: `limit` of them, or up to the first boundary at
-        or after the next arrival if that comes sooner. The first `SHORT_STRETCH` are priced one
-        by one in Python (a list is returned if the stretch ends there); the rest with numpy, in
-        growing chunks."""
+        or after the next arrival if that comes sooner. A stretch that looks short (at most
+        `SHORT_STRETCH` iterations, or an arrival due within as many first-iteration durations) is
+        priced one iteration at a time in Python and returned as a list, until it turns out
+        longer; the rest is priced with numpy, in growing chunks."""
         seqs, context, price = batch.num_decode_seqs, batch.decode_context_tokens, self.price_decodes
         arrival = (self.states[self.next_arrival].arrival_time if self.next_arrival < len(self.states)
                    else None)
-        short, start = [], self.now
-        for k in range(min(limit, SHORT_STRETCH)):
-            duration = price.one(seqs, context + k * seqs)
-            short.append(duration)
-            start += duration
-            if arrival is not None and start >= arrival:     # boundary k + 1 sees the arrival
+        short, start = [price.one(seqs, context)], self.now
+        if limit > SHORT_STRETCH and (arrival is None or arrival - start > SHORT_STRETCH * short[0]):
+            short = []                                           # looks long: numpy from the start
+        for k in range(len(short) and min(limit, SHORT_STRETCH)):
+            if k:
+                short.append(price.one(seqs, context + k * seqs))
+            start += short[k]
+            if arrival is not None and start >= arrival:         # boundary k + 1 sees the arrival
                 return short
         if len(short) == limit:
             return short
