@@ -23,18 +23,18 @@ profiles), block size 16:
   with vllm (throughput flat at 3.35-3.38 req/s for offered 4-8 req/s), so 3.0 req/s is near
   saturation (60 % mean KV use, no preemptions yet; at 3.2 req/s preemptions start).
 
-Profile (cProfile, 10k requests, vllm, fast path; shares of the simulation loop — re-run with
-``python -m cProfile``; pyinstrument gives the same picture):
+Profile (cProfile, 10k requests, vllm, fast path; cumulative shares of the simulation loop —
+reproduce with ``python -m cProfile`` on ``--one``; pyinstrument gives the same picture):
 
-    part                                            ShareGPT (15.2k policy calls,   default (9.5k calls,
-                                                    15.0k stretches, 214k iters)    13.2k stretches, 52k iters)
-    policy.schedule (vllm, O(residents) per call)   26 %                            24 %
-    stepped iterations: _run_iteration              20 % (cost model 13 %)          21 % (cost model 13 %)
-                        _validate                   11 %                            10 %
-    stretches: pricing (calibrated decode runs)     17 % (numpy 12 %)               14 % (numpy 9 %)
-               _fast_forward (state updates)        14 % (per-resident loop 9 %)    18 % (11 %)
-               _pure_length (one resident scan)      6 %                             7 %
-    view, arrivals, evictions                        3 %                             3 %
+    part                                          ShareGPT (20.3k policy calls,   default (9.5k calls,
+                                                  15.4k stretches, 214k iters)    13.2k stretches, 52k iters)
+    policy.schedule (vllm, O(residents) per call) 27 %                            31 %
+    stepped iterations: _run_iteration             7 % (cost model 5 %)           23 % (cost model 13 %)
+                        _validate                  8 %                            11 %
+    stretches: pricing (_decode_run)              20 %                             9 %
+               _fast_forward (state updates)      15 % (per-resident loop 10 %)   13 % (10 %)
+               _pure_length (one resident scan)    5 %                             7 %
+    view, arrivals, evictions                      3 %                             2 %
 
 So the fast path has removed the per-iteration work; what is left is per *event*: a policy call
 over every resident (O(B) Python in the policy), the iteration that follows it (validation and
