@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -121,13 +120,8 @@ def test_sigkill_mid_sweep_then_resume_gives_one_row_per_point(tmp_path):
                                                                              "seeds = [0, 1, 2]")
     spec_path = _write(tmp_path, slow)
     out = tmp_path / "out"
-    script = textwrap.dedent(f"""
-        from kvsched.experiments import load_spec, run_sweep
-        from kvsched.experiments.store import ResultStore
-        spec = load_spec({str(spec_path)!r})
-        run_sweep(spec, ResultStore.open({str(out)!r}, spec))
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script])
+    proc = subprocess.Popen([sys.executable, "-m", "kvsched", "sweep", str(spec_path), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         done = list((out / "points").glob("*.parquet")) if (out / "points").exists() else []
@@ -178,3 +172,30 @@ def test_ray_executor_matches_local(tmp_path, ray_env):
     run_sweep(spec, ResultStore.open(tmp_path / "ray", spec), executor="ray", jobs=2)
     assert len(_rows(tmp_path / "ray")) == 12
     assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: 'colour = "red"\n' + t,                                  # unknown key
+    lambda t: t.replace("num_requests = 60", 'num_requests = "many"'),  # wrong type
+    lambda t: t.replace("watermark = [0.0, 0.05]", "watermark = []"),   # empty grid
+])
+def test_cli_bad_spec_exits_2_and_writes_nothing(tmp_path, edit):
+    spec_path = _write(tmp_path, edit(SPEC))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "kvsched", "sweep", str(spec_path), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_cli_refuses_an_output_directory_of_another_sweep(tmp_path):
+    spec = load_spec(_write(tmp_path))
+    out = tmp_path / "out"
+    run_sweep(spec, ResultStore.open(out, spec))
+    before = sorted(p.name for p in out.rglob("*"))
+    other = _write(tmp_path, SPEC.replace('name = "tiny"', 'name = "other"'), "other.toml")
+    proc = subprocess.run([sys.executable, "-m", "kvsched", "sweep", str(other), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "different sweep" in proc.stderr
+    assert sorted(p.name for p in out.rglob("*")) == before

@@ -87,11 +87,11 @@ def test_vllm_default_scheduler_matches_kvsched_vllm_policy(tiny_model, native_r
 
 def test_vllm_032_default_is_not_the_chunk_only_admission_rule(tiny_model, native_runs):
     # Finding: vLLM 0.32 defaults to scheduler_reserve_full_isl=True; kvsched's `vllm` policy with
-    # its own default (full_prompt_must_fit=False, the older rule) makes different decisions.
+    # the older chunk-only rule (full_prompt_must_fit=False) makes different decisions.
     driver = _driver()
     settings = _settings(tiny_model, reserve_full_isl=True)
     engine_run = _native(native_runs, settings, "all-at-zero")
-    spec = "vllm:max_num_batched_tokens=64;max_num_seqs=8"
+    spec = "vllm:max_num_batched_tokens=64;max_num_seqs=8;full_prompt_must_fit=false"
     cmp = driver.compare(engine_run.result, driver.simulate_like(_all_at_zero(), settings, spec))
     assert not cmp.matches and cmp.first_divergence is not None
 

@@ -6,7 +6,7 @@ names its results, which is what makes sweeps resumable. Example::
 
     name = "vllm-vs-sarathi"
     seeds = [0, 1, 2]
-    num_requests = 500
+    num_requests = 500               # a list makes the horizon a grid axis too
     per_request = false              # also store one row per request
     predictors = ["exact"]           # optional; see kvsched.predictors
 
@@ -63,7 +63,7 @@ class SweepSpec:
 
     name: str
     seeds: tuple[int, ...]
-    num_requests: int
+    num_requests: tuple[int, ...]
     per_request: bool
     predictors: tuple[str | None, ...]
     workload: dict
@@ -73,7 +73,7 @@ class SweepSpec:
     source: str = "<spec>"
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "seeds": list(self.seeds), "num_requests": self.num_requests,
+        return {"name": self.name, "seeds": list(self.seeds), "num_requests": list(self.num_requests),
                 "per_request": self.per_request, "predictors": list(self.predictors),
                 "workload": self.workload, "engine": self.engine, "policies": list(self.policies),
                 "bound": self.bound}
@@ -86,12 +86,12 @@ class SweepSpec:
         rates = self.workload.get("rates") or [None]
         base_workload = {k: v for k, v in self.workload.items() if k != "rates"}
         out = []
-        for rate, policy, predictor, seed in itertools.product(
-                rates, self._policy_variants(), self.predictors, self.seeds):
+        for horizon, rate, policy, predictor, seed in itertools.product(
+                self.num_requests, rates, self._policy_variants(), self.predictors, self.seeds):
             out.append({"workload": {**base_workload, "rate": rate}, "engine": dict(self.engine),
                         "policy": policy["id"], "params": policy["params"],
                         "label": policy["label"], "predictor": predictor, "seed": seed,
-                        "num_requests": self.num_requests, "per_request": self.per_request,
+                        "num_requests": horizon, "per_request": self.per_request,
                         "bound": self.bound})
         return out
 
@@ -133,8 +133,9 @@ def parse_spec(data: dict, *, source: str = "<spec>") -> SweepSpec:
     _unknown(engine, _ENGINE, "engine.", fail)
     seeds = _int_list(data.get("seeds", [0]), "seeds", fail)
     num_requests = data.get("num_requests", workload.get("num_requests", 1000))
-    if not isinstance(num_requests, int) or isinstance(num_requests, bool) or num_requests < 1:
-        raise fail("num_requests", "an integer >= 1", num_requests)
+    horizons = num_requests if isinstance(num_requests, list) else [num_requests]
+    if not horizons or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in horizons):
+        raise fail("num_requests", "an integer >= 1 or a non-empty list of them", num_requests)
     kind = workload.get("kind", "default")
     if kind not in _KINDS:
         raise fail("workload.kind", " | ".join(_KINDS), kind)
@@ -158,7 +159,7 @@ def parse_spec(data: dict, *, source: str = "<spec>") -> SweepSpec:
     bound = data.get("bound")
     if bound is not None and not isinstance(bound, str):
         raise fail("bound", "a bound name such as 'ip' or 'fluid'", bound)
-    return SweepSpec(name=str(data.get("name", "sweep")), seeds=tuple(seeds), num_requests=num_requests,
+    return SweepSpec(name=str(data.get("name", "sweep")), seeds=tuple(seeds), num_requests=tuple(horizons),
                      per_request=bool(data.get("per_request", False)), predictors=tuple(predictors),
                      workload={**workload, "kind": kind}, engine=engine, policies=policies, bound=bound,
                      source=source)

@@ -66,7 +66,7 @@ found, all explained:
 
 - vLLM 0.32 admits a waiting request only if its whole input (prompt + generated tokens) fits
   (``scheduler_reserve_full_isl=True``, the default); kvsched's ``vllm`` policy does this with
-  ``full_prompt_must_fit=True`` (its default is False, the older upstream rule, which vLLM gives
+  ``full_prompt_must_fit=True`` (its default; False is the older upstream rule, which vLLM gives
   with ``scheduler_reserve_full_isl=False``). With the option matched the traces are identical;
   with it mismatched they diverge at the first re-admission of a preempted request.
 - vLLM serves a request only if prompt + output <= ``max_model_len`` <= the KV capacity; the

@@ -12,10 +12,16 @@ FCFS policy; ALGORITHMS.md §0. Per iteration, with a token budget ``max_num_bat
    allocating blocks for the tokens scheduled now (a chunk of the prompt); stop at the first that
    does not fit (head-of-line blocking), or at ``max_num_seqs`` running, or when the budget is spent.
 
+``full_prompt_must_fit`` (on by default, as vLLM 0.32's ``scheduler_reserve_full_isl=True``):
+admit a waiting request only if blocks for its whole remaining input (prompt + generated tokens)
+fit, though only the chunk scheduled now is allocated; ``False`` is the older chunk-only rule.
+ALGORITHMS.md §0 lists it as off upstream: that was true before vLLM added the option; the real
+engine (tests/engine) confirms the new default.
+
 Options (off by default, as upstream): ``watermark`` (fraction of blocks that admissions must leave
 free while some request is running — vLLM V0's ``BlockSpaceManager`` rule, which with an
-empty cache would instead drop a prompt that fits only by dipping into it; V1 has none), ``full_prompt_must_fit`` (admit only if
-the whole remaining prompt fits), ``continue_on_block`` (skip a waiting request whose blocks cannot
+empty cache would instead drop a prompt that fits only by dipping into it; V1 had none until 0.32, whose own
+``watermark`` option also defaults to 0), ``continue_on_block`` (skip a waiting request whose blocks cannot
 be allocated instead of stopping — the waiting-phase part of the unmerged head-of-line fix for
 vllm-project/vllm#31731, PRs #33499/#35852; a prompt over the budget with chunked prefill off
 still stops admission, as in those PRs), ``enable_chunked_prefill=False`` (a prompt is admitted
@@ -80,7 +86,7 @@ class VLLMPolicy(Policy):
     max_num_batched_tokens: int = 8192
     max_num_seqs: int = 256
     watermark: float = 0.0
-    full_prompt_must_fit: bool = False
+    full_prompt_must_fit: bool = True
     continue_on_block: bool = False
     enable_chunked_prefill: bool = True
     prefill_first: bool = False

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from . import figures
-from .stats import by_series_and_rate, mean_ci, paired_ratios, series_label
+from .stats import _multiples, by_series_and_rate, mean_ci, paired_ratios, series_label
 
 _CURVES = (("mean_latency", "mean latency (s)", "Mean end-to-end latency"),
            ("p99_latency", "p99 latency (s)", "p99 end-to-end latency"),
@@ -77,8 +77,8 @@ def _cdf_section(requests, rows: list[dict], rate: float | None, fig_dir: Path) 
     rates = sorted({r.get("rate") for r in rows if r.get("rate") is not None})
     if rate is None:
         rate = rates[len(rates) // 2] if rates else None
-    multi = len({r.get("predictor") for r in rows}) > 1
-    labels = {r["config_hash"]: series_label(r, multi) for r in rows if r.get("rate") == rate}
+    multi = _multiples(rows)
+    labels = {r["config_hash"]: series_label(r, *multi) for r in rows if r.get("rate") == rate}
     hashes = np.asarray(requests.column("config_hash").to_pylist())
     latency = requests.column("latency").to_numpy(zero_copy_only=False)
     pooled = {}

@@ -29,33 +29,42 @@ def mean_ci(values) -> tuple[float, float, int]:
     return float(x.mean()), t95(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size), int(x.size)
 
 
-def series_label(row: dict, multiple_predictors: bool) -> str:
+def series_label(row: dict, multiple_predictors: bool, multiple_horizons: bool = False) -> str:
     label = row.get("label") or row.get("policy_id")
     if multiple_predictors:
         label = f"{label} [{row.get('predictor') or 'none'}]"
+    if multiple_horizons:
+        label = f"{label} n={row.get('num_requests_config')}"
     return label
+
+
+def _multiples(rows: list[dict]) -> tuple[bool, bool]:
+    """Whether the rows span several predictors, and several horizons."""
+    return (len({r.get("predictor") for r in rows}) > 1,
+            len({r.get("num_requests_config") for r in rows}) > 1)
 
 
 def by_series_and_rate(rows: list[dict], metric: str) -> dict[str, dict[float, list[float]]]:
     """label → rate → metric values across seeds."""
-    multi = len({r.get("predictor") for r in rows}) > 1
+    multi = _multiples(rows)
     out: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        out[series_label(row, multi)][row.get("rate") or 0.0].append(row.get(metric))
+        out[series_label(row, *multi)][row.get("rate") or 0.0].append(row.get(metric))
     return out
 
 
 def paired_ratios(rows: list[dict], metric: str) -> list[dict]:
     """For each series vs the first one: the ratio of `metric` on identical request streams
     (same workload, rate, predictor and seed), with a 95% CI across the pairs."""
-    multi = len({r.get("predictor") for r in rows}) > 1
+    multi = _multiples(rows)
     keyed: dict[str, dict[tuple, float]] = defaultdict(dict)
     order: list[str] = []
     for row in rows:
-        label = series_label(row, multi)
+        label = series_label(row, *multi)
         if label not in order:
             order.append(label)
-        key = (row.get("workload_kind"), row.get("rate"), row.get("predictor"), row.get("seed"))
+        key = (row.get("workload_kind"), row.get("rate"), row.get("predictor"), row.get("seed"),
+               row.get("num_requests_config"))
         keyed[label][key] = row.get(metric)
     if not order:
         return []
