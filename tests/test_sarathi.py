@@ -40,8 +40,8 @@ def test_whole_prompt_reservation_blocks_a_later_request():
     sarathi = run(make("sarathi", chunk_size=6, watermark=0.0), rows, capacity=12)
     # r0's 8 blocks are reserved at t=0 (6 computed); r1's 5 > 12 - 8 free.
     assert digest(sarathi) == [(0.0, {0: 6}, (), 6), (1.0, {0: 2}, (), 8), (2.0, {1: 5}, (), 5)]
-    # vLLM allocates for the chunk only, so r1 starts a chunk beside r0 at t=1.
-    vllm = run(make("vllm", max_num_batched_tokens=6), rows, capacity=12)
+    # vLLM with the older chunk-only rule allocates for the chunk only: r1 starts beside r0 at t=1.
+    vllm = run(make("vllm", max_num_batched_tokens=6, full_prompt_must_fit=False), rows, capacity=12)
     assert digest(vllm) == [(0.0, {0: 6}, (), 6), (1.0, {0: 2, 1: 4}, (), 12),
                             (2.0, {1: 1}, (), 5)]
 
