@@ -10,6 +10,20 @@ every following iteration. So it holds ``base + k`` tokens in iteration k, with 
 UnitTime and block size 1 a request started at round t holds s + (k − t + 1) tokens in round k,
 i.e. s + j while emitting token j: the papers' s_i + t' − p_i.
 
+Chunked prefill (an engine token budget N, ``max_num_batched_tokens``; not in the papers). A request
+with U uncomputed tokens (prompt, plus generated tokens to recompute after an eviction) that gets
+n < U tokens in iteration I needs ``extra`` more iterations to compute the rest, so it emits its
+next token at the end of iteration I + extra instead of I, and its whole timeline moves extra
+iterations later: ``base = kv(I) − I − extra``, ``end = I + extra + (õ − g) − 1``. The request holds
+only its computed tokens meanwhile; each prefill iteration computes at least one token, so after
+iteration I + m (m < extra) it holds at most kv(I) − (extra − m) = base + k: the linear timeline is
+an upper bound during the prefill and exact from its last iteration on. ``extra`` comes from the
+shares the policy serves (`FutureMemoryPolicy`): resident requests in admission order, so every
+request served before this one takes one token per iteration while it is resident — up to its
+predicted end — and this one the rest of N (`prefill_iterations`). With exact predictions the
+shares, hence the timeline, come true, and a request re-estimated in a later iteration of its
+prefill gets the same (base, end). With no budget n = U, extra = 0: the papers' rule unchanged.
+
 Check. With blocks of B tokens the predicted load of a set of requests in iteration k is
 L(k) = Σ_{r: end_r ≥ k} ⌈(base_r + k) / B⌉. Between two consecutive ends the set is fixed and every
 term is nondecreasing in k, so max_{I ≤ k ≤ T} L(k) is reached at an end ≤ T or at T itself: only
@@ -241,11 +255,17 @@ class FutureMemoryPolicy(Policy):
 
     Every admitted request computes its whole prompt (plus tokens to recompute) in one iteration, and
     every resident request is computed in every iteration, as in the papers' model. With an engine
-    token budget (``max_num_batched_tokens``, not in the papers), resident requests are served
-    first in admission order (chunked, and paused when the budget is spent) and a candidate is
-    admitted only if all its tokens fit the budget left — or, if they exceed the whole budget, with
-    a first chunk; such requests are re-estimated every iteration, so the check stays approximate
-    only while a prefill is chunked (the overflow guard keeps the engine within M).
+    token budget N (``max_num_batched_tokens``, not in the papers; the vLLM adapter passes the
+    engine's ``max_num_scheduled_tokens``): resident requests are served first, in admission order,
+    each with all its uncomputed tokens while the budget lasts (the last one served may get a
+    chunk); a candidate is admitted with all its tokens if they fit the budget left, with a first
+    chunk of the budget left if they exceed the whole budget N (so a prompt or recomputation longer
+    than B never stalls), else it waits. Admissions use only budget left after every resident took
+    its share, so at most one request — the newest — is in a chunked prefill, the others decode one
+    token per iteration and none is ever paused. The check uses the chunked request's shifted
+    timeline (module docstring): each iteration its remaining prefill length is recomputed from the
+    older requests' predicted ends, which the guard and later admissions then see.
+    """
     """
 
     rule: str = "stop"
