@@ -260,12 +260,11 @@ class FutureMemoryPolicy(Policy):
     each with all its uncomputed tokens while the budget lasts (the last one served may get a
     chunk); a candidate is admitted with all its tokens if they fit the budget left, with a first
     chunk of the budget left if they exceed the whole budget N (so a prompt or recomputation longer
-    than B never stalls), else it waits. Admissions use only budget left after every resident took
+    than N never stalls), else it waits. Admissions use only budget left after every resident took
     its share, so at most one request — the newest — is in a chunked prefill, the others decode one
     token per iteration and none is ever paused. The check uses the chunked request's shifted
     timeline (module docstring): each iteration its remaining prefill length is recomputed from the
     older requests' predicted ends, which the guard and later admissions then see.
-    """
     """
 
     rule: str = "stop"
