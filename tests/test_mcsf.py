@@ -204,6 +204,7 @@ def test_alpha_beta_random_victims_are_seeded():
     ("mcsf:rule=first", "rule must be one of stop, skip"),
     ("mcsf:protection=1", "protection must be in [0, 1)"),
     ("mcsf:evict_victim=oldest", "evict_victim must be one of"),
+    ("amin:chunking=always", "chunking must be one of budget-left, over-budget"),
     ("alpha-protection:clear_mode=half", "clear_mode must be one of all, until-fit"),
     ("alpha-beta-clearing:beta=0", "beta must be in (0, 1]"),
 ])
@@ -376,6 +377,25 @@ def test_chunked_prefill_waits_until_its_shifted_timeline_fits(name):
     assert result.num_evictions.sum() == 0
 
 
+@pytest.mark.parametrize("name", FUTURE_MEMORY_POLICIES)
+def test_chunking_modes(name):
+    """N = 4, exact predictions; D = (s 1, o 4) at 0, E = (s 4, o 1) at 1; D holds k + 2 in
+    iteration k up to its end 3 (finished at t = 4). In iteration 1 D takes 1 token, 3 are left
+    and E needs 4 ≤ N.
+    "over-budget": E waits while D decodes; iteration 4: E alone, 4 tokens, token 1 (KV 5),
+    finished at t = 5. KV 2, 3, 4, 5, 5.
+    "budget-left": E starts with 3 tokens; 1 more iteration (share 4 − 1 = 3 ≥ 1), so kv 5 in
+    iteration 2: base 5 − 1 − 1 = 3, end 2 (at most 4, 5). KV: it. 1 D 3 + E 3 = 6; it. 2 D 4 +
+    E 4 + 1 = 9 (E finished at t = 3); it. 3 D 5."""
+    w = _exact([(1, 4), (4, 1)], [0, 1])
+    wait, memory = run(paper_sim(20, max_num_batched_tokens=4), w, make(name, chunking="over-budget"))
+    assert [it.num_tokens for it in wait.iterations] == [{0: 1}, {0: 1}, {0: 1}, {0: 1}, {1: 4}]
+    assert memory == [2, 3, 4, 5, 5] and finish(wait) == [4, 5]
+    chunk, memory = run(paper_sim(20, max_num_batched_tokens=4), w, make(name))
+    assert [it.num_tokens for it in chunk.iterations] == [{0: 1}, {0: 1, 1: 3}, {0: 1, 1: 1}, {0: 1}]
+    assert memory == [2, 6, 9, 5] and finish(chunk) == [4, 3]
+
+
 @pytest.mark.parametrize("name", ["mcsf", "amin"])
 def test_recomputation_longer_than_the_budget_is_chunked(name):
     """N = 2, M = 6, X = Y = (s 1, o 3), both predicted to need 1 token (A_min: ℓ = 1).
@@ -419,14 +439,16 @@ def _assert_never_paused(result) -> None:
 @settings(max_examples=200, deadline=None)
 @given(inst=budget_instances(), offsets=st.lists(st.integers(-6, 4), min_size=8, max_size=8),
        name=st.sampled_from(FUTURE_MEMORY_POLICIES), convention=st.sampled_from(list(KVConvention)),
-       block=st.sampled_from([1, 2, 4]), rule=st.sampled_from(["stop", "skip"]))
+       block=st.sampled_from([1, 2, 4]), rule=st.sampled_from(["stop", "skip"]),
+       chunking=st.sampled_from(["budget-left", "over-budget"]))
 def test_future_memory_policies_never_stall_or_overflow_under_a_budget(inst, offsets, name, convention,
-                                                                         block, rule):
+                                                                         block, rule, chunking):
     rows, arrivals, capacity, budget = inst
     w = workload(rows, arrivals, **predictions(rows, offsets))
     sim = Simulator(UnitTime(), capacity, block_size=block, kv_convention=convention,
                     max_num_batched_tokens=budget, record_iterations=True)
-    result = sim.run(w, make(name, rule=rule), seed=0)   # raises StalledError / on an infeasible batch
+    result = sim.run(w, make(name, rule=rule, chunking=chunking), seed=0)   # raises StalledError, or
+    #                                                    InfeasibleDecisionError on a batch over N or M
     assert np.all(np.isfinite(result.finish_time) | result.rejected)
     assert all(sum(it.num_tokens.values()) <= budget for it in result.iterations)
     assert all(it.kv_used_tokens <= capacity for it in result.iterations)
@@ -436,8 +458,9 @@ def test_future_memory_policies_never_stall_or_overflow_under_a_budget(inst, off
 @settings(max_examples=200, deadline=None)
 @given(inst=budget_instances(), offsets=st.lists(st.integers(0, 3), min_size=8, max_size=8),
        name=st.sampled_from(FUTURE_MEMORY_POLICIES), convention=st.sampled_from(list(KVConvention)),
-       block=st.sampled_from([1, 2]))
-def test_no_eviction_under_a_budget_when_no_estimate_is_low(inst, offsets, name, convention, block):
+       block=st.sampled_from([1, 2]), chunking=st.sampled_from(["budget-left", "over-budget"]))
+def test_no_eviction_under_a_budget_when_no_estimate_is_low(inst, offsets, name, convention, block,
+                                                            chunking):
     """Estimates never below the truth (õ ≥ o, ℓ = o, u ≥ o): the check with shifted chunked
     timelines holds, so nothing is evicted (checking a chunked prompt as if computed at once
     does evict)."""
@@ -445,7 +468,7 @@ def test_no_eviction_under_a_budget_when_no_estimate_is_low(inst, offsets, name,
     w = workload(rows, arrivals, **predictions(rows, offsets))
     sim = Simulator(UnitTime(), capacity, block_size=block, kv_convention=convention,
                     max_num_batched_tokens=budget)
-    assert sim.run(w, make(name), seed=0).num_evictions.sum() == 0
+    assert sim.run(w, make(name, chunking=chunking), seed=0).num_evictions.sum() == 0
 
 
 @settings(max_examples=100, deadline=None)

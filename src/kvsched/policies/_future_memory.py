@@ -258,23 +258,29 @@ class FutureMemoryPolicy(Policy):
     token budget N (``max_num_batched_tokens``, not in the papers; the vLLM adapter passes the
     engine's ``max_num_scheduled_tokens``): resident requests are served first, in admission order,
     each with all its uncomputed tokens while the budget lasts (the last one served may get a
-    chunk); a candidate is admitted with all its tokens if they fit the budget left, with a first
-    chunk of the budget left if they exceed the whole budget N (so a prompt or recomputation longer
-    than N never stalls), else it waits. Admissions use only budget left after every resident took
-    its share, so at most one request — the newest — is in a chunked prefill, the others decode one
-    token per iteration and none is ever paused. The check uses the chunked request's shifted
-    timeline (module docstring): each iteration its remaining prefill length is recomputed from the
-    older requests' predicted ends, which the guard and later admissions then see.
+    chunk); then candidates, by ``chunking`` (a reconstruction): "budget-left" (default, as vLLM
+    V1's chunked prefill) admits a candidate with as many of its tokens as the budget left holds
+    (all of them, or a first chunk); "over-budget" admits it with all its tokens if they fit the
+    budget left, with a first chunk of the budget left only if they exceed the whole budget N, and
+    otherwise makes it wait (a failure for ``rule``). Either way a prompt or recomputation longer
+    than N never stalls. Admissions use only budget left after every resident took its share, so at
+    most one request — the newest — is in a chunked prefill, the others decode one token per
+    iteration and none is ever paused. The check uses the chunked request's shifted timeline
+    (module docstring): each iteration its remaining prefill length is recomputed from the older
+    requests' predicted ends, which the guard and later admissions then see.
     """
 
     rule: str = "stop"
     protection: float = 0.0
     evict_victim: str = "least-progress"
+    chunking: str = "budget-left"
 
     RULES: ClassVar[tuple[str, ...]] = ("stop", "skip")
+    CHUNKING: ClassVar[tuple[str, ...]] = ("budget-left", "over-budget")
 
     def __post_init__(self) -> None:
         check_choice("rule", self.rule, self.RULES)
+        check_choice("chunking", self.chunking, self.CHUNKING)
         check_choice("evict_victim", self.evict_victim, VICTIM_ORDERS)
         if not 0.0 <= self.protection < 1.0:
             raise ValueError(f"protection must be in [0, 1), got {self.protection}")
@@ -430,7 +436,7 @@ class FutureMemoryPolicy(Policy):
             if budget == 0:
                 break
             request = self._queued[key[-1]]
-            n = budget_tokens(request.num_uncomputed_tokens, budget, view.max_num_batched_tokens)
+            n = self._first_tokens(view, request, budget)
             if n:
                 base, end = self._timeline(view, request, n, memory.ends)
                 if load_now + view.blocks(base + now) <= cap and memory.fits(base, end, cap):
@@ -449,6 +455,13 @@ class FutureMemoryPolicy(Policy):
         for index in reversed(admitted):
             self._dequeue(index)
 
+    def _first_tokens(self, view: SchedulerView, request: RequestView, budget: int | None) -> int:
+        """Tokens a candidate is admitted with (0: it waits), by ``chunking``."""
+        n = request.num_uncomputed_tokens
+        if self.chunking == "budget-left" and budget is not None:
+            return min(n, budget)
+        return budget_tokens(n, budget, view.max_num_batched_tokens)
+
     def _smallest_blocks(self, view: SchedulerView, budget: int | None) -> int:
         """A lower bound on the blocks any queued request is predicted to hold after this
         iteration: the smallest one computed in full, or a chunk of the budget left."""
@@ -462,7 +475,7 @@ class FutureMemoryPolicy(Policy):
         timeline exceeds the (protected) capacity; the engine only accepts requests whose true peak
         fits, and the overflow guard covers the rest."""
         head = self._queued[self._queue[0][-1]]
-        n = budget_tokens(head.num_uncomputed_tokens, budget, view.max_num_batched_tokens)
+        n = self._first_tokens(view, head, budget)
         if not n:
             return []
         self._memory.add(head.request_id, *self._timeline(view, head, n, self._memory.ends))
