@@ -41,3 +41,28 @@ def instances(draw, max_requests=10, online=True):
     peak = max(s + o for s, o in rows)
     capacity = draw(st.integers(max(peak, 8), peak + 30))
     return rows, arrivals, capacity
+
+
+FUTURE_MEMORY_POLICIES = ("mcsf", "mc-benchmark", "amax", "amin", "hsf")
+
+
+@st.composite
+def budget_instances(draw, max_requests=8):
+    """Small random instances under a small engine token budget: (rows, arrivals, capacity,
+    budget), prompts often longer than the budget so prefills (and recomputations) are chunked."""
+    n = draw(st.integers(1, max_requests))
+    rows = [(draw(st.integers(1, 20)), draw(st.integers(1, 9))) for _ in range(n)]
+    arrivals = sorted(draw(st.integers(0, 12)) for _ in range(n)) if draw(st.booleans()) else [0] * n
+    peak = max(s + o for s, o in rows)
+    capacity = draw(st.integers(peak, peak + 20))
+    budget = draw(st.integers(1, 8))
+    return rows, arrivals, capacity, budget
+
+
+def predictions(rows, offsets) -> dict[str, list]:
+    """Every prediction column the future-memory policies read: point õ = o + offset (at least
+    1) and the interval [min(õ, o), max(õ, o)]."""
+    point = [max(1, o + d) for (_, o), d in zip(rows, offsets)]
+    return {"predicted_output_tokens": point,
+            "predicted_lo": [min(p, o) for p, (_, o) in zip(point, rows)],
+            "predicted_hi": [max(p, o) for p, (_, o) in zip(point, rows)]}

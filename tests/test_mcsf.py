@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from policy_helpers import finish, instances, paper_sim, run, workload
+from policy_helpers import (FUTURE_MEMORY_POLICIES, budget_instances, finish, instances, paper_sim,
+                            predictions, run, workload)
 
 from kvsched import KVConvention, Simulator, UnitTime
 from kvsched.errors import ConfigError
 from kvsched.policies import make
-from kvsched.policies._future_memory import FutureMemory
+from kvsched.policies._future_memory import FutureMemory, prefill_iterations
 from kvsched.state import Decision, SchedulerView
 
 # --------------------------------------------------------------------------- the data structure
@@ -203,6 +204,7 @@ def test_alpha_beta_random_victims_are_seeded():
     ("mcsf:rule=first", "rule must be one of stop, skip"),
     ("mcsf:protection=1", "protection must be in [0, 1)"),
     ("mcsf:evict_victim=oldest", "evict_victim must be one of"),
+    ("amin:chunking=always", "chunking must be one of budget-left, over-budget"),
     ("alpha-protection:clear_mode=half", "clear_mode must be one of all, until-fit"),
     ("alpha-beta-clearing:beta=0", "beta must be in (0, 1]"),
 ])
@@ -310,3 +312,174 @@ def test_engine_token_budget_is_respected(name):
     sim = Simulator(LinearCost(0.01, 2e-7), 8000, block_size=16, max_num_batched_tokens=512)
     summary = sim.run(w, make(name)).summary()   # the engine raises on a budget or KV violation
     assert summary.num_finished + summary.num_rejected == 120
+
+
+# --------------------------------------------------------------------------- engine token budget
+# Chunked prefill under a token budget N (not in the papers; see kvsched.policies._future_memory).
+# Same model as above (UnitTime, EMITTED, block 1); "KV" is the memory after each iteration.
+
+def _exact(rows, arrivals=None):
+    outputs = [o for _, o in rows]
+    return workload(rows, arrivals, predicted_output_tokens=outputs, predicted_lo=outputs,
+                    predicted_hi=outputs)
+
+
+@pytest.mark.parametrize("name", FUTURE_MEMORY_POLICIES)
+def test_prompt_longer_than_the_budget_is_chunked(name):
+    """The bug report: N = 64, one request with s = 85, o = 3, nothing else (this raised
+    StalledError before chunking). Iteration 0: 64 prompt tokens (KV 64); 1: the other 21, the
+    first token is emitted (KV 85 + 1); 2: token 2 (KV 87); 3: token 3 (KV 88), finished at t = 4."""
+    result, memory = run(paper_sim(100, max_num_batched_tokens=64), _exact([(85, 3)]), make(name))
+    assert [it.num_tokens for it in result.iterations] == [{0: 64}, {0: 21}, {0: 1}, {0: 1}]
+    assert memory == [64, 86, 87, 88]
+    assert finish(result) == [4]
+
+
+@pytest.mark.parametrize("name", FUTURE_MEMORY_POLICIES)
+def test_chunked_prefill_is_checked_at_its_shifted_completion(name):
+    """N = 4, M = 19, exact predictions. D = (s 1, o 8) arrives at 0, A = (s 10, o 2) at 1.
+
+    Iteration 0: D alone, 1 token, KV 2; D holds k + 2 in iteration k up to its end, 7.
+    Iteration 1: D takes 1 token, A may have the other 3 of its 10. The remaining 7 take
+    ⌈7/3⌉ = 3 more iterations (D keeps 1 token of N in each), so A emits its first token at the
+    end of iteration 4, not 1: kv = 11 then, A's timeline is base + k with base = 11 − 1 − 3 = 7,
+    end = 1 + 3 + 2 − 1 = 5. Peak at A's end: D 7 + A 12 = 19 ≤ 19: admitted.
+    KV: it. 1 D 3 + A 3 = 6; it. 2 D 4 + A 6 = 10; it. 3 D 5 + A 9 = 14; it. 4 D 6 + A 10 + 1
+    (first token) = 17; it. 5 D 7 + A 12 = 19 (A's 2nd token, finished at t = 6); it. 6, 7 D 8, 9
+    (finished at t = 8). The predicted 8, 9, 10 in iterations 1–3 bound A's 3, 6, 9 from above;
+    from iteration 4 on the prediction is exact and the peak 19 is reached."""
+    w = _exact([(1, 8), (10, 2)], [0, 1])
+    result, memory = run(paper_sim(19, max_num_batched_tokens=4), w, make(name))
+    assert [it.num_tokens for it in result.iterations] == [
+        {0: 1}, {0: 1, 1: 3}, {0: 1, 1: 3}, {0: 1, 1: 3}, {0: 1, 1: 1}, {0: 1, 1: 1}, {0: 1}, {0: 1}]
+    assert memory == [2, 6, 10, 14, 17, 19, 8, 9]
+    assert finish(result) == [8, 6]
+    assert result.num_evictions.sum() == 0
+
+
+@pytest.mark.parametrize("name", FUTURE_MEMORY_POLICIES)
+def test_chunked_prefill_waits_until_its_shifted_timeline_fits(name):
+    """As above with M = 18: the true peak 19 of starting A at iteration 1 does not fit. (Checking
+    A as if its whole prompt ran in iteration 1 — end 2, peak D 4 + A 12 = 16 — admits it and then
+    has to evict it at iteration 5.) A starts with 3 tokens at iteration t (D has t + 2, end 7):
+    t = 1: end 5, D 7 + A 12 = 19; t = 2: end 6, D 8 + 12 = 20; t = 3: end 7, D 9 + 12 = 21;
+    t = 4: 3 more iterations (shares 3, 3, 3), base 11 − 4 − 3 = 4, end 8, at D's end 7: 9 + 11 = 20;
+    t = 5: 7 left, shares 3, 3 (iterations 6, 7) then 4: base 3, end 9, at 7: 9 + 10 = 19;
+    t = 6: shares 3 then 4: base 3, end 9, at 7: 19; t = 7: share 4 from iteration 8 on, 2 more
+    iterations, base 11 − 7 − 2 = 2, end 10: iteration 7 D 9 + A 9 = 18 ≤ 18, admitted.
+    KV: iterations 0–6 D 2..8; it. 7 D 9 + A 3 = 12 (D finished at t = 8); it. 8 A 7; it. 9 A 10 + 1
+    = 11; it. 10 A 12, finished at t = 11."""
+    w = _exact([(1, 8), (10, 2)], [0, 1])
+    result, memory = run(paper_sim(18, max_num_batched_tokens=4), w, make(name))
+    assert memory == [2, 3, 4, 5, 6, 7, 8, 12, 7, 11, 12]
+    assert [it.num_tokens for it in result.iterations][7:] == [{0: 1, 1: 3}, {1: 4}, {1: 3}, {1: 1}]
+    assert finish(result) == [8, 11]
+    assert result.num_evictions.sum() == 0
+
+
+@pytest.mark.parametrize("name", FUTURE_MEMORY_POLICIES)
+def test_chunking_modes(name):
+    """N = 4, exact predictions; D = (s 1, o 4) at 0, E = (s 4, o 1) at 1; D holds k + 2 in
+    iteration k up to its end 3 (finished at t = 4). In iteration 1 D takes 1 token, 3 are left
+    and E needs 4 ≤ N.
+    "over-budget": E waits while D decodes; iteration 4: E alone, 4 tokens, token 1 (KV 5),
+    finished at t = 5. KV 2, 3, 4, 5, 5.
+    "budget-left": E starts with 3 tokens; 1 more iteration (share 4 − 1 = 3 ≥ 1), so kv 5 in
+    iteration 2: base 5 − 1 − 1 = 3, end 2 (at most 4, 5). KV: it. 1 D 3 + E 3 = 6; it. 2 D 4 +
+    E 4 + 1 = 9 (E finished at t = 3); it. 3 D 5."""
+    w = _exact([(1, 4), (4, 1)], [0, 1])
+    wait, memory = run(paper_sim(20, max_num_batched_tokens=4), w, make(name, chunking="over-budget"))
+    assert [it.num_tokens for it in wait.iterations] == [{0: 1}, {0: 1}, {0: 1}, {0: 1}, {1: 4}]
+    assert memory == [2, 3, 4, 5, 5] and finish(wait) == [4, 5]
+    chunk, memory = run(paper_sim(20, max_num_batched_tokens=4), w, make(name))
+    assert [it.num_tokens for it in chunk.iterations] == [{0: 1}, {0: 1, 1: 3}, {0: 1, 1: 1}, {0: 1}]
+    assert memory == [2, 6, 9, 5] and finish(chunk) == [4, 3]
+
+
+@pytest.mark.parametrize("name", ["mcsf", "amin"])
+def test_recomputation_longer_than_the_budget_is_chunked(name):
+    """N = 2, M = 6, X = Y = (s 1, o 3), both predicted to need 1 token (A_min: ℓ = 1).
+    Iteration 0: X 1 token, Y the last budget token; KV 2 + 2 = 4. Iteration 1: both outlived
+    their estimate (õ → 2), KV 3 + 3 = 6. Iteration 2: õ → 3, they would need 4 + 4 = 8 > 6: Y
+    (same progress, admitted later) is evicted; X emits token 3 (KV 4, finished at t = 3).
+    Iteration 3: Y must recompute s + 2 = 3 > N tokens: a chunk of 2 (KV 2 + the emitted token 2
+    it holds under EMITTED = 3). Iteration 4: the last token, token 3 emitted (KV 4), finished at 5."""
+    rows = [(1, 3), (1, 3)]
+    w = workload(rows, predicted_output_tokens=[1, 1], predicted_lo=[1, 1])
+    result, memory = run(paper_sim(6, max_num_batched_tokens=2), w, make(name))
+    assert [it.num_tokens for it in result.iterations] == [
+        {0: 1, 1: 1}, {0: 1, 1: 1}, {0: 1}, {1: 2}, {1: 1}]
+    assert [it.evicted for it in result.iterations] == [(), (), (1,), (), ()]
+    assert memory == [4, 6, 4, 3, 4]
+    assert finish(result) == [3, 5]
+
+
+@pytest.mark.parametrize("num_tokens, budget, older_ends, start, expected", [
+    (7, 4, [], 8, 2),          # ⌈7/4⌉
+    (7, 4, [7], 2, 3),         # share 3 throughout: ⌈7/3⌉
+    (7, 4, [7], 6, 3),         # 3 + 3 in iterations 6, 7, then 1 of 4 in iteration 8
+    (10, 4, [2, 3, 5], 1, 5),  # shares 1, 1 (iterations 1, 2), 2 (3), 3, 3 (4, 5): 10 tokens
+    (5, 4, [3, 9, 9, 9], 4, 5),  # three older requests alive: share 1 each iteration
+    (1, 2, [0], 1, 1),         # ends before start do not count
+])
+def test_prefill_iterations(num_tokens, budget, older_ends, start, expected):
+    assert prefill_iterations(num_tokens, budget, older_ends, start) == expected
+
+
+def _assert_never_paused(result) -> None:
+    """Every resident request is in every batch until it finishes or is evicted."""
+    resident: set[int] = set()
+    for it in result.iterations:
+        resident -= set(it.evicted)
+        assert resident <= it.num_tokens.keys()
+        resident |= it.num_tokens.keys()
+        resident = {rid for rid in resident if result.finish_time[rid] > it.start_time + it.duration}
+
+
+@settings(max_examples=200, deadline=None)
+@given(inst=budget_instances(), offsets=st.lists(st.integers(-6, 4), min_size=8, max_size=8),
+       name=st.sampled_from(FUTURE_MEMORY_POLICIES), convention=st.sampled_from(list(KVConvention)),
+       block=st.sampled_from([1, 2, 4]), rule=st.sampled_from(["stop", "skip"]),
+       chunking=st.sampled_from(["budget-left", "over-budget"]))
+def test_future_memory_policies_never_stall_or_overflow_under_a_budget(inst, offsets, name, convention,
+                                                                         block, rule, chunking):
+    rows, arrivals, capacity, budget = inst
+    w = workload(rows, arrivals, **predictions(rows, offsets))
+    sim = Simulator(UnitTime(), capacity, block_size=block, kv_convention=convention,
+                    max_num_batched_tokens=budget, record_iterations=True)
+    result = sim.run(w, make(name, rule=rule, chunking=chunking), seed=0)   # raises StalledError, or
+    #                                                    InfeasibleDecisionError on a batch over N or M
+    assert np.all(np.isfinite(result.finish_time) | result.rejected)
+    assert all(sum(it.num_tokens.values()) <= budget for it in result.iterations)
+    assert all(it.kv_used_tokens <= capacity for it in result.iterations)
+    _assert_never_paused(result)
+
+
+@settings(max_examples=200, deadline=None)
+@given(inst=budget_instances(), offsets=st.lists(st.integers(0, 3), min_size=8, max_size=8),
+       name=st.sampled_from(FUTURE_MEMORY_POLICIES), convention=st.sampled_from(list(KVConvention)),
+       block=st.sampled_from([1, 2]), chunking=st.sampled_from(["budget-left", "over-budget"]))
+def test_no_eviction_under_a_budget_when_no_estimate_is_low(inst, offsets, name, convention, block,
+                                                            chunking):
+    """Estimates never below the truth (õ ≥ o, ℓ = o, u ≥ o): the check with shifted chunked
+    timelines holds, so nothing is evicted (checking a chunked prompt as if computed at once
+    does evict)."""
+    rows, arrivals, capacity, budget = inst
+    w = workload(rows, arrivals, **predictions(rows, offsets))
+    sim = Simulator(UnitTime(), capacity, block_size=block, kv_convention=convention,
+                    max_num_batched_tokens=budget)
+    assert sim.run(w, make(name, chunking=chunking), seed=0).num_evictions.sum() == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(inst=instances(), offsets=st.lists(st.integers(-6, 4), min_size=10, max_size=10),
+       name=st.sampled_from(FUTURE_MEMORY_POLICIES), block=st.sampled_from([1, 4]))
+def test_a_budget_that_never_binds_changes_nothing(inst, offsets, name, block):
+    """With a budget ≥ every token of the workload the papers' rule is unchanged."""
+    rows, arrivals, capacity = inst
+    w = workload(rows, arrivals, **predictions(rows, offsets))
+    runs = [Simulator(UnitTime(), capacity, block_size=block, max_num_batched_tokens=budget,
+                      record_iterations=True).run(w, make(name), seed=0)
+            for budget in (None, sum(s + o for s, o in rows))]
+    assert [it.num_tokens for it in runs[0].iterations] == [it.num_tokens for it in runs[1].iterations]
+    assert [it.evicted for it in runs[0].iterations] == [it.evicted for it in runs[1].iterations]

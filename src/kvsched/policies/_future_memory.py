@@ -10,6 +10,20 @@ every following iteration. So it holds ``base + k`` tokens in iteration k, with 
 UnitTime and block size 1 a request started at round t holds s + (k − t + 1) tokens in round k,
 i.e. s + j while emitting token j: the papers' s_i + t' − p_i.
 
+Chunked prefill (an engine token budget N, ``max_num_batched_tokens``; not in the papers). A request
+with U uncomputed tokens (prompt, plus generated tokens to recompute after an eviction) that gets
+n < U tokens in iteration I needs ``extra`` more iterations to compute the rest, so it emits its
+next token at the end of iteration I + extra instead of I, and its whole timeline moves extra
+iterations later: ``base = kv(I) − I − extra``, ``end = I + extra + (õ − g) − 1``. The request holds
+only its computed tokens meanwhile; each prefill iteration computes at least one token, so after
+iteration I + m (m < extra) it holds at most kv(I) − (extra − m) = base + k: the linear timeline is
+an upper bound during the prefill and exact from its last iteration on. ``extra`` comes from the
+shares the policy serves (`FutureMemoryPolicy`): resident requests in admission order, so every
+request served before this one takes one token per iteration while it is resident — up to its
+predicted end — and this one the rest of N (`prefill_iterations`). With exact predictions the
+shares, hence the timeline, come true, and a request re-estimated in a later iteration of its
+prefill gets the same (base, end). With no budget n = U, extra = 0: the papers' rule unchanged.
+
 Check. With blocks of B tokens the predicted load of a set of requests in iteration k is
 L(k) = Σ_{r: end_r ≥ k} ⌈(base_r + k) / B⌉. Between two consecutive ends the set is fixed and every
 term is nondecreasing in k, so max_{I ≤ k ≤ T} L(k) is reached at an end ≤ T or at T itself: only
@@ -241,21 +255,32 @@ class FutureMemoryPolicy(Policy):
 
     Every admitted request computes its whole prompt (plus tokens to recompute) in one iteration, and
     every resident request is computed in every iteration, as in the papers' model. With an engine
-    token budget (``max_num_batched_tokens``, not in the papers), resident requests are served
-    first in admission order (chunked, and paused when the budget is spent) and a candidate is
-    admitted only if all its tokens fit the budget left — or, if they exceed the whole budget, with
-    a first chunk; such requests are re-estimated every iteration, so the check stays approximate
-    only while a prefill is chunked (the overflow guard keeps the engine within M).
+    token budget N (``max_num_batched_tokens``, not in the papers; the vLLM adapter passes the
+    engine's ``max_num_scheduled_tokens``): resident requests are served first, in admission order,
+    each with all its uncomputed tokens while the budget lasts (the last one served may get a
+    chunk); then candidates, by ``chunking`` (a reconstruction): "budget-left" (default, as vLLM
+    V1's chunked prefill) admits a candidate with as many of its tokens as the budget left holds
+    (all of them, or a first chunk); "over-budget" admits it with all its tokens if they fit the
+    budget left, with a first chunk of the budget left only if they exceed the whole budget N, and
+    otherwise makes it wait (a failure for ``rule``). Either way a prompt or recomputation longer
+    than N never stalls. Admissions use only budget left after every resident took its share, so at
+    most one request — the newest — is in a chunked prefill, the others decode one token per
+    iteration and none is ever paused. The check uses the chunked request's shifted timeline
+    (module docstring): each iteration its remaining prefill length is recomputed from the older
+    requests' predicted ends, which the guard and later admissions then see.
     """
 
     rule: str = "stop"
     protection: float = 0.0
     evict_victim: str = "least-progress"
+    chunking: str = "budget-left"
 
     RULES: ClassVar[tuple[str, ...]] = ("stop", "skip")
+    CHUNKING: ClassVar[tuple[str, ...]] = ("budget-left", "over-budget")
 
     def __post_init__(self) -> None:
         check_choice("rule", self.rule, self.RULES)
+        check_choice("chunking", self.chunking, self.CHUNKING)
         check_choice("evict_victim", self.evict_victim, VICTIM_ORDERS)
         if not 0.0 <= self.protection < 1.0:
             raise ValueError(f"protection must be in [0, 1), got {self.protection}")
@@ -286,22 +311,16 @@ class FutureMemoryPolicy(Policy):
     def schedule(self, view: SchedulerView) -> Decision:
         if self._memory is None:
             self._memory = FutureMemory(view.block_size)
-        self._sync_running(view)
+        served = self._serve(view)
+        self._sync_running(view, served)
         evict = self._guard_overflow(view)
         self._sync_waiting(view)
+        tokens = {rid: n for rid, n in served.items() if rid not in evict}
+        self._chunked: set[int] = {r.request_id for r in view.running   # fewer than uncomputed
+                                   if 0 < tokens.get(r.request_id, 0) < r.num_uncomputed_tokens}
         budget = view.max_num_batched_tokens
-        tokens: dict[int, int] = {}
-        self._chunked: set[int] = set()       # scheduled for fewer than their uncomputed tokens
-        for r in view.running:
-            n = r.num_uncomputed_tokens if budget is None else min(r.num_uncomputed_tokens, budget)
-            if r.request_id in evict or n == 0:
-                continue
-            if n < r.num_uncomputed_tokens:
-                self._chunked.add(r.request_id)
-            tokens[r.request_id] = n
-            budget = None if budget is None else budget - n
         if not evict:
-            self._admit(view, tokens, budget)
+            self._admit(view, tokens, None if budget is None else budget - sum(served.values()))
         for rid in evict:
             self._enqueue(view, self._lookup(view, rid))
         self._stepped = frozenset(tokens.keys() - self._chunked)
@@ -312,20 +331,48 @@ class FutureMemoryPolicy(Policy):
     def _estimate(self, view: SchedulerView, request: RequestView) -> int:
         return max(self.estimate(view, request), request.num_output_tokens + 1)
 
-    def _timeline(self, view: SchedulerView, request: RequestView) -> tuple[int, int]:
-        """(base, end): KV tokens base + k in iteration k, up to iteration end (module docstring)."""
-        first = view.kv_tokens_after(request, request.num_uncomputed_tokens)
-        remaining = self._estimate(view, request) - request.num_output_tokens
-        return first - view.iteration, view.iteration + remaining - 1
+    def _serve(self, view: SchedulerView) -> dict[int, int]:
+        """Tokens of the resident requests: all their uncomputed tokens, in admission order while
+        the engine's token budget lasts (the last one served may get a chunk)."""
+        left, tokens = view.max_num_batched_tokens, {}
+        for r in view.running:
+            n = r.num_uncomputed_tokens if left is None else min(r.num_uncomputed_tokens, left)
+            if n:
+                tokens[r.request_id] = n
+                left = None if left is None else left - n
+        return tokens
 
-    def _sync_running(self, view: SchedulerView) -> None:
+    def _timeline(self, view: SchedulerView, request: RequestView, num_tokens: int | None = None,
+                  older_ends=()) -> tuple[int, int]:
+        """(base, end): at most base + k KV tokens in iteration k, up to iteration end.
+
+        ``num_tokens``: tokens scheduled now (None: all uncomputed). With fewer, the remaining
+        prefill takes ``extra`` more iterations (`prefill_iterations`, the older requests' predicted
+        ends ``older_ends`` taking one budget token each) and the timeline shifts ``extra`` later
+        (module docstring). Without a budget extra = 0: the papers' rule."""
+        uncomputed = request.num_uncomputed_tokens
+        first = view.kv_tokens_after(request, uncomputed)
+        extra = 0
+        if num_tokens is not None and num_tokens < uncomputed:
+            extra = prefill_iterations(uncomputed - num_tokens, view.max_num_batched_tokens,
+                                       older_ends, view.iteration + 1)
+        remaining = self._estimate(view, request) - request.num_output_tokens
+        return first - view.iteration - extra, view.iteration + extra + remaining - 1
+
+    def _sync_running(self, view: SchedulerView, served: dict[int, int]) -> None:
+        """Re-enter the resident requests whose timeline changed. Requests computed in full now
+        first; then those chunked or paused now (in admission order), whose prefill length depends
+        on the predicted ends of the older ones."""
         memory = self._memory
         memory.drop_before(view.iteration)
-        resident, changed = set(), {}
+        resident, changed, partial = set(), {}, []
         stepped = self._stepped if self._last_iteration == view.iteration - 1 else frozenset()
         for r in view.running:
             rid = r.request_id
             resident.add(rid)
+            if served.get(rid, 0) < r.num_uncomputed_tokens:
+                partial.append(r)
+                continue
             if rid in stepped and rid in memory:   # decoded last iteration, estimate not reached:
                 continue                           # its (base, end) is unchanged
             self.refine(view, r)
@@ -334,6 +381,11 @@ class FutureMemoryPolicy(Policy):
                 changed[rid] = entry
         gone = [rid for rid in memory.request_ids() if rid not in resident]
         memory.update(gone, changed)
+        for r in partial:
+            self.refine(view, r)
+            older = [memory.entry(o.request_id)[1] for o in itertools.takewhile(
+                lambda o: o.request_id != r.request_id, view.running) if o.request_id in memory]
+            memory.update((), {r.request_id: self._timeline(view, r, served.get(r.request_id, 0), older)})
 
     def _guard_overflow(self, view: SchedulerView) -> tuple[int, ...]:
         memory, now = self._memory, view.iteration
@@ -381,41 +433,76 @@ class FutureMemoryPolicy(Policy):
         load_now = memory.load_at(now)
         admitted = []
         for index, key in enumerate(self._queue):
+            if budget == 0:
+                break
             request = self._queued[key[-1]]
-            n = budget_tokens(request.num_uncomputed_tokens, budget, view.max_num_batched_tokens)
-            base, end = self._timeline(view, request)
-            if n and load_now + view.blocks(base + now) <= cap and memory.fits(base, end, cap):
-                memory.add(request.request_id, base, end)
-                tokens[request.request_id] = n
-                if n < request.num_uncomputed_tokens:
-                    self._chunked.add(request.request_id)
-                admitted.append(index)
-                load_now += view.blocks(base + now)
-                budget = None if budget is None else budget - n
-            elif self.rule == "stop" or load_now + self._smallest_blocks(view) > cap:
+            n = self._first_tokens(view, request, budget)
+            if n:
+                base, end = self._timeline(view, request, n, memory.ends)
+                if load_now + view.blocks(base + now) <= cap and memory.fits(base, end, cap):
+                    memory.add(request.request_id, base, end)
+                    tokens[request.request_id] = n
+                    if n < request.num_uncomputed_tokens:
+                        self._chunked.add(request.request_id)
+                    admitted.append(index)
+                    load_now += view.blocks(base + now)
+                    budget = None if budget is None else budget - n
+                    continue
+            if self.rule == "stop" or load_now + self._smallest_blocks(view, budget) > cap:
                 break
         if not admitted and not view.running and self._queue:
             admitted = self._admit_alone(view, tokens, budget)
         for index in reversed(admitted):
             self._dequeue(index)
 
-    def _smallest_blocks(self, view: SchedulerView) -> int:
-        """Blocks the smallest queued request needs in its first iteration (a lower bound)."""
-        return view.blocks(self._by_size[0][0] + view.emitted_offset) if self._by_size else 0
+    def _first_tokens(self, view: SchedulerView, request: RequestView, budget: int | None) -> int:
+        """Tokens a candidate is admitted with (0: it waits), by ``chunking``."""
+        n = request.num_uncomputed_tokens
+        if self.chunking == "budget-left" and budget is not None:
+            return min(n, budget)
+        return budget_tokens(n, budget, view.max_num_batched_tokens)
+
+    def _smallest_blocks(self, view: SchedulerView, budget: int | None) -> int:
+        """A lower bound on the blocks any queued request is predicted to hold after this
+        iteration: the smallest one computed in full, or a chunk of the budget left."""
+        if not self._by_size:
+            return 0
+        tokens = self._by_size[0][0] + view.emitted_offset
+        return view.blocks(tokens if budget is None else min(tokens, budget))
 
     def _admit_alone(self, view: SchedulerView, tokens: dict[int, int], budget: int | None) -> list[int]:
         """Liveness: with nothing resident, the queue head runs alone even when its *predicted*
         timeline exceeds the (protected) capacity; the engine only accepts requests whose true peak
         fits, and the overflow guard covers the rest."""
         head = self._queued[self._queue[0][-1]]
-        n = budget_tokens(head.num_uncomputed_tokens, budget, view.max_num_batched_tokens)
+        n = self._first_tokens(view, head, budget)
         if not n:
             return []
-        self._memory.add(head.request_id, *self._timeline(view, head))
+        self._memory.add(head.request_id, *self._timeline(view, head, n, self._memory.ends))
         tokens[head.request_id] = n
         if n < head.num_uncomputed_tokens:
             self._chunked.add(head.request_id)
         return [0]
+
+
+def prefill_iterations(num_tokens: int, budget: int, older_ends, start: int) -> int:
+    """Iterations from `start` on that compute `num_tokens` more prefill tokens when each request
+    served before this one (predicted to be resident in iteration k while k ≤ its end) takes one
+    token of the per-iteration budget and this one the rest (at least 1). Between two ends the
+    share is constant, so this walks the ends: O(len(older_ends))."""
+    ends = sorted(e for e in np.asarray(older_ends, dtype=np.int64).tolist() if e >= start)
+    k, count, i = start, 0, 0
+    while True:
+        share = max(1, budget - (len(ends) - i))
+        need = -(-num_tokens // share)
+        if i == len(ends) or need <= ends[i] - k + 1:
+            return count + need
+        length = ends[i] - k + 1
+        num_tokens -= share * length
+        count += length
+        k = ends[i] + 1
+        while i < len(ends) and ends[i] < k:
+            i += 1
 
 def budget_tokens(n: int, budget_left: int | None, budget: int | None) -> int:
     """Tokens to schedule for a new request needing n: all of them if they fit the budget left,

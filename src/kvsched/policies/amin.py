@@ -58,7 +58,8 @@ class AMin(FutureMemoryPolicy):
        raised ℓ̃ and return to the waiting queue. Nothing is admitted in an iteration that evicts.
 
     Reconstructed (parameters): the refinement rule and factor; the tie order; the eviction order's
-    ties; ``rule`` ("stop" at the first failure as MC-SF, or "skip"); ``protection`` (default 0).
+    ties; ``rule`` ("stop" at the first failure as MC-SF, or "skip"); ``protection`` (default 0);
+    ``chunking`` under an engine token budget (as `mcsf`).
     Given exact intervals (ℓ = u = o) A_min makes exactly H-SF's schedule.
     """
 

@@ -55,6 +55,13 @@ class MCSF(FutureMemoryPolicy):
       iteration. Non-preemptive otherwise: resident requests always continue.
     - liveness: with nothing resident the queue head starts alone even if its predicted peak
       exceeds the (protected) capacity.
+    - engine token budget N (``max_num_batched_tokens``, not in the paper, whose model computes a
+      whole prompt in one round): residents first in admission order, then admissions; ``chunking``
+      "budget-left" (default: a candidate starts with what the budget left holds) or "over-budget"
+      (only a prompt or recomputation longer than N starts with a chunk, others wait for room);
+      the check shifts a chunked request's predicted timeline later by its extra prefill
+      iterations (upper bound during the prefill, exact after; `kvsched.policies._future_memory`).
+      Without a budget: the paper's rule.
     """
 
     name: ClassVar[str] = "mcsf"
