@@ -53,3 +53,38 @@ def report(sweep_dir: Path = typer.Argument(..., help="A sweep's result director
 def register(app: typer.Typer, bound_app: typer.Typer) -> None:
     app.command("sweep")(sweep)
     app.command("report")(report)
+
+
+def _reproduce(target: str, out: Path, jobs: int) -> None:
+    """Run a bundled reproduction sweep (resumable), write its report, print ours beside the paper's."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .experiments.reproduce import reproduce
+    with _progress_bar(target) as bar:
+        task = bar.add_task("points", total=None)
+        title, headers, rows, note = reproduce(
+            target, out, jobs=jobs, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console = Console()
+    console.print(table)
+    console.print(note)
+    console.print(f"report: {out / 'report.html'}")
+
+
+def reproduce_mcsf_real_trace(
+        out: Path = typer.Option(Path("results/r2-mcsf-lmsys"), "--out", help="Result directory."),
+        jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel processes.")):
+    """R2: MC-SF vs its benchmarks on an LMSYS-like stream (Llama-2-70B TP2, M = 16,492)."""
+    _reproduce("mcsf-real-trace", out, jobs)
+
+
+def reproduce_amin_intervals(
+        out: Path = typer.Option(Path("results/r3-amin-intervals"), "--out", help="Result directory."),
+        jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel processes.")):
+    """R3: A_min and A_max vs hindsight shortest-first under interval predictions."""
+    _reproduce("amin-intervals", out, jobs)
