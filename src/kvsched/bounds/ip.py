@@ -54,12 +54,29 @@ class IPResult:
         return max(0.0, (self.objective - self.bound) / max(abs(self.objective), 1e-9))
 
 
-def completion_count_bound(inst: Instance, t: int) -> int:
-    """N(t): at most this many requests can be complete by boundary t (volume + length)."""
+def completion_count_bound(inst: Instance, t: int, windows=None) -> int:
+    """N(t): at most this many requests can be complete by boundary t.
+
+    Volume: the requests complete by t fit their volumes in M * (t - r_min), so at most as many
+    as the smallest volumes that fit. Windows (when given, `window_sizes`): the requests with
+    disjoint exclusive windows complete by t have their windows inside [0, t + max b), so at most
+    as many as the smallest window sizes that fit, plus the others by volume.
+    """
     ok = inst.release + inst.num_output_tokens <= t
-    vols = np.sort(inst.volume[ok])
     budget = inst.capacity_tokens * (t - int(inst.release.min()))
-    return int(np.searchsorted(np.cumsum(vols), budget, side="right"))
+    vols = np.sort(inst.volume[ok])
+    count = int(np.searchsorted(np.cumsum(vols), budget, side="right"))
+    if windows is not None:
+        a, b, members = windows
+        big = np.zeros(len(inst), dtype=bool)
+        big[members] = True
+        small = np.sort(inst.volume[ok & ~big])
+        num_small = int(np.searchsorted(np.cumsum(small), budget, side="right"))
+        sizes = np.sort((a + b)[ok & big])
+        span = t + (int(b[members].max()) if members.size else 0)
+        num_big = int(np.searchsorted(np.cumsum(sizes), span, side="right"))
+        count = min(count, num_small + num_big)
+    return count
 
 
 def in_system_lower_bounds(inst: Instance, horizon: int) -> np.ndarray:
@@ -67,8 +84,9 @@ def in_system_lower_bounds(inst: Instance, horizon: int) -> np.ndarray:
     r_max = int(inst.release.max())
     released = np.searchsorted(np.sort(inst.release), np.arange(horizon), side="right")
     out = np.empty(horizon, dtype=np.int64)
+    win = window_sizes(inst)
     for t in range(horizon):
-        out[t] = max(int(released[t]) - completion_count_bound(inst, t + 1), int(t >= r_max))
+        out[t] = max(int(released[t]) - completion_count_bound(inst, t + 1, win), int(t >= r_max))
     return out
 
 
@@ -88,19 +106,53 @@ class Columns:
     start: np.ndarray
 
 
-def _columns(inst: Instance, horizon: int) -> Columns:
+def _columns(inst: Instance, horizon: int, start_lo=None, start_hi=None) -> Columns:
     jobs, starts = [], []
     for i in range(len(inst)):
+        first = int(inst.release[i]) if start_lo is None else max(int(inst.release[i]), int(start_lo[i]))
         last = horizon - int(inst.num_output_tokens[i])
-        ks = np.arange(int(inst.release[i]), max(last, int(inst.release[i])) + 1)
+        if start_hi is not None:
+            last = min(last, int(start_hi[i]))
+        ks = np.arange(first, max(last, first) + 1)
         jobs.append(np.full(len(ks), i))
         starts.append(ks)
     return Columns(np.concatenate(jobs), np.concatenate(starts))
 
 
-def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
-    """CSC arrays of the time-indexed program. Returns (cols, cost, rows_lo, rows_hi, matrix)."""
-    cols = _columns(inst, horizon)
+def window_sizes(inst: Instance):
+    """Exclusive completion windows (a_i, b_i) for the requests with peak > M/2 (see module doc).
+
+    For j completing no later than i: c_i - c_j >= h(j,i) = min(o_i, max(0, peak_i + peak_j - M)).
+    With a_i = peak_i - ceil(M/2) and b_j = min(peak_j - floor(M/2), ceil(M/2) - max_{i != j} s_i),
+    a_i + b_j <= h(j,i), so the windows [c_i - a_i, c_i + b_i) of two such requests are disjoint.
+    """
+    M = inst.capacity_tokens
+    peak, s = inst.peak_tokens, inst.num_prompt_tokens
+    members = np.flatnonzero(peak - (M + 1) // 2 >= 0)
+    a = np.zeros(len(inst), dtype=np.int64)
+    b = np.zeros(len(inst), dtype=np.int64)
+    if members.size < 2:
+        return a, b, members[:0]
+    a[members] = peak[members] - (M + 1) // 2
+    s_m = s[members]
+    top = np.sort(s_m)[::-1]
+    for i in members:
+        others_max = top[1] if s[i] == top[0] else top[0]
+        b[i] = min(peak[i] - M // 2, (M + 1) // 2 - others_max)
+    b = np.maximum(b, 0)
+    keep = members[(a[members] + b[members]) >= 1]
+    return a, b, keep
+
+
+def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windows: bool = False,
+                start_lo=None, start_hi=None, capacity=None):
+    """CSC arrays of the time-indexed program. Returns (cols, cost, rows_lo, rows_hi, matrix).
+
+    ``start_lo``/``start_hi``: per-request start ranges (default: release .. horizon - o);
+    ``capacity``: KV available in each round (default M everywhere; the large-neighbourhood
+    search passes M minus the usage of the requests it keeps fixed).
+    """
+    cols = _columns(inst, horizon, start_lo, start_hi)
     s = inst.num_prompt_tokens[cols.job]
     o = inst.num_output_tokens[cols.job]
     cost = (cols.start + o).astype(np.float64) - inst.arrival_time[cols.job]
@@ -116,12 +168,12 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
     offs = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths) + 1
     rounds = np.repeat(cols.start, lengths) + offs
     usage = np.repeat(s, lengths) + offs
-    peak = np.zeros(horizon + 2, dtype=np.int64)
-    np.maximum.at(peak, rounds, 0)
+    cap = np.full(horizon + 2, M, dtype=np.int64) if capacity is None else \
+        np.concatenate([capacity, np.full(max(0, horizon + 2 - len(capacity)), M)])[:horizon + 2]
     # keep a memory row only where the total possible usage can exceed M
     best_per_job = np.zeros((n, horizon + 2), dtype=np.int64)
     np.maximum.at(best_per_job, (np.repeat(cols.job, lengths), rounds), usage)
-    binding = best_per_job.sum(axis=0) > M
+    binding = best_per_job.sum(axis=0) > cap
     row_of_round = np.full(horizon + 2, -1)
     binding_rounds = np.flatnonzero(binding)
     row_of_round[binding_rounds] = n + np.arange(len(binding_rounds))
@@ -130,7 +182,7 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
     entries_col.append(col_rep[keep])
     entries_val.append(usage[keep].astype(np.float64))
     lo = [np.ones(n), np.full(len(binding_rounds), -np.inf)]
-    hi = [np.ones(n), np.full(len(binding_rounds), float(M))]
+    hi = [np.ones(n), cap[binding_rounds].astype(np.float64)]
     num_rows = n + len(binding_rounds)
     if strengthen:
         for q in (2, 3, 4):
@@ -149,6 +201,24 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
                 lo.append(np.array([-np.inf]))
                 hi.append(np.array([float(q - 1)]))
                 num_rows += 1
+    if windows:
+        a_w, b_w, members = window_sizes(inst)
+        if members.size:
+            jobs_c = cols.job
+            inw = np.isin(jobs_c, members)
+            cs = np.flatnonzero(inw)
+            a_c, b_c = a_w[jobs_c[cs]], b_w[jobs_c[cs]]
+            comp = cols.start[cs] + o[cs]
+            lens = a_c + b_c
+            rep = np.repeat(cs, lens)
+            taus = np.repeat(comp - a_c, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+            taus_u, tau_rows = np.unique(taus, return_inverse=True)
+            entries_row.append(num_rows + tau_rows)
+            entries_col.append(rep)
+            entries_val.append(np.ones(len(rep)))
+            lo.append(np.full(len(taus_u), -np.inf))
+            hi.append(np.ones(len(taus_u)))
+            num_rows += len(taus_u)
     row = np.concatenate(entries_row)
     col = np.concatenate(entries_col)
     val = np.concatenate(entries_val)
@@ -189,17 +259,22 @@ def _highs(time_limit: float, threads: int | None = None):
 
 
 def solve_lp_relaxation(inst: Instance, horizon: int, *, strengthen: bool = False,
-                        time_limit: float = 60.0) -> float:
-    """Optimal value of the LP relaxation (a valid lower bound on sum (c_i - a_i))."""
-    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen)
+                        windows: bool = False, time_limit: float = 60.0) -> float | None:
+    """Optimal value of the LP relaxation (a valid lower bound on sum (c_i - a_i)); None when the
+    LP is not solved to optimality within the time limit."""
+    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen, windows=windows)
+    import highspy
     h = _highs(time_limit)
     h.passModel(_to_highs(cost, lo, hi, matrix, integer=False))
     h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None      # a time-limited simplex's objective is not a bound
     return float(h.getInfo().objective_function_value)
 
 
 def solve_ip(inst: Instance, *, time_limit: float = 60.0, strengthen: bool = False,
-             warm_start: np.ndarray | None = None, threads: int | None = None) -> IPResult:
+             windows: bool = False, warm_start: np.ndarray | None = None,
+             threads: int | None = None) -> IPResult:
     """Solve the time-indexed IP; never reports `optimal` without HiGHS's proof."""
     started = time.perf_counter()
     msg = inst.unfit_message()
@@ -210,7 +285,7 @@ def solve_ip(inst: Instance, *, time_limit: float = 60.0, strengthen: bool = Fal
     upper = inst.objective(warm_start)
     horizon = horizon_from_upper_bound(inst, upper - inst.latency_offset)
     horizon = max(horizon, int((warm_start + inst.num_output_tokens).max()))
-    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen)
+    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen, windows=windows)
     h = _highs(time_limit - (time.perf_counter() - started), threads)
     integral = inst.is_integral()
     if integral:
