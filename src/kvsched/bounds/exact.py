@@ -118,7 +118,7 @@ def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float
     msg = inst.unfit_message()
     if msg:
         return IPResult(None, float("inf"), "infeasible", 0.0, None, message=msg)
-    start = best_heuristic(inst)
+    start = best_heuristic(inst, deadline=started + 0.1 * time_limit)
     if len(inst) > 6:
         start = improve(inst, start, started + search_share * time_limit)
     upper = inst.objective(start)

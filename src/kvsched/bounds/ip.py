@@ -281,7 +281,7 @@ def solve_ip(inst: Instance, *, time_limit: float = 60.0, strengthen: bool = Fal
     if msg:
         return IPResult(None, float("inf"), "infeasible", 0.0, None, message=msg)
     if warm_start is None:
-        warm_start = best_heuristic(inst)
+        warm_start = best_heuristic(inst, deadline=started + 0.2 * time_limit)
     upper = inst.objective(warm_start)
     horizon = horizon_from_upper_bound(inst, upper - inst.latency_offset)
     horizon = max(horizon, int((warm_start + inst.num_output_tokens).max()))
@@ -320,8 +320,8 @@ def _read_result(h, inst, cols, cost, num_rows, warm_start, upper, integral, sta
             if inst.objective(cand) < objective:
                 best_start, objective = cand, inst.objective(cand)
     bound = float(info.mip_dual_bound)
-    if status == highspy.HighsModelStatus.kOptimal:
-        bound = max(bound, -np.inf)
+    trivial = float(np.sum(inst.release + inst.num_output_tokens - inst.arrival_time))
+    bound = max(bound, trivial) if np.isfinite(bound) else trivial    # each c_i >= r_i + o_i
     if integral and np.isfinite(bound):
         offset = inst.latency_offset
         bound = float(np.ceil(bound - offset - 1e-6) + offset)
