@@ -78,10 +78,10 @@ def _print(result, M: int, as_json: bool) -> None:
         data["kv_capacity_tokens"] = M
         sys.stdout.write(json.dumps(data) + "\n")
         return
-    console = Console()
     if result.status == "infeasible":
-        console.print(f"[bold red]infeasible[/]: {result.message}")
+        typer.echo(f"infeasible: {result.message}", err=True)
         return
+    console = Console()
     console.print(f"method {result.method}, {result.num_requests} requests, KV {M} tokens")
     console.print(f"objective (total latency) {result.objective:g}")
     console.print(f"lower bound               {result.bound:g}")
