@@ -95,7 +95,7 @@ def _resolve(inst: Instance, start: np.ndarray, free: np.ndarray, lo: int, hi: i
     h = _highs(time_limit)
     h.setOptionValue("mip_rel_gap", 0.0)
     h.passModel(_to_highs(cost, rlo, rhi, matrix, integer=True))
-    _set_warm_start(h, cols, start[free])
+    _set_warm_start(h, (cols.start == start[free][cols.job]).astype(np.float64))
     h.run()
     if h.getInfo().primal_solution_status != 2:
         return None

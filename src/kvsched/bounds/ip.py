@@ -119,7 +119,7 @@ def _columns(inst: Instance, horizon: int, start_lo=None, start_hi=None) -> Colu
     return Columns(np.concatenate(jobs), np.concatenate(starts))
 
 
-def window_sizes(inst: Instance):
+def window_sizes(inst: Instance, counts=None):
     """Exclusive completion windows (a_i, b_i) for the requests with peak > M/2 (see module doc).
 
     For j completing no later than i: c_i - c_j >= h(j,i) = min(o_i, max(0, peak_i + peak_j - M)).
@@ -131,13 +131,16 @@ def window_sizes(inst: Instance):
     members = np.flatnonzero(peak - (M + 1) // 2 >= 0)
     a = np.zeros(len(inst), dtype=np.int64)
     b = np.zeros(len(inst), dtype=np.int64)
-    if members.size < 2:
+    if (counts if counts is not None else np.ones(len(inst)))[members].sum() < 2 if members.size else True:
         return a, b, members[:0]
     a[members] = peak[members] - (M + 1) // 2
     s_m = s[members]
     top = np.sort(s_m)[::-1]
+    counts = np.ones(len(inst), dtype=np.int64) if counts is None else np.asarray(counts)
+    num_top = int(counts[members][s_m == top[0]].sum())
     for i in members:
-        others_max = top[1] if s[i] == top[0] else top[0]
+        # the largest prompt among the OTHER requests (a type with count >= 2 is its own other)
+        others_max = top[0] if (s[i] != top[0] or num_top >= 2) else (top[1] if len(top) > 1 else 0)
         b[i] = min(peak[i] - M // 2, (M + 1) // 2 - others_max)
     b = np.maximum(b, 0)
     keep = members[(a[members] + b[members]) >= 1]
@@ -145,12 +148,13 @@ def window_sizes(inst: Instance):
 
 
 def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windows: bool = False,
-                start_lo=None, start_hi=None, capacity=None):
+                start_lo=None, start_hi=None, capacity=None, counts=None):
     """CSC arrays of the time-indexed program. Returns (cols, cost, rows_lo, rows_hi, matrix).
 
     ``start_lo``/``start_hi``: per-request start ranges (default: release .. horizon - o);
     ``capacity``: KV available in each round (default M everywhere; the large-neighbourhood
-    search passes M minus the usage of the requests it keeps fixed).
+    search passes M minus the usage of the requests it keeps fixed); ``counts``: `inst` lists
+    request types and x[k,t] is the number of type-k requests starting at t (aggregation).
     """
     cols = _columns(inst, horizon, start_lo, start_hi)
     s = inst.num_prompt_tokens[cols.job]
@@ -158,6 +162,7 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windo
     cost = (cols.start + o).astype(np.float64) - inst.arrival_time[cols.job]
     M = inst.capacity_tokens
     n, ncol = len(inst), len(cols.job)
+    mult = np.ones(n, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
     # memory rows: column c touches rounds start+1..start+o with coefficient s + (t - start)
     entries_row, entries_col, entries_val = [], [], []
     entries_row.append(cols.job)
@@ -173,7 +178,7 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windo
     # keep a memory row only where the total possible usage can exceed M
     best_per_job = np.zeros((n, horizon + 2), dtype=np.int64)
     np.maximum.at(best_per_job, (np.repeat(cols.job, lengths), rounds), usage)
-    binding = best_per_job.sum(axis=0) > cap
+    binding = (best_per_job * mult[:, None]).sum(axis=0) > cap
     row_of_round = np.full(horizon + 2, -1)
     binding_rounds = np.flatnonzero(binding)
     row_of_round[binding_rounds] = n + np.arange(len(binding_rounds))
@@ -181,8 +186,8 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windo
     entries_row.append(row_of_round[rounds[keep]])
     entries_col.append(col_rep[keep])
     entries_val.append(usage[keep].astype(np.float64))
-    lo = [np.ones(n), np.full(len(binding_rounds), -np.inf)]
-    hi = [np.ones(n), cap[binding_rounds].astype(np.float64)]
+    lo = [mult.astype(np.float64), np.full(len(binding_rounds), -np.inf)]
+    hi = [mult.astype(np.float64), cap[binding_rounds].astype(np.float64)]
     num_rows = n + len(binding_rounds)
     if strengthen:
         for q in (2, 3, 4):
@@ -193,7 +198,7 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windo
             for t, c in zip(rr.tolist(), cc.tolist()):
                 jobs_at.setdefault(t, []).append(c)
             for t, clist in sorted(jobs_at.items()):
-                if len(set(cols.job[clist].tolist())) < q:
+                if mult[sorted(set(cols.job[clist].tolist()))].sum() < q:
                     continue
                 entries_row.append(np.full(len(clist), num_rows))
                 entries_col.append(np.asarray(clist))
@@ -202,7 +207,7 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windo
                 hi.append(np.array([float(q - 1)]))
                 num_rows += 1
     if windows:
-        a_w, b_w, members = window_sizes(inst)
+        a_w, b_w, members = window_sizes(inst, mult)
         if members.size:
             jobs_c = cols.job
             inw = np.isin(jobs_c, members)
@@ -225,7 +230,7 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windo
     return cols, cost, np.concatenate(lo), np.concatenate(hi), (row, col, val, num_rows)
 
 
-def _to_highs(cost, lo, hi, matrix, integer: bool):
+def _to_highs(cost, lo, hi, matrix, integer: bool, col_upper=None):
     import highspy
     row, col, val, num_rows = matrix
     order = np.lexsort((row, col))
@@ -236,7 +241,7 @@ def _to_highs(cost, lo, hi, matrix, integer: bool):
     lp.num_row_ = num_rows
     lp.col_cost_ = cost
     lp.col_lower_ = np.zeros(ncol)
-    lp.col_upper_ = np.ones(ncol)
+    lp.col_upper_ = np.ones(ncol) if col_upper is None else np.asarray(col_upper, dtype=np.float64)
     lp.row_lower_ = lo
     lp.row_upper_ = hi
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
@@ -272,10 +277,63 @@ def solve_lp_relaxation(inst: Instance, horizon: int, *, strengthen: bool = Fals
     return float(h.getInfo().objective_function_value)
 
 
+@dataclass(frozen=True)
+class Types:
+    """Identical requests (same arrival, prompt, output) grouped: one row of `instance` per type."""
+
+    instance: Instance
+    counts: np.ndarray
+    members: list          # request ids of each type, in id order
+
+    @classmethod
+    def of(cls, inst: Instance) -> Types:
+        keys = list(zip(inst.arrival_time.tolist(), inst.num_prompt_tokens.tolist(),
+                        inst.num_output_tokens.tolist()))
+        index: dict = {}
+        members: list = []
+        for i, key in enumerate(keys):
+            if key not in index:
+                index[key] = len(members)
+                members.append([])
+            members[index[key]].append(i)
+        rep = np.array([m[0] for m in members], dtype=np.int64)
+        sub = Instance(inst.arrival_time[rep], inst.release[rep], inst.num_prompt_tokens[rep],
+                       inst.num_output_tokens[rep], inst.capacity_tokens)
+        return cls(sub, np.array([len(m) for m in members], dtype=np.int64), members)
+
+    def column_values(self, cols: Columns, start: np.ndarray) -> np.ndarray:
+        """x[k,t] = number of type-k requests starting at t in the request-level `start`."""
+        table: dict = {}
+        for k, ids in enumerate(self.members):
+            for i in ids:
+                table[(k, int(start[i]))] = table.get((k, int(start[i])), 0) + 1
+        return np.array([table.get((int(k), int(p)), 0) for k, p in zip(cols.job, cols.start)],
+                        dtype=np.float64)
+
+    def starts(self, cols: Columns, x: np.ndarray, n: int) -> np.ndarray | None:
+        """Request-level starts from integer column values (None if they do not add up)."""
+        counts = np.rint(x).astype(np.int64)
+        out = np.full(n, -1, dtype=np.int64)
+        per_type: dict = {}
+        for c in np.flatnonzero(counts > 0):
+            per_type.setdefault(int(cols.job[c]), []).extend([int(cols.start[c])] * int(counts[c]))
+        for k, ids in enumerate(self.members):
+            got = sorted(per_type.get(k, []))
+            if len(got) != len(ids):
+                return None
+            out[ids] = got
+        return out
+
+
 def solve_ip(inst: Instance, *, time_limit: float = 60.0, strengthen: bool = False,
              windows: bool = False, warm_start: np.ndarray | None = None,
-             threads: int | None = None) -> IPResult:
-    """Solve the time-indexed IP; never reports `optimal` without HiGHS's proof."""
+             threads: int | None = None, aggregate: bool = True) -> IPResult:
+    """Solve the time-indexed IP; never reports `optimal` without HiGHS's proof.
+
+    ``aggregate``: identical requests (same arrival, prompt and output) share integer columns
+    x[k,t] in [0, count_k] (the same integer solutions up to permuting identical requests, and
+    no symmetric copies for the branch-and-bound to explore).
+    """
     started = time.perf_counter()
     msg = inst.unfit_message()
     if msg:
@@ -285,38 +343,37 @@ def solve_ip(inst: Instance, *, time_limit: float = 60.0, strengthen: bool = Fal
     upper = inst.objective(warm_start)
     horizon = horizon_from_upper_bound(inst, upper - inst.latency_offset)
     horizon = max(horizon, int((warm_start + inst.num_output_tokens).max()))
-    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen, windows=windows)
+    types = Types.of(inst) if aggregate else Types(inst, np.ones(len(inst), dtype=np.int64),
+                                                    [[i] for i in range(len(inst))])
+    cols, cost, lo, hi, matrix = build_model(types.instance, horizon, strengthen=strengthen,
+                                             windows=windows, counts=types.counts)
     h = _highs(time_limit - (time.perf_counter() - started), threads)
     integral = inst.is_integral()
     if integral:
         h.setOptionValue("mip_abs_gap", 1.0 - 1e-6)
     h.setOptionValue("mip_rel_gap", 0.0)
-    h.passModel(_to_highs(cost, lo, hi, matrix, integer=True))
-    _set_warm_start(h, cols, warm_start)
+    h.passModel(_to_highs(cost, lo, hi, matrix, integer=True, col_upper=types.counts[cols.job]))
+    _set_warm_start(h, types.column_values(cols, warm_start))
     h.run()
-    return _read_result(h, inst, cols, cost, matrix[3], warm_start, upper, integral, started)
+    return _read_result(h, inst, types, cols, cost, matrix[3], warm_start, upper, integral, started)
 
 
-def _set_warm_start(h, cols: Columns, start: np.ndarray) -> None:
+def _set_warm_start(h, value: np.ndarray) -> None:
     import highspy
-    value = (cols.start == start[cols.job]).astype(np.float64)
     sol = highspy.HighsSolution()
     sol.col_value = value
     sol.value_valid = True
     h.setSolution(sol)
 
 
-def _read_result(h, inst, cols, cost, num_rows, warm_start, upper, integral, started) -> IPResult:
+def _read_result(h, inst, types, cols, cost, num_rows, warm_start, upper, integral, started) -> IPResult:
     import highspy
     info = h.getInfo()
     status = h.getModelStatus()
     best_start, objective = warm_start, upper
     if info.primal_solution_status == 2:    # feasible point available
-        x = np.asarray(h.getSolution().col_value)
-        chosen = x > 0.5
-        if chosen.sum() == len(inst):
-            cand = np.empty(len(inst), dtype=np.int64)
-            cand[cols.job[chosen]] = cols.start[chosen]
+        cand = types.starts(cols, np.asarray(h.getSolution().col_value), len(inst))
+        if cand is not None:
             if inst.objective(cand) < objective:
                 best_start, objective = cand, inst.objective(cand)
     bound = float(info.mip_dual_bound)
