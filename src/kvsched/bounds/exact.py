@@ -71,7 +71,8 @@ def improve(inst: Instance, start: np.ndarray, deadline: float, *, window: int |
             free = free[np.argsort(best[free], kind="stable")][:max_free]
             cand = _resolve(inst, best, free, t0 - margin, t0 + window + margin,
                             min(sub_time, deadline - time.perf_counter()))
-            if cand is not None and inst.objective(cand) < inst.objective(best) - 1e-9:
+            if (cand is not None and inst.objective(cand) < inst.objective(best) - 1e-9
+                    and _feasible(inst, cand)):
                 best, improved = cand, True
     return best
 
@@ -107,42 +108,56 @@ def _resolve(inst: Instance, start: np.ndarray, free: np.ndarray, lo: int, hi: i
     return out
 
 
+def _feasible(inst: Instance, start: np.ndarray) -> bool:
+    """Independent check of a schedule from a sub-solve (never trust floating point blindly)."""
+    return bool(np.all(start >= inst.release)
+                and usage_profile(inst, start).max() <= inst.capacity_tokens)
+
+
 def _subset(inst: Instance, idx: np.ndarray) -> Instance:
     return Instance(inst.arrival_time[idx], inst.release[idx], inst.num_prompt_tokens[idx],
                     inst.num_output_tokens[idx], inst.capacity_tokens)
 
 
-def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float = 0.2) -> IPResult:
-    """Heuristic + neighbourhood search for U; LP bound; then the window-strengthened IP."""
+def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float = 0.2,
+                lp_share: float = 0.5) -> IPResult:
+    """U from heuristics and neighbourhood search; L from the window-strengthened LP (a
+    Lagrangian bound, valid even when the LP is cut short); then the strengthened IP, warm-started
+    from U, for whatever time is left."""
     started = time.perf_counter()
     msg = inst.unfit_message()
     if msg:
         return IPResult(None, float("inf"), "infeasible", 0.0, None, message=msg)
+    integral = inst.is_integral()
+    tol = 1 - 1e-6 if integral else 1e-6
+
+    def elapsed():
+        return time.perf_counter() - started
+
     start = best_heuristic(inst, deadline=started + 0.1 * time_limit)
     if len(inst) > 6:
         start = improve(inst, start, started + search_share * time_limit)
     upper = inst.objective(start)
-    integral = inst.is_integral()
     horizon = max(horizon_from_upper_bound(inst, upper - inst.latency_offset),
                   int((start + inst.num_output_tokens).max()))
-    trivial = float(np.sum(inst.release + inst.num_output_tokens - inst.arrival_time))
+    bound = float(np.sum(inst.release + inst.num_output_tokens - inst.arrival_time))
     lp = solve_lp_relaxation(inst, horizon, windows=True,
-                             time_limit=max(0.5, time_limit - (time.perf_counter() - started)))
-    bound = max(trivial, _round_bound(inst, lp, integral) if lp is not None else trivial)
-    if upper - bound < (1 - 1e-6 if integral else 1e-6):
-        return IPResult(upper, upper, "optimal", time.perf_counter() - started, start,
-                        message="LP bound with exclusive windows meets the schedule")
-    left = time_limit - (time.perf_counter() - started)
+                             time_limit=max(0.5, lp_share * (time_limit - elapsed())))
+    if lp is not None:
+        bound = max(bound, _round_bound(inst, lp, integral))
+    bound = min(bound, upper)
+    if upper - bound < tol:
+        return IPResult(upper, upper, "optimal", elapsed(), start,
+                        message="the window-strengthened LP bound meets the schedule")
+    left = time_limit - elapsed()
     if left < 1.0:
-        return IPResult(upper, bound, "time_limit", time.perf_counter() - started, start,
-                        message="time limit reached after the LP bound")
+        return IPResult(upper, bound, "time_limit", elapsed(), start, message="time limit reached")
     res = solve_ip(inst, time_limit=left, windows=True, warm_start=start)
-    best_bound = max(bound, res.bound if np.isfinite(res.bound) else bound)
-    best_bound = min(best_bound, res.objective)
-    status = "optimal" if res.objective - best_bound < (1 - 1e-6 if integral else 1e-6) else "time_limit"
-    return IPResult(res.objective, best_bound if status == "time_limit" else res.objective, status,
-                    time.perf_counter() - started, res.start, res.num_columns, res.num_rows,
-                    "" if status == "optimal" else res.message)
+    best_bound = min(max(bound, res.bound), res.objective)
+    solved = res.objective - best_bound < tol
+    return IPResult(res.objective, res.objective if solved else best_bound,
+                    "optimal" if solved else "time_limit", elapsed(), res.start, res.num_columns,
+                    res.num_rows, "" if solved else res.message)
 
 
 def _round_bound(inst: Instance, value: float, integral: bool) -> float:

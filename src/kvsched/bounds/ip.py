@@ -265,16 +265,37 @@ def _highs(time_limit: float, threads: int | None = None):
 
 def solve_lp_relaxation(inst: Instance, horizon: int, *, strengthen: bool = False,
                         windows: bool = False, time_limit: float = 60.0) -> float | None:
-    """Optimal value of the LP relaxation (a valid lower bound on sum (c_i - a_i)); None when the
-    LP is not solved to optimality within the time limit."""
-    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen, windows=windows)
-    import highspy
+    """A valid lower bound from the LP relaxation, even when the LP is stopped by the time limit.
+
+    The bound is recomputed from HiGHS's row duals as a Lagrangian bound: for any multipliers
+    u >= 0 on the <= rows, L(u) = sum_i min_k (c_ik + sum_r u_r A_r,ik) - sum_r u_r b_r is a lower
+    bound (each request picks its best start under the penalised costs), so the value does not
+    rely on the LP having been solved to optimality or on floating-point tolerances; at the LP
+    optimum it equals the LP value. None when HiGHS returned no duals.
+    """
+    types = Types.of(inst)
+    cols, cost, lo, hi, matrix = build_model(types.instance, horizon, strengthen=strengthen,
+                                             windows=windows, counts=types.counts)
     h = _highs(time_limit)
-    h.passModel(_to_highs(cost, lo, hi, matrix, integer=False))
+    h.passModel(_to_highs(cost, lo, hi, matrix, integer=False, col_upper=types.counts[cols.job]))
     h.run()
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        return None      # a time-limited simplex's objective is not a bound
-    return float(h.getInfo().objective_function_value)
+    sol = h.getSolution()
+    if not sol.dual_valid:
+        return None
+    return lagrangian_bound(cols, cost, matrix, hi, types.counts, np.asarray(sol.row_dual))
+
+
+def lagrangian_bound(cols: Columns, cost, matrix, row_upper, counts, row_dual) -> float:
+    """L(u) with u = max(0, -dual) on the inequality rows (rows 0..n-1 are the assignments)."""
+    row, col, val, num_rows = matrix
+    n = len(counts)
+    u = np.maximum(0.0, -np.asarray(row_dual, dtype=np.float64))
+    u[:n] = 0.0
+    u[~np.isfinite(row_upper)] = 0.0
+    adjusted = cost + np.bincount(col, weights=val * u[row], minlength=len(cost))
+    best = np.full(n, np.inf)
+    np.minimum.at(best, cols.job, adjusted)
+    return float(np.dot(counts, best) - np.dot(u[n:], np.asarray(row_upper)[n:]))
 
 
 @dataclass(frozen=True)

@@ -47,114 +47,116 @@ class _Timeout(Exception):
 
 
 def solve_semionline(inst: Instance, *, time_limit: float = 60.0,
-                     upper: float | None = None) -> tuple[float | None, np.ndarray | None, str]:
-    """(optimal sum c_i, starts, status) for an all-at-zero instance; status 'optimal' or
-    'time_limit' (then value and starts are None)."""
+                     upper_start: np.ndarray | None = None) -> tuple[float | None, np.ndarray | None, str]:
+    """(least sum (c_i - a_i), starts, status) for an instance whose requests share one release.
+
+    ``status`` is 'optimal', or 'time_limit' with the best schedule found (never a wrong
+    'optimal'). `upper_start`: a known schedule to start from (default: the best heuristic).
+    """
+    from .greedy import best_heuristic
     if not inst.all_at_zero:
         raise ValueError("the semi-online solver needs every request released at the same time")
     msg = inst.unfit_message()
     if msg:
         raise ValueError(msg)
-    s, o, M = inst.num_prompt_tokens.tolist(), inst.num_output_tokens.tolist(), inst.capacity_tokens
-    types = sorted(Counter(zip(s, o)))
-    counts = Counter(zip(s, o))
-    ts = [t[0] for t in types]
-    to = [t[1] for t in types]
-    U0 = tuple(counts[t] for t in types)
     deadline = time.perf_counter() + time_limit
-    memo: dict = {}
-    choice: dict = {}
+    s, o, M = inst.num_prompt_tokens.tolist(), inst.num_output_tokens.tolist(), inst.capacity_tokens
+    counts = Counter(zip(s, o))
+    types = sorted(counts, key=lambda k: (k[1], k[0]))      # shortest first: good schedules early
+    ts, to = [k[0] for k in types], [k[1] for k in types]
+    r0 = int(inst.release[0])
+    offset = float(np.sum(r0 - inst.arrival_time))           # sum (r - a): 0 for integer arrivals
+    start0 = best_heuristic(inst) if upper_start is None else np.asarray(upper_start)
+    best = {"cost": inst.objective(start0) - offset - r0 * len(inst) + 1e-9, "path": None}
+    seen: dict = {}
+    path: list = []
 
     def usage_of(R):
-        """KV of the running requests in each future round d = 1.. (list index d-1)."""
-        horizon = max((to[k] - age for k, age in R), default=0)
-        use = [0] * horizon
+        use = [0] * max((to[k] - age for k, age in R), default=0)
         for k, age in R:
-            base = ts[k] + age
             for d in range(1, to[k] - age + 1):
-                use[d - 1] += base + d
+                use[d - 1] += ts[k] + age + d
         return use
 
     def start_sets(U, use):
-        """Every multiset of types (as count tuples) that fits on top of `use`."""
-        out = []
-        cur = list(U)
-        pick = [0] * len(U)
+        out, pick = [], [0] * len(U)
 
         def walk(k, use):
             if k == len(U):
                 out.append(tuple(pick))
                 return
-            walk(k + 1, use)
             added = list(use)
+            ok_counts = 0
             for m in range(1, U[k] + 1):
-                length = to[k]
-                if len(added) < length:
-                    added += [0] * (length - len(added))
-                ok = True
-                for d in range(1, length + 1):
+                if len(added) < to[k]:
+                    added += [0] * (to[k] - len(added))
+                fits = True
+                for d in range(1, to[k] + 1):
                     added[d - 1] += ts[k] + d
-                    if added[d - 1] > M:
-                        ok = False
-                if not ok:
+                    fits = fits and added[d - 1] <= M
+                if not fits:
                     break
+                ok_counts = m
+            snapshot = list(use)
+            for m in range(ok_counts, -1, -1):     # more requests first
                 pick[k] = m
-                walk(k + 1, added)
+                cur = list(snapshot) + [0] * max(0, to[k] - len(snapshot)) if m else snapshot
+                for _ in range(m):
+                    for d in range(1, to[k] + 1):
+                        cur[d - 1] += ts[k] + d
+                walk(k + 1, cur)
             pick[k] = 0
-        del cur
         walk(0, use)
         return out
 
-    def value(U, R):
-        key = (U, R)
-        if key in memo:
-            return memo[key]
+    def dfs(U, R, g):
         if time.perf_counter() > deadline:
             raise _Timeout
         unfinished = sum(U) + len(R)
         if unfinished == 0:
-            return 0
-        use = usage_of(R)
-        best, best_pick = None, None
-        for pick in start_sets(U, use):
+            if g < best["cost"]:
+                best["cost"], best["path"] = g, list(path)
+            return
+        lower = g + sum(to[k] - age for k, age in R) + sum(c * to[k] for k, c in enumerate(U))
+        if lower >= best["cost"]:
+            return
+        key = (U, R)
+        if seen.get(key, float("inf")) <= g:      # same state reached as cheaply before
+            return
+        seen[key] = g
+        for pick in start_sets(U, usage_of(R)):
             if not R and not any(pick):
-                continue
+                continue                          # an empty round with nothing running never helps
             nU = tuple(c - p for c, p in zip(U, pick))
             started = [(k, 0) for k, p in enumerate(pick) for _ in range(p)]
             nR = tuple(sorted((k, age + 1) for k, age in list(R) + started if age + 1 < to[k]))
-            v = unfinished + value(nU, nR)
-            if best is None or v < best:
-                best, best_pick = v, pick
-        memo[key] = best
-        choice[key] = best_pick
-        return best
+            path.append(pick)
+            dfs(nU, nR, g + unfinished)
+            path.pop()
 
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 100_000))
+    status = "optimal"
     try:
-        total = value(U0, ())
+        dfs(tuple(counts[k] for k in types), (), 0)
     except _Timeout:
-        return None, None, "time_limit"
+        status = "time_limit"
     finally:
         sys.setrecursionlimit(limit)
-    return float(total), _rebuild(U0, choice, ts, to, s, o), "optimal"
+    if best["path"] is None:                      # nothing better than the heuristic schedule
+        return (inst.objective(start0) if status == "optimal" else None), start0, status
+    starts = _rebuild(best["path"], types, s, o) + r0
+    return inst.objective(starts), starts, status
 
 
-def _rebuild(U0, choice, ts, to, s, o) -> np.ndarray:
-    """Starts per request id from the stored choices (identical requests in id order)."""
-    pool = {}
+def _rebuild(picks, types, s, o) -> np.ndarray:
+    """Starts per request id from the start sets chosen at boundaries 0, 1, ... (ids in order)."""
+    pool: dict = {}
     for i, key in enumerate(zip(s, o)):
         pool.setdefault(key, []).append(i)
     starts = np.zeros(len(s), dtype=np.int64)
-    U, R, t = U0, (), 0
-    while sum(U) + len(R):
-        pick = choice[(U, R)]
-        started = []
+    for t, pick in enumerate(picks):
         for k, p in enumerate(pick):
             for _ in range(p):
-                starts[pool[(ts[k], to[k])].pop(0)] = t
-                started.append((k, 0))
-        U = tuple(c - p for c, p in zip(U, pick))
-        R = tuple(sorted((k, age + 1) for k, age in list(R) + started if age + 1 < to[k]))
-        t += 1
+                starts[pool[types[k]].pop(0)] = t
     return starts
