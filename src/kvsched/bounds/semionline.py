@@ -1,34 +1,35 @@
 """Semi-online exact solver: all requests at time 0, known lengths (Zhou & Jiang's setting).
 
 The poster's polynomial algorithm (equal or monotone prompt sizes, "O(n^2) per period") is not
-public; this is our own exact method, a dynamic program over the round model (`bounds.instance`)
-that works for any prompt sizes and is fastest when many requests share a (prompt, output) type —
-equal prompt sizes make that common.
+public; this is our own exact method, a branch-and-bound over the round model (`bounds.instance`)
+that works for any prompt sizes; equal prompts make identical requests — which it merges — common.
 
 State at a boundary: the number of not-yet-started requests of each type (s, o) (identical
-requests are interchangeable, so counts suffice — the aggregation) and the multiset of running
-requests as (type, rounds done). All requests are released at 0, so the cost to go does not depend
-on the clock: with sum_i c_i = sum_{t >= 0} #{i unfinished at t}, each round costs the number of
-unfinished requests, and
+requests are interchangeable, so counts suffice) and the multiset of running requests as (type,
+rounds done). With every request released at the same time the cost to go does not depend on the
+clock: sum_i c_i = sum_{t >= 0} #{i unfinished at t}, so each round costs the number of
+unfinished requests and
 
     V(U, R) = |U| + |R| + min over feasible start sets S of V(U - S, advance(R + S)),
 
 where S is feasible iff the running requests' known future KV plus S's stays <= M in every future
-round (non-preemptive, EMITTED: s + j in the j-th round). S = {} is allowed only while something
-runs: with nothing running, idling a round and shifting everything left by one is feasible and
-cheaper (all requests are released), so the empty choice is never optimal then. V(empty) = 0.
+round (non-preemptive, EMITTED: s + j in the j-th round). V(empty) = 0.
 
-Correctness: the recursion enumerates every non-preemptive schedule up to permuting identical
-requests (each boundary's start set is a choice), so its minimum is the optimum. Start sets are
-enumerated by a depth-first walk over types with counts, pruned as soon as the KV check fails
-(adding requests only raises usage). Branch and bound: a state is cut when its cost so far plus
-the trivial remaining cost (sum of remaining rounds) cannot beat the best schedule found; memoised
-values are exact (a state's value is stored only when its subtree was searched without a cut).
+Correctness of the search (depth-first over boundaries, every feasible start set tried, so every
+non-preemptive schedule is reachable up to permuting identical requests):
+- S = {} is skipped when nothing runs: idling then and shifting every later start left by one is
+  feasible (all requests are released) and cheaper.
+- Bound: a state with cost so far g is cut when g + sum of the remaining rounds of every
+  unfinished request >= the best schedule found (each request still costs at least that).
+- Transposition: V depends on (U, R) only, so a state reached again with a cost so far no smaller
+  than before is cut (whatever could follow it was already available, at least as cheaply).
+- Start sets are generated type by type with counts, stopping as soon as the KV check fails
+  (adding requests only raises usage), larger sets first (good schedules early).
 
-Complexity: the number of states is at most prod_k (c_k + 1) times the running configurations
-(at most the number of (type, age) multisets that fit in M), each with up to prod_k (c_k + 1)
-start sets, times O(o_max) for the KV check: exponential in the number of distinct types in the
-worst case, polynomial — O(n^T) — for T fixed types (equal prompts and few distinct lengths).
+Complexity: states are bounded by prod_k (c_k + 1) (unstarted counts) times the running
+configurations that fit in M, each expanding into at most prod_k (c_k + 1) start sets checked in
+O(o_max) per request: exponential in the number of distinct types in the worst case, polynomial
+(O(n^T)) for a fixed number T of types. Measured against the IP in `bench/bounds_semionline.py`.
 """
 
 from __future__ import annotations
