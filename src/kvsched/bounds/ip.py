@@ -17,6 +17,12 @@ fit in M * (t - r_min); and for t >= max_i r_i at least one request (the last to
 system until the makespan. So a schedule with makespan C pays at least
 sum_{t < C} max(#{r_i <= t} - N(t), [t >= r_max]), which must be <= U.
 
+Aggregation (default): identical requests (same arrival, prompt and output) share integer
+columns x[k,t] in [0, count_k] with sum_t x[k,t] = count_k — the same schedules up to permuting
+identical requests, without the symmetric copies. Exclusive-window rows (``windows=True``): see
+`bounds.exact`, which uses them. LP bounds are computed as Lagrangian bounds from the duals
+(`lagrangian_bound`), valid for any multipliers.
+
 Strengthening (``strengthen=True``, the `ip-strong` method): clique rows. During round t, any
 two (i,k) whose usage in round t exceeds M/2 cannot both be chosen, so the sum of those x is <= 1;
 likewise at most q-1 of those with usage > M/q (q = 3, 4). They are implied for integer x and
