@@ -145,8 +145,10 @@ def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float
     horizon = max(horizon_from_upper_bound(inst, upper - inst.latency_offset),
                   int((start + inst.num_output_tokens).max()))
     bound = float(np.sum(inst.release + inst.num_output_tokens - inst.arrival_time))
+    lp_started = elapsed()
     lp = solve_lp_relaxation(inst, horizon, windows=True,
                              time_limit=max(0.5, lp_share * (time_limit - elapsed())))
+    lp_time = elapsed() - lp_started
     if lp is not None:
         bound = max(bound, _round_bound(inst, lp, integral))
     bound = min(bound, upper)
@@ -154,8 +156,9 @@ def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float
         return IPResult(upper, upper, "optimal", elapsed(), start,
                         message="the window-strengthened LP bound meets the schedule")
     left = time_limit - elapsed()
-    if left < 1.0:
-        return IPResult(upper, bound, "time_limit", elapsed(), start, message="time limit reached")
+    if left < max(1.0, 2 * lp_time):     # the IP would not get past its own root LP
+        return IPResult(upper, bound, "time_limit", elapsed(), start,
+                        message="time limit: LP bound only (too little time left for the IP)")
     res = solve_ip(inst, time_limit=left, windows=True, warm_start=start)
     best_bound = min(max(bound, res.bound), res.objective)
     solved = res.objective - best_bound < tol
