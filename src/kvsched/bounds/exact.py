@@ -48,7 +48,7 @@ import numpy as np
 
 from .greedy import best_heuristic
 from .instance import Instance
-from .ip import (IPResult, _highs, _set_warm_start, _to_highs, build_model, horizon_from_upper_bound,
+from .ip import (PRESOLVE_MAX_NONZEROS, IPResult, _highs, _set_warm_start, _to_highs, build_model, horizon_from_upper_bound,
                  solve_ip, solve_lp_relaxation)
 from .plan import usage_profile
 
@@ -146,8 +146,10 @@ def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float
                   int((start + inst.num_output_tokens).max()))
     bound = float(np.sum(inst.release + inst.num_output_tokens - inst.arrival_time))
     lp_started = elapsed()
+    big = _num_nonzeros_estimate(inst, horizon) > PRESOLVE_MAX_NONZEROS
+    share = 0.95 if big else lp_share       # a big IP would not pass its root: give the LP the time
     lp = solve_lp_relaxation(inst, horizon, windows=True,
-                             time_limit=max(0.5, lp_share * (time_limit - elapsed())))
+                             time_limit=max(0.5, share * (time_limit - elapsed())))
     lp_time = elapsed() - lp_started
     if lp is not None:
         bound = max(bound, _round_bound(inst, lp, integral))
@@ -165,6 +167,14 @@ def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float
     return IPResult(res.objective, res.objective if solved else best_bound,
                     "optimal" if solved else "time_limit", elapsed(), res.start, res.num_columns,
                     res.num_rows, "" if solved else res.message)
+
+
+def _num_nonzeros_estimate(inst: Instance, horizon: int) -> int:
+    """Nonzeros of the time-indexed model: each start column touches o_i memory rows (and as many
+    window rows, at most)."""
+    o = inst.num_output_tokens
+    starts = np.maximum(1, horizon - o - inst.release + 1)
+    return int(np.sum(starts * 2 * o))
 
 
 def _round_bound(inst: Instance, value: float, integral: bool) -> float:
