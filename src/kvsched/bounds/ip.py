@@ -142,12 +142,12 @@ def window_sizes(inst: Instance, counts=None):
     members = np.flatnonzero(peak - (M + 1) // 2 >= 0)
     a = np.zeros(len(inst), dtype=np.int64)
     b = np.zeros(len(inst), dtype=np.int64)
-    if (counts if counts is not None else np.ones(len(inst)))[members].sum() < 2 if members.size else True:
+    counts = np.ones(len(inst), dtype=np.int64) if counts is None else np.asarray(counts)
+    if counts[members].sum() < 2:
         return a, b, members[:0]
     a[members] = peak[members] - (M + 1) // 2
     s_m = s[members]
     top = np.sort(s_m)[::-1]
-    counts = np.ones(len(inst), dtype=np.int64) if counts is None else np.asarray(counts)
     num_top = int(counts[members][s_m == top[0]].sum())
     for i in members:
         # the largest prompt among the OTHER requests (a type with count >= 2 is its own other)
