@@ -200,3 +200,29 @@ def test_ip_is_never_optimal_without_proof_under_tiny_limit():
     res = solve_ip(Instance.make(s, o, M), time_limit=0.2)
     assert res.status == "time_limit"
     assert res.bound <= res.objective
+
+
+@settings(max_examples=15, deadline=None)
+@given(tiny(max_n=6))
+def test_aggregated_ip_equals_per_request_ip(case):
+    w, M = case
+    inst = Instance.from_workload(w, M)
+    merged = solve_ip(inst, time_limit=30, windows=True, aggregate=True)
+    single = solve_ip(inst, time_limit=30, windows=False, aggregate=False)
+    assert merged.status == single.status == "optimal"
+    assert merged.objective == single.objective
+    assert check_plan(inst, Plan.from_array(merged.start)) == merged.objective
+
+
+@settings(max_examples=15, deadline=None)
+@given(tiny(max_n=5), st.integers(0, 2**31 - 1))
+def test_lagrangian_bound_is_below_the_optimum_for_any_multipliers(case, seed):
+    from kvsched.bounds.ip import Types, build_model, horizon_from_upper_bound, lagrangian_bound
+    w, M = case
+    inst = Instance.from_workload(w, M)
+    optimum = optimal_nonpreemptive_total_latency(w, M)
+    types = Types.of(inst)
+    horizon = horizon_from_upper_bound(inst, optimum)
+    cols, cost, lo, hi, matrix = build_model(types.instance, horizon, windows=True, counts=types.counts)
+    duals = -np.random.default_rng(seed).exponential(0.3, matrix[3])
+    assert lagrangian_bound(cols, cost, matrix, hi, types.counts, duals) <= optimum + 1e-6
