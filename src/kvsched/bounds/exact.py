@@ -3,7 +3,8 @@
 Pipeline (each step keeps the best feasible schedule U and the best proven lower bound L; the
 result is ``optimal`` only when U - L < 1 on an integral objective):
 
-1. Upper bound: the best list/serial heuristic (`greedy.best_heuristic`), then a
+1. Upper bound: the best list/serial heuristic (`greedy.best_heuristic`), an insertion search
+   over the serial-generation order (`greedy.insertion_search`), then a
    large-neighbourhood search (`improve`): slide a time window over the schedule, free the
    requests that start in it, keep the others fixed, and re-solve the time-indexed IP on the
    freed requests exactly (HiGHS) with the KV left by the fixed ones. Heuristic only: it never
@@ -46,7 +47,7 @@ import time
 
 import numpy as np
 
-from .greedy import best_heuristic
+from .greedy import best_heuristic, insertion_search
 from .instance import Instance
 from .ip import (PRESOLVE_MAX_NONZEROS, IPResult, _highs, _set_warm_start, _to_highs, build_model, horizon_from_upper_bound,
                  solve_ip, solve_lp_relaxation)
@@ -140,6 +141,7 @@ def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float
 
     start = best_heuristic(inst, deadline=started + 0.1 * time_limit)
     if len(inst) > 6:
+        start = insertion_search(inst, start, started + 0.6 * search_share * time_limit)
         start = improve(inst, start, started + search_share * time_limit)
     upper = inst.objective(start)
     horizon = max(horizon_from_upper_bound(inst, upper - inst.latency_offset),

@@ -132,3 +132,28 @@ def _local_search(inst: Instance, start: np.ndarray, deadline: float | None = No
         if cost < best_cost:
             best, best_cost, order = cand, cost, trial
     return best
+
+
+def insertion_search(inst: Instance, start: np.ndarray, deadline: float) -> np.ndarray:
+    """Serial generation from the start order; move one request to another position of the
+    order while that lowers the cost (first improvement), until `deadline` (perf_counter)."""
+    order = list(np.lexsort((np.arange(len(inst)), start)))
+    best = serial_schedule(inst, order)
+    if inst.objective(start) <= inst.objective(best):
+        best = start
+    best_cost = inst.objective(best)
+    improved = True
+    while improved and time.perf_counter() < deadline:
+        improved = False
+        for k in range(len(order)):
+            for pos in range(len(order)):
+                if pos == k or time.perf_counter() > deadline:
+                    continue
+                trial = order[:]
+                trial.insert(pos, trial.pop(k))
+                cand = serial_schedule(inst, trial)
+                cost = inst.objective(cand)
+                if cost < best_cost:
+                    best, best_cost, order, improved = cand, cost, trial, True
+                    break
+    return best
