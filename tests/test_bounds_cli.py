@@ -76,3 +76,20 @@ def test_mcsf_rule_row_is_never_below_the_optimum(monkeypatch):
         row = data["rows"][0]
         assert row["policy"] == rm.RULE
         assert row["mean"] >= 1.0 and row["worst"] >= row["mean"]
+
+
+def test_reproduce_command_prints_both_tables(monkeypatch):
+    import kvsched.reproduce_mcsf as rm
+    monkeypatch.setattr(rm, "paper_instance", lambda rng, model, *a: paper_instance(rng, model, 5, 20))
+    result = CliRunner().invoke(_app(), ["reproduce", "mcsf-synthetic", "--trials", "2", "--time-limit", "10",
+                                         "--policies", "vllm,not-registered"])
+    assert result.exit_code == 0, result.output
+    assert "all requests at t = 0" in result.output and "Poisson arrivals" in result.output
+    assert "MC-SF (paper)" in result.output and "1.005" in result.output and "1.227" in result.output
+    assert "not-registered" in result.output          # the skip note
+    assert "certified optimal: 2/2" in result.output
+
+
+def test_reproduce_command_rejects_bad_options():
+    result = CliRunner().invoke(_app(), ["reproduce", "mcsf-synthetic", "--trials", "0"])
+    assert result.exit_code == 2 and "--trials" in result.output
