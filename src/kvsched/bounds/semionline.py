@@ -41,6 +41,7 @@ from collections import Counter
 import numpy as np
 
 from .instance import Instance
+from .ip import window_sizes
 
 
 class _Timeout(Exception):
@@ -69,6 +70,9 @@ def solve_semionline(inst: Instance, *, time_limit: float = 60.0,
     offset = float(np.sum(r0 - inst.arrival_time))           # sum (r - a): 0 for integer arrivals
     start0 = best_heuristic(inst) if upper_start is None else np.asarray(upper_start)
     best = {"cost": inst.objective(start0) - offset - r0 * len(inst) + 1e-9, "path": None}
+    type_inst = Instance.make(ts, to, M)
+    wa, wb, wmembers = window_sizes(type_inst, [counts[k] for k in types])
+    big = set(int(k) for k in wmembers)
     seen: dict = {}
     path: list = []
 
@@ -110,6 +114,15 @@ def solve_semionline(inst: Instance, *, time_limit: float = 60.0,
         walk(0, use)
         return out
 
+    def window_bound(U, R):
+        """Least sum of completion times (from now) of the unstarted window members: their
+        exclusive windows (length a + b, starting no earlier than o - a) avoid each other and the
+        running members' windows; preemptive SRPT on that single machine is a lower bound."""
+        blocks = sorted((to[k] - age - wa[k], to[k] - age + wb[k]) for k, age in R if k in big)
+        jobs = sorted((to[k] - wa[k], wa[k] + wb[k], wb[k]) for k, c in enumerate(U) if k in big
+                      for _ in range(c))
+        return srpt_total(jobs, blocks)
+
     def dfs(U, R, g):
         if time.perf_counter() > deadline:
             raise _Timeout
@@ -118,7 +131,8 @@ def solve_semionline(inst: Instance, *, time_limit: float = 60.0,
             if g < best["cost"]:
                 best["cost"], best["path"] = g, list(path)
             return
-        lower = g + sum(to[k] - age for k, age in R) + sum(c * to[k] for k, c in enumerate(U))
+        lower = g + sum(to[k] - age for k, age in R) + sum(c * to[k] for k, c in enumerate(U) if k not in big)
+        lower += window_bound(U, R) if big else sum(c * to[k] for k, c in enumerate(U) if k in big)
         if lower >= best["cost"]:
             return
         key = (U, R)
@@ -148,6 +162,38 @@ def solve_semionline(inst: Instance, *, time_limit: float = 60.0,
         return (inst.objective(start0) if status == "optimal" else None), start0, status
     starts = _rebuild(best["path"], types, s, o) + r0
     return inst.objective(starts), starts, status
+
+
+def srpt_total(jobs, blocks) -> int:
+    """Sum over jobs (release, processing, tail) of (SRPT completion - tail) on one machine that is
+    unavailable during `blocks` (sorted [start, end) intervals); preemptive-resume SRPT minimises
+    the sum of completion times, also with unavailable periods (an interchange on available time
+    units), so this is a lower bound for any non-preemptive placement."""
+    import heapq
+    total, now, i, heap = 0, 0, 0, []
+    blocks = [(s, e) for s, e in blocks if e > 0]
+    b = 0
+    while i < len(jobs) or heap:
+        if not heap and jobs[i][0] > now:
+            now = jobs[i][0]
+        while i < len(jobs) and jobs[i][0] <= now:
+            heapq.heappush(heap, [jobs[i][1], jobs[i][2]])
+            i += 1
+        while b < len(blocks) and blocks[b][1] <= now:
+            b += 1
+        if b < len(blocks) and blocks[b][0] <= now:
+            now = blocks[b][1]
+            continue
+        job = heap[0]
+        limit = min(jobs[i][0] if i < len(jobs) else float("inf"),
+                    blocks[b][0] if b < len(blocks) else float("inf"))
+        run = min(job[0], limit - now)
+        now += run
+        job[0] -= run
+        if job[0] == 0:
+            heapq.heappop(heap)
+            total += now - job[1]
+    return total
 
 
 def _rebuild(picks, types, s, o) -> np.ndarray:
