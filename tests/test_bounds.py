@@ -82,16 +82,27 @@ def test_time_limit_status_is_honest():
     assert _replay(w, M, res.plan) == res.objective
 
 
-def test_window_rows_are_valid_pairwise():
-    # for every pair of window members and every completion gap the IP allows, windows are disjoint
-    inst = Instance.make([1, 2, 5, 3], [30, 25, 20, 9], 40)
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 40).flatmap(lambda M: st.tuples(
+    st.just(M), st.lists(st.integers(1, M - 1), min_size=2, max_size=8))), st.data())
+def test_window_rows_are_valid_pairwise(case, data):
+    # a_i + b_j <= h(j,i) = min(o_i, max(0, peak_i + peak_j - M)) for every ordered member pair,
+    # including prompts larger than M/2 (a regression: clipping b at 0 once broke this)
+    M, s = case
+    o = [data.draw(st.integers(1, M - si)) for si in s]
+    inst = Instance.make(s, o, M)
     a, b, members = window_sizes(inst)
-    peak, o = inst.peak_tokens, inst.num_output_tokens
+    peak = inst.peak_tokens
     for j in members:
         for i in members:
             if i != j:
-                h = min(o[i], max(0, peak[i] + peak[j] - 40))
-                assert a[i] + b[j] <= h
+                assert 0 <= a[i] + b[j] <= min(o[i], max(0, peak[i] + peak[j] - M))
+
+
+def test_large_prompts_keep_the_window_ip_feasible():
+    w = Workload.build([0, 0, 0], [1, 3, 3], [2, 1, 1])
+    res = compute_bound("exact", w, _sim(4), 10)
+    assert (res.objective, res.status) == (7.0, "optimal")
 
 
 # ---------------------------------------------------------------- properties

@@ -18,7 +18,7 @@ completion round. For two requests with c_j <= c_i:
       c_i - c_j >= peak_i + peak_j - M;
   (b) otherwise i starts at or after c_j, so c_i - c_j >= o_i.
 Hence c_i - c_j >= h(j,i) := min(o_i, max(0, peak_i + peak_j - M)). Give each request with
-peak_i >= ceil(M/2) the window W_i = [c_i - a_i, c_i + b_i) with a_i = peak_i - ceil(M/2) and
+peak_i >= ceil(M/2) and s_i <= ceil(M/2) the window W_i = [c_i - a_i, c_i + b_i) with a_i = peak_i - ceil(M/2) and
 b_i = min(peak_i - floor(M/2), ceil(M/2) - max_{k != i} s_k). Then a_i + b_j <= h(j,i) for every
 ordered pair (a_i + b_j <= peak_i + peak_j - M, and b_j <= ceil(M/2) - s_i = o_i - a_i), so in
 every feasible schedule the windows are pairwise disjoint, i.e. for every round tau

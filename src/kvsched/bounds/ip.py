@@ -131,7 +131,8 @@ def _columns(inst: Instance, horizon: int, start_lo=None, start_hi=None) -> Colu
 
 
 def window_sizes(inst: Instance, counts=None):
-    """Exclusive completion windows (a_i, b_i) for the requests with peak > M/2 (see module doc).
+    """Exclusive completion windows (a_i, b_i) for the requests with peak >= ceil(M/2) and
+    s <= ceil(M/2) (see `bounds.exact`).
 
     For j completing no later than i: c_i - c_j >= h(j,i) = min(o_i, max(0, peak_i + peak_j - M)).
     With a_i = peak_i - ceil(M/2) and b_j = min(peak_j - floor(M/2), ceil(M/2) - max_{i != j} s_i),
@@ -139,7 +140,8 @@ def window_sizes(inst: Instance, counts=None):
     """
     M = inst.capacity_tokens
     peak, s = inst.peak_tokens, inst.num_prompt_tokens
-    members = np.flatnonzero(peak - (M + 1) // 2 >= 0)
+    # a_i + b_j <= o_i needs b_j <= ceil(M/2) - s_i >= 0: requests with s_i > ceil(M/2) stay out
+    members = np.flatnonzero((peak >= (M + 1) // 2) & (s <= (M + 1) // 2))
     a = np.zeros(len(inst), dtype=np.int64)
     b = np.zeros(len(inst), dtype=np.int64)
     counts = np.ones(len(inst), dtype=np.int64) if counts is None else np.asarray(counts)
@@ -153,7 +155,7 @@ def window_sizes(inst: Instance, counts=None):
         # the largest prompt among the OTHER requests (a type with count >= 2 is its own other)
         others_max = top[0] if (s[i] != top[0] or num_top >= 2) else (top[1] if len(top) > 1 else 0)
         b[i] = min(peak[i] - M // 2, (M + 1) // 2 - others_max)
-    b = np.maximum(b, 0)
+    assert (b[members] >= 0).all() and (a[members] >= 0).all()
     keep = members[(a[members] + b[members]) >= 1]
     return a, b, keep
 
