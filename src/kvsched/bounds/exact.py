@@ -1,16 +1,20 @@
 """``exact``: certified hindsight optimum of the round model, the strongest method we have.
 
 Pipeline (each step keeps the best feasible schedule U and the best proven lower bound L; the
-result is ``optimal`` only when U - L < 1 on an integral objective):
+result is ``optimal`` only when U - L < 1 on an integral objective, or when the chronological
+search finished):
 
-1. Upper bound: the best list/serial heuristic (`greedy.best_heuristic`), an insertion search
-   over the serial-generation order (`greedy.insertion_search`), then a
-   large-neighbourhood search (`improve`): slide a time window over the schedule, free the
-   requests that start in it, keep the others fixed, and re-solve the time-indexed IP on the
-   freed requests exactly (HiGHS) with the KV left by the fixed ones. Heuristic only: it never
-   affects a proof.
-2. Lower bound and proof: the time-indexed IP (`ip.py`) strengthened with **exclusive-window
-   rows** and solved by HiGHS, warm-started from U.
+1. Upper bound: the best list/serial heuristic (`greedy.best_heuristic`), then an insertion
+   search over the serial-generation order (`greedy.insertion_search`).
+2. The chronological branch-and-bound (`bounds.chrono`, exact; its lower bound uses the exclusive
+   windows below through a single-machine SRPT relaxation) for a share of the time: if it
+   finishes, its schedule is optimal; otherwise its best schedule improves U.
+3. A short large-neighbourhood search (`improve`): slide a time window over the schedule, free
+   the requests that start in it, keep the others fixed, and re-solve the time-indexed IP on
+   the freed requests exactly (HiGHS) with the KV left by the fixed ones.
+4. Lower bound: the LP relaxation of the time-indexed IP (`ip.py`) with **exclusive-window rows**,
+   read as a Lagrangian bound from its duals; then, if time allows, the strengthened IP itself
+   (HiGHS, warm-started from U).
 
 Exclusive windows (the new valid inequalities; proof). Let peak_i = s_i + o_i and c_i the
 completion round. For two requests with c_j <= c_i:
@@ -47,6 +51,7 @@ import time
 
 import numpy as np
 
+from .chrono import solve_chronological
 from .greedy import best_heuristic, insertion_search
 from .instance import Instance
 from .ip import (PRESOLVE_MAX_NONZEROS, IPResult, _highs, _set_warm_start, _to_highs, build_model, horizon_from_upper_bound,
@@ -124,11 +129,9 @@ def _subset(inst: Instance, idx: np.ndarray) -> Instance:
                     inst.num_output_tokens[idx], inst.capacity_tokens)
 
 
-def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float = 0.2,
-                lp_share: float = 0.5) -> IPResult:
-    """U from heuristics and neighbourhood search; L from the window-strengthened LP (a
-    Lagrangian bound, valid even when the LP is cut short); then the strengthened IP, warm-started
-    from U, for whatever time is left."""
+def solve_exact(inst: Instance, *, time_limit: float = 60.0, chrono_share: float = 0.4,
+                search_share: float = 0.05, lp_share: float = 0.5) -> IPResult:
+    """The pipeline of the module docstring; shares are fractions of `time_limit` (seconds)."""
     started = time.perf_counter()
     msg = inst.unfit_message()
     if msg:
@@ -141,8 +144,15 @@ def solve_exact(inst: Instance, *, time_limit: float = 60.0, search_share: float
 
     start = best_heuristic(inst, deadline=started + 0.1 * time_limit)
     if len(inst) > 6:
-        start = insertion_search(inst, start, started + 0.6 * search_share * time_limit)
-        start = improve(inst, start, started + search_share * time_limit)
+        start = insertion_search(inst, start, started + 0.15 * time_limit)
+    value, found, status = solve_chronological(inst, time_limit=chrono_share * time_limit,
+                                               upper_start=start)
+    if status == "optimal":
+        return IPResult(value, value, "optimal", elapsed(), found,
+                        message="certified by the chronological branch-and-bound")
+    start = found
+    if len(inst) > 6:
+        start = improve(inst, start, elapsed() + started + search_share * time_limit)
     upper = inst.objective(start)
     horizon = max(horizon_from_upper_bound(inst, upper - inst.latency_offset),
                   int((start + inst.num_output_tokens).max()))
