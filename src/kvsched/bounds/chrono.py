@@ -102,29 +102,33 @@ def solve_chronological(inst: Instance, *, time_limit: float = 60.0,
         return use
 
     def start_sets(U, use, t):
-        out, pick = [], [0] * len(U)
+        """Yield every start set (counts per type) of released types that fits on top of `use`,
+        larger sets first; lazily, since their number grows combinatorially."""
+        pick = [0] * len(U)
 
         def walk(k, use):
+            if time.perf_counter() > deadline:
+                raise _Timeout
             if k == len(U):
-                out.append(tuple(pick))
+                yield tuple(pick)
                 return
             most = 0
             if U[k] and tr[k] <= t:
-                added = list(use) + [0] * max(0, to[k] - len(use))
                 for m in range(1, U[k] + 1):
-                    if any(added[d - 1] + m * (ts[k] + d) > M for d in range(1, to[k] + 1)):
+                    if any(use[d - 1] + m * (ts[k] + d) > M if d <= len(use) else m * (ts[k] + d) > M
+                           for d in range(1, to[k] + 1)):
                         break
                     most = m
             for m in range(most, -1, -1):               # more requests first
                 pick[k] = m
-                cur = list(use) + [0] * max(0, to[k] - len(use)) if m else use
+                cur = use
                 if m:
+                    cur = list(use) + [0] * max(0, to[k] - len(use))
                     for d in range(1, to[k] + 1):
                         cur[d - 1] += m * (ts[k] + d)
-                walk(k + 1, cur)
+                yield from walk(k + 1, cur)
             pick[k] = 0
-        walk(0, use)
-        return out
+        yield from walk(0, use)
 
     def lower_bound(U, R, t):
         lb = sum(to[k] - age for k, age in R)
