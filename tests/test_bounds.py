@@ -60,6 +60,14 @@ def test_fractional_arrival_brute_force_uses_the_engine_grid():
     assert compute_bound("ip", w, _sim(10), 10).objective == 3.5
 
 
+def test_brute_force_grid_includes_rounds_before_a_later_arrival():
+    # request 0 arrives at 0.5; requests 1 and 2 at 3. Best: 0 starts at 1 = 3 - 2 (on the
+    # grid of the later arrivals, not its own), ends at 4 with 1 and 2 (started at 3): 3.5 + 1 + 1.
+    w = Workload.build([0.5, 3, 3], [1, 1, 1], [3, 1, 1])
+    assert optimal_nonpreemptive_total_latency(w, 8) == 5.5
+    assert optimal_total_latency(w, 8) == 5.5
+
+
 def test_unfit_request_is_reported_not_solved_around():
     w = Workload.build([0, 0], [3, 2], [8, 2])
     res = compute_bound("ip", w, _sim(10), 10)

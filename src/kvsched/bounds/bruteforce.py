@@ -16,15 +16,17 @@ no KV while out and s + g + 1 in the round it resumes — eviction is a free pau
 evict (vllm, sarathi) can beat the non-preemptive optimum (e.g. M = 4, two requests s = 1, o = 2,
 both at 0: non-preemptive 6, evict-and-resume 5). The preemptive optimum is a shortest path over
 (time, tokens emitted per request): each round runs any set of released unfinished requests with
-sum (s_i + g_i + 1) <= M; busy periods start at an arrival (see below), so idling jumps to the
-next arrival. Pausing and partial prefills are dominated by eviction (same KV on resumption, none
+sum (s_i + g_i + 1) <= M; shifting a busy period left until one of its rounds hits an arrival
+shows that busy periods start on some arrival's grid a_j + k (k a whole number, possibly
+negative), so idling jumps to any such time up to the last arrival. Pausing and partial prefills are dominated by eviction (same KV on resumption, none
 meanwhile).
 
 Start times of the non-preemptive search: requests whose runs overlap share the engine's round grid, so their starts differ
   by whole rounds. Shifting a maximal group of overlapping runs left (all together) keeps it
   feasible and lowers the cost until one of its requests hits its arrival or the group touches the
-  previous one. So some optimal schedule starts every request at a_j + k (k a whole number) for
-  some request j, and no start exceeds max_j a_j + sum of the other lengths (a gap of free time
+  previous one. So some optimal schedule starts every request at a_j + k for some request j
+  and a whole number k, possibly negative (a request may start k rounds before another's arrival
+  so that their rounds line up), and no start exceeds max_j a_j + sum of the other lengths (a gap of free time
   after the last arrival could be closed).
 
 The enumeration is exhaustive over those candidate start times (depth-first over requests,
@@ -51,7 +53,7 @@ def _candidate_starts(inst: Instance, i: int) -> list[float]:
     last = float(a.max()) + float(o.sum() - o[i])
     out = set()
     for aj in np.unique(a):
-        k0 = max(0, math.ceil(a[i] - aj - _EPS))
+        k0 = math.ceil(a[i] - aj - _EPS)          # may be negative: a_j - k lines up with a_j
         for k in range(k0, int(math.floor(last - aj + _EPS)) + 1):
             out.add(round(float(aj) + k, 9))
     return sorted(out)
@@ -129,6 +131,12 @@ def solve_preemptive(inst: Instance, upper: float | None = None) -> float:
     a = inst.arrival_time.tolist()
     M = inst.capacity_tokens
     best = solve(inst)[0] if upper is None else upper
+    grid = sorted({round(aj + k, 9) for aj in set(a)
+                   for k in range(-math.ceil(max(a) - min(a)) - 1, math.ceil(max(a) - min(a)) + 2)
+                   if min(a) - _EPS <= aj + k <= max(a) + _EPS})
+
+    def idle_targets(t):
+        return [x for x in grid if x > t + _EPS]
     start = (round(min(a), 9), (0,) * n)
     frontier = [(start[0], 0.0, start[1])]
     seen: dict = {start: 0.0}
@@ -149,12 +157,11 @@ def solve_preemptive(inst: Instance, upper: float | None = None) -> float:
             run = [ready[k] for k in range(len(ready)) if mask >> k & 1]
             if sum(s[i] + g[i] + 1 for i in run) <= M:
                 moves.append(run)
-        later = [x for x in a if x > t + _EPS]
-        if later:
-            moves.append(None)                  # idle until the next arrival
+        for target in idle_targets(t):
+            moves.append(target)                # idle until a time on some arrival's grid
         for run in moves:
-            if run is None:
-                nt, ng, add = round(min(later), 9), g, 0.0
+            if not isinstance(run, list):
+                nt, ng, add = run, g, 0.0
             else:
                 nt = round(t + 1, 9)
                 ng = tuple(g[i] + (i in run) for i in range(n))
