@@ -4,12 +4,17 @@
 
 - ``ip``: the MC-SF paper's time-indexed integer program, HiGHS, warm-started (`bounds.ip`).
 - ``ip-strong``: the same with clique rows (`bounds.ip`, ``strengthen=True``).
-- ``exact``: our branch-and-bound for the round model (`bounds.exact`).
-- ``bruteforce``: exhaustive enumeration, n <= 6 (`bounds.bruteforce`).
+- ``exact``: heuristics + neighbourhood search, then the window-strengthened LP / IP
+  (`bounds.exact`) — the strongest method.
+- ``semionline``: branch-and-bound for requests that all arrive together (`bounds.semionline`).
+- ``bruteforce``: exhaustive enumeration, n <= 6 (`bounds.bruteforce`; non-preemptive optimum).
 - ``heuristic``: the best heuristic schedule only (an upper bound; `bound` is the trivial
   sum of lengths).
 
-All are for the round model (`bounds.instance`): `Simulator(UnitTime(), M, block_size=1)`. Under
+All are for the round model (`bounds.instance`): `Simulator(UnitTime(), M, block_size=1)`,
+non-preemptive (the MC-SF paper's model). Under `UnitTime` the engine's eviction is a free pause
+(see `bounds.bruteforce`), so a policy that evicts can finish below these optima;
+`bruteforce.optimal_total_latency` gives the optimum with evictions for tiny instances. Under
 ``KVConvention.EMITTED`` a request holds s + j while emitting token j; under ``COMPUTED`` it holds
 s + j - 1, which is the same model with prompt s - 1, so both are supported. Other cost models and
 block sizes raise `ConfigError`. ``status``: ``optimal`` (objective proven equal to the bound),
@@ -93,6 +98,20 @@ def _exact(inst: Instance, time_limit: float) -> BoundResult:
     return _from_ip("exact", solve_exact(inst, time_limit=time_limit), len(inst))
 
 
+def _semionline(inst: Instance, time_limit: float) -> BoundResult:
+    from .semionline import solve_semionline
+    if not inst.all_at_zero:
+        raise ConfigError("bound 'semionline' needs every request to arrive at the same time")
+    started = time.perf_counter()
+    value, starts, status = solve_semionline(inst, time_limit=time_limit)
+    trivial = float(np.sum(inst.release + inst.num_output_tokens - inst.arrival_time))
+    bound = value if status == "optimal" else trivial
+    value = value if value is not None else inst.objective(starts)
+    return BoundResult("semionline", value, bound, (value - bound) / value, status,
+                       time.perf_counter() - started, Plan.from_array(starts), len(inst),
+                       "" if status == "optimal" else "search stopped by the time limit")
+
+
 def _bruteforce(inst: Instance, time_limit: float) -> BoundResult:
     from .bruteforce import solve
     started = time.perf_counter()
@@ -113,7 +132,8 @@ def _heuristic(inst: Instance, time_limit: float) -> BoundResult:
 
 
 BOUND_METHODS: dict[str, Callable[[Instance, float], BoundResult]] = {
-    "ip": _ip, "ip-strong": _ip_strong, "exact": _exact, "bruteforce": _bruteforce,
+    "ip": _ip, "ip-strong": _ip_strong, "exact": _exact, "semionline": _semionline,
+    "bruteforce": _bruteforce,
     "heuristic": _heuristic,
 }
 

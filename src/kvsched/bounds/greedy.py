@@ -14,6 +14,8 @@ returns the best feasible start vector found. Everything here is a heuristic: no
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .instance import Instance
@@ -89,8 +91,10 @@ def _candidate_keys(inst: Instance) -> list:
     ]
 
 
-def best_heuristic(inst: Instance, *, local_search_rounds: int = 2) -> np.ndarray:
-    """The best start vector among list schedules, serial schedules and a local search."""
+def best_heuristic(inst: Instance, *, local_search_rounds: int = 2,
+                   deadline: float | None = None) -> np.ndarray:
+    """The best start vector among list schedules, serial schedules and a local search
+    (the local search stops at `deadline`, a `time.perf_counter()` value)."""
     best, best_cost = None, np.inf
     for key in _candidate_keys(inst):
         for skip in (False, True):
@@ -104,14 +108,14 @@ def best_heuristic(inst: Instance, *, local_search_rounds: int = 2) -> np.ndarra
         if cost < best_cost:
             best, best_cost = cand, cost
     for _ in range(local_search_rounds):
-        improved = _local_search(inst, best)
+        improved = _local_search(inst, best, deadline)
         if inst.objective(improved) >= best_cost:
             break
         best, best_cost = improved, inst.objective(improved)
     return best
 
 
-def _local_search(inst: Instance, start: np.ndarray) -> np.ndarray:
+def _local_search(inst: Instance, start: np.ndarray, deadline: float | None = None) -> np.ndarray:
     """Serial re-generation from the start order with adjacent swaps (first improvement)."""
     order = list(np.lexsort((np.arange(len(inst)), start)))
     best = serial_schedule(inst, order)
@@ -119,10 +123,37 @@ def _local_search(inst: Instance, start: np.ndarray) -> np.ndarray:
         best = start
     best_cost = inst.objective(best)
     for k in range(len(order) - 1):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         trial = order[:]
         trial[k], trial[k + 1] = trial[k + 1], trial[k]
         cand = serial_schedule(inst, trial)
         cost = inst.objective(cand)
         if cost < best_cost:
             best, best_cost, order = cand, cost, trial
+    return best
+
+
+def insertion_search(inst: Instance, start: np.ndarray, deadline: float) -> np.ndarray:
+    """Serial generation from the start order; move one request to another position of the
+    order while that lowers the cost (first improvement), until `deadline` (perf_counter)."""
+    order = list(np.lexsort((np.arange(len(inst)), start)))
+    best = serial_schedule(inst, order)
+    if inst.objective(start) <= inst.objective(best):
+        best = start
+    best_cost = inst.objective(best)
+    improved = True
+    while improved and time.perf_counter() < deadline:
+        improved = False
+        for k in range(len(order)):
+            for pos in range(len(order)):
+                if pos == k or time.perf_counter() > deadline:
+                    continue
+                trial = order[:]
+                trial.insert(pos, trial.pop(k))
+                cand = serial_schedule(inst, trial)
+                cost = inst.objective(cand)
+                if cost < best_cost:
+                    best, best_cost, order, improved = cand, cost, trial, True
+                    break
     return best

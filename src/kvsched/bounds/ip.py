@@ -17,6 +17,12 @@ fit in M * (t - r_min); and for t >= max_i r_i at least one request (the last to
 system until the makespan. So a schedule with makespan C pays at least
 sum_{t < C} max(#{r_i <= t} - N(t), [t >= r_max]), which must be <= U.
 
+Aggregation (default): identical requests (same arrival, prompt and output) share integer
+columns x[k,t] in [0, count_k] with sum_t x[k,t] = count_k — the same schedules up to permuting
+identical requests, without the symmetric copies. Exclusive-window rows (``windows=True``): see
+`bounds.exact`, which uses them. LP bounds are computed as Lagrangian bounds from the duals
+(`lagrangian_bound`), valid for any multipliers.
+
 Strengthening (``strengthen=True``, the `ip-strong` method): clique rows. During round t, any
 two (i,k) whose usage in round t exceeds M/2 cannot both be chosen, so the sum of those x is <= 1;
 likewise at most q-1 of those with usage > M/q (q = 3, 4). They are implied for integer x and
@@ -34,6 +40,11 @@ import numpy as np
 
 from .greedy import best_heuristic
 from .instance import Instance
+
+
+#: Above this many nonzeros HiGHS's MIP presolve is switched off: on the paper's n = 40-60
+#: instances it ran 49 s past a 15 s time limit without reducing anything.
+PRESOLVE_MAX_NONZEROS = 300_000
 
 
 @dataclass(frozen=True)
@@ -54,12 +65,29 @@ class IPResult:
         return max(0.0, (self.objective - self.bound) / max(abs(self.objective), 1e-9))
 
 
-def completion_count_bound(inst: Instance, t: int) -> int:
-    """N(t): at most this many requests can be complete by boundary t (volume + length)."""
+def completion_count_bound(inst: Instance, t: int, windows=None) -> int:
+    """N(t): at most this many requests can be complete by boundary t.
+
+    Volume: the requests complete by t fit their volumes in M * (t - r_min), so at most as many
+    as the smallest volumes that fit. Windows (when given, `window_sizes`): the requests with
+    disjoint exclusive windows complete by t have their windows inside [0, t + max b), so at most
+    as many as the smallest window sizes that fit, plus the others by volume.
+    """
     ok = inst.release + inst.num_output_tokens <= t
-    vols = np.sort(inst.volume[ok])
     budget = inst.capacity_tokens * (t - int(inst.release.min()))
-    return int(np.searchsorted(np.cumsum(vols), budget, side="right"))
+    vols = np.sort(inst.volume[ok])
+    count = int(np.searchsorted(np.cumsum(vols), budget, side="right"))
+    if windows is not None:
+        a, b, members = windows
+        big = np.zeros(len(inst), dtype=bool)
+        big[members] = True
+        small = np.sort(inst.volume[ok & ~big])
+        num_small = int(np.searchsorted(np.cumsum(small), budget, side="right"))
+        sizes = np.sort((a + b)[ok & big])
+        span = t + (int(b[members].max()) if members.size else 0)
+        num_big = int(np.searchsorted(np.cumsum(sizes), span, side="right"))
+        count = min(count, num_small + num_big)
+    return count
 
 
 def in_system_lower_bounds(inst: Instance, horizon: int) -> np.ndarray:
@@ -67,8 +95,9 @@ def in_system_lower_bounds(inst: Instance, horizon: int) -> np.ndarray:
     r_max = int(inst.release.max())
     released = np.searchsorted(np.sort(inst.release), np.arange(horizon), side="right")
     out = np.empty(horizon, dtype=np.int64)
+    win = window_sizes(inst)
     for t in range(horizon):
-        out[t] = max(int(released[t]) - completion_count_bound(inst, t + 1), int(t >= r_max))
+        out[t] = max(int(released[t]) - completion_count_bound(inst, t + 1, win), int(t >= r_max))
     return out
 
 
@@ -88,24 +117,65 @@ class Columns:
     start: np.ndarray
 
 
-def _columns(inst: Instance, horizon: int) -> Columns:
+def _columns(inst: Instance, horizon: int, start_lo=None, start_hi=None) -> Columns:
     jobs, starts = [], []
     for i in range(len(inst)):
+        first = int(inst.release[i]) if start_lo is None else max(int(inst.release[i]), int(start_lo[i]))
         last = horizon - int(inst.num_output_tokens[i])
-        ks = np.arange(int(inst.release[i]), max(last, int(inst.release[i])) + 1)
+        if start_hi is not None:
+            last = min(last, int(start_hi[i]))
+        ks = np.arange(first, max(last, first) + 1)
         jobs.append(np.full(len(ks), i))
         starts.append(ks)
     return Columns(np.concatenate(jobs), np.concatenate(starts))
 
 
-def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
-    """CSC arrays of the time-indexed program. Returns (cols, cost, rows_lo, rows_hi, matrix)."""
-    cols = _columns(inst, horizon)
+def window_sizes(inst: Instance, counts=None):
+    """Exclusive completion windows (a_i, b_i) for the requests with peak >= ceil(M/2) and
+    s <= ceil(M/2) (see `bounds.exact`).
+
+    For j completing no later than i: c_i - c_j >= h(j,i) = min(o_i, max(0, peak_i + peak_j - M)).
+    With a_i = peak_i - ceil(M/2) and b_j = min(peak_j - floor(M/2), ceil(M/2) - max_{i != j} s_i),
+    a_i + b_j <= h(j,i), so the windows [c_i - a_i, c_i + b_i) of two such requests are disjoint.
+    """
+    M = inst.capacity_tokens
+    peak, s = inst.peak_tokens, inst.num_prompt_tokens
+    # a_i + b_j <= o_i needs b_j <= ceil(M/2) - s_i >= 0: requests with s_i > ceil(M/2) stay out
+    members = np.flatnonzero((peak >= (M + 1) // 2) & (s <= (M + 1) // 2))
+    a = np.zeros(len(inst), dtype=np.int64)
+    b = np.zeros(len(inst), dtype=np.int64)
+    counts = np.ones(len(inst), dtype=np.int64) if counts is None else np.asarray(counts)
+    if counts[members].sum() < 2:
+        return a, b, members[:0]
+    a[members] = peak[members] - (M + 1) // 2
+    s_m = s[members]
+    top = np.sort(s_m)[::-1]
+    num_top = int(counts[members][s_m == top[0]].sum())
+    for i in members:
+        # the largest prompt among the OTHER requests (a type with count >= 2 is its own other)
+        others_max = top[0] if (s[i] != top[0] or num_top >= 2) else (top[1] if len(top) > 1 else 0)
+        b[i] = min(peak[i] - M // 2, (M + 1) // 2 - others_max)
+    assert (b[members] >= 0).all() and (a[members] >= 0).all()
+    keep = members[(a[members] + b[members]) >= 1]
+    return a, b, keep
+
+
+def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windows: bool = False,
+                start_lo=None, start_hi=None, capacity=None, counts=None):
+    """CSC arrays of the time-indexed program. Returns (cols, cost, rows_lo, rows_hi, matrix).
+
+    ``start_lo``/``start_hi``: per-request start ranges (default: release .. horizon - o);
+    ``capacity``: KV available in each round (default M everywhere; the large-neighbourhood
+    search passes M minus the usage of the requests it keeps fixed); ``counts``: `inst` lists
+    request types and x[k,t] is the number of type-k requests starting at t (aggregation).
+    """
+    cols = _columns(inst, horizon, start_lo, start_hi)
     s = inst.num_prompt_tokens[cols.job]
     o = inst.num_output_tokens[cols.job]
     cost = (cols.start + o).astype(np.float64) - inst.arrival_time[cols.job]
     M = inst.capacity_tokens
     n, ncol = len(inst), len(cols.job)
+    mult = np.ones(n, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
     # memory rows: column c touches rounds start+1..start+o with coefficient s + (t - start)
     entries_row, entries_col, entries_val = [], [], []
     entries_row.append(cols.job)
@@ -116,12 +186,12 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
     offs = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths) + 1
     rounds = np.repeat(cols.start, lengths) + offs
     usage = np.repeat(s, lengths) + offs
-    peak = np.zeros(horizon + 2, dtype=np.int64)
-    np.maximum.at(peak, rounds, 0)
+    cap = np.full(horizon + 2, M, dtype=np.int64) if capacity is None else \
+        np.concatenate([capacity, np.full(max(0, horizon + 2 - len(capacity)), M)])[:horizon + 2]
     # keep a memory row only where the total possible usage can exceed M
     best_per_job = np.zeros((n, horizon + 2), dtype=np.int64)
     np.maximum.at(best_per_job, (np.repeat(cols.job, lengths), rounds), usage)
-    binding = best_per_job.sum(axis=0) > M
+    binding = (best_per_job * mult[:, None]).sum(axis=0) > cap
     row_of_round = np.full(horizon + 2, -1)
     binding_rounds = np.flatnonzero(binding)
     row_of_round[binding_rounds] = n + np.arange(len(binding_rounds))
@@ -129,8 +199,8 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
     entries_row.append(row_of_round[rounds[keep]])
     entries_col.append(col_rep[keep])
     entries_val.append(usage[keep].astype(np.float64))
-    lo = [np.ones(n), np.full(len(binding_rounds), -np.inf)]
-    hi = [np.ones(n), np.full(len(binding_rounds), float(M))]
+    lo = [mult.astype(np.float64), np.full(len(binding_rounds), -np.inf)]
+    hi = [mult.astype(np.float64), cap[binding_rounds].astype(np.float64)]
     num_rows = n + len(binding_rounds)
     if strengthen:
         for q in (2, 3, 4):
@@ -141,7 +211,7 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
             for t, c in zip(rr.tolist(), cc.tolist()):
                 jobs_at.setdefault(t, []).append(c)
             for t, clist in sorted(jobs_at.items()):
-                if len(set(cols.job[clist].tolist())) < q:
+                if mult[sorted(set(cols.job[clist].tolist()))].sum() < q:
                     continue
                 entries_row.append(np.full(len(clist), num_rows))
                 entries_col.append(np.asarray(clist))
@@ -149,13 +219,31 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False):
                 lo.append(np.array([-np.inf]))
                 hi.append(np.array([float(q - 1)]))
                 num_rows += 1
+    if windows:
+        a_w, b_w, members = window_sizes(inst, mult)
+        if members.size:
+            jobs_c = cols.job
+            inw = np.isin(jobs_c, members)
+            cs = np.flatnonzero(inw)
+            a_c, b_c = a_w[jobs_c[cs]], b_w[jobs_c[cs]]
+            comp = cols.start[cs] + o[cs]
+            lens = a_c + b_c
+            rep = np.repeat(cs, lens)
+            taus = np.repeat(comp - a_c, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+            taus_u, tau_rows = np.unique(taus, return_inverse=True)
+            entries_row.append(num_rows + tau_rows)
+            entries_col.append(rep)
+            entries_val.append(np.ones(len(rep)))
+            lo.append(np.full(len(taus_u), -np.inf))
+            hi.append(np.ones(len(taus_u)))
+            num_rows += len(taus_u)
     row = np.concatenate(entries_row)
     col = np.concatenate(entries_col)
     val = np.concatenate(entries_val)
     return cols, cost, np.concatenate(lo), np.concatenate(hi), (row, col, val, num_rows)
 
 
-def _to_highs(cost, lo, hi, matrix, integer: bool):
+def _to_highs(cost, lo, hi, matrix, integer: bool, col_upper=None):
     import highspy
     row, col, val, num_rows = matrix
     order = np.lexsort((row, col))
@@ -166,7 +254,7 @@ def _to_highs(cost, lo, hi, matrix, integer: bool):
     lp.num_row_ = num_rows
     lp.col_cost_ = cost
     lp.col_lower_ = np.zeros(ncol)
-    lp.col_upper_ = np.ones(ncol)
+    lp.col_upper_ = np.ones(ncol) if col_upper is None else np.asarray(col_upper, dtype=np.float64)
     lp.row_lower_ = lo
     lp.row_upper_ = hi
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
@@ -189,64 +277,149 @@ def _highs(time_limit: float, threads: int | None = None):
 
 
 def solve_lp_relaxation(inst: Instance, horizon: int, *, strengthen: bool = False,
-                        time_limit: float = 60.0) -> float:
-    """Optimal value of the LP relaxation (a valid lower bound on sum (c_i - a_i))."""
-    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen)
+                        windows: bool = False, time_limit: float = 60.0) -> float | None:
+    """A valid lower bound from the LP relaxation, even when the LP is stopped by the time limit.
+
+    The bound is recomputed from HiGHS's row duals as a Lagrangian bound: for any multipliers
+    u >= 0 on the <= rows, L(u) = sum_i min_k (c_ik + sum_r u_r A_r,ik) - sum_r u_r b_r is a lower
+    bound (each request picks its best start under the penalised costs), so the value does not
+    rely on the LP having been solved to optimality or on floating-point tolerances; at the LP
+    optimum it equals the LP value. None when HiGHS returned no duals.
+    """
+    types = Types.of(inst)
+    cols, cost, lo, hi, matrix = build_model(types.instance, horizon, strengthen=strengthen,
+                                             windows=windows, counts=types.counts)
     h = _highs(time_limit)
-    h.passModel(_to_highs(cost, lo, hi, matrix, integer=False))
+    if len(matrix[0]) > PRESOLVE_MAX_NONZEROS:
+        # first-order PDLP: its iterates' duals give a strong Lagrangian bound long before the
+        # simplex finishes (n = 50: 99% of the LP value in 5 s; dual simplex 85%)
+        h.setOptionValue("solver", "pdlp")
+        h.setOptionValue("presolve", "off")     # a presolved LP stopped by the clock has no duals
+    h.passModel(_to_highs(cost, lo, hi, matrix, integer=False, col_upper=types.counts[cols.job]))
     h.run()
-    return float(h.getInfo().objective_function_value)
+    sol = h.getSolution()
+    if not sol.dual_valid:
+        return None
+    return lagrangian_bound(cols, cost, matrix, hi, types.counts, np.asarray(sol.row_dual))
+
+
+def lagrangian_bound(cols: Columns, cost, matrix, row_upper, counts, row_dual) -> float:
+    """L(u) with u = max(0, -dual) on the inequality rows (rows 0..n-1 are the assignments)."""
+    row, col, val, num_rows = matrix
+    n = len(counts)
+    u = np.maximum(0.0, -np.asarray(row_dual, dtype=np.float64))
+    u[:n] = 0.0
+    u[~np.isfinite(row_upper)] = 0.0
+    adjusted = cost + np.bincount(col, weights=val * u[row], minlength=len(cost))
+    best = np.full(n, np.inf)
+    np.minimum.at(best, cols.job, adjusted)
+    return float(np.dot(counts, best) - np.dot(u[n:], np.asarray(row_upper)[n:]))
+
+
+@dataclass(frozen=True)
+class Types:
+    """Identical requests (same arrival, prompt, output) grouped: one row of `instance` per type."""
+
+    instance: Instance
+    counts: np.ndarray
+    members: list          # request ids of each type, in id order
+
+    @classmethod
+    def of(cls, inst: Instance) -> Types:
+        keys = list(zip(inst.arrival_time.tolist(), inst.num_prompt_tokens.tolist(),
+                        inst.num_output_tokens.tolist()))
+        index: dict = {}
+        members: list = []
+        for i, key in enumerate(keys):
+            if key not in index:
+                index[key] = len(members)
+                members.append([])
+            members[index[key]].append(i)
+        rep = np.array([m[0] for m in members], dtype=np.int64)
+        sub = Instance(inst.arrival_time[rep], inst.release[rep], inst.num_prompt_tokens[rep],
+                       inst.num_output_tokens[rep], inst.capacity_tokens)
+        return cls(sub, np.array([len(m) for m in members], dtype=np.int64), members)
+
+    def column_values(self, cols: Columns, start: np.ndarray) -> np.ndarray:
+        """x[k,t] = number of type-k requests starting at t in the request-level `start`."""
+        table: dict = {}
+        for k, ids in enumerate(self.members):
+            for i in ids:
+                table[(k, int(start[i]))] = table.get((k, int(start[i])), 0) + 1
+        return np.array([table.get((int(k), int(p)), 0) for k, p in zip(cols.job, cols.start)],
+                        dtype=np.float64)
+
+    def starts(self, cols: Columns, x: np.ndarray, n: int) -> np.ndarray | None:
+        """Request-level starts from integer column values (None if they do not add up)."""
+        counts = np.rint(x).astype(np.int64)
+        out = np.full(n, -1, dtype=np.int64)
+        per_type: dict = {}
+        for c in np.flatnonzero(counts > 0):
+            per_type.setdefault(int(cols.job[c]), []).extend([int(cols.start[c])] * int(counts[c]))
+        for k, ids in enumerate(self.members):
+            got = sorted(per_type.get(k, []))
+            if len(got) != len(ids):
+                return None
+            out[ids] = got
+        return out
 
 
 def solve_ip(inst: Instance, *, time_limit: float = 60.0, strengthen: bool = False,
-             warm_start: np.ndarray | None = None, threads: int | None = None) -> IPResult:
-    """Solve the time-indexed IP; never reports `optimal` without HiGHS's proof."""
+             windows: bool = False, warm_start: np.ndarray | None = None,
+             threads: int | None = None, aggregate: bool = True) -> IPResult:
+    """Solve the time-indexed IP; never reports `optimal` without HiGHS's proof.
+
+    ``aggregate``: identical requests (same arrival, prompt and output) share integer columns
+    x[k,t] in [0, count_k] (the same integer solutions up to permuting identical requests, and
+    no symmetric copies for the branch-and-bound to explore).
+    """
     started = time.perf_counter()
     msg = inst.unfit_message()
     if msg:
         return IPResult(None, float("inf"), "infeasible", 0.0, None, message=msg)
     if warm_start is None:
-        warm_start = best_heuristic(inst)
+        warm_start = best_heuristic(inst, deadline=started + 0.2 * time_limit)
     upper = inst.objective(warm_start)
     horizon = horizon_from_upper_bound(inst, upper - inst.latency_offset)
     horizon = max(horizon, int((warm_start + inst.num_output_tokens).max()))
-    cols, cost, lo, hi, matrix = build_model(inst, horizon, strengthen=strengthen)
+    types = Types.of(inst) if aggregate else Types(inst, np.ones(len(inst), dtype=np.int64),
+                                                    [[i] for i in range(len(inst))])
+    cols, cost, lo, hi, matrix = build_model(types.instance, horizon, strengthen=strengthen,
+                                             windows=windows, counts=types.counts)
     h = _highs(time_limit - (time.perf_counter() - started), threads)
     integral = inst.is_integral()
     if integral:
         h.setOptionValue("mip_abs_gap", 1.0 - 1e-6)
     h.setOptionValue("mip_rel_gap", 0.0)
-    h.passModel(_to_highs(cost, lo, hi, matrix, integer=True))
-    _set_warm_start(h, cols, warm_start)
+    if len(matrix[0]) > PRESOLVE_MAX_NONZEROS:
+        h.setOptionValue("presolve", "off")     # HiGHS's presolve ignores the time limit on big models
+    h.passModel(_to_highs(cost, lo, hi, matrix, integer=True, col_upper=types.counts[cols.job]))
+    _set_warm_start(h, types.column_values(cols, warm_start))
     h.run()
-    return _read_result(h, inst, cols, cost, matrix[3], warm_start, upper, integral, started)
+    return _read_result(h, inst, types, cols, cost, matrix[3], warm_start, upper, integral, started)
 
 
-def _set_warm_start(h, cols: Columns, start: np.ndarray) -> None:
+def _set_warm_start(h, value: np.ndarray) -> None:
     import highspy
-    value = (cols.start == start[cols.job]).astype(np.float64)
     sol = highspy.HighsSolution()
     sol.col_value = value
     sol.value_valid = True
     h.setSolution(sol)
 
 
-def _read_result(h, inst, cols, cost, num_rows, warm_start, upper, integral, started) -> IPResult:
+def _read_result(h, inst, types, cols, cost, num_rows, warm_start, upper, integral, started) -> IPResult:
     import highspy
     info = h.getInfo()
     status = h.getModelStatus()
     best_start, objective = warm_start, upper
     if info.primal_solution_status == 2:    # feasible point available
-        x = np.asarray(h.getSolution().col_value)
-        chosen = x > 0.5
-        if chosen.sum() == len(inst):
-            cand = np.empty(len(inst), dtype=np.int64)
-            cand[cols.job[chosen]] = cols.start[chosen]
+        cand = types.starts(cols, np.asarray(h.getSolution().col_value), len(inst))
+        if cand is not None:
             if inst.objective(cand) < objective:
                 best_start, objective = cand, inst.objective(cand)
     bound = float(info.mip_dual_bound)
-    if status == highspy.HighsModelStatus.kOptimal:
-        bound = max(bound, -np.inf)
+    trivial = float(np.sum(inst.release + inst.num_output_tokens - inst.arrival_time))
+    bound = max(bound, trivial) if np.isfinite(bound) else trivial    # each c_i >= r_i + o_i
     if integral and np.isfinite(bound):
         offset = inst.latency_offset
         bound = float(np.ceil(bound - offset - 1e-6) + offset)
