@@ -17,6 +17,8 @@ from .errors import UserError
 
 TARGETS: dict[str, str] = {
     "mcsf-synthetic": "kvsched.cli_reproduce:mcsf_synthetic",
+    "mcsf-real-trace": "kvsched.cli_sweep:reproduce_mcsf_real_trace",
+    "amin-intervals": "kvsched.cli_sweep:reproduce_amin_intervals",
 }
 
 
