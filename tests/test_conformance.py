@@ -139,3 +139,52 @@ def test_thrashing_policy_fails_liveness():
 
 def test_parameters_must_be_stored_verbatim():
     assert "interface" in _failed(_Renamed())
+
+
+@dataclass(kw_only=True)
+class _Forgetful(Policy):
+    """Serves one request at a time, but the order flips from run to run: `reset` forgets nothing."""
+
+    name: ClassVar[str] = "test-forgetful"
+
+    def __post_init__(self):
+        self.runs = 0
+
+    def reset(self, *, seed=None):
+        self.runs += 1
+
+    def schedule(self, view):
+        if view.running:
+            r = view.running[0]
+            return Decision(num_tokens={r.request_id: r.num_uncomputed_tokens})
+        if not view.waiting:
+            return Decision()
+        r = view.waiting[-1] if self.runs % 2 else view.waiting[0]
+        return Decision(num_tokens={r.request_id: r.num_tokens})
+
+
+@dataclass(kw_only=True)
+class _FalselyStable(Policy):
+    """Tagged event_stable, but admits only at even iterations: its decision changes between events."""
+
+    name: ClassVar[str] = "test-falsely-stable"
+    tags: ClassVar[PolicyTags] = PolicyTags(event_stable=True)
+
+    def schedule(self, view):
+        tokens = {r.request_id: r.num_uncomputed_tokens for r in view.running}
+        free = view.num_free_blocks - sum(view.extra_blocks(r, tokens[r.request_id]) for r in view.running)
+        head = view.waiting[0] if view.waiting else None
+        if head is not None and view.iteration % 2 == 0 and view.extra_blocks(head, head.num_tokens) <= free:
+            tokens[head.request_id] = head.num_tokens
+        if head is not None and not tokens:
+            tokens[head.request_id] = head.num_tokens if view.extra_blocks(head, head.num_tokens) <= free else 1
+        return Decision(num_tokens=tokens)
+
+
+def test_a_policy_whose_reset_forgets_nothing_is_not_deterministic():
+    assert "deterministic" in _failed(_Forgetful())
+
+
+def test_a_false_event_stable_tag_is_caught():
+    results = {r.name: r for r in check_policy(_FalselyStable())}
+    assert not results["tags_honest"].passed and "event_stable" in results["tags_honest"].detail

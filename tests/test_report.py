@@ -54,3 +54,14 @@ def test_paired_ratios_pair_by_rate_and_seed():
     assert ratio["series"] == "b" and ratio["baseline"] == "a"
     assert ratio["mean_ratio"] == pytest.approx(1.5) and ratio["pairs"] == 3
     assert ratio["ci95"] == pytest.approx(0.0)
+
+
+def test_the_spec_s_first_policy_is_the_paired_baseline(tmp_path):
+    from kvsched.experiments import load_runs
+    text = SPEC.replace('[[policy]]\nid = "sarathi"\n', "")
+    text = text.replace('[[policy]]\nid = "vllm"', '[[policy]]\nid = "sarathi"\n\n[[policy]]\nid = "vllm"')
+    spec = load_spec(_write(tmp_path, text))
+    run_sweep(spec, ResultStore.open(tmp_path / "out", spec), jobs=2)
+    rows = sorted(load_runs(tmp_path / "out").to_pylist(), key=lambda r: r["point_index"])
+    assert [r["point_index"] for r in rows] == list(range(len(spec.points())))
+    assert {p["baseline"] for p in paired_ratios(rows, "mean_latency")} == {"sarathi"}

@@ -127,8 +127,8 @@ def _bound_columns(rows: list[dict[str, Any]], name: str, setup: cc.Setup, time_
         result = compute_bound(name, setup.workload, setup.simulator, time_limit)
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"--bound {name}: {exc}") from None
+    value = float("nan") if result.bound is None else float(result.bound)
     for row in rows:
-        value = float(result.bound)
         row.update(bound=name, bound_value=value, bound_status=str(result.status),
                    bound_gap=result.gap,
                    bound_ratio=row["total_latency"] / value if value > 0 else float("nan"))

@@ -273,8 +273,10 @@ class Simulator:
         if self.kv_capacity_tokens < self.block_size:
             raise ValueError("kv_capacity_tokens must hold at least one block")
 
-    def run(self, workload: Workload, policy, *, seed: int | None = None,
+    def run(self, workload: Workload, policy, *, seed: int | None = 0,
             progress: ProgressCallback | None = None) -> RunResult:
+        """Simulate `workload` under `policy`. `seed` seeds the policy's own randomness (0 by
+        default, so that runs are reproducible; None asks for fresh entropy)."""
         policy.reset(seed=seed)
         return _Run(self, workload, policy, progress).execute()
 

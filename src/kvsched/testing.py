@@ -16,23 +16,22 @@ The checks:
   unit-time and linear costs).
 - ``liveness``: on the same workloads every request finishes or is rejected, with no stall and no
   livelock (a bounded number of iterations).
-- ``deterministic``: two runs of the same inputs give identical per-request records.
+- ``deterministic``: two runs of one policy instance on the same inputs give identical
+  per-request records (so `reset` must clear what a run leaves behind).
 - ``non_clairvoyant``: unless tagged ``clairvoyant``, decisions do not depend on true output
   lengths: two workloads that differ only in one request's true length give identical iterations
   until that request finishes in the shorter one.
 - ``tags_honest``: a policy not tagged ``preemptive`` never evicts; one not tagged ``pauses``
-  never leaves a resident request unscheduled.
-- ``not_better_than_optimum``: for policies that never evict, on tiny instances of the papers'
-  model (unit time, s + j KV, block 1) total latency is never below the non-preemptive hindsight
-  optimum (`kvsched.bounds.bruteforce`). A schedule that pauses or chunks but never evicts can be
-  made non-preemptive with the same completion times and no more memory in any round (each request
-  runs contiguously over its last o_i rounds, when the original had already emitted at least as
-  many tokens and kept their KV). Eviction breaks this: under unit time a recompute costs one round
-  however many tokens it recomputes, so a request can emit its first token early, be evicted, and
-  still finish sooner than any non-preemptive schedule allows. Example (M = 9, KV s + j):
-  r0 = (a 0, s 2, o 5), r1 = (a 2, s 3, o 4); vLLM admits r1 at round 2, evicts it at round 3,
-  recomputes it at round 5 and finishes it at 8: total latency 5 + 6 = 11 < 12, the
-  non-preemptive optimum.
+  never leaves a resident request unscheduled; one tagged ``event_stable`` keeps its promise
+  (every run of such a policy is in the engine's verify mode).
+- ``not_better_than_optimum``: on tiny instances of the papers' model (unit time, s + j KV,
+  block 1) total latency is never below the hindsight optimum with evictions allowed
+  (`kvsched.bounds.bruteforce.optimal_total_latency`). The paper's non-preemptive optimum is not
+  a lower bound for every policy: under unit time a recompute costs one round however many tokens
+  it recomputes, so a request can emit its first token early, be evicted, and still finish sooner
+  than any non-preemptive schedule allows. Example (M = 9, KV s + j): r0 = (a 0, s 2, o 5),
+  r1 = (a 2, s 3, o 4); vLLM admits r1 at round 2, evicts it at round 3, recomputes it at round 5
+  and finishes it at 8: total latency 5 + 6 = 11 < 12, the non-preemptive optimum.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cost import LinearCost, UnitTime
-from .engine import Simulator
+from .engine import EventStabilityError, Simulator
 from .errors import InfeasibleDecisionError, StalledError
 from .memory import KVConvention
 from .policies.base import Policy, PolicyTags
@@ -130,6 +129,8 @@ class _Probe:
         self.mutated: str | None = None
         self.paused: str | None = None
         self.name, self.tags = policy.name, policy.tags
+        if hasattr(policy, "stable_horizon"):
+            self.stable_horizon = policy.stable_horizon
 
     def reset(self, *, seed: int | None = None) -> None:
         self.policy.reset(seed=seed)
@@ -178,9 +179,14 @@ def _records(result) -> tuple:
             result.num_evictions.tolist(), result.num_recomputed_tokens.tolist())
 
 
-def _run(policy: Policy, scenario: Scenario, *, max_calls: int = 5_000):
-    probe = _Probe(copy.deepcopy(policy), max_calls)
-    result = scenario.simulator.run(scenario.workload, probe, seed=0)
+def _run(policy: Policy, scenario: Scenario, *, max_calls: int = 5_000, fresh: bool = True):
+    """Run a copy of `policy` (or `policy` itself, `fresh=False`) on the scenario. A policy tagged
+    `event_stable` runs in verify mode: the engine asks it at every boundary and checks the promise."""
+    probe = _Probe(copy.deepcopy(policy) if fresh else policy, max_calls)
+    simulator = scenario.simulator
+    if policy.tags.event_stable:
+        simulator = dataclasses.replace(simulator, verify_stable=True)
+    result = simulator.run(scenario.workload, probe, seed=0)
     return probe, result
 
 
@@ -216,7 +222,8 @@ def _run_scenarios(policy: Policy, scenarios: list[Scenario]) -> list[_Outcome]:
         try:
             probe, result = _run(policy, scenario)
             outcomes.append(_Outcome(scenario, probe, result))
-        except (InfeasibleDecisionError, StalledError, _Livelock, _Malformed) as exc:
+        except (InfeasibleDecisionError, StalledError, _Livelock, _Malformed,
+                EventStabilityError) as exc:
             outcomes.append(_Outcome(scenario, error=exc))
     return outcomes
 
@@ -242,9 +249,10 @@ def _check_outcomes(outcomes: list[_Outcome], what: str) -> str | None:
 
 def _check_deterministic(policy: Policy, scenarios: list[Scenario]) -> str | None:
     for scenario in scenarios[:4]:
+        reused = copy.deepcopy(policy)     # one instance twice: `reset` must clear its run state
         try:
-            first = _records(_run(policy, scenario)[1])
-            second = _records(_run(policy, scenario)[1])
+            first = _records(_run(reused, scenario, fresh=False)[1])
+            second = _records(_run(reused, scenario, fresh=False)[1])
         except (InfeasibleDecisionError, StalledError, _Livelock, _Malformed):
             continue   # reported by the feasibility and liveness checks
         if first != second:
@@ -281,6 +289,8 @@ def _check_non_clairvoyant(policy: Policy, scenarios: list[Scenario]) -> str | N
 
 def _check_tags(policy: Policy, outcomes: list[_Outcome]) -> str | None:
     for o in outcomes:
+        if isinstance(o.error, EventStabilityError):
+            return f"{o.scenario.name}: tagged event_stable but {o.error}"
         if o.error is not None:
             continue
         for it in o.result.iterations:
@@ -293,8 +303,6 @@ def _check_tags(policy: Policy, outcomes: list[_Outcome]) -> str | None:
 
 def _check_optimum(policy: Policy) -> str | None:
     from .bounds.bruteforce import optimal_total_latency
-    if policy.tags.preemptive:
-        return None
     for workload, capacity in tiny_paper_instances():
         sim = Simulator(UnitTime(), capacity, kv_convention=KVConvention.EMITTED)
         try:

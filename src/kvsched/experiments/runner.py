@@ -7,6 +7,7 @@ written by the driver as they arrive (`ResultStore`), so a crash loses at most t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -40,9 +41,11 @@ def build_workload(config: dict):
 def build_simulator(config: dict):
     from ..cli_common import build_simulator as build, parse_cost
     engine = config["engine"]
-    return build(parse_cost(engine.get("cost", "unit")), kv_capacity=engine.get("kv_capacity"),
-                 block_size=engine.get("block_size"),
-                 kv_convention=engine.get("kv_convention", "computed"))
+    simulator = build(parse_cost(engine.get("cost", "unit")), kv_capacity=engine.get("kv_capacity"),
+                      block_size=engine.get("block_size"),
+                      kv_convention=engine.get("kv_convention", "computed"))
+    budget = engine.get("max_num_batched_tokens")
+    return simulator if budget is None else dataclasses.replace(simulator, max_num_batched_tokens=budget)
 
 
 def run_point(config: dict) -> tuple[dict, dict | None]:
@@ -57,7 +60,8 @@ def run_point(config: dict) -> tuple[dict, dict | None]:
     if config.get("bound"):
         from ..bounds import compute_bound
         bound = compute_bound(config["bound"], workload, simulator, 60.0)
-        row.update(bound_name=config["bound"], bound_value=float(bound.bound),
+        row.update(bound_name=config["bound"],
+                   bound_value=None if bound.bound is None else float(bound.bound),
                    bound_status=str(bound.status))
     row.update(wall_time=time.perf_counter() - started, kvsched_version=__version__)
     requests = _requests(result, row["config_hash"]) if config.get("per_request") else None
@@ -70,6 +74,7 @@ def _flatten(config: dict) -> dict:
             "workload_types": json.dumps(w.get("types")) if w.get("types") else None,
             "rate": w.get("rate"), "cost": e.get("cost", "unit"), "kv_capacity": e.get("kv_capacity"),
             "block_size": e.get("block_size"), "kv_convention": e.get("kv_convention", "computed"),
+            "max_num_batched_tokens": e.get("max_num_batched_tokens"),
             "policy_id": config["policy"], "params": json.dumps(config["params"], sort_keys=True),
             "label": config["label"], "predictor": config.get("predictor"), "seed": config["seed"],
             "num_requests_config": config["num_requests"]}
@@ -97,7 +102,9 @@ def run_sweep(spec: SweepSpec, store: ResultStore, *, executor: str = "local", j
     if executor not in runners:
         raise ConfigError(f"--executor: expected local or ray, got {executor!r}")
     done = skipped
+    order = {config_hash(p): i for i, p in enumerate(points)}
     for row, requests in runners[executor](todo, jobs, ray_address):
+        row["point_index"] = order[row["config_hash"]]    # the spec's order: the report's baseline
         store.write(row, requests)
         done += 1
         if progress:

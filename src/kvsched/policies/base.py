@@ -20,9 +20,10 @@ class PolicyTags:
 
     - ``uses_predictions``: reads `predicted_*` fields of the requests.
     - ``clairvoyant``: reads true output lengths through `SchedulerView.oracle` (hindsight baselines).
-    - ``event_stable``: between events (arrival, completion, prefill completion, memory
-      overflow, a declared wake-up) its decision is "every resident decode continues", so the
-      engine may fast-forward.
+    - ``event_stable``: between events (an arrival, a completion or prefill completion while
+      requests wait, the iteration at which memory would overflow, the policy's optional
+      ``stable_horizon(view)``) its decision stays "every resident decode continues", so the
+      engine may fast-forward; the exact promise is in `kvsched.engine`'s docstring.
     - ``preemptive``: may evict resident requests.
     - ``pauses``: may leave resident requests unscheduled (paused) while keeping their KV.
     """

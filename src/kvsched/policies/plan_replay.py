@@ -28,6 +28,11 @@ _EPS = 1e-9
 @register
 @dataclass(kw_only=True)
 class PlanReplayPolicy(Policy):
+    """Replays a hindsight-optimal `Plan` (MC-SF paper's integer program) through the engine.
+
+    See this module's docstring for what is replayed and how.
+    """
+
     name: ClassVar[str] = "plan-replay"
     tags: ClassVar[PolicyTags] = PolicyTags()
     description: ClassVar[str] = "Replays a schedule from kvsched.bounds (start each request at its planned round)"

@@ -39,7 +39,15 @@ def _subclasses(cls: type) -> list[type]:
 def registered() -> dict[str, type[Policy]]:
     """Policy id → class, for every registered policy, sorted by id."""
     from . import _builtins  # noqa: F401  (import the built-in policies)
-    found = {c.name: c for c in _subclasses(Policy) if c.__dict__.get(_MARK) is c}
+    found: dict[str, type[Policy]] = {}
+    for cls in _subclasses(Policy):
+        if cls.__dict__.get(_MARK) is not cls:
+            continue
+        if cls.name in found and found[cls.name] is not cls:
+            raise ConfigError(f"policy id {cls.name!r} is registered twice: by "
+                              f"{found[cls.name].__module__}.{found[cls.name].__qualname__} and "
+                              f"{cls.__module__}.{cls.__qualname__}")
+        found[cls.name] = cls
     return dict(sorted(found.items()))
 
 

@@ -49,6 +49,11 @@ from .registry import register
 @register
 @dataclass(kw_only=True)
 class SarathiPolicy(Policy):
+    """Sarathi-Serve's scheduler (Agrawal et al., OSDI 2024).
+
+    The rule, its sources and every deviation are in this module's docstring.
+    """
+
     name: ClassVar[str] = "sarathi"
     tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True, event_stable=True)
     description: ClassVar[str] = "Sarathi-Serve: decode-first, chunked prefill, whole-prompt reservation"

@@ -79,6 +79,11 @@ from .registry import register
 @register
 @dataclass(kw_only=True)
 class VLLMPolicy(Policy):
+    """vLLM V1's scheduler (vllm/v1/core/sched/scheduler.py), with V0/Vidur options.
+
+    The rule, its sources and every deviation are in this module's docstring.
+    """
+
     name: ClassVar[str] = "vllm"
     tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True, event_stable=True)
     description: ClassVar[str] = "vLLM V1: running first, LIFO preemption, FCFS admission with head-of-line blocking"

@@ -99,7 +99,8 @@ def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | No
     """Write the HTML report of `sweep_dir` to `out` and its figures beside it; return `out`."""
     from ..experiments.store import load_requests, load_runs
     sweep_dir, out = Path(sweep_dir), Path(out)
-    rows = load_runs(sweep_dir).to_pylist()
+    # In the spec's order, so that its first policy is the baseline of the paired comparison.
+    rows = sorted(load_runs(sweep_dir).to_pylist(), key=lambda r: r.get("point_index") or 0)
     if not rows:
         raise ConfigError(f"{sweep_dir}: the sweep has no finished points yet")
     spec = json.loads((sweep_dir / "spec.json").read_text())
