@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from kvsched.errors import ConfigError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,8 +58,9 @@ def test_fractional_arrival_brute_force_uses_the_engine_grid():
     # One request arriving at 0.5 alone: the engine jumps to 0.5, so the latency is o.
     w = Workload.build([0.5], [1], [3])
     assert optimal_total_latency(w, 10) == 3.0
-    # The whole-round model releases it at 1: latency 3.5.
-    assert compute_bound("ip", w, _sim(10), 10).objective == 3.5
+    # The whole-round model would release it at 1 (latency 3.5 > 3): not a bound, so refused.
+    with pytest.raises(ConfigError, match="whole rounds"):
+        compute_bound("ip", w, _sim(10), 10)
 
 
 def test_brute_force_grid_includes_rounds_before_a_later_arrival():
@@ -146,8 +149,10 @@ def test_brute_force_plan_replays_at_its_objective(case):
     w, M = case
     res = compute_bound("bruteforce", w, _sim(M), 30)
     assert _replay(w, M, res.plan) == pytest.approx(res.objective)
-    # integer-start IP can only be worse (it forbids fractional boundaries)
-    assert compute_bound("ip", w, _sim(M), 30).objective >= res.objective - 1e-9
+    # the whole-round IP is no bound with fractional arrivals: it refuses them
+    if (w.arrival_time != w.arrival_time.round()).any():
+        with pytest.raises(ConfigError, match="whole rounds"):
+            compute_bound("ip", w, _sim(M), 30)
 
 
 @settings(max_examples=15, deadline=None)

@@ -70,12 +70,6 @@ def instance_for(workload: Workload, simulator) -> Instance:
         raise ConfigError(f"bounds need block_size 1, got {simulator.block_size}")
     if simulator.max_num_batched_tokens is not None or simulator.separate_batching:
         raise ConfigError("bounds assume no engine token budget and mixed batches")
-    fractional = np.flatnonzero(workload.arrival_time != np.round(workload.arrival_time))
-    if fractional.size:
-        # Releasing at ceil(a) would not bound an engine that starts work at fractional times.
-        raise ConfigError(f"bounds are in whole rounds: request {int(fractional[0])} arrives at "
-                          f"{workload.arrival_time[fractional[0]]:g}; use integer arrival times "
-                          "(e.g. --rate 0, or a trace in rounds)")
     inst = Instance.from_workload(workload, simulator.kv_capacity_tokens)
     if KVConvention(simulator.kv_convention) is KVConvention.COMPUTED:
         inst = Instance(inst.arrival_time, inst.release, inst.num_prompt_tokens - 1,
@@ -150,6 +144,13 @@ def compute_bound(name: str, workload: Workload, simulator, time_limit: float = 
         raise ConfigError(f"unknown bound {name!r}; expected one of: {', '.join(BOUND_METHODS)}")
     if time_limit <= 0:
         raise ConfigError(f"--time-limit must be > 0, got {time_limit}")
+    fractional = np.flatnonzero(workload.arrival_time != np.round(workload.arrival_time))
+    if fractional.size and name != "bruteforce":
+        # Releasing at ceil(a) would not bound an engine that starts work at fractional times;
+        # only the brute force searches the engine's own grid of boundaries.
+        raise ConfigError(f"bound {name!r} is in whole rounds: request {int(fractional[0])} arrives at "
+                          f"{workload.arrival_time[fractional[0]]:g}; use integer arrival times "
+                          "(e.g. --rate 0, or a trace in rounds)")
     inst = instance_for(workload, simulator)
     msg = inst.unfit_message()
     if msg:
