@@ -96,5 +96,6 @@ def reproduce(target: str, out_dir: Path, *, jobs: int = 1, progress=None):
     spec = bundled_spec(target)
     store = ResultStore.open(out_dir, spec)
     run_sweep(spec, store, jobs=jobs, progress=progress)
-    write_report(out_dir, out_dir / "report.html")
-    return TARGETS[target].summary(load_runs(out_dir).to_pylist(), load_requests(out_dir))
+    summary = TARGETS[target].summary(load_runs(out_dir).to_pylist(), load_requests(out_dir))
+    write_report(out_dir, out_dir / "report.html", headline=summary)
+    return summary

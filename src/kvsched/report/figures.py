@@ -19,9 +19,13 @@ def _new_figure():
 
 
 def metric_vs_rate(rows: list[dict], metric: str, ylabel: str, title: str):
-    """Mean over seeds per arrival rate, one line per policy, with a 95% confidence band."""
+    """Mean over seeds per arrival rate, one line per policy, with a 95% confidence band
+    (a bar per policy, with its interval, when the sweep has a single rate)."""
+    series = by_series_and_rate(rows, metric)
+    if len({rate for per_rate in series.values() for rate in per_rate}) == 1:
+        return _bars(series, ylabel, title)
     fig, ax = _new_figure()
-    for label, per_rate in by_series_and_rate(rows, metric).items():
+    for label, per_rate in series.items():
         rates = sorted(per_rate)
         stats = [mean_ci(per_rate[r]) for r in rates]
         mean = np.array([s[0] for s in stats])
@@ -32,6 +36,20 @@ def metric_vs_rate(rows: list[dict], metric: str, ylabel: str, title: str):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize="small")
+    return fig
+
+
+def _bars(series: dict, xlabel: str, title: str):
+    fig, ax = _new_figure()
+    labels = list(series)
+    stats = [mean_ci(next(iter(series[label].values()))) for label in labels]
+    half = [0.0 if math.isnan(h) else h for _, h, _ in stats]
+    ax.barh(range(len(labels)), [m for m, _, _ in stats], xerr=half, color="tab:blue", alpha=0.7)
+    ax.set_yticks(range(len(labels)), labels, fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    fig.set_size_inches(6.4, max(3.0, 0.3 * len(labels) + 1))
     return fig
 
 

@@ -95,8 +95,12 @@ def _save_and_embed(fig, path: Path) -> str:
     return f'<figure>{svg}<figcaption>{html.escape(path.name)}</figcaption></figure>'
 
 
-def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | None = None) -> Path:
-    """Write the HTML report of `sweep_dir` to `out` and its figures beside it; return `out`."""
+def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | None = None,
+                 headline: tuple[str, list[str], list[list], str] | None = None) -> Path:
+    """Write the HTML report of `sweep_dir` to `out` and its figures beside it; return `out`.
+
+    ``headline``: (title, headers, rows, note) shown first, e.g. a reproduction's figures beside
+    the paper's."""
     from ..experiments.store import load_requests, load_runs
     sweep_dir, out = Path(sweep_dir), Path(out)
     # In the spec's order, so that its first policy is the baseline of the paired comparison.
@@ -109,6 +113,10 @@ def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | No
     sections = [f"<h1>kvsched report: {html.escape(spec.get('name', 'sweep'))}</h1>",
                 f"<p>{len(rows)} runs from <code>{html.escape(str(sweep_dir))}</code>; spec hash "
                 f"<code>{spec.get('hash')}</code>. Bands and ± are 95% confidence intervals across seeds.</p>"]
+    if headline is not None:
+        title, headers, table_rows, note = headline
+        sections += [f"<h2>{html.escape(title)}</h2>", _table(headers, table_rows),
+                     f"<p>{html.escape(note)}</p>"]
     for metric, ylabel, title in _CURVES:
         sections.append(f"<h2>{title}</h2>")
         fig = figures.metric_vs_rate(rows, metric, ylabel, title)
