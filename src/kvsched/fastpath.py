@@ -42,6 +42,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .cost import BatchStats, CostModel, LinearCost, UnitTime
+from .memory import block_gaps, first_overflow_iteration, new_blocks_by_iteration  # noqa: F401
 
 
 @runtime_checkable
@@ -152,33 +153,6 @@ def accumulate(start: float, values: np.ndarray) -> np.ndarray:
     out[0] = start
     out[1:] = values
     return np.add.accumulate(out)
-
-
-def block_gaps(held_tokens: list[int], block_size: int) -> list[int]:
-    """Free token slots in each request's last block, sorted (0 when the block is full)."""
-    return sorted((-h) % block_size for h in held_tokens)
-
-
-def first_overflow_iteration(sorted_gaps: list[int], num_free_blocks: int, block_size: int) -> int:
-    """First iteration k (0-based) of a pure decode run whose KV would exceed the free blocks.
-
-    Request i first needs a new block in iteration ``g_i`` (its gap), then every `block_size`
-    iterations, so by iteration ``k = m · block_size + r`` (0 <= r < block_size) the batch needs
-    ``m · B + #{g_i <= r}`` new blocks. The answer is the smallest k where that exceeds the free
-    blocks: the (F + 1)-th smallest crossing time.
-    """
-    num_seqs = len(sorted_gaps)
-    wanted = num_free_blocks + 1
-    m = (wanted - 1) // num_seqs
-    return m * block_size + sorted_gaps[wanted - m * num_seqs - 1]
-
-
-def new_blocks_by_iteration(sorted_gaps: list[int], block_size: int, num_iterations: int) -> np.ndarray:
-    """New blocks the batch holds after each iteration k < num_iterations (nondecreasing)."""
-    k = np.arange(num_iterations, dtype=np.int64)
-    m, r = np.divmod(k, block_size)
-    return m * len(sorted_gaps) + np.searchsorted(np.asarray(sorted_gaps, dtype=np.int64), r,
-                                                  side="right")
 
 
 def _interpolate_two(k: np.ndarray, rows: tuple[np.ndarray, np.ndarray], x: np.ndarray):

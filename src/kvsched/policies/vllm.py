@@ -70,7 +70,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..fastpath import block_gaps, first_overflow_iteration
+from ..memory import block_gaps, first_overflow_iteration
 from ..state import Decision, RequestView, SchedulerView, Status
 from .base import Policy, PolicyTags
 from .registry import register
