@@ -120,3 +120,43 @@ def test_cli_capacity_runs():
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert 0 < data["rate"] < data["unstable_rate"] <= 8
+
+
+def _error_line(out) -> str:
+    """A bad option: exit 2 and exactly one line ``error: ...`` on stderr, no traceback."""
+    assert out.exit_code == 2, out.output
+    try:
+        err = out.stderr
+    except ValueError:          # older click: stderr mixed into output
+        err = out.output
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "Traceback" not in out.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["bound", "fluid", "--d0", "0.1", "--d1", "0.01"], "--types"),
+    (["bound", "fluid", "--types", "p2d3@1", "--d0", "nan"], "--d0"),
+    (["bound", "fluid", "--types", "p2d3@1", "--d0", "0", "--d1", "0"], "--d0"),
+    (["bound", "fluid", "--types", "p2d3@1", "--d1", "inf"], "--d1"),
+    (["bound", "fluid", "--types", "bogus"], "bogus"),
+    (["capacity", "--policy", "wait"], "wait"),                    # WAIT needs --types
+    (["capacity", "--policy", "no-such-policy", "--types", "p4d4@1"], "no-such-policy"),
+    (["capacity", "--policy", "wait", "--types", "p4d4@1", "--d0", "nan"], "--d0"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, expected):
+    assert expected in _error_line(CliRunner().invoke(_app(), args))
+
+
+def test_cli_bound_fluid_unstable_error_is_one_line():
+    out = CliRunner().invoke(_app(), ["bound", "fluid", "--types", "p2d3@1+p4d1@2", "--d0", "0.1",
+                                      "--d1", "0.04"])
+    assert "unstable" in _error_line(out)
+
+
+def test_cli_bound_fluid_table():
+    out = CliRunner().invoke(_app(), ["bound", "fluid", "--types", "p2d3@1+p4d1@2", "--d0", "0.1",
+                                      "--d1", "0.01", "--kv-capacity", "100"])
+    assert out.exit_code == 0, out.output
+    assert "fluid benchmark" in out.stdout and "kv_token_rate" in out.stdout
