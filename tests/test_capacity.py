@@ -78,6 +78,7 @@ def test_tuners_pick_from_their_grid():
 # --------------------------------------------------------------------------- CLI
 
 typer = pytest.importorskip("typer")
+from test_cli import assert_user_error, runner  # noqa: E402  (tests/test_cli.py: the one-line exit-2 check)
 from typer.testing import CliRunner  # noqa: E402
 
 
@@ -99,10 +100,8 @@ def test_cli_bound_fluid_json():
 
 
 def test_cli_bound_fluid_unstable_is_one_line_exit_2():
-    out = CliRunner().invoke(_app(), ["bound", "fluid", "--types", "p2d3@1+p4d1@2", "--d0", "0.1",
-                                      "--d1", "0.04"])
-    assert out.exit_code == 2
-    assert "unstable" in out.output and "Traceback" not in out.output
+    assert_user_error(runner.invoke(_app(), ["bound", "fluid", "--types", "p2d3@1+p4d1@2", "--d0", "0.1",
+                                             "--d1", "0.04"]), "unstable")
 
 
 def test_cli_bound_fluid_binned_default_workload():
@@ -122,19 +121,6 @@ def test_cli_capacity_runs():
     assert 0 < data["rate"] < data["unstable_rate"] <= 8
 
 
-def _error_line(out) -> str:
-    """A bad option: exit 2 and exactly one line ``error: ...`` on stderr, no traceback."""
-    assert out.exit_code == 2, out.output
-    try:
-        err = out.stderr
-    except ValueError:          # older click: stderr mixed into output
-        err = out.output
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert "Traceback" not in out.output
-    return lines[0]
-
-
 @pytest.mark.parametrize(("args", "expected"), [
     (["bound", "fluid", "--d0", "0.1", "--d1", "0.01"], "--types"),
     (["bound", "fluid", "--types", "p2d3@1", "--d0", "nan"], "--d0"),
@@ -146,13 +132,7 @@ def _error_line(out) -> str:
     (["capacity", "--policy", "wait", "--types", "p4d4@1", "--d0", "nan"], "--d0"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, expected):
-    assert expected in _error_line(CliRunner().invoke(_app(), args))
-
-
-def test_cli_bound_fluid_unstable_error_is_one_line():
-    out = CliRunner().invoke(_app(), ["bound", "fluid", "--types", "p2d3@1+p4d1@2", "--d0", "0.1",
-                                      "--d1", "0.04"])
-    assert "unstable" in _error_line(out)
+    assert_user_error(runner.invoke(_app(), args), expected)
 
 
 def test_cli_bound_fluid_table():

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import typer
+from test_cli import assert_user_error, runner     # tests/test_cli.py: the one-line exit-2 check
 from typer.testing import CliRunner
 
 from kvsched.cli_engine import register
@@ -29,23 +30,9 @@ def _text(result) -> str:
         return result.output
 
 
-def _error_line(result) -> str:
-    """The one line a bad option prints: ``error: ...`` (exit 2, no traceback)."""
-    text = _text(result)
-    assert result.exit_code == 2, text
-    assert "Traceback" not in text
-    try:
-        err = result.stderr
-    except ValueError:          # older click: stderr mixed into output
-        err = result.output
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
-
-
 def test_bad_options_exit_2_with_one_line(tmp_path):
-    result = CliRunner().invoke(_app(), ["engine-run", "--model", str(tmp_path), "--clock", "bogus"])
-    assert "--clock" in _error_line(result)
+    result = runner.invoke(_app(), ["engine-run", "--model", str(tmp_path), "--clock", "bogus"])
+    assert_user_error(result, "--clock")
 
 
 # Options are checked before vLLM is imported, so these run (and fail the same way) without vLLM.
@@ -61,14 +48,12 @@ def test_bad_options_exit_2_with_one_line(tmp_path):
     (["--rate", "inf"], "--rate"),
 ])
 def test_bad_option_is_named_in_one_line(tmp_path, args, option):
-    result = CliRunner().invoke(_app(), ["engine-run", "--model", str(tmp_path), *args])
-    assert option in _error_line(result)
+    assert_user_error(runner.invoke(_app(), ["engine-run", "--model", str(tmp_path), *args]), option)
 
 
 def test_missing_output_folder_fails_before_the_run_and_writes_nothing(tmp_path):
     out = tmp_path / "missing" / "run.json"
-    result = CliRunner().invoke(_app(), ["engine-run", "--model", str(tmp_path), "-o", str(out)])
-    assert "--output" in _error_line(result)
+    assert_user_error(runner.invoke(_app(), ["engine-run", "--model", str(tmp_path), "-o", str(out)]), "--output")
     assert not out.parent.exists()
 
 
