@@ -78,6 +78,7 @@ def test_tuners_pick_from_their_grid():
 # --------------------------------------------------------------------------- CLI
 
 typer = pytest.importorskip("typer")
+from test_cli import assert_user_error, runner  # noqa: E402  (tests/test_cli.py: the one-line exit-2 check)
 from typer.testing import CliRunner  # noqa: E402
 
 
@@ -99,10 +100,8 @@ def test_cli_bound_fluid_json():
 
 
 def test_cli_bound_fluid_unstable_is_one_line_exit_2():
-    out = CliRunner().invoke(_app(), ["bound", "fluid", "--types", "p2d3@1+p4d1@2", "--d0", "0.1",
-                                      "--d1", "0.04"])
-    assert out.exit_code == 2
-    assert "unstable" in out.output and "Traceback" not in out.output
+    assert_user_error(runner.invoke(_app(), ["bound", "fluid", "--types", "p2d3@1+p4d1@2", "--d0", "0.1",
+                                             "--d1", "0.04"]), "unstable")
 
 
 def test_cli_bound_fluid_binned_default_workload():
@@ -120,3 +119,24 @@ def test_cli_capacity_runs():
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert 0 < data["rate"] < data["unstable_rate"] <= 8
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["bound", "fluid", "--d0", "0.1", "--d1", "0.01"], "--types"),
+    (["bound", "fluid", "--types", "p2d3@1", "--d0", "nan"], "--d0"),
+    (["bound", "fluid", "--types", "p2d3@1", "--d0", "0", "--d1", "0"], "--d0"),
+    (["bound", "fluid", "--types", "p2d3@1", "--d1", "inf"], "--d1"),
+    (["bound", "fluid", "--types", "bogus"], "bogus"),
+    (["capacity", "--policy", "wait"], "wait"),                    # WAIT needs --types
+    (["capacity", "--policy", "no-such-policy", "--types", "p4d4@1"], "no-such-policy"),
+    (["capacity", "--policy", "wait", "--types", "p4d4@1", "--d0", "nan"], "--d0"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, expected):
+    assert_user_error(runner.invoke(_app(), args), expected)
+
+
+def test_cli_bound_fluid_table():
+    out = CliRunner().invoke(_app(), ["bound", "fluid", "--types", "p2d3@1+p4d1@2", "--d0", "0.1",
+                                      "--d1", "0.01", "--kv-capacity", "100"])
+    assert out.exit_code == 0, out.output
+    assert "fluid benchmark" in out.stdout and "kv_token_rate" in out.stdout

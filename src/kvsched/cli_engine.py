@@ -7,34 +7,22 @@ other spec runs that kvsched policy inside vLLM through `kvsched.integrations.vl
 The same workload then runs in the simulator configured as the engine, and the command prints both
 summaries (the fields of ``kvsched simulate``) and the decision-by-decision comparison.
 
-Options are this command's own (``kvsched.cli_common`` was not merged when it was written).
+Errors, ``--cost`` parsing, JSON output and ``--output`` writing come from `kvsched.cli_common`;
+the options are checked before vLLM is imported, so a bad option fails fast (one line, exit 2).
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
 
-from .errors import ConfigError, UserError
-
-
-def _fail_on_user_errors(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
-            raise typer.Exit(2) from None
-    return wrapper
+from . import cli_common as cc
+from .errors import ConfigError
 
 
 def _range(text: str, option: str) -> tuple[int, int]:
@@ -49,17 +37,12 @@ def _range(text: str, option: str) -> tuple[int, int]:
 
 
 def _cost(text: str):
-    from .cost import LinearCost, UnitTime
-    kind, _, rest = text.strip().partition(":")
-    if kind == "unit" and not rest:
-        return UnitTime()
-    if kind == "linear":
-        values = dict(p.split("=", 1) for p in rest.split(",") if "=" in p)
-        try:
-            return LinearCost(float(values["d0"]), float(values["d1"]))
-        except (KeyError, ValueError) as exc:
-            raise ConfigError(f"--cost: expected 'linear:d0=SECONDS,d1=SECONDS', got {text!r} ({exc})") from None
-    raise ConfigError(f"--cost: expected 'unit' or 'linear:d0=..,d1=..', got {text!r}")
+    """``--cost`` through `cc.parse_cost`; a preset's KV capacity does not apply (``--num-gpu-blocks``)."""
+    spec = cc.parse_cost(text)
+    if spec.preset is not None:
+        raise ConfigError(f"--cost: expected 'unit' or 'linear:d0=..,d1=..', got {text!r} (engine-run "
+                          "takes its KV cache from --num-gpu-blocks, not from a preset)")
+    return spec.cost
 
 
 def build_workload(num_requests: int, rate: float, prompt_tokens: str | None, output_tokens: str | None,
@@ -74,26 +57,6 @@ def build_workload(num_requests: int, rate: float, prompt_tokens: str | None, ou
     output = Uniform(*_range(output_tokens, "--output-tokens")) if output_tokens else LMSYS_OUTPUT
     arrivals = AllAtZero() if rate == 0 else Poisson(rate)
     return synthesize(num_requests, arrivals, prompt, output, np.random.default_rng(seed), name="engine-run")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (np.integer, np.floating)):
-        return _jsonable(value.item())
-    return value
 
 
 def engine_run(
@@ -132,6 +95,17 @@ def engine_run(
                                                 dir_okay=False)] = None,
 ) -> None:
     """Serve a workload with a real vLLM engine and compare it with the simulator."""
+    if clock not in ("virtual", "wall"):
+        raise ConfigError(f"--clock: expected 'virtual' or 'wall', got {clock!r}")
+    cost_model = _cost(cost)
+    if output is not None:
+        folder = output.parent if str(output.parent) else Path(".")
+        if not folder.is_dir():
+            raise ConfigError(f"--output: folder {str(folder)!r} does not exist")
+    workload = build_workload(num_requests, rate, prompt_tokens, output_tokens, seed)
+    if predictor:
+        from .predictors import apply_predictor
+        workload = apply_predictor(workload, predictor, seed)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")            # keep stdout for the results
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
@@ -142,17 +116,10 @@ def engine_run(
     from .integrations import driver
     from .integrations.tiny_model import build_tiny_llama
 
-    if clock not in ("virtual", "wall"):
-        raise ConfigError(f"--clock: expected 'virtual' or 'wall', got {clock!r}")
-    cost_model = _cost(cost)
     if tiny_model:
         build_tiny_llama(model)
     if not (model / "config.json").exists():
         raise ConfigError(f"--model: {model} holds no config.json (use --tiny-model to build a tiny one)")
-    workload = build_workload(num_requests, rate, prompt_tokens, output_tokens, seed)
-    if predictor:
-        from .predictors import apply_predictor
-        workload = apply_predictor(workload, predictor, seed)
     settings = driver.EngineSettings(model=str(model), num_gpu_blocks=num_gpu_blocks, block_size=block_size,
                                      max_num_batched_tokens=max_num_batched_tokens,
                                      max_num_seqs=max_num_seqs, reserve_full_isl=reserve_full_isl)
@@ -169,8 +136,8 @@ def engine_run(
         "policy": policy, "clock": clock, "num_requests": len(workload),
         "kv_capacity_tokens": settings.kv_capacity_tokens, "block_size": block_size,
         "engine_startup_time": run.startup_time, "engine_wall_time": run.wall_time,
-        "engine": {k: _jsonable(v) for k, v in run.result.summary().as_dict().items()},
-        "simulator": {k: _jsonable(v) for k, v in sim.summary().as_dict().items()},
+        "engine": run.result.summary().as_dict(),
+        "simulator": sim.summary().as_dict(),
         "comparison": {"matches": cmp.matches, "engine_iterations": cmp.num_engine_iterations,
                        "simulator_iterations": cmp.num_sim_iterations,
                        "batch_mismatches": cmp.num_batch_mismatches,
@@ -181,9 +148,10 @@ def engine_run(
                        "differences": cmp.differences},
         "gaps": gaps[:50], "num_gaps": len(gaps),
     }
-    text = json.dumps(report, indent=2)
+    report = cc.json_safe(report)
+    text = cc.dumps(report)
     if output is not None:
-        _write_atomic(output, text + "\n")
+        cc.write_atomic(output, text + "\n")
     if json_out:
         typer.echo(text)
     else:
@@ -203,7 +171,7 @@ def _render(report: dict) -> None:
     table.add_column("simulator", justify="right")
     for key, value in report["engine"].items():
         if key != "policy":
-            table.add_row(key, _fmt(value), _fmt(report["simulator"][key]))
+            table.add_row(key, cc.fmt(value, 6), cc.fmt(report["simulator"][key], 6))
     console.print(table)
     c = report["comparison"]
     verdict = "same decisions" if c["matches"] else f"decisions differ from iteration {c['first_divergence']}"
@@ -221,14 +189,6 @@ def _render(report: dict) -> None:
             console.print(f"  {line}", soft_wrap=True)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 def register(app: typer.Typer, bound_app: typer.Typer | None = None) -> None:
     """Add ``engine-run`` to the main app (``bound_app`` is unused)."""
-    app.command("engine-run")(_fail_on_user_errors(engine_run))
+    app.command("engine-run")(cc.user_errors(engine_run))

@@ -1,15 +1,16 @@
 """CLI commands of the fluid area: ``kvsched bound fluid`` and ``kvsched capacity``.
 
-`register(app, bound_app)` adds them to the main typer app and its ``bound`` sub-app. The workload
-options are our own until ``kvsched.cli_common`` exists: ``--types`` (a type mix such as
-``p512d20@0.7+p512d50@0.3``; with ``--rate`` the weights are proportions of it) or, without it,
-the embedded LMSYS-like workload (binned into ``--bins`` types for the fluid bound).
+`register(app, bound_app)` adds them to the main typer app and its ``bound`` sub-app. Errors (one
+line ``error: ...``, exit 2), JSON and table cells come from `kvsched.cli_common`. The workload
+options are these commands' own (the fluid model needs typed workloads): ``--types`` (a type mix
+such as ``p512d20@0.7+p512d50@0.3``; with ``--rate`` the weights are proportions of it) or, without
+it, the embedded LMSYS-like workload (binned into ``--bins`` types for the fluid bound); the cost
+is ``--d0``/``--d1`` (`LinearCost`).
 The default cost is our rough Llama-2-7B/A100 fit (bench/capacity_limits.py), C = 137,000 tokens.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from typing import Optional
@@ -17,16 +18,12 @@ from typing import Optional
 import numpy as np
 import typer
 
-from .errors import ConfigError, UserError
+from . import cli_common as cc
+from .errors import ConfigError
 
 DEFAULT_D0 = 0.00939         # seconds per iteration (bench/capacity_limits.py)
 DEFAULT_D1 = 2.68e-6         # seconds per KV token in the batch
 DEFAULT_KV_CAPACITY = 137_000
-
-
-def _fail(exc: UserError) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
 
 
 def _lengths_sample(num: int = 5000):
@@ -39,6 +36,7 @@ def register(app: typer.Typer, bound_app: typer.Typer) -> None:
     """Add ``bound fluid`` to `bound_app` and ``capacity`` to `app`."""
 
     @bound_app.command("fluid")
+    @cc.user_errors
     def bound_fluid(
         types: Optional[str] = typer.Option(None, "--types", help="type mix, e.g. p512d20@0.7+p512d50@0.3"),
         rate: Optional[float] = typer.Option(None, "--rate", help="total rate (req/s); weights become shares"),
@@ -50,30 +48,27 @@ def register(app: typer.Typer, bound_app: typer.Typer) -> None:
     ) -> None:
         """The fluid benchmark: X, stability, M*, τ*, n_j*, throughput* (Ao et al. 2025)."""
         from .bounds.fluid import fluid_bound, max_stable_rate
-        from .cost import LinearCost
         from .typed import bin_lengths, parse_mix
-        try:
-            cost = _cost(d0, d1)
-            if types is not None:
-                mix = parse_mix(types, rate)
-            elif bins is not None and rate is not None:
-                prompts, outputs = _lengths_sample()
-                mix = bin_lengths(prompts, outputs, num_bins=bins, total_rate=rate).mix
-            else:
-                raise ConfigError("bound fluid: give --types, or --bins with --rate")
-            data = fluid_bound(mix, cost).as_dict()
-        except UserError as exc:
-            _fail(exc)
+        cost = _cost(d0, d1)
+        if types is not None:
+            mix = parse_mix(types, rate)
+        elif bins is not None and rate is not None:
+            prompts, outputs = _lengths_sample()
+            mix = bin_lengths(prompts, outputs, num_bins=bins, total_rate=rate).mix
+        else:
+            raise ConfigError("bound fluid: give --types, or --bins with --rate")
+        data = fluid_bound(mix, cost).as_dict()
         data["types"] = [{"num_prompt_tokens": t.num_prompt_tokens, "num_decode_stages": t.num_decode_stages,
                           "rate": t.rate} for t in mix.types]
         if kv_capacity is not None:
             data["max_total_rate_with_capacity"] = max_stable_rate(mix, cost, kv_capacity)
         if as_json:
-            typer.echo(json.dumps(data, indent=2))
+            typer.echo(cc.dumps(data))
             return
         _print_table("fluid benchmark", {k: v for k, v in data.items() if k != "types"})
 
     @app.command("capacity")
+    @cc.user_errors
     def capacity(
         policy: str = typer.Option(..., "--policy", help="policy spec, e.g. wait:tl=100"),
         types: Optional[str] = typer.Option(None, "--types", help="type mix; default: LMSYS-like lengths"),
@@ -94,30 +89,28 @@ def register(app: typer.Typer, bound_app: typer.Typer) -> None:
         """The largest arrival rate at which mean latency stops growing with the horizon."""
         from .capacity import find_capacity
         from .engine import Simulator
-        try:
-            cost = _cost(d0, d1)
-            make_workload, limit, mix_text = _workload_factory(types, cost, kv_capacity)
-            factory = _policy_factory(policy, mix_text, cost, kv_capacity)
-            sim = Simulator(cost, kv_capacity, block_size=block_size, separate_batching=separate_batching)
-            progress = None if as_json else (lambda p: typer.echo(
-                f"  λ={p.rate:8.3f}  L(n)={p.mean_latency:9.3f}s  L(2n)={p.mean_latency_doubled:9.3f}s  "
-                f"{'stable' if p.stable else 'unstable'}", err=True))
-            result = find_capacity(sim, factory, make_workload, lo=lo or 0.3 * limit, hi=hi or 1.1 * limit,
-                                   num_requests=num_requests, seed=seed, num_seeds=num_seeds,
-                                   tolerance=tolerance,
-                                   rel_precision=precision, progress=progress)
-        except UserError as exc:
-            _fail(exc)
+        cost = _cost(d0, d1)
+        make_workload, limit, mix_text = _workload_factory(types, cost, kv_capacity)
+        factory = _policy_factory(policy, mix_text, cost, kv_capacity)
+        sim = Simulator(cost, kv_capacity, block_size=block_size, separate_batching=separate_batching)
+        progress = None if as_json else (lambda p: typer.echo(
+            f"  λ={p.rate:8.3f}  L(n)={p.mean_latency:9.3f}s  L(2n)={p.mean_latency_doubled:9.3f}s  "
+            f"{'stable' if p.stable else 'unstable'}", err=True))
+        result = find_capacity(sim, factory, make_workload, lo=lo or 0.3 * limit, hi=hi or 1.1 * limit,
+                               num_requests=num_requests, seed=seed, num_seeds=num_seeds,
+                               tolerance=tolerance, rel_precision=precision, progress=progress)
         data = {"policy": policy, "rate": result.rate, "unstable_rate": result.unstable_rate,
                 "fluid_limit": limit, "num_requests": num_requests, "num_probes": len(result.probes)}
         if as_json:
-            typer.echo(json.dumps(data, indent=2))
+            typer.echo(cc.dumps(data))
             return
         _print_table("stability limit", data)
 
 
 def _cost(d0: float, d1: float):
     from .cost import LinearCost
+    if not (math.isfinite(d0) and math.isfinite(d1)):
+        raise ConfigError(f"--d0/--d1: expected finite numbers, got d0={d0}, d1={d1}")
     try:
         return LinearCost(d0, d1)
     except ValueError as exc:
@@ -188,7 +181,7 @@ def _print_table(title: str, data: dict) -> None:
     table.add_column("quantity")
     table.add_column("value", justify="right")
     for key, value in data.items():
-        text = (f"{value:.6g}" if isinstance(value, float) else
-                ", ".join(f"{v:.4g}" for v in value) if isinstance(value, (tuple, list)) else str(value))
+        text = (", ".join(cc.fmt(v) for v in value) if isinstance(value, (tuple, list)) else
+                cc.fmt(value, 6))
         table.add_row(key, text)
     Console(file=sys.stdout).print(table)

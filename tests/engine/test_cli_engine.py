@@ -6,6 +6,7 @@ import json
 
 import pytest
 import typer
+from test_cli import assert_user_error, runner     # tests/test_cli.py: the one-line exit-2 check
 from typer.testing import CliRunner
 
 from kvsched.cli_engine import register
@@ -30,9 +31,30 @@ def _text(result) -> str:
 
 
 def test_bad_options_exit_2_with_one_line(tmp_path):
-    result = CliRunner().invoke(_app(), ["engine-run", "--model", str(tmp_path), "--clock", "bogus"])
-    assert result.exit_code == 2
-    assert "error:" in _text(result) and "Traceback" not in _text(result)
+    result = runner.invoke(_app(), ["engine-run", "--model", str(tmp_path), "--clock", "bogus"])
+    assert_user_error(result, "--clock")
+
+
+# Options are checked before vLLM is imported, so these run (and fail the same way) without vLLM.
+@pytest.mark.parametrize(("args", "option"), [
+    (["--cost", "linear:d0=nan,d1=0"], "--cost"),          # NaN is refused (cli_common.parse_cost)
+    (["--cost", "linear:d0=0.1"], "--cost"),
+    (["--cost", "bogus"], "--cost"),
+    (["--cost", "preset:llama2-7b-a100"], "--cost"),        # the KV cache comes from --num-gpu-blocks
+    (["--prompt-tokens", "9:3"], "--prompt-tokens"),
+    (["--output-tokens", "x"], "--output-tokens"),
+    (["--num-requests", "0"], "--num-requests"),
+    (["--rate", "-1"], "--rate"),
+    (["--rate", "inf"], "--rate"),
+])
+def test_bad_option_is_named_in_one_line(tmp_path, args, option):
+    assert_user_error(runner.invoke(_app(), ["engine-run", "--model", str(tmp_path), *args]), option)
+
+
+def test_missing_output_folder_fails_before_the_run_and_writes_nothing(tmp_path):
+    out = tmp_path / "missing" / "run.json"
+    assert_user_error(runner.invoke(_app(), ["engine-run", "--model", str(tmp_path), "-o", str(out)]), "--output")
+    assert not out.parent.exists()
 
 
 @pytest.mark.engine
