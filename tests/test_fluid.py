@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,20 @@ def test_per_request_bound_is_the_empirical_fluid():
     _, max_mix = binned_workload(w, num_bins=8, total_rate=2.0, representative="max")
     assert kv_token_rate(mean_mix) == pytest.approx(b.kv_token_rate, rel=0.15)
     assert kv_token_rate(max_mix) > b.kv_token_rate
+
+
+@pytest.mark.parametrize("text", ["p512d20@1.2.3", "p512d20@1e", "p1d1@2+p512d20@--1"])
+def test_bad_mix_weight_names_the_option_and_the_item(text):
+    bad = text.split("+")[-1]
+    with pytest.raises(ConfigError, match=rf"^--types: type '{re.escape(bad)}': weight .* not a number"):
+        parse_mix(text)
+
+
+def test_cli_bound_fluid_bad_weight_is_a_one_line_error():
+    from typer.testing import CliRunner
+
+    from kvsched.cli import app
+    result = CliRunner().invoke(app, ["bound", "fluid", "--types", "p512d20@1.2.3"])
+    assert result.exit_code == 2
+    assert not isinstance(result.exception, ValueError)
+    assert "--types" in result.output and "p512d20@1.2.3" in result.output

@@ -95,21 +95,26 @@ class TypeMix:
         return "+".join(f"{t.label}@{t.rate:g}" for t in self.types)
 
 
-def parse_mix(text: str, total_rate: float | None = None) -> TypeMix:
+def parse_mix(text: str, total_rate: float | None = None, *, option: str = "--types") -> TypeMix:
     """``"p512d20@0.7+p512d50@0.3"`` → a `TypeMix`. A missing weight is 1.
 
-    With ``total_rate`` the weights are proportions of it; otherwise they are the rates.
+    With ``total_rate`` the weights are proportions of it; otherwise they are the rates. Errors
+    (`ConfigError`) name ``option``, the option or parameter the text came from.
     """
     types = []
     for piece in filter(None, (p.strip() for p in str(text).split("+"))):
         match = _TYPE_RE.match(piece)
         if match is None:
-            raise ConfigError(f"type {piece!r}: expected p<prompt>d<decode stages>[@<weight>], "
+            raise ConfigError(f"{option}: type {piece!r}: expected p<prompt>d<decode stages>[@<weight>], "
                               "e.g. p512d20@0.7")
-        weight = float(match.group(3)) if match.group(3) else 1.0
+        try:
+            weight = float(match.group(3)) if match.group(3) else 1.0
+        except ValueError:
+            raise ConfigError(f"{option}: type {piece!r}: weight {match.group(3)!r} is not a number; "
+                              "expected p<prompt>d<decode stages>[@<weight>], e.g. p512d20@0.7") from None
         types.append(RequestType(int(match.group(1)), int(match.group(2)), weight))
     if not types:
-        raise ConfigError(f"type mix {text!r}: expected at least one type such as p512d20@1")
+        raise ConfigError(f"{option}: type mix {text!r}: expected at least one type such as p512d20@1")
     mix = TypeMix(tuple(types))
     return mix if total_rate is None else mix.with_total_rate(total_rate)
 

@@ -279,7 +279,7 @@ class WaitPolicy(Policy):
         if self.thresholds is not None:
             return parse_ints(self.thresholds, "thresholds")
         try:
-            mix = parse_mix(self.types)
+            mix = parse_mix(self.types, option="types")
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return wait_thresholds(mix, self.tl, self.rounding)
@@ -362,7 +362,7 @@ class NestedWaitPolicy(Policy):
             p = parse_floats(self.survival, "survival")
         elif self.types is not None:
             try:
-                p = segment_survival(parse_mix(self.types), ends)
+                p = segment_survival(parse_mix(self.types, option="types"), ends)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         else:
