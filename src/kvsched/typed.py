@@ -22,13 +22,14 @@ stages, weight 0.7; weights are rates in requests/s, or proportions when a total
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ConfigError, WorkloadError
-from .workload import Poisson, Workload
+from .workload import DEFAULT_RATE, Poisson, Workload
 
 _TYPE_RE = re.compile(r"^p(\d+)d(\d+)(?:@([0-9.eE+-]+))?$")
 
@@ -133,6 +134,58 @@ def synthesize_typed(mix: TypeMix, num_requests: int, rng: np.random.Generator, 
     output = np.array([t.true_output_tokens for t in mix.types], dtype=np.int64)[type_id]
     return Workload.build(arrival, prompt, output, type_id=type_id, name=name or mix.describe(),
                           meta={"type_mix": mix.describe()})
+
+
+def mix_from_tables(types, total_rate: float, *, option: str = "workload.types") -> TypeMix:
+    """A sweep's ``[{share = 0.7, prompt = 512, output = 20}, ...]`` → a `TypeMix` at ``total_rate``.
+
+    ``share``: relative weight (> 0; normalised over the list); ``prompt``: prompt tokens (integer
+    >= 1); ``output``: output tokens of a request (integer >= 1; the prefill emits the first, so it is
+    the WAIT type p<prompt>d<output − 1>). Anything else raises `ConfigError` naming ``option``, the
+    table (1-based) and the key.
+    """
+    if not isinstance(types, (list, tuple)) or not types:
+        raise ConfigError(f"{option}: expected a non-empty list of {{share, prompt, output}} tables, "
+                          f"got {types!r}")
+    rows = []
+    for i, table in enumerate(types, start=1):
+        where = f"{option}[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table {{share, prompt, output}}, got {table!r}")
+        unknown = sorted(set(table) - {"share", "prompt", "output"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected share, prompt, output")
+        for key in ("share", "prompt", "output"):
+            value = table.get(key)
+            if value is None:
+                raise ConfigError(f"{where}: missing key {key!r}; expected {{share, prompt, output}}")
+            integral = key != "share"
+            ok = (isinstance(value, int) if integral else isinstance(value, (int, float))) \
+                and not isinstance(value, bool) and value > 0 and (integral or math.isfinite(value))
+            if not ok:
+                raise ConfigError(f"{where}.{key}: got {value!r}, expected "
+                                  f"{'an integer >= 1' if integral else 'a finite number > 0'}")
+        rows.append((table["prompt"], table["output"] - 1, float(table["share"])))
+    total_share = sum(share for *_, share in rows)
+    return TypeMix(tuple(RequestType(p, d, total_rate * share / total_share) for p, d, share in rows))
+
+
+def typed_workload(types, *, rate: float | None, num_requests: int, seed: int) -> Workload:
+    """The request stream of a ``kind = "typed"`` sweep point (`kvsched.experiments.runner`).
+
+    ``types``: the TOML list of tables (`mix_from_tables`); ``rate``: the total rate Λ in
+    requests/s, 0 for every arrival at time 0, None for ``DEFAULT_RATE``. Arrivals and types are
+    drawn as in `synthesize_typed` from ``numpy.random.default_rng(seed)``; ``type_id`` is the
+    table's position.
+    """
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                             or not math.isfinite(rate) or rate < 0):
+        raise ConfigError(f"workload.rates: got {rate!r}, expected a number of requests/s >= 0")
+    mix = mix_from_tables(types, DEFAULT_RATE if rate is None else (rate or 1.0))
+    workload = synthesize_typed(mix, num_requests, np.random.default_rng(seed))
+    if rate == 0:
+        workload = workload.with_arrivals(np.zeros(num_requests))
+    return workload
 
 
 @dataclass(frozen=True, slots=True)
