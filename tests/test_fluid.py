@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,65 @@ def test_per_request_bound_is_the_empirical_fluid():
     _, max_mix = binned_workload(w, num_bins=8, total_rate=2.0, representative="max")
     assert kv_token_rate(mean_mix) == pytest.approx(b.kv_token_rate, rel=0.15)
     assert kv_token_rate(max_mix) > b.kv_token_rate
+
+
+@pytest.mark.parametrize("text", ["p512d20@1.2.3", "p512d20@1e", "p1d1@2+p512d20@--1"])
+def test_bad_mix_weight_names_the_option_and_the_item(text):
+    bad = text.split("+")[-1]
+    with pytest.raises(ConfigError, match=rf"^--types: type '{re.escape(bad)}': weight .* not a number"):
+        parse_mix(text)
+
+
+def test_cli_bound_fluid_bad_weight_is_a_one_line_error():
+    from typer.testing import CliRunner
+
+    from kvsched.cli import app
+    result = CliRunner().invoke(app, ["bound", "fluid", "--types", "p512d20@1.2.3"])
+    assert result.exit_code == 2
+    assert not isinstance(result.exception, ValueError)
+    assert "--types" in result.output and "p512d20@1.2.3" in result.output
+
+
+def test_typed_workload_from_sweep_tables():
+    from kvsched.typed import mix_from_tables, typed_workload
+    tables = [{"share": 0.7, "prompt": 512, "output": 20}, {"share": 0.3, "prompt": 64, "output": 1}]
+    mix = mix_from_tables(tables, 10.0)
+    assert mix.describe() == "p512d19@7+p64d0@3"      # output tokens = decode stages + 1
+    w = typed_workload(tables, rate=10.0, num_requests=4000, seed=3)
+    assert np.all(w.num_prompt_tokens == np.where(w.type_id == 0, 512, 64))
+    assert np.all(w.true_output_tokens == np.where(w.type_id == 0, 20, 1))
+    assert abs(np.mean(w.type_id == 0) - 0.7) < 0.03
+    rate = (len(w.arrival_time) - 1) / w.arrival_time[-1]
+    assert 9.5 < rate < 10.5
+    again = typed_workload(tables, rate=10.0, num_requests=4000, seed=3)
+    assert np.array_equal(again.arrival_time, w.arrival_time) and np.array_equal(again.type_id, w.type_id)
+    at_zero = typed_workload(tables, rate=0, num_requests=50, seed=3)
+    assert np.all(at_zero.arrival_time == 0) and set(at_zero.type_id) <= {0, 1}
+
+
+@pytest.mark.parametrize("tables, where", [
+    ([{"prompt": 512, "output": 20}], r"workload.types\[1\]: missing key 'share'"),
+    ([{"share": 1, "output": 20}], r"workload.types\[1\]: missing key 'prompt'"),
+    ([{"share": 1, "prompt": 5}, {"share": 1, "prompt": 5}], r"workload.types\[1\]: missing key 'output'"),
+    ([{"share": 1, "prompt": 5, "output": 2}, {"share": 0, "prompt": 5, "output": 2}],
+     r"workload.types\[2\].share: got 0"),
+    ([{"share": 1, "prompt": -5, "output": 2}], r"workload.types\[1\].prompt: got -5"),
+    ([{"share": 1, "prompt": 5, "output": 0}], r"workload.types\[1\].output: got 0"),
+    ([{"share": 1, "prompt": 5.5, "output": 2}], r"workload.types\[1\].prompt: got 5.5"),
+    ([{"share": 1, "prompt": 5, "output": 2, "rate": 3}], r"unknown key 'rate'"),
+    (["p512d20"], r"workload.types\[1\]: expected a table"),
+    ([], r"workload.types: expected a non-empty list"),
+])
+def test_typed_workload_bad_tables(tables, where):
+    from kvsched.typed import typed_workload
+    with pytest.raises(ConfigError, match=where):
+        typed_workload(tables, rate=1.0, num_requests=5, seed=0)
+
+
+def test_typed_sweep_point_runs():
+    from kvsched.experiments.runner import build_workload
+    config = {"workload": {"kind": "typed", "rate": 2.0,
+                           "types": [{"share": 1, "prompt": 8, "output": 3}]},
+              "seed": 1, "num_requests": 20}
+    w = build_workload(config)
+    assert len(w.arrival_time) == 20 and np.all(w.true_output_tokens == 3)

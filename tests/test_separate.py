@@ -72,3 +72,30 @@ def test_bad_threshold():
     from kvsched.errors import ConfigError
     with pytest.raises(ConfigError):
         make("separate-threshold", threshold=0)
+
+
+def test_prompt_longer_than_the_token_budget_is_chunked():
+    # Budget 4: the 10-token prompt is prefilled as 4 + 4 + 2 (three prefill iterations); request 1
+    # (arrived meanwhile, 3 tokens) fills the third iteration's budget (2) and finishes with 1.
+    w = Workload.build([0, 0.5], [10, 3], [3, 2])
+    sim = Simulator(UnitTime(), 1000, separate_batching=True, max_num_batched_tokens=4,
+                    record_iterations=True)
+    result = sim.run(w, make("separate-threshold", threshold=1))
+    steps = [dict(it.num_tokens) for it in result.iterations]
+    assert steps[:4] == [{0: 4}, {0: 4}, {0: 2, 1: 2}, {1: 1}]
+    assert all(sum(s.values()) <= 4 for s in steps)
+    assert result.summary().num_finished == 2
+
+
+def test_decode_batches_are_capped_at_the_budget_fifo():
+    # Five 1-token prompts at t=0, 3 outputs each, budget 2: prefills of 2, 2, 1, then decode
+    # batches of at most 2, the earliest arrivals first.
+    w = Workload.build([0, 0, 0, 0, 0], [1] * 5, [3] * 5)
+    sim = Simulator(UnitTime(), 1000, separate_batching=True, max_num_batched_tokens=2,
+                    record_iterations=True)
+    result = sim.run(w, make("separate-threshold", threshold=1))
+    steps = [dict(it.num_tokens) for it in result.iterations]
+    assert steps[:3] == [{0: 1, 1: 1}, {2: 1, 3: 1}, {4: 1}]
+    assert steps[3] == {0: 1, 1: 1}
+    assert all(sum(s.values()) <= 2 for s in steps)
+    assert result.summary().num_finished == 5

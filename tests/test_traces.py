@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,11 @@ def test_bad_rate(tmp_path):
     with pytest.raises(WorkloadError, match="expected a rate > 0"):
         load_trace(path, rate=0.0)
     assert not math.isnan(load_trace(path, rate=1.0).arrival_time[0])
+
+
+def test_sharegpt_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(json.dumps([{"conversations": [{"from": "human", "value": "caf\u00e9"}]}],
+                                ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(WorkloadError, match=rf"^{re.escape(str(path))}: not UTF-8"):
+        load_trace(path)

@@ -232,3 +232,45 @@ def test_fluid_thresholds_round_up_unless_memory_forbids():
     cost = LinearCost(0.5, 1 / 24)                # X = 9, τ* = 0.5/(1 − 0.375) = 0.8, τ*·λ = 2.4
     assert fluid_thresholds(mix, cost) == (3,)
     assert fluid_thresholds(mix, cost, 7.5) == (2,)   # tl capped at 7.5·6/9 = 5 → 2.5; 3·3 > 7.5
+
+
+def test_wait_chunks_a_prompt_longer_than_the_token_budget():
+    # Budget 2, threshold 1: the p5 prompt's stage 0 spans three iterations (2 + 2 + 1, the last
+    # emitting token 1), then its decode stage. Request 1 (p1, arrived at t=0.5) is admitted once
+    # the budget has room: after request 0's prompt, in arrival order.
+    w = Workload.build([0, 0.5], [5, 1], [2, 2], type_id=[0, 0])
+    sim = Simulator(UnitTime(), 100, max_num_batched_tokens=2, record_iterations=True)
+    result = sim.run(w, make("wait", thresholds="1"))
+    assert [it.num_tokens for it in result.iterations] == [{0: 2}, {0: 2}, {0: 1}, {0: 1, 1: 1},
+                                                           {1: 1}]
+    assert result.summary().num_finished == 2
+
+
+def test_nested_wait_chunks_a_prompt_longer_than_the_token_budget():
+    w = Workload.build([0], [7], [2])
+    sim = Simulator(UnitTime(), 100, max_num_batched_tokens=3, record_iterations=True)
+    result = sim.run(w, make("nested-wait", segment_ends="1/3", thresholds="1/1"))
+    assert [it.num_tokens for it in result.iterations] == [{0: 3}, {0: 3}, {0: 1}, {0: 1}]
+
+
+_POLICIES = {
+    "wait": lambda t: make("wait", thresholds="2/1"),
+    "nested-wait": lambda t: make("nested-wait", segment_ends="1/3", thresholds="2/1"),
+    "separate-threshold": lambda t: make("separate-threshold", threshold=t),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(sorted(_POLICIES)), budget=st.integers(1, 64),
+       threshold=st.integers(1, 3), separate=st.booleans(),
+       requests=st.lists(st.tuples(st.floats(0, 5), st.integers(1, 80), st.integers(1, 6),
+                                   st.integers(0, 1)), min_size=1, max_size=8))
+def test_budgeted_policies_never_stall_nor_break_the_budget(name, budget, threshold, separate,
+                                                            requests):
+    arrival, prompt, output, type_id = map(list, zip(*requests))
+    w = Workload.build(arrival, prompt, output, type_id=type_id)
+    sim = Simulator(UnitTime(), 10_000, max_num_batched_tokens=budget, record_iterations=True,
+                    separate_batching=separate and name == "separate-threshold")
+    result = sim.run(w, _POLICIES[name](threshold))     # raises on a stall or an infeasible batch
+    assert result.summary().num_finished == len(requests)
+    assert all(sum(it.num_tokens.values()) <= budget for it in result.iterations)

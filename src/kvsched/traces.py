@@ -230,6 +230,9 @@ def _read_sharegpt(path: Path, count_tokens, limit: int | None):
             raise WorkloadError("empty file; expected a JSON list of conversations",
                                 path=str(path)) from None
         raise WorkloadError(f"invalid JSON at line {exc.lineno}: {exc.msg}", path=str(path)) from None
+    except UnicodeDecodeError:
+        raise WorkloadError("not UTF-8 text; expected a UTF-8 JSON list of conversations",
+                            path=str(path)) from None
     if not isinstance(data, list):
         raise WorkloadError(f"got a JSON {type(data).__name__}, expected a list of "
                             "{\"conversations\": [...]} objects", path=str(path))

@@ -22,13 +22,14 @@ stages, weight 0.7; weights are rates in requests/s, or proportions when a total
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ConfigError, WorkloadError
-from .workload import Poisson, Workload
+from .workload import DEFAULT_RATE, Poisson, Workload
 
 _TYPE_RE = re.compile(r"^p(\d+)d(\d+)(?:@([0-9.eE+-]+))?$")
 
@@ -95,21 +96,26 @@ class TypeMix:
         return "+".join(f"{t.label}@{t.rate:g}" for t in self.types)
 
 
-def parse_mix(text: str, total_rate: float | None = None) -> TypeMix:
+def parse_mix(text: str, total_rate: float | None = None, *, option: str = "--types") -> TypeMix:
     """``"p512d20@0.7+p512d50@0.3"`` → a `TypeMix`. A missing weight is 1.
 
-    With ``total_rate`` the weights are proportions of it; otherwise they are the rates.
+    With ``total_rate`` the weights are proportions of it; otherwise they are the rates. Errors
+    (`ConfigError`) name ``option``, the option or parameter the text came from.
     """
     types = []
     for piece in filter(None, (p.strip() for p in str(text).split("+"))):
         match = _TYPE_RE.match(piece)
         if match is None:
-            raise ConfigError(f"type {piece!r}: expected p<prompt>d<decode stages>[@<weight>], "
+            raise ConfigError(f"{option}: type {piece!r}: expected p<prompt>d<decode stages>[@<weight>], "
                               "e.g. p512d20@0.7")
-        weight = float(match.group(3)) if match.group(3) else 1.0
+        try:
+            weight = float(match.group(3)) if match.group(3) else 1.0
+        except ValueError:
+            raise ConfigError(f"{option}: type {piece!r}: weight {match.group(3)!r} is not a number; "
+                              "expected p<prompt>d<decode stages>[@<weight>], e.g. p512d20@0.7") from None
         types.append(RequestType(int(match.group(1)), int(match.group(2)), weight))
     if not types:
-        raise ConfigError(f"type mix {text!r}: expected at least one type such as p512d20@1")
+        raise ConfigError(f"{option}: type mix {text!r}: expected at least one type such as p512d20@1")
     mix = TypeMix(tuple(types))
     return mix if total_rate is None else mix.with_total_rate(total_rate)
 
@@ -128,6 +134,58 @@ def synthesize_typed(mix: TypeMix, num_requests: int, rng: np.random.Generator, 
     output = np.array([t.true_output_tokens for t in mix.types], dtype=np.int64)[type_id]
     return Workload.build(arrival, prompt, output, type_id=type_id, name=name or mix.describe(),
                           meta={"type_mix": mix.describe()})
+
+
+def mix_from_tables(types, total_rate: float, *, option: str = "workload.types") -> TypeMix:
+    """A sweep's ``[{share = 0.7, prompt = 512, output = 20}, ...]`` → a `TypeMix` at ``total_rate``.
+
+    ``share``: relative weight (> 0; normalised over the list); ``prompt``: prompt tokens (integer
+    >= 1); ``output``: output tokens of a request (integer >= 1; the prefill emits the first, so it is
+    the WAIT type p<prompt>d<output − 1>). Anything else raises `ConfigError` naming ``option``, the
+    table (1-based) and the key.
+    """
+    if not isinstance(types, (list, tuple)) or not types:
+        raise ConfigError(f"{option}: expected a non-empty list of {{share, prompt, output}} tables, "
+                          f"got {types!r}")
+    rows = []
+    for i, table in enumerate(types, start=1):
+        where = f"{option}[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table {{share, prompt, output}}, got {table!r}")
+        unknown = sorted(set(table) - {"share", "prompt", "output"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected share, prompt, output")
+        for key in ("share", "prompt", "output"):
+            value = table.get(key)
+            if value is None:
+                raise ConfigError(f"{where}: missing key {key!r}; expected {{share, prompt, output}}")
+            integral = key != "share"
+            ok = (isinstance(value, int) if integral else isinstance(value, (int, float))) \
+                and not isinstance(value, bool) and value > 0 and (integral or math.isfinite(value))
+            if not ok:
+                raise ConfigError(f"{where}.{key}: got {value!r}, expected "
+                                  f"{'an integer >= 1' if integral else 'a finite number > 0'}")
+        rows.append((table["prompt"], table["output"] - 1, float(table["share"])))
+    total_share = sum(share for *_, share in rows)
+    return TypeMix(tuple(RequestType(p, d, total_rate * share / total_share) for p, d, share in rows))
+
+
+def typed_workload(types, *, rate: float | None, num_requests: int, seed: int) -> Workload:
+    """The request stream of a ``kind = "typed"`` sweep point (`kvsched.experiments.runner`).
+
+    ``types``: the TOML list of tables (`mix_from_tables`); ``rate``: the total rate Λ in
+    requests/s, 0 for every arrival at time 0, None for ``DEFAULT_RATE``. Arrivals and types are
+    drawn as in `synthesize_typed` from ``numpy.random.default_rng(seed)``; ``type_id`` is the
+    table's position.
+    """
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                             or not math.isfinite(rate) or rate < 0):
+        raise ConfigError(f"workload.rates: got {rate!r}, expected a number of requests/s >= 0")
+    mix = mix_from_tables(types, DEFAULT_RATE if rate is None else (rate or 1.0))
+    workload = synthesize_typed(mix, num_requests, np.random.default_rng(seed))
+    if rate == 0:
+        workload = workload.with_arrivals(np.zeros(num_requests))
+    return workload
 
 
 @dataclass(frozen=True, slots=True)

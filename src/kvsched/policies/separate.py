@@ -7,12 +7,16 @@ rule for that mode, meant to run under ``Simulator(separate_batching=True)`` (it
 also runs without it):
 
 - A *prefill batch* runs when at least ``threshold`` prompts wait, or when nothing resident can
-  decode (so the server never idles with work): waiting prompts are admitted FCFS, whole prompts
-  only, while their KV fits (minus a ``watermark`` fraction of blocks) and the engine's token budget
-  and ``max_prefill_tokens`` allow; it stops at the first that does not fit (head-of-line). If none
-  fits, a decode batch runs instead.
-- Otherwise a *decode batch*: every resident request computes one token. If the KV does not fit,
-  the most recently admitted resident requests are evicted (recompute) until it does.
+  decode (so the server never idles with work): resident prompts whose prefill is unfinished come
+  first (oldest admission first), then waiting prompts FCFS, while their KV fits (minus a
+  ``watermark`` fraction of blocks); it stops at the first that does not fit (head-of-line). The
+  token budget (the smaller of the engine's ``max_num_batched_tokens`` and ``max_prefill_tokens``)
+  is filled in that order and the prompt that reaches it is *chunked* to the budget left; its rest
+  is computed by the next prefill batches, which run before any decode batch (a prefill batch
+  spans several iterations when a prompt exceeds the budget). If none fits, a decode batch runs.
+- Otherwise a *decode batch*: resident requests compute one token each, FIFO by arrival, at most
+  ``max_num_batched_tokens`` of them (the rest wait for the next decode batch). If the KV does not
+  fit, the most recently admitted resident requests are evicted (recompute) until it does.
 
 Threshold from the fluid model (`separate_threshold`): alternate one prefill batch with one decode
 batch at equilibrium. A cycle then lasts T = 2·d0 + d1·K·Σ_j (share_j · (l'_j + 1)(l_j + l'_j/2))
@@ -60,21 +64,23 @@ class SeparateThresholdPolicy(Policy):
 
     def schedule(self, view: SchedulerView) -> Decision:
         decodes = [r for r in view.running if r.is_decode]
-        if view.waiting and (len(view.waiting) >= self.threshold or not decodes):
-            tokens = self._prefill(view)
+        partial = sorted((r for r in view.running if not r.is_decode), key=lambda r: r.admitted_seq)
+        if partial or (view.waiting and (len(view.waiting) >= self.threshold or not decodes)):
+            tokens = self._prefill(view, partial + list(view.waiting))
             if tokens or not decodes:
                 return Decision(num_tokens=tokens)
         return self._decode(view, decodes)
 
-    def _prefill(self, view: SchedulerView) -> dict[int, int]:
+    def _prefill(self, view: SchedulerView, prompts) -> dict[int, int]:
+        """Unfinished prefills, then waiting prompts; the last one chunked to the budget left."""
         free = view.num_free_blocks - int(self.watermark * view.kv_capacity_blocks)
         budget = min(b for b in (view.max_num_batched_tokens, self.max_prefill_tokens, math.inf)
                      if b is not None)
         tokens: dict[int, int] = {}
-        for r in view.waiting:
-            n = r.num_tokens
+        for r in prompts:
+            n = min(r.num_uncomputed_tokens if r.is_resident else r.num_tokens, budget)
             need = view.extra_blocks(r, n)
-            if need > free or (n > budget and tokens):
+            if n < 1 or need > free:
                 break
             tokens[r.request_id] = n
             free -= need
@@ -82,6 +88,10 @@ class SeparateThresholdPolicy(Policy):
         return tokens
 
     def _decode(self, view: SchedulerView, decodes) -> Decision:
+        """One token each for the first ``max_num_batched_tokens`` decodes (FIFO by arrival)."""
+        decodes = sorted(decodes, key=lambda r: (r.arrival_time, r.request_id))
+        if view.max_num_batched_tokens is not None:
+            decodes = decodes[:view.max_num_batched_tokens]
         need = {r.request_id: view.extra_blocks(r, 1) for r in decodes}
         free, total = view.num_free_blocks, sum(need.values())
         evict = []

@@ -40,8 +40,12 @@ Choices the paper leaves open, each a parameter:
   re-emitting nothing until it catches up — the same KV and batch cost as a fresh prompt's
   stages. "recompute": vLLM's way, prompt and generated tokens in one prefill. A resident prompt's
   stage is 1 + (tokens computed beyond its prompt), which is its output count when never evicted.
-- Engine token budget: if ``max_num_batched_tokens`` is set, new admissions are dropped
-  latest-first until the batch fits (the paper has no budget).
+- Engine token budget (the paper has none): if ``max_num_batched_tokens`` is set, the batch is
+  filled in order — resident prompts (admission order), then new admissions (arrival order) — and
+  the prefill that reaches the budget is *chunked* to the budget left; the prompts after it pause.
+  A chunked prompt stays at stage 0 (resident, its prompt not yet computed) until its prompt is
+  done, so its stage 0 spans several iterations; it is ahead of waiting prompts in the stage-0
+  queue and counts towards its type's (segment's) stage-0 threshold.
 - Nested WAIT, stages past e_m stay in the last segment (its cap and threshold apply); the
   ``segments`` count tl with segment 1's prefill stage (e_1 + 1 stages).
 - FIFO within a stage is resident admission order (waiting: arrival order).
@@ -180,30 +184,50 @@ def nested_wait_memory_tokens(ends: Sequence[int], thresholds: Sequence[int], *,
 
 
 def _stage(r: RequestView) -> int:
-    """WAIT's stage: 0 when waiting, else 1 + the tokens computed beyond the prompt."""
-    return r.num_computed_tokens - r.num_prompt_tokens + 1 if r.is_resident else 0
+    """WAIT's stage: 0 when waiting or mid-prefill, else 1 + the tokens computed beyond the prompt."""
+    return max(0, r.num_computed_tokens - r.num_prompt_tokens + 1) if r.is_resident else 0
 
 
 def _num_tokens(r: RequestView, restart: str) -> int:
     """Tokens for the prompt's next stage (see ``restart`` in the module docstring)."""
     if restart == "stages":
-        return 1 if r.is_resident else r.num_prompt_tokens
+        if not r.is_resident:
+            return r.num_prompt_tokens
+        return max(1, r.num_prompt_tokens - r.num_computed_tokens)    # rest of a chunked prompt
     return r.num_uncomputed_tokens
 
 
+def _budgeted(view: SchedulerView, batch: list[RequestView], restart: str) -> dict[int, int]:
+    """Tokens per request: residents (admission order), then admissions (arrival order), the
+    prefill reaching the token budget chunked to the budget left, the rest left out."""
+    left = math.inf if view.max_num_batched_tokens is None else view.max_num_batched_tokens
+    residents = sorted((r for r in batch if r.is_resident), key=lambda r: r.admitted_seq)
+    admissions = sorted((r for r in batch if not r.is_resident),
+                        key=lambda r: (r.arrival_time, r.request_id))
+    tokens: dict[int, int] = {}
+    for r in residents + admissions:
+        n = min(_num_tokens(r, restart), left)
+        if n < 1:
+            break
+        tokens[r.request_id] = n
+        left -= n
+    return tokens
+
+
 def _fit(view: SchedulerView, batch: list[RequestView], restart: str) -> Decision:
-    """The batch, made feasible: drop new admissions latest-first, then evict the last admitted."""
-    tokens = {r.request_id: _num_tokens(r, restart) for r in batch}
+    """The batch, made feasible: cut to the token budget (`_budgeted`), drop new admissions
+    latest-first, then evict the last admitted."""
+    tokens = _budgeted(view, batch, restart)
+    batch = [r for r in batch if r.request_id in tokens]
     need = {r.request_id: view.extra_blocks(r, tokens[r.request_id]) for r in batch}
-    free, total, budget = view.num_free_blocks, sum(need.values()), view.max_num_batched_tokens
-    num_tokens = sum(tokens.values())
+    free, total = view.num_free_blocks, sum(need.values())
     admissions = sorted((r for r in batch if not r.is_resident),
                         key=lambda r: (r.arrival_time, r.request_id))
     for r in reversed(admissions):
-        if total <= free and (budget is None or num_tokens <= budget):
+        if total <= free:
             break
         total -= need.pop(r.request_id)
-        num_tokens -= tokens.pop(r.request_id)
+        del tokens[r.request_id]
     evict: list[int] = []
     for r in sorted(view.running, key=lambda r: r.admitted_seq, reverse=True):
         if total <= free:
@@ -255,7 +279,7 @@ class WaitPolicy(Policy):
         if self.thresholds is not None:
             return parse_ints(self.thresholds, "thresholds")
         try:
-            mix = parse_mix(self.types)
+            mix = parse_mix(self.types, option="types")
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return wait_thresholds(mix, self.tl, self.rounding)
@@ -272,9 +296,7 @@ class WaitPolicy(Policy):
 
     def schedule(self, view: SchedulerView) -> Decision:
         queues: dict[tuple[int, int], list[RequestView]] = {}
-        for r in view.waiting:
-            queues.setdefault((self._type(r), 0), []).append(r)
-        for r in view.running:                      # admission order: FIFO within a stage
+        for r in [*view.running, *view.waiting]:   # admission order, then arrival: FIFO in a stage
             queues.setdefault((self._type(r), _stage(r)), []).append(r)
         draining = self.drain and not view.has_future_arrivals
         eligible = {j for j in range(len(self._n))
@@ -340,7 +362,7 @@ class NestedWaitPolicy(Policy):
             p = parse_floats(self.survival, "survival")
         elif self.types is not None:
             try:
-                p = segment_survival(parse_mix(self.types), ends)
+                p = segment_survival(parse_mix(self.types, option="types"), ends)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         else:
@@ -356,8 +378,8 @@ class NestedWaitPolicy(Policy):
         return min(bisect.bisect_left(self._ends, stage), len(self._ends) - 1)
 
     def schedule(self, view: SchedulerView) -> Decision:
-        queues: dict[int, list[RequestView]] = {0: list(view.waiting)} if view.waiting else {}
-        for r in view.running:                      # admission order: FIFO within a stage
+        queues: dict[int, list[RequestView]] = {}
+        for r in [*view.running, *view.waiting]:   # admission order, then arrival: FIFO in a stage
             queues.setdefault(_stage(r), []).append(r)
         draining = self.drain and not view.has_future_arrivals
         ready = 0
