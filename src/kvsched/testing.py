@@ -13,7 +13,7 @@ The checks:
 - ``view_unchanged``: the view (and every request view in it) is the same after `schedule`.
 - ``feasible``: no `InfeasibleDecisionError` on adversarial tiny workloads (tight memory, bursts,
   one huge prompt among small ones, long outputs, both KV conventions, blocks of 1 and 16,
-  unit-time and linear costs).
+  unit-time and linear costs, an engine token budget smaller than a prompt).
 - ``liveness``: on the same workloads every request finishes or is rejected, with no stall and no
   livelock (a bounded number of iterations).
 - ``deterministic``: two runs of one policy instance on the same inputs give identical
@@ -104,6 +104,9 @@ def adversarial_scenarios() -> list[Scenario]:
                 cost = UnitTime() if block == 1 else linear
                 sim = Simulator(cost, cap, block_size=block, kv_convention=conv, record_iterations=True)
                 out.append(Scenario(f"{wl.name}/{conv.value}/block{block}", wl, sim))
+    for wl, cap in ((burst, 80), (huge, tight)):    # an engine token budget below the big prompt
+        sim = Simulator(UnitTime(), cap, max_num_batched_tokens=7, record_iterations=True)
+        out.append(Scenario(f"{wl.name}/budget7", wl, sim))
     return out
 
 
