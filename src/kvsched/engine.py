@@ -739,12 +739,7 @@ class _Run:
             if state.first_token_time is None:
                 state.first_token_time = end
             if state.num_output_tokens == state.true_output_tokens:
-                state.finish_time = end
-                state.status = Status.FINISHED
-                del self.running[rid]
-                self.running_views.remove(state.view)
-                self.cache.free(rid)
-                self.num_done += 1
+                self._finish(state, end)
                 return
         self.cache.set_tokens(rid, kv_tokens_held(state.num_computed_tokens, state.num_prompt_tokens,
                                                   state.num_output_tokens, self.sim.kv_convention))
