@@ -70,10 +70,13 @@ class _FloatTokens(_Greedy):
 
 
 @dataclass(kw_only=True)
-class _Cheater(Policy):
-    """One request at a time, longest true output first: reads what only the engine knows."""
+class _OneAtATime(Policy):
+    """Runs one request at a time to completion; `pick` chooses the next waiting request."""
 
-    name: ClassVar[str] = "test-cheater"
+    name: ClassVar[str] = "test-one-at-a-time"
+
+    def pick(self, waiting):
+        return waiting[0]
 
     def schedule(self, view):
         if view.running:
@@ -81,8 +84,18 @@ class _Cheater(Policy):
             return Decision(num_tokens={r.request_id: r.num_uncomputed_tokens})
         if not view.waiting:
             return Decision()
-        r = max(view.waiting, key=lambda r: (r._s.true_output_tokens, -r.request_id))
+        r = self.pick(view.waiting)
         return Decision(num_tokens={r.request_id: r.num_tokens})
+
+
+@dataclass(kw_only=True)
+class _Cheater(_OneAtATime):
+    """Longest true output first: reads what only the engine knows."""
+
+    name: ClassVar[str] = "test-cheater"
+
+    def pick(self, waiting):
+        return max(waiting, key=lambda r: (r._s.true_output_tokens, -r.request_id))
 
 
 @dataclass(kw_only=True)
@@ -142,8 +155,8 @@ def test_parameters_must_be_stored_verbatim():
 
 
 @dataclass(kw_only=True)
-class _Forgetful(Policy):
-    """Serves one request at a time, but the order flips from run to run: `reset` forgets nothing."""
+class _Forgetful(_OneAtATime):
+    """The order flips from run to run: `reset` forgets nothing."""
 
     name: ClassVar[str] = "test-forgetful"
 
@@ -153,14 +166,8 @@ class _Forgetful(Policy):
     def reset(self, *, seed=None):
         self.runs += 1
 
-    def schedule(self, view):
-        if view.running:
-            r = view.running[0]
-            return Decision(num_tokens={r.request_id: r.num_uncomputed_tokens})
-        if not view.waiting:
-            return Decision()
-        r = view.waiting[-1] if self.runs % 2 else view.waiting[0]
-        return Decision(num_tokens={r.request_id: r.num_tokens})
+    def pick(self, waiting):
+        return waiting[-1] if self.runs % 2 else waiting[0]
 
 
 @dataclass(kw_only=True)
