@@ -77,7 +77,7 @@ import numpy as np
 from . import fastpath
 from .cost import BatchStats, CostModel
 from .errors import InfeasibleDecisionError, KvschedError, StalledError
-from .memory import KVCache, KVConvention, kv_tokens_held, peak_kv_tokens
+from .memory import KVCache, KVConvention, kv_tokens_after_step, kv_tokens_held, peak_kv_tokens
 from .state import Decision, Oracle, RequestState, RequestView, SchedulerView, Status
 from .workload import Workload
 
@@ -138,25 +138,17 @@ class _EngineView(SchedulerView):
             return SchedulerView.kv_tokens(self, request)
         if s.status is not Status.RUNNING:
             return 0
-        computed, outputs = s.num_computed_tokens, s.num_output_tokens
-        if (self.kv_convention is KVConvention.EMITTED and outputs >= 1
-                and computed == s.num_prompt_tokens + outputs - 1):
-            return computed + 1
-        return computed
+        return kv_tokens_held(s.num_computed_tokens, s.num_prompt_tokens, s.num_output_tokens,
+                              self.kv_convention)
 
     def kv_tokens_after(self, request, num_new_tokens: int) -> int:
         try:
             s = request._s
         except AttributeError:
             return SchedulerView.kv_tokens_after(self, request, num_new_tokens)
-        computed = (s.num_computed_tokens if s.status is Status.RUNNING else 0) + num_new_tokens
-        outputs = s.num_output_tokens
-        if computed == s.num_prompt_tokens + outputs:
-            outputs += 1
-        if (self.kv_convention is KVConvention.EMITTED and outputs >= 1
-                and computed == s.num_prompt_tokens + outputs - 1):
-            return computed + 1
-        return computed
+        computed = s.num_computed_tokens if s.status is Status.RUNNING else 0
+        return kv_tokens_after_step(computed, s.num_prompt_tokens, s.num_output_tokens,
+                                    num_new_tokens, self.kv_convention)
 
     def extra_blocks(self, request, num_new_tokens: int) -> int:
         """Blocks needed beyond those held: ceil(after / bs) - ceil(held / bs) (inlined)."""

@@ -81,14 +81,20 @@ def _feasible(inst: Instance, starts: list[float], idx: list[int]) -> bool:
     return True
 
 
-def solve(inst: Instance) -> tuple[float, list[float]]:
-    """(optimal sum (c_i - a_i), starts). Raises ValueError when n > 6 or a request cannot fit."""
+def _check_size(inst: Instance) -> int:
+    """The number of requests; ValueError when there are too many or one cannot fit alone."""
     n = len(inst)
     if n > MAX_REQUESTS:
         raise ValueError(f"brute force handles at most {MAX_REQUESTS} requests, got {n}")
     msg = inst.unfit_message()
     if msg:
         raise ValueError(msg)
+    return n
+
+
+def solve(inst: Instance) -> tuple[float, list[float]]:
+    """(optimal sum (c_i - a_i), starts). Raises ValueError when n > 6 or a request cannot fit."""
+    n = _check_size(inst)
     s, o, a, M = inst.num_prompt_tokens, inst.num_output_tokens, inst.arrival_time, inst.capacity_tokens
     cands = [_candidate_starts(inst, i) for i in range(n)]
     best = [math.inf, None]
@@ -120,12 +126,7 @@ def solve(inst: Instance) -> tuple[float, list[float]]:
 def solve_preemptive(inst: Instance, upper: float | None = None) -> float:
     """Least sum (c_i - a_i) when requests may be evicted and resumed (see module doc)."""
     import heapq
-    n = len(inst)
-    if n > MAX_REQUESTS:
-        raise ValueError(f"brute force handles at most {MAX_REQUESTS} requests, got {n}")
-    msg = inst.unfit_message()
-    if msg:
-        raise ValueError(msg)
+    n = _check_size(inst)
     s = inst.num_prompt_tokens.tolist()
     o = inst.num_output_tokens.tolist()
     a = inst.arrival_time.tolist()

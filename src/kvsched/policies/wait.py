@@ -73,24 +73,25 @@ from .registry import register
 _ROUNDING = {"floor": math.floor, "round": round, "ceil": math.ceil}
 
 
-def parse_ints(text: str | Sequence[int], what: str) -> tuple[int, ...]:
-    """"3/2/1" (or a sequence) → (3, 2, 1); every value an integer >= 1."""
+def _slash_list(text: str | Sequence, cast, kind: str, what: str) -> tuple:
+    """"3/2/1" (or a sequence) → a tuple of `cast` values; ValueError naming `what` otherwise."""
     items = str(text).split("/") if isinstance(text, str) else list(text)
     try:
-        values = tuple(int(v) for v in items)
+        return tuple(cast(v) for v in items)
     except ValueError:
-        raise ValueError(f"{what}: expected integers separated by '/', got {text!r}") from None
+        raise ValueError(f"{what}: expected {kind} separated by '/', got {text!r}") from None
+
+
+def parse_ints(text: str | Sequence[int], what: str) -> tuple[int, ...]:
+    """"3/2/1" (or a sequence) → (3, 2, 1); every value an integer >= 1."""
+    values = _slash_list(text, int, "integers", what)
     if not values or min(values) < 1:
         raise ValueError(f"{what}: expected integers >= 1 separated by '/', got {text!r}")
     return values
 
 
 def parse_floats(text: str | Sequence[float], what: str) -> tuple[float, ...]:
-    items = str(text).split("/") if isinstance(text, str) else list(text)
-    try:
-        values = tuple(float(v) for v in items)
-    except ValueError:
-        raise ValueError(f"{what}: expected numbers separated by '/', got {text!r}") from None
+    values = _slash_list(text, float, "numbers", what)
     if any(not 0.0 <= v <= 1.0 for v in values):
         raise ValueError(f"{what}: expected probabilities in [0, 1], got {text!r}")
     return values
@@ -347,8 +348,7 @@ class NestedWaitPolicy(Policy):
     def resolved(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(segment ends e_k, thresholds n_k)."""
         if self.segment_ends is not None:
-            ends = tuple(int(v) for v in str(self.segment_ends).split("/")) \
-                if isinstance(self.segment_ends, str) else tuple(self.segment_ends)
+            ends = _slash_list(self.segment_ends, int, "integers", "segment_ends")
             if min(ends) < 0 or any(b <= a for a, b in zip(ends, ends[1:])):
                 raise ValueError(f"segment_ends must increase from >= 0, got {self.segment_ends!r}")
         else:
