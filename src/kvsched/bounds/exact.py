@@ -156,7 +156,7 @@ def solve_exact(inst: Instance, *, time_limit: float = 60.0, chrono_share: float
     upper = inst.objective(start)
     horizon = max(horizon_from_upper_bound(inst, upper - inst.latency_offset),
                   int((start + inst.num_output_tokens).max()))
-    bound = float(np.sum(inst.release + inst.num_output_tokens - inst.arrival_time))
+    bound = inst.trivial_bound
     lp_started = elapsed()
     big = _num_nonzeros_estimate(inst, horizon) > PRESOLVE_MAX_NONZEROS
     share = 0.95 if big else lp_share       # a big IP would not pass its root: give the LP the time

@@ -36,10 +36,8 @@ class Instance:
 
     @classmethod
     def from_workload(cls, workload: Workload, capacity_tokens: int) -> Instance:
-        a = np.asarray(workload.arrival_time, dtype=np.float64)
-        release = np.ceil(a - 1e-9).astype(np.int64)
-        return cls(a, release, np.asarray(workload.num_prompt_tokens, dtype=np.int64),
-                   np.asarray(workload.true_output_tokens, dtype=np.int64), int(capacity_tokens))
+        return cls.make(workload.num_prompt_tokens, workload.true_output_tokens, capacity_tokens,
+                        workload.arrival_time)
 
     @classmethod
     def make(cls, s, o, capacity_tokens: int, arrival=None) -> Instance:
@@ -97,6 +95,11 @@ class Instance:
     def objective(self, start: np.ndarray) -> float:
         """sum_i (p_i + o_i - a_i)."""
         return float(np.sum(start + self.num_output_tokens - self.arrival_time))
+
+    @property
+    def trivial_bound(self) -> float:
+        """Every request starting at its release: a lower bound on any schedule's objective."""
+        return self.objective(self.release)
 
     def is_integral(self) -> bool:
         return bool(np.all(self.release == self.arrival_time))

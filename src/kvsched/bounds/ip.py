@@ -418,7 +418,7 @@ def _read_result(h, inst, types, cols, cost, num_rows, warm_start, upper, integr
             if inst.objective(cand) < objective:
                 best_start, objective = cand, inst.objective(cand)
     bound = float(info.mip_dual_bound)
-    trivial = float(np.sum(inst.release + inst.num_output_tokens - inst.arrival_time))
+    trivial = inst.trivial_bound
     bound = max(bound, trivial) if np.isfinite(bound) else trivial    # each c_i >= r_i + o_i
     if integral and np.isfinite(bound):
         offset = inst.latency_offset

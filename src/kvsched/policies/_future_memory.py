@@ -440,10 +440,7 @@ class FutureMemoryPolicy(Policy):
             if n:
                 base, end = self._timeline(view, request, n, memory.ends)
                 if load_now + view.blocks(base + now) <= cap and memory.fits(base, end, cap):
-                    memory.add(request.request_id, base, end)
-                    tokens[request.request_id] = n
-                    if n < request.num_uncomputed_tokens:
-                        self._chunked.add(request.request_id)
+                    self._start(request, n, base, end, tokens)
                     admitted.append(index)
                     load_now += view.blocks(base + now)
                     budget = None if budget is None else budget - n
@@ -478,11 +475,15 @@ class FutureMemoryPolicy(Policy):
         n = self._first_tokens(view, head, budget)
         if not n:
             return []
-        self._memory.add(head.request_id, *self._timeline(view, head, n, self._memory.ends))
-        tokens[head.request_id] = n
-        if n < head.num_uncomputed_tokens:
-            self._chunked.add(head.request_id)
+        self._start(head, n, *self._timeline(view, head, n, self._memory.ends), tokens)
         return [0]
+
+    def _start(self, request, n: int, base: int, end: int, tokens: dict[int, int]) -> None:
+        """Admit `request` with `n` tokens now and its predicted KV timeline (base, end)."""
+        self._memory.add(request.request_id, base, end)
+        tokens[request.request_id] = n
+        if n < request.num_uncomputed_tokens:
+            self._chunked.add(request.request_id)
 
 
 def prefill_iterations(num_tokens: int, budget: int, older_ends, start: int) -> int:
