@@ -120,10 +120,6 @@ class _EngineRequestView(RequestView):
         s = self._s
         return s.num_output_tokens >= 1 and s.num_prompt_tokens + s.num_output_tokens - s.num_computed_tokens == 1
 
-    @property
-    def is_resident(self) -> bool:
-        return self._s.status is Status.RUNNING
-
 
 class _EngineView(SchedulerView):
     """`SchedulerView` whose memory helpers read the engine's request state directly (same results
@@ -278,6 +274,7 @@ class _Run:
 
     def __init__(self, sim: Simulator, workload: Workload, policy, progress) -> None:
         self.sim, self.workload, self.policy, self.progress = sim, workload, policy, progress
+        self.kv_extra = int(sim.kv_convention is KVConvention.EMITTED)   # the emitted token's KV
         self.cache = KVCache(sim.kv_capacity_tokens, sim.block_size)
         self.states = [_make_state(workload, i) for i in range(len(workload))]
         for state in self.states:
@@ -398,7 +395,7 @@ class _Run:
         `_decode_run` (it needs the times). Leaves the sorted block gaps (`fastpath.block_gaps`)
         and the batch's context tokens for `_fast_forward` and `_pure_batch`: one pass.
         """
-        conv_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
+        conv_extra = self.kv_extra
         block_size, cache = self.cache.block_size, self.cache
         length, context, gaps = self.deadline - self.iteration, 0, []
         for state in self.running.values():
@@ -504,7 +501,7 @@ class _Run:
 
     def _advance_decodes(self, length: int, end: float) -> None:
         """Every resident request decoded `length` tokens; those whose last token came finish."""
-        conv_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
+        conv_extra = self.kv_extra
         cache, finished, block_size = self.cache, [], self.cache.block_size
         for rid, state in self.running.items():
             before = state.num_computed_tokens
@@ -608,7 +605,7 @@ class _Run:
         used_blocks = self.cache.used_blocks
         convention, cache = self.sim.kv_convention, self.cache
         running, block_size = self.running, cache.block_size
-        held_extra = 1 if convention is KVConvention.EMITTED else 0
+        held_extra = self.kv_extra
         for rid, n in decision.num_tokens.items():
             state = running.get(rid)
             if (n == 1 and type(n) is int and state is not None and state.num_output_tokens >= 1
@@ -676,7 +673,7 @@ class _Run:
         if self.iterations is not None:
             self.iterations.append(IterationRecord(start, duration, {s.request_id: n for s, n in plan},
                                                    tuple(decision.evict), used_tokens))
-        held_extra = 1 if self.sim.kv_convention is KVConvention.EMITTED else 0
+        held_extra = self.kv_extra
         block_size, running = self.cache.block_size, Status.RUNNING
         for state, n in plan:
             before = state.num_computed_tokens

@@ -68,8 +68,7 @@ def parse_cost(text: str) -> CostSpec:
         return CostSpec(UnitTime())
     if kind == "linear":
         values = _key_values(rest, "--cost linear")
-        unknown = sorted(set(values) - {"d0", "d1"})
-        if unknown or set(values) != {"d0", "d1"}:
+        if set(values) != {"d0", "d1"}:
             raise ConfigError(f"--cost: expected linear:d0=SECONDS,d1=SECONDS_PER_KV_TOKEN, got {text!r}")
         try:
             return CostSpec(LinearCost(_float(values["d0"], "--cost", "d0"), _float(values["d1"], "--cost", "d1")))

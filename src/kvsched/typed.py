@@ -217,10 +217,10 @@ def bin_lengths(num_prompt_tokens, true_output_tokens, *, num_bins: int, total_r
     edges = (-1, *inner, int(stages.max()))
     type_id = np.searchsorted(np.asarray(edges[1:]), stages, side="left")
     types = []
+    pick = np.mean if representative == "mean" else np.max
     for k in range(len(edges) - 1):
         members = type_id == k
         share = members.mean()
-        pick = np.mean if representative == "mean" else np.max
         types.append(RequestType(max(1, int(round(pick(prompts[members])))),
                                  int(round(pick(stages[members]))), total_rate * share))
     return Binning(TypeMix(tuple(types)), type_id.astype(np.int64), edges)

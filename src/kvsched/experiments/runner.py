@@ -94,7 +94,9 @@ def run_sweep(spec: SweepSpec, store: ResultStore, *, executor: str = "local", j
               ray_address: str | None = None, progress: Progress | None = None) -> tuple[int, int]:
     """Run every point not yet in `store`. Returns (points run now, points skipped as done)."""
     points = spec.points()
-    todo = [p for p in points if not store.has(config_hash(p))]
+    hashes = [config_hash(p) for p in points]
+    order = {h: i for i, h in enumerate(hashes)}
+    todo = [p for p, h in zip(points, hashes) if not store.has(h)]
     skipped = len(points) - len(todo)
     if progress:
         progress(skipped, len(points))
@@ -102,7 +104,6 @@ def run_sweep(spec: SweepSpec, store: ResultStore, *, executor: str = "local", j
     if executor not in runners:
         raise ConfigError(f"--executor: expected local or ray, got {executor!r}")
     done = skipped
-    order = {config_hash(p): i for i, p in enumerate(points)}
     for row, requests in runners[executor](todo, jobs, ray_address):
         row["point_index"] = order[row["config_hash"]]    # the spec's order: the report's baseline
         store.write(row, requests)
