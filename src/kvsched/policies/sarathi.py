@@ -41,8 +41,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..state import Decision, RequestView, SchedulerView, Status
+from ..state import Decision, RequestView, SchedulerView
 from .base import Policy, PolicyTags
+from ._waiting_queue import FrontQueue, admission_reserve, token_budget
 from .registry import register
 
 
@@ -70,7 +71,7 @@ class SarathiPolicy(Policy):
 
     def reset(self, *, seed: int | None = None) -> None:
         self._running: list[RequestView] = []     # admission order
-        self._front: list[RequestView] = []       # preempted, served first
+        self._queue = FrontQueue()
 
     def _reserved_blocks(self, view: SchedulerView, request: RequestView) -> int:
         """Blocks reserved for the uncomputed rest of a partial prefill's prompt."""
@@ -81,10 +82,7 @@ class SarathiPolicy(Policy):
     def schedule(self, view: SchedulerView) -> Decision:
         # Sarathi-Serve re-sorts its running list by FCFS priority (arrival) every iteration.
         self._running = sorted(view.running, key=lambda r: (r.arrival_time, r.request_id))
-        self._front = [r for r in self._front if r.status is Status.WAITING]
-        budget = self.chunk_size
-        if view.max_num_batched_tokens is not None:
-            budget = min(budget, view.max_num_batched_tokens)
+        budget = token_budget(self.chunk_size, view)
         free = view.num_free_blocks - sum(self._reserved_blocks(view, r) for r in self._running)
         tokens: dict[int, int] = {}
         evicted: list[int] = []
@@ -119,7 +117,7 @@ class SarathiPolicy(Policy):
         """Evict `victim`; return the blocks it held or had reserved."""
         self._running.remove(victim)
         evicted.append(victim.request_id)
-        self._front.insert(0, victim)
+        self._queue.push(victim)
         return view.blocks(view.kv_tokens(victim)) + self._reserved_blocks(view, victim)
 
     def _partial_prefills(self, tokens, budget):
@@ -133,19 +131,15 @@ class SarathiPolicy(Policy):
         return budget
 
     def _admit(self, view, tokens, budget, free):
-        watermark_blocks = int(self.watermark * view.kv_capacity_blocks)
-        front_ids = {r.request_id for r in self._front}
-        queue = self._front + [r for r in view.waiting if r.request_id not in front_ids]
-        for request in queue:
+        for request in self._queue.order(view):
             if budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
             need = view.extra_blocks(request, request.num_tokens)   # the whole prompt, reserved
-            if need > free - (watermark_blocks if self._running else 0):
+            if need > free - admission_reserve(self.watermark, view, bool(self._running)):
                 break
             n = min(request.num_tokens, budget)
             tokens[request.request_id] = n
             free -= need
             budget -= n
             self._running.append(request)
-            if request.request_id in front_ids:
-                self._front.remove(request)
+            self._queue.admitted(request)

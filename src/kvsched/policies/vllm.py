@@ -71,8 +71,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..memory import block_gaps, first_overflow_iteration
-from ..state import Decision, RequestView, SchedulerView, Status
+from ..state import Decision, RequestView, SchedulerView
 from .base import Policy, PolicyTags
+from ._waiting_queue import FrontQueue, admission_reserve, token_budget
 from .registry import register
 
 
@@ -111,19 +112,16 @@ class VLLMPolicy(Policy):
 
     def reset(self, *, seed: int | None = None) -> None:
         self._running: list[RequestView] = []      # admission order
-        self._front: list[RequestView] = []        # preempted requests, at the queue's front
+        self._queue = FrontQueue()
 
     def schedule(self, view: SchedulerView) -> Decision:
-        budget = self.max_num_batched_tokens
-        if view.max_num_batched_tokens is not None:
-            budget = min(budget, view.max_num_batched_tokens)
+        budget = token_budget(self.max_num_batched_tokens, view)
         resident = {r.request_id for r in view.running}
         self._running = [r for r in self._running if r.request_id in resident]
         known = {r.request_id for r in self._running}
         self._running += [r for r in view.running if r.request_id not in known]
         if self.preempt_victim == "last_arrived":
             self._running.sort(key=lambda r: (r.arrival_time, r.request_id))
-        self._front = [r for r in self._front if r.status is Status.WAITING]
         tokens: dict[int, int] = {}
         evicted: list[int] = []
         free = view.num_free_blocks
@@ -163,7 +161,7 @@ class VLLMPolicy(Policy):
                 victim = self._running.pop()
                 evicted.append(victim.request_id)
                 free += view.blocks(view.kv_tokens(victim))
-                self._front.insert(0, victim)
+                self._queue.push(victim)
                 if victim is request:
                     return free, budget
             tokens[request.request_id] = n
@@ -173,9 +171,7 @@ class VLLMPolicy(Policy):
         return free, budget
 
     def _schedule_waiting(self, view, tokens, free, budget):
-        watermark_blocks = int(self.watermark * view.kv_capacity_blocks)
-        front_ids = {r.request_id for r in self._front}
-        queue = self._front + [r for r in view.waiting if r.request_id not in front_ids]
+        queue = self._queue.order(view)
         prompts: list[int] = []                # tokens admitted in this pass (padded budget)
         pass_budget = budget
         for request in queue:
@@ -189,7 +185,8 @@ class VLLMPolicy(Policy):
                 break                          # upstream stops here, with or without the HOL fix
             n = min(remaining, budget)
             must_fit = remaining if self.full_prompt_must_fit else n
-            if view.extra_blocks(request, must_fit) > free - (watermark_blocks if self._running else 0):
+            reserve = admission_reserve(self.watermark, view, bool(self._running))
+            if view.extra_blocks(request, must_fit) > free - reserve:
                 if self.continue_on_block:
                     continue
                 break
@@ -198,5 +195,4 @@ class VLLMPolicy(Policy):
             budget -= n
             prompts.append(n)
             self._running.append(request)
-            if request.request_id in front_ids:
-                self._front.remove(request)
+            self._queue.admitted(request)

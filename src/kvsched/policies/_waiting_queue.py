@@ -1,0 +1,42 @@
+"""The waiting order and admission limits shared by the production baselines (`vllm`, `sarathi`).
+
+Both put a preempted request back at the FRONT of the waiting queue (the latest preempted first),
+ahead of the arrivals in FCFS order, and both keep a watermark of free blocks against admissions
+while some request is running. Run state: one `FrontQueue` per run, made in the policy's `reset`.
+"""
+
+from __future__ import annotations
+
+from ..state import RequestView, SchedulerView, Status
+
+
+class FrontQueue:
+    """Preempted requests, served before the engine's FCFS waiting queue."""
+
+    def __init__(self) -> None:
+        self._front: list[RequestView] = []
+
+    def push(self, request: RequestView) -> None:
+        """A request just preempted: it goes first."""
+        self._front.insert(0, request)
+
+    def order(self, view: SchedulerView) -> list[RequestView]:
+        """The waiting requests in service order: preempted ones first, then by arrival."""
+        self._front = [r for r in self._front if r.status is Status.WAITING]
+        front_ids = {r.request_id for r in self._front}
+        return self._front + [r for r in view.waiting if r.request_id not in front_ids]
+
+    def admitted(self, request: RequestView) -> None:
+        if request in self._front:
+            self._front.remove(request)
+
+
+def token_budget(own: int, view: SchedulerView) -> int:
+    """The policy's own per-iteration budget, capped by the engine's."""
+    return own if view.max_num_batched_tokens is None else min(own, view.max_num_batched_tokens)
+
+
+def admission_reserve(watermark: float, view: SchedulerView, any_running: bool) -> int:
+    """Blocks admissions must leave free: the watermark, only while some request is running
+    (with an empty cache, a prompt that fits only by dipping into it would otherwise never run)."""
+    return int(watermark * view.kv_capacity_blocks) if any_running else 0
