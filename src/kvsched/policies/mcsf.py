@@ -162,13 +162,8 @@ class AlphaProtection(_ProtectionBase):
     def clear(self, view: SchedulerView, used: dict[int, int]) -> tuple[int, ...]:
         if self.clear_mode == "all":
             return tuple(used)
-        load, evict = sum(used.values()), []
-        for r in sorted(view.running, key=victim_key(view, self.evict_victim)):
-            evict.append(r.request_id)
-            load -= used[r.request_id]
-            if load <= view.kv_capacity_blocks:
-                break
-        return tuple(evict)
+        order = sorted(view.running, key=victim_key(view, self.evict_victim))
+        return clear_in_steps(order, used, view.kv_capacity_blocks, 1)
 
 
 @register
@@ -208,11 +203,16 @@ class AlphaBetaClearing(_ProtectionBase):
         else:
             order = sorted(running, key=victim_key(view, self.evict_victim))
         step = max(1, math.ceil(self.beta * len(running)))
-        load, evict = sum(used.values()), []
-        for start in range(0, len(order), step):
-            for r in order[start:start + step]:
-                evict.append(r.request_id)
-                load -= used[r.request_id]
-            if load <= view.kv_capacity_blocks:
-                break
-        return tuple(evict)
+        return clear_in_steps(order, used, view.kv_capacity_blocks, step)
+
+
+def clear_in_steps(order, used: dict[int, int], capacity_blocks: int, step: int) -> tuple[int, ...]:
+    """Evict `step` requests at a time, in `order`, until the blocks `used` by the rest fit."""
+    load, evict = sum(used.values()), []
+    for start in range(0, len(order), step):
+        for r in order[start:start + step]:
+            evict.append(r.request_id)
+            load -= used[r.request_id]
+        if load <= capacity_blocks:
+            break
+    return tuple(evict)
