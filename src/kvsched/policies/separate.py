@@ -34,6 +34,7 @@ from typing import ClassVar
 from ..state import Decision, SchedulerView
 from .base import Policy, PolicyTags
 from .registry import register
+from .wait import evict_newest_until_fits
 
 
 def separate_threshold(bound) -> int:
@@ -93,12 +94,5 @@ class SeparateThresholdPolicy(Policy):
         if view.max_num_batched_tokens is not None:
             decodes = decodes[:view.max_num_batched_tokens]
         need = {r.request_id: view.extra_blocks(r, 1) for r in decodes}
-        free, total = view.num_free_blocks, sum(need.values())
-        evict = []
-        for r in sorted(view.running, key=lambda r: r.admitted_seq, reverse=True):
-            if total <= free:
-                break
-            evict.append(r.request_id)
-            free += view.blocks(view.kv_tokens(r))
-            total -= need.pop(r.request_id, 0)
-        return Decision(num_tokens={rid: 1 for rid in need}, evict=tuple(evict))
+        evict = evict_newest_until_fits(view, need, view.num_free_blocks)
+        return Decision(num_tokens={rid: 1 for rid in need}, evict=evict)

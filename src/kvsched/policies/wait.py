@@ -229,16 +229,21 @@ def _fit(view: SchedulerView, batch: list[RequestView], restart: str) -> Decisio
             break
         total -= need.pop(r.request_id)
         del tokens[r.request_id]
-    evict: list[int] = []
+    evict = evict_newest_until_fits(view, need, free)
+    return Decision(num_tokens={rid: n for rid, n in tokens.items() if rid in need}, evict=evict)
+
+
+def evict_newest_until_fits(view: SchedulerView, need: dict[int, int], free: int) -> tuple[int, ...]:
+    """Evict resident requests, the last admitted first, until the blocks `need`ed by the
+    scheduled requests that remain fit in `free`; evicted requests are dropped from `need`."""
+    total, evict = sum(need.values()), []
     for r in sorted(view.running, key=lambda r: r.admitted_seq, reverse=True):
         if total <= free:
             break
         evict.append(r.request_id)
         free += view.blocks(view.kv_tokens(r))
-        if r.request_id in tokens:
-            total -= need.pop(r.request_id)
-            del tokens[r.request_id]
-    return Decision(num_tokens=tokens, evict=tuple(evict))
+        total -= need.pop(r.request_id, 0)
+    return tuple(evict)
 
 
 def _check(rounding: str, restart: str) -> None:
