@@ -95,9 +95,9 @@ def _resolve(inst: Instance, start: np.ndarray, free: np.ndarray, lo: int, hi: i
     fixed = np.setdiff1d(np.arange(len(inst)), free)
     o = inst.num_output_tokens
     horizon = int(max((start + o).max(), hi + o[free].max())) + 1
-    sub_fixed = _subset(inst, fixed)
+    sub_fixed = inst.subset(fixed)
     used = usage_profile(sub_fixed, start[fixed], horizon) if fixed.size else np.zeros(horizon + 2, np.int64)
-    sub = _subset(inst, free)
+    sub = inst.subset(free)
     cap = inst.capacity_tokens - used
     lo_arr = np.full(len(free), lo)
     hi_arr = np.full(len(free), hi)
@@ -122,11 +122,6 @@ def _feasible(inst: Instance, start: np.ndarray) -> bool:
     """Independent check of a schedule from a sub-solve (never trust floating point blindly)."""
     return bool(np.all(start >= inst.release)
                 and usage_profile(inst, start).max() <= inst.capacity_tokens)
-
-
-def _subset(inst: Instance, idx: np.ndarray) -> Instance:
-    return Instance(inst.arrival_time[idx], inst.release[idx], inst.num_prompt_tokens[idx],
-                    inst.num_output_tokens[idx], inst.capacity_tokens)
 
 
 def solve_exact(inst: Instance, *, time_limit: float = 60.0, chrono_share: float = 0.4,

@@ -58,10 +58,7 @@ def list_schedule(inst: Instance, key: np.ndarray, *, skip: bool = False) -> np.
 
 def mcsf_schedule(inst: Instance, *, skip: bool = False) -> np.ndarray:
     """MC-SF with exact lengths (ties: arrival, prompt, id)."""
-    n = len(inst)
-    key = np.array([(inst.num_output_tokens[i], inst.arrival_time[i], inst.num_prompt_tokens[i], i)
-                    for i in range(n)], dtype=object)
-    return list_schedule(inst, [tuple(k) for k in key], skip=skip)
+    return list_schedule(inst, _candidate_keys(inst)[0], skip=skip)
 
 
 def serial_schedule(inst: Instance, order) -> np.ndarray:

@@ -96,6 +96,11 @@ class Instance:
         """sum_i (p_i + o_i - a_i)."""
         return float(np.sum(start + self.num_output_tokens - self.arrival_time))
 
+    def subset(self, idx) -> Instance:
+        """The instance of the requests `idx` (same capacity)."""
+        return Instance(self.arrival_time[idx], self.release[idx], self.num_prompt_tokens[idx],
+                        self.num_output_tokens[idx], self.capacity_tokens)
+
     @property
     def trivial_bound(self) -> float:
         """Every request starting at its release: a lower bound on any schedule's objective."""

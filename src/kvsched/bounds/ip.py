@@ -336,9 +336,7 @@ class Types:
                 members.append([])
             members[index[key]].append(i)
         rep = np.array([m[0] for m in members], dtype=np.int64)
-        sub = Instance(inst.arrival_time[rep], inst.release[rep], inst.num_prompt_tokens[rep],
-                       inst.num_output_tokens[rep], inst.capacity_tokens)
-        return cls(sub, np.array([len(m) for m in members], dtype=np.int64), members)
+        return cls(inst.subset(rep), np.array([len(m) for m in members], dtype=np.int64), members)
 
     def column_values(self, cols: Columns, start: np.ndarray) -> np.ndarray:
         """x[k,t] = number of type-k requests starting at t in the request-level `start`."""
