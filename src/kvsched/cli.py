@@ -17,7 +17,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from . import cli_common as cc
@@ -33,11 +32,6 @@ TABLE_COLUMNS = (("mean_latency", "mean lat (s)"), ("p50_latency", "p50 lat"), (
                  ("mean_ttft", "mean TTFT"), ("total_latency", "total lat"),
                  ("throughput_tokens_per_s", "tok/s"), ("num_evictions", "evictions"),
                  ("num_rejected", "rejected"), ("peak_kv_utilization", "peak KV"))
-
-
-def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
 
 
 def _allow_local_imports() -> None:
@@ -56,16 +50,6 @@ def _row(label: str, result) -> dict[str, Any]:
     row = result.summary().as_dict()
     row["policy"] = label
     return row
-
-
-def _emit(rows: Any, output, as_json: bool, render) -> None:
-    """Write the JSON file first (atomically), then print JSON or the table."""
-    if output is not None:
-        cc.write_atomic(output, cc.dumps(rows) + "\n")
-    if as_json:
-        typer.echo(cc.dumps(rows))
-    else:
-        render()
 
 
 def _run_all(setup: cc.Setup, policies: list[tuple[str, Any]]) -> list[dict[str, Any]]:
@@ -106,11 +90,11 @@ def simulate(
         for key, value in row.items():
             if key != "policy":
                 table.add_row(key, cc.fmt(value, 6))
-        console = _console()
+        console = cc.console()
         console.print(setup.describe(), soft_wrap=True)
         console.print(table)
 
-    _emit(row, output, json_out, render)
+    cc.emit(row, output, json_out, render)
 
 
 # --------------------------------------------------------------------------- compare
@@ -173,9 +157,9 @@ def compare(
             if bound is not None:
                 cells.append(cc.fmt(row["bound_ratio"]))
             table.add_row(*cells)
-        _console().print(table)
+        cc.console().print(table)
 
-    _emit(rows, output, json_out, render)
+    cc.emit(rows, output, json_out, render)
 
 
 # --------------------------------------------------------------------------- policies
@@ -211,7 +195,7 @@ def policies_command(json_out: cc.JsonOpt = False) -> None:
     for entry in described:
         params = "\n".join(f"{k}={v!r}" for k, v in entry["parameters"].items()) or "-"
         table.add_row(entry["id"], params, entry["description"])
-    _console().print(table)
+    cc.console().print(table)
 
 
 # --------------------------------------------------------------------------- check-policy
@@ -250,7 +234,7 @@ def check_policy_command(
         table.add_column("detail")
         for r in results:
             table.add_row(r.name, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.detail or "")
-        _console().print(table)
+        cc.console().print(table)
     if failed:
         raise typer.Exit(1)
 

@@ -190,6 +190,22 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def console() -> Console:
+    """A rich console; 160 columns wide when the output is not a terminal (pipes, files)."""
+    terminal = Console()
+    return terminal if terminal.is_terminal else Console(width=160)
+
+
+def emit(rows: Any, output: Path | None, as_json: bool, render: Callable[[], None]) -> None:
+    """Write the JSON file first (atomically), then print JSON or the table."""
+    if output is not None:
+        write_atomic(output, dumps(rows) + "\n")
+    if as_json:
+        typer.echo(dumps(rows))
+    else:
+        render()
+
+
 def fmt(value: Any, digits: int = 4) -> str:
     """A table cell: floats to `digits` significant digits, None/NaN as '-'."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -149,19 +149,12 @@ def engine_run(
         "gaps": gaps[:50], "num_gaps": len(gaps),
     }
     report = cc.json_safe(report)
-    text = cc.dumps(report)
-    if output is not None:
-        cc.write_atomic(output, text + "\n")
-    if json_out:
-        typer.echo(text)
-    else:
-        _render(report)
+    cc.emit(report, output, json_out, lambda: _render(report))
 
 
 def _render(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
-    console = Console() if Console().is_terminal else Console(width=160)
+    console = cc.console()
     console.print(f"{report['num_requests']} requests, policy {report['policy']}, {report['clock']} clock, "
                   f"KV {report['kv_capacity_tokens']} tokens in blocks of {report['block_size']}; engine "
                   f"start {report['engine_startup_time']:.1f} s, run {report['engine_wall_time']:.1f} s")
