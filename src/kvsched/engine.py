@@ -530,7 +530,7 @@ class _Run:
             if self.cache.blocks(peak) > self.cache.capacity_blocks:
                 state.status = Status.REJECTED
                 state.reject_reason = (f"needs {peak} KV tokens at its last token; the KV capacity is "
-                                       f"{self.cache.capacity_blocks * self.cache.block_size} tokens")
+                                       f"{self.cache.usable_tokens} tokens")
                 self.num_done += 1
                 continue
             state.status = Status.WAITING
@@ -551,7 +551,7 @@ class _Run:
         return _EngineView(
             now=self.now, iteration=self.iteration, waiting=self.waiting_window,
             running=self.running_window,
-            kv_capacity_tokens=self.cache.capacity_blocks * self.cache.block_size,
+            kv_capacity_tokens=self.cache.usable_tokens,
             kv_used_tokens=self.cache.used_tokens, block_size=sim.block_size,
             kv_convention=sim.kv_convention, max_num_batched_tokens=sim.max_num_batched_tokens,
             separate_batching=sim.separate_batching,
@@ -744,7 +744,7 @@ class _Run:
         rejected = np.array([s.status is Status.REJECTED for s in self.states], dtype=bool)
         return RunResult(
             policy=self.policy.name, workload=self.workload,
-            kv_capacity_tokens=self.cache.capacity_blocks * self.cache.block_size,
+            kv_capacity_tokens=self.cache.usable_tokens,
             first_scheduled_time=column("first_scheduled_time"), first_token_time=column("first_token_time"),
             finish_time=column("finish_time"), num_evictions=column("num_evictions", np.int64),
             num_recomputed_tokens=column("num_recomputed_tokens", np.int64),

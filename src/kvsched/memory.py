@@ -74,6 +74,11 @@ class KVCache:
         return -(-tokens // self.block_size)
 
     @property
+    def usable_tokens(self) -> int:
+        """The capacity in whole blocks, in tokens (a partial last block is unusable)."""
+        return self.capacity_blocks * self.block_size
+
+    @property
     def used_tokens(self) -> int:
         """Used capacity in tokens (whole blocks)."""
         return self.used_blocks * self.block_size
