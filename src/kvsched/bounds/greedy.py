@@ -19,14 +19,11 @@ import time
 import numpy as np
 
 from .instance import Instance
+from .plan import add_request, request_profile
 
 
 def _fits(profile: np.ndarray, p: int, s: int, o: int, capacity: int) -> bool:
-    return bool(np.all(profile[p + 1: p + o + 1] + np.arange(s + 1, s + o + 1) <= capacity))
-
-
-def _add(profile: np.ndarray, p: int, s: int, o: int) -> None:
-    profile[p + 1: p + o + 1] += np.arange(s + 1, s + o + 1)
+    return bool(np.all(profile[p + 1: p + o + 1] + request_profile(s, o) <= capacity))
 
 
 def list_schedule(inst: Instance, key: np.ndarray, *, skip: bool = False) -> np.ndarray:
@@ -46,7 +43,7 @@ def list_schedule(inst: Instance, key: np.ndarray, *, skip: bool = False) -> np.
                 rest.append(i)
                 continue
             if _fits(profile, t, int(s[i]), int(o[i]), M):
-                _add(profile, t, int(s[i]), int(o[i]))
+                add_request(profile, t, int(s[i]), int(o[i]))
                 start[i] = t
             else:
                 rest.append(i)
@@ -70,7 +67,7 @@ def serial_schedule(inst: Instance, order) -> np.ndarray:
         p = int(r[i])
         while not _fits(profile, p, int(s[i]), int(o[i]), M):
             p += 1
-        _add(profile, p, int(s[i]), int(o[i]))
+        add_request(profile, p, int(s[i]), int(o[i]))
         start[i] = p
     return start
 

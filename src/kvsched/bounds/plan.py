@@ -59,8 +59,18 @@ def usage_profile(instance: Instance, starts: np.ndarray, horizon: int | None = 
     size = max(end, horizon or 0) + 2
     profile = np.zeros(size, dtype=np.int64)
     for pi, si, oi in zip(p.tolist(), s.tolist(), o.tolist()):
-        profile[pi + 1: pi + oi + 1] += np.arange(si + 1, si + oi + 1)
+        add_request(profile, pi, si, oi)
     return profile
+
+
+def request_profile(s: int, o: int) -> np.ndarray:
+    """KV a request with prompt s holds in its o rounds: s + 1, …, s + o (the papers' s + j)."""
+    return np.arange(s + 1, s + o + 1)
+
+
+def add_request(profile: np.ndarray, p: int, s: int, o: int) -> None:
+    """Add to `profile` a request started at round p (it is active in rounds p + 1 … p + o)."""
+    profile[p + 1: p + o + 1] += request_profile(s, o)
 
 
 def check_plan(instance: Instance, plan: Plan) -> float:
