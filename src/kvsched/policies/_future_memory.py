@@ -311,7 +311,7 @@ class FutureMemoryPolicy(Policy):
     def schedule(self, view: SchedulerView) -> Decision:
         if self._memory is None:
             self._memory = FutureMemory(view.block_size)
-        served = self._serve(view)
+        served = serve_residents(view)
         self._sync_running(view, served)
         evict = self._guard_overflow(view)
         self._sync_waiting(view)
@@ -330,17 +330,6 @@ class FutureMemoryPolicy(Policy):
     # ------------------------------------------------------------------ helpers
     def _estimate(self, view: SchedulerView, request: RequestView) -> int:
         return max(self.estimate(view, request), request.num_output_tokens + 1)
-
-    def _serve(self, view: SchedulerView) -> dict[int, int]:
-        """Tokens of the resident requests: all their uncomputed tokens, in admission order while
-        the engine's token budget lasts (the last one served may get a chunk)."""
-        left, tokens = view.max_num_batched_tokens, {}
-        for r in view.running:
-            n = r.num_uncomputed_tokens if left is None else min(r.num_uncomputed_tokens, left)
-            if n:
-                tokens[r.request_id] = n
-                left = None if left is None else left - n
-        return tokens
 
     def _timeline(self, view: SchedulerView, request: RequestView, num_tokens: int | None = None,
                   older_ends=()) -> tuple[int, int]:
@@ -484,6 +473,18 @@ class FutureMemoryPolicy(Policy):
         tokens[request.request_id] = n
         if n < request.num_uncomputed_tokens:
             self._chunked.add(request.request_id)
+
+
+def serve_residents(view: SchedulerView, exclude=()) -> dict[int, int]:
+    """Tokens of the resident requests (but `exclude`): all their uncomputed tokens, in admission
+    order while the engine's token budget lasts (the last one served may get a chunk)."""
+    left, tokens = view.max_num_batched_tokens, {}
+    for r in view.running:
+        n = r.num_uncomputed_tokens if left is None else min(r.num_uncomputed_tokens, left)
+        if n and r.request_id not in exclude:
+            tokens[r.request_id] = n
+            left = None if left is None else left - n
+    return tokens
 
 
 def prefill_iterations(num_tokens: int, budget: int, older_ends, start: int) -> int:

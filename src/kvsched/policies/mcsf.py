@@ -14,7 +14,7 @@ import numpy as np
 
 from ..state import Decision, RequestView, SchedulerView
 from ._future_memory import (VICTIM_ORDERS, FutureMemoryPolicy, budget_tokens, check_choice, require,
-                             victim_key)
+                             serve_residents, victim_key)
 from .base import Policy, PolicyTags
 from .registry import register
 
@@ -105,12 +105,9 @@ class _ProtectionBase(Policy):
         used = {r.request_id: view.blocks(view.kv_tokens_after(r, r.num_uncomputed_tokens))
                 for r in view.running}
         evict = self.clear(view, used) if sum(used.values()) > view.kv_capacity_blocks else ()
-        budget, tokens = view.max_num_batched_tokens, {}
-        for r in view.running:
-            n = r.num_uncomputed_tokens if budget is None else min(r.num_uncomputed_tokens, budget)
-            if n and r.request_id not in evict:
-                tokens[r.request_id] = n
-                budget = None if budget is None else budget - n
+        tokens = serve_residents(view, exclude=evict)
+        budget = view.max_num_batched_tokens
+        budget = None if budget is None else budget - sum(tokens.values())
         if not evict:
             self._admit(view, tokens, sum(used.values()), budget)
         return Decision(num_tokens=tokens, evict=tuple(evict))
