@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
+import numpy as np
+
 from .cost import BatchStats
 
 MS = 1e-3
@@ -72,6 +74,14 @@ def _interpolate(k: tuple[float, ...], v: tuple[float, ...], x: float) -> float:
     return v[i] + t * (v[i + 1] - v[i])
 
 
+def _interpolate_array(k: tuple[float, ...], v: tuple[float, ...], x: np.ndarray) -> np.ndarray:
+    """`_interpolate` elementwise over an array, with the same floating-point operations."""
+    knots, values = np.asarray(k, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    i = np.minimum(np.maximum(np.searchsorted(knots, x, side="right") - 1, 0), len(k) - 2)
+    t = (x - knots[i]) / (knots[i + 1] - knots[i])
+    return values[i] + t * (values[i + 1] - values[i])
+
+
 @dataclass(frozen=True, slots=True)
 class BilinearTable:
     """z(batch, context) on a grid; bilinear inside, linear extrapolation outside."""
@@ -81,8 +91,17 @@ class BilinearTable:
     values: tuple[tuple[float, ...], ...]     # values[i][j] at (batch_knots[i], context_knots[j])
 
     def __call__(self, batch: float, context: float) -> float:
-        rows = tuple(_interpolate(self.context_knots, row, context) for row in self.values)
-        return _interpolate(self.batch_knots, rows, batch)
+        i, t = self.batch_segment(batch)
+        low = _interpolate(self.context_knots, self.values[i], context)
+        high = _interpolate(self.context_knots, self.values[i + 1], context)
+        return low + t * (high - low)
+
+    def batch_segment(self, batch: float) -> tuple[int, float]:
+        """(i, t): `batch` lies at fraction t between batch_knots[i] and [i + 1] (extrapolated at
+        both ends). Only those two rows of the table matter for it."""
+        k = self.batch_knots
+        i = min(max(bisect.bisect_right(k, batch) - 1, 0), len(k) - 2)
+        return i, (batch - k[i]) / (k[i + 1] - k[i])
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +126,8 @@ class CalibratedCost:
     attention_batching_overhead: float = 0.0
     iteration_overhead_time: float = 0.0
     label: str = field(default="calibrated", compare=False)
+    #: Per batch size, the terms of a decode-only iteration that do not depend on the context.
+    _decode_terms: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.num_layers < 1 or self.hidden_size < 1:
@@ -118,7 +139,47 @@ class CalibratedCost:
     def iteration_time(self, batch: BatchStats) -> float:
         if batch.num_tokens == 0:
             return 0.0
-        return sum(self._per_layer_ms(batch)) * self.num_layers * MS + self.iteration_overhead_time
+        linear, elementwise, prefill, decode, all_reduce = self._per_layer_ms(batch)
+        # Added left to right (not with `sum`, which compensates on Python >= 3.12): the decode-only
+        # forms below repeat exactly these operations.
+        return (((linear + elementwise) + prefill + decode) + all_reduce) * self.num_layers * MS \
+            + self.iteration_overhead_time
+
+    # A decode-only batch (the engine's fast path prices long runs of them): the same value as
+    # `iteration_time(BatchStats(num_decode_seqs=n, decode_context_tokens=c))`, bit for bit, with
+    # everything that depends on n alone computed once.
+    def _decode_only_terms(self, n: int) -> tuple:
+        terms = self._decode_terms.get(n)
+        if terms is None:
+            linear, elementwise, prefill, _, all_reduce = self._per_layer_ms(BatchStats(num_decode_seqs=n))
+            i, t = self.decode.batch_segment(n)
+            terms = ((linear + elementwise) + prefill, all_reduce, self.decode(n, 0.0), i, t,
+                     1 + self.attention_batching_overhead * (n > 1))
+            self._decode_terms[n] = terms
+        return terms
+
+    def decode_iteration_time(self, num_decode_seqs: int, decode_context_tokens: int) -> float:
+        """`iteration_time` of `num_decode_seqs` decodes holding `decode_context_tokens` in all."""
+        head, all_reduce, base, i, t, batching = self._decode_only_terms(num_decode_seqs)
+        table = self.decode
+        x = decode_context_tokens / num_decode_seqs
+        low = _interpolate(table.context_knots, table.values[i], x)
+        high = _interpolate(table.context_knots, table.values[i + 1], x)
+        ms = max((base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching, 0.0)
+        return ((head + ms) + all_reduce) * self.num_layers * MS + self.iteration_overhead_time
+
+    def decode_run_durations(self, num_decode_seqs: int, decode_context_tokens: int,
+                             num_iterations: int) -> np.ndarray:
+        """`decode_iteration_time` over a run in which every decode's context grows by one token
+        per iteration (the `kvsched.fastpath.DecodeRunCost` protocol), vectorised."""
+        n = num_decode_seqs
+        head, all_reduce, base, i, t, batching = self._decode_only_terms(n)
+        table = self.decode
+        x = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
+        low = _interpolate_array(table.context_knots, table.values[i], x)
+        high = _interpolate_array(table.context_knots, table.values[i + 1], x)
+        ms = np.maximum((base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching, 0.0)
+        return ((head + ms) + all_reduce) * self.num_layers * MS + self.iteration_overhead_time
 
     def breakdown(self, batch: BatchStats) -> dict[str, float]:
         """Seconds per operator group for the whole iteration (all layers), plus the fixed overhead."""

@@ -42,11 +42,13 @@ is scheduled. A policy tagged ``PolicyTags(event_stable=True)`` promises:
 Events: (1) an arrival becomes visible (the first boundary at or after its arrival time);
 (2) *while requests are waiting*, a request finished or completed its prefill (or recomputation)
 in the previous iteration; (3) the pure decode step would not fit: the first iteration whose KV
-after growth, in whole blocks, exceeds the capacity (with ``block_size > 1`` the batch grows by a
-block whenever a request crosses a block boundary); (4) the policy's own horizon: if it defines
+after growth, in whole blocks, exceeds the capacity less the policy's ``stable_reserve_blocks()``
+(0 unless it defines one; with ``block_size > 1`` the batch grows by a block whenever a request
+crosses a block boundary); (4) the policy's own horizon: if it defines
 ``stable_horizon(view) -> int | None`` (called right after each decision that scheduled every
 resident and evicted nothing, with the same view), it is asked again after at most that many
-iterations (None: no limit).
+iterations (None: no limit). Asking a policy earlier than its events is always allowed (the
+reference loop asks at every boundary), so the reserve and the horizon may be conservative.
 
 So with requests waiting, a pure decode step stays so until an arrival, a completion, an overflow
 or the horizon (the waiting requests stay blocked: memory only fills up meanwhile); with nothing
@@ -78,6 +80,7 @@ from . import fastpath
 from .cost import BatchStats, CostModel
 from .errors import InfeasibleDecisionError, KvschedError, StalledError
 from .memory import KVCache, KVConvention, kv_tokens_after_step, kv_tokens_held, peak_kv_tokens
+from .policies.base import Policy
 from .state import Decision, Oracle, RequestState, RequestView, SchedulerView, Status
 from .workload import Workload
 
@@ -288,6 +291,9 @@ class _Run:
         self.running_window = _ReadOnlyList(self.running_views)
         self.stable = policy.tags.event_stable and (sim.fast or sim.verify_stable)
         self.stable_horizon = getattr(policy, "stable_horizon", None)
+        if getattr(type(policy), "stable_horizon", None) is Policy.stable_horizon:
+            self.stable_horizon = None           # the base class's: no limit, not worth a call
+        self.reserve_blocks = _reserve_blocks(policy) if self.stable else 0
         # What the fast path knows since the policy was last asked (see `_known_length`):
         self.skip_ok = False       # its decision scheduled every resident and evicted nothing
         self.all_decode = False    # ... and left every resident a decode
@@ -407,7 +413,10 @@ class _Run:
             gaps.append(-(computed + conv_extra) % block_size)
         gaps.sort()
         self.fast_gaps, self.fast_context = gaps, context + len(gaps)
-        return min(length, fastpath.first_overflow_iteration(gaps, cache.num_free_blocks, block_size))
+        free = cache.num_free_blocks - self.reserve_blocks
+        if free < 0:
+            return 0
+        return min(length, fastpath.first_overflow_iteration(gaps, free, block_size))
 
     def _pure_batch(self) -> BatchStats:
         """The pure decode step's batch (after `_pure_length` at the same boundary)."""
@@ -752,6 +761,15 @@ class _Run:
             reject_reasons={s.request_id: s.reject_reason for s in self.states if s.reject_reason},
             num_iterations=self.iteration, busy_time=self.busy_time, kv_peak_tokens=self.kv_peak,
             kv_token_seconds=self.kv_token_seconds, wall_time=wall_time, iterations=self.iterations)
+
+
+def _reserve_blocks(policy) -> int:
+    reserve = getattr(policy, "stable_reserve_blocks", None)
+    reserve = 0 if reserve is None else reserve()
+    if isinstance(reserve, bool) or not isinstance(reserve, (int, np.integer)) or reserve < 0:
+        raise InfeasibleDecisionError(f"policy {policy.name!r}: stable_reserve_blocks() returned "
+                                      f"{reserve!r}, expected an integer >= 0")
+    return int(reserve)
 
 
 def _make_state(workload: Workload, i: int) -> RequestState:

@@ -26,17 +26,16 @@ Cost models. ``decode_run_durations`` uses, in order: the model's own
 ``decode_run_durations(num_decode_seqs, decode_context_tokens, num_iterations)`` method if it has
 one (the `DecodeRunCost` protocol: a cost model whose decode time depends on the decode sequences
 and their context tokens provides it, returning exactly what ``iteration_time`` would for each
-iteration); built-in vector forms for `UnitTime`, `LinearCost` and `CalibratedCost` (whose batch
-token count is fixed during a run, so only its decode-attention table lookup varies); otherwise a
-loop calling ``iteration_time`` once per iteration (still far cheaper than a policy call per
-iteration). The engine prices runs through a `DecodeRunPricer`, which spot-checks any vector form
-other than the two exact-by-construction ones against ``iteration_time`` and falls back to the
-loop on a difference.
+iteration; `CalibratedCost` does); built-in vector forms for `UnitTime` and `LinearCost`; otherwise
+a loop calling ``iteration_time`` once per iteration (still far cheaper than a policy call per
+iteration). Short runs are priced one iteration at a time, with the model's
+``decode_iteration_time(num_decode_seqs, decode_context_tokens)`` where it has one. The engine
+prices runs through a `DecodeRunPricer`, which spot-checks any model-provided form against
+``iteration_time`` and falls back to the loop on a difference.
 """
 
 from __future__ import annotations
 
-import bisect
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -58,12 +57,11 @@ class DecodeRunCost(Protocol):
 
 
 def decode_run_durations(cost: CostModel, num_decode_seqs: int, decode_context_tokens: int,
-                         num_iterations: int, memo: dict | None = None) -> np.ndarray:
+                         num_iterations: int) -> np.ndarray:
     """Durations (float64, seconds) of `num_iterations` pure decode iterations.
 
     Iteration k has `num_decode_seqs` decodes attending to ``decode_context_tokens + k ·
     num_decode_seqs`` context tokens in total (each decode's context grows by one per iteration).
-    `memo` (a dict kept for one simulation) caches terms that depend on the batch size only.
     """
     method = getattr(cost, "decode_run_durations", None)
     if method is not None:
@@ -75,9 +73,6 @@ def decode_run_durations(cost: CostModel, num_decode_seqs: int, decode_context_t
         # Same operations as LinearCost.iteration_time: d0 + d1 * float(kv_tokens).
         context = decode_context_tokens + num_decode_seqs * np.arange(num_iterations, dtype=np.int64)
         return cost.d0 + cost.d1 * context.astype(np.float64)
-    if type(cost).__name__ == "CalibratedCost" and type(cost).__module__ == "kvsched.calibration":
-        return _calibrated_decode_run(cost, num_decode_seqs, decode_context_tokens, num_iterations,
-                                      {} if memo is None else memo)
     return loop_durations(cost, num_decode_seqs, decode_context_tokens, num_iterations)
 
 
@@ -93,21 +88,20 @@ def loop_durations(cost: CostModel, num_decode_seqs: int, decode_context_tokens:
 class DecodeRunPricer:
     """Prices runs of pure decode iterations for one simulation.
 
-    `UnitTime` and `LinearCost` are exact by construction (and tested). Any other vector form
-    (a model's own ``decode_run_durations``, or the built-in one for `CalibratedCost`) is
-    spot-checked against ``iteration_time`` on the first and last iteration of the first
-    `num_checks` runs it prices; on any difference the pricer falls back to the per-iteration loop
-    for the rest of the simulation, so the fast path never trades exactness for speed.
+    `UnitTime` and `LinearCost` are exact by construction (and tested). A model's own forms
+    (``decode_run_durations``, ``decode_iteration_time``) are spot-checked against
+    ``iteration_time``: the first and last iteration of the first `num_checks` runs, and the
+    first `num_checks` single iterations; on any difference the pricer falls back to the
+    per-iteration loop for the rest of the simulation, so the fast path never trades exactness for
+    speed.
     """
 
     def __init__(self, cost: CostModel, num_checks: int = 16) -> None:
         self.cost = cost
         exact = type(cost) in (UnitTime, LinearCost) and not hasattr(cost, "decode_run_durations")
-        self.num_checks = 0 if exact else num_checks
+        self.num_checks = self.num_one_checks = 0 if exact else num_checks
         self.use_loop = False
-        self.memo: dict = {}
-        self.calibrated = (type(cost).__name__ == "CalibratedCost"
-                           and type(cost).__module__ == "kvsched.calibration")
+        self.decode_one = getattr(cost, "decode_iteration_time", None)
 
     def one(self, num_decode_seqs: int, decode_context_tokens: int) -> float:
         """The duration of one pure decode iteration, in plain Python (short stretches, where a
@@ -117,11 +111,11 @@ class DecodeRunPricer:
             return cost.d0 + cost.d1 * decode_context_tokens
         if type(cost) is UnitTime:
             return 1.0
-        if self.calibrated and not self.use_loop:
-            value = _calibrated_decode_one(cost, num_decode_seqs, decode_context_tokens, self.memo)
-            if not self.num_checks:
+        if self.decode_one is not None and not self.use_loop:
+            value = self.decode_one(num_decode_seqs, decode_context_tokens)
+            if not self.num_one_checks:
                 return value
-            self.num_checks -= 1
+            self.num_one_checks -= 1
             expected = float(cost.iteration_time(BatchStats(num_decode_seqs=num_decode_seqs,
                                                             decode_context_tokens=decode_context_tokens)))
             if value == expected:
@@ -134,7 +128,7 @@ class DecodeRunPricer:
         args = (self.cost, num_decode_seqs, decode_context_tokens, num_iterations)
         if self.use_loop:
             return loop_durations(*args)
-        durations = decode_run_durations(*args, memo=self.memo)
+        durations = decode_run_durations(*args)
         if self.num_checks:
             self.num_checks -= 1
             for k in {0, num_iterations - 1}:
@@ -153,65 +147,3 @@ def accumulate(start: float, values: np.ndarray) -> np.ndarray:
     out[0] = start
     out[1:] = values
     return np.add.accumulate(out)
-
-
-def _interpolate_two(k: np.ndarray, rows: tuple[np.ndarray, np.ndarray], x: np.ndarray):
-    """`kvsched.calibration._interpolate` of two rows on the same knots, elementwise over the
-    nondecreasing `x`, with the same float operations (differences taken knot by knot)."""
-    i = np.minimum(np.maximum(np.searchsorted(k, x, side="right") - 1, 0), len(k) - 2)
-    if i[0] == i[-1]:                  # the usual case: the whole run between two knots
-        i = int(i[0])
-    t = (x - k[i]) / (k[i + 1] - k[i])
-    return tuple(v[i] + t * (v[i + 1] - v[i]) for v in rows)
-
-
-def _calibrated_terms(cost, n: int, memo: dict) -> tuple:
-    """The terms of a calibrated pure decode iteration that depend on the batch size only."""
-    if n not in memo:          # memo belongs to one simulation, hence to one cost model
-        table = cost.decode
-        linear, elementwise, prefill, _, all_reduce = cost._per_layer_ms(
-            BatchStats(num_decode_seqs=n, decode_context_tokens=0))
-        i = min(max(int(np.searchsorted(table.batch_knots, n, side="right")) - 1, 0),
-                len(table.batch_knots) - 2)
-        t = (n - table.batch_knots[i]) / (table.batch_knots[i + 1] - table.batch_knots[i])
-        knots = np.asarray(table.context_knots, dtype=np.float64)
-        rows = (np.asarray(table.values[i], dtype=np.float64), np.asarray(table.values[i + 1], dtype=np.float64))
-        memo[n] = (linear, elementwise, prefill, all_reduce, knots, rows, t, table(n, 0.0),
-                   (table.values[i], table.values[i + 1]))
-    return memo[n]
-
-
-def _calibrated_decode_one(cost, n: int, decode_context_tokens: int, memo: dict) -> float:
-    """`_calibrated_decode_run` for one iteration, in plain Python floats (same operations)."""
-    from .calibration import MS
-    linear, elementwise, prefill, all_reduce, _, _, t, base, rows = _calibrated_terms(cost, n, memo)
-    k = cost.decode.context_knots
-    x = decode_context_tokens / n
-    i = min(max(bisect.bisect_right(k, x) - 1, 0), len(k) - 2)
-    u = (x - k[i]) / (k[i + 1] - k[i])
-    low, high = (v[i] + u * (v[i + 1] - v[i]) for v in rows)
-    decode = low + t * (high - low)
-    ms = (base + cost.decode_context_scale * (decode - base)) * (1 + cost.attention_batching_overhead * (n > 1))
-    ms = max(ms, 0.0)
-    return (((0 + linear + elementwise) + prefill + ms) + all_reduce) * cost.num_layers * MS + cost.iteration_overhead_time
-
-
-def _calibrated_decode_run(cost, num_decode_seqs: int, decode_context_tokens: int,
-                           num_iterations: int, memo: dict) -> np.ndarray:
-    """`CalibratedCost.iteration_time` over a run of pure decode iterations, vectorised.
-
-    Only the decode-attention term varies (the batch's token count is fixed), and it is evaluated
-    with the same operations in the same order, so the durations are bit-identical; the engine
-    spot-checks that at run time (`DecodeRunPricer`) and falls back to the loop if a change in
-    `kvsched.calibration` ever breaks it. (This belongs in `CalibratedCost.decode_run_durations`.)
-    """
-    from .calibration import MS
-    n = num_decode_seqs
-    linear, elementwise, prefill, all_reduce, knots, rows, t, base, _ = _calibrated_terms(cost, n, memo)
-    context = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
-    low, high = _interpolate_two(knots, rows, context)
-    decode = (low + t * (high - low))
-    ms = (base + cost.decode_context_scale * (decode - base)) * (1 + cost.attention_batching_overhead * (n > 1))
-    ms = np.maximum(ms, 0.0)
-    total = ((0 + linear + elementwise) + prefill + ms) + all_reduce
-    return total * cost.num_layers * MS + cost.iteration_overhead_time

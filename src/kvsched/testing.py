@@ -132,8 +132,9 @@ class _Probe:
         self.mutated: str | None = None
         self.paused: str | None = None
         self.name, self.tags = policy.name, policy.tags
-        if hasattr(policy, "stable_horizon"):
-            self.stable_horizon = policy.stable_horizon
+        for hook in ("stable_horizon", "stable_reserve_blocks"):
+            if hasattr(policy, hook):
+                setattr(self, hook, getattr(policy, hook))
 
     def reset(self, *, seed: int | None = None) -> None:
         self.policy.reset(seed=seed)

@@ -21,9 +21,10 @@ class PolicyTags:
     - ``uses_predictions``: reads `predicted_*` fields of the requests.
     - ``clairvoyant``: reads true output lengths through `SchedulerView.oracle` (hindsight baselines).
     - ``event_stable``: between events (an arrival, a completion or prefill completion while
-      requests wait, the iteration at which memory would overflow, the policy's optional
-      ``stable_horizon(view)``) its decision stays "every resident decode continues", so the
-      engine may fast-forward; the exact promise is in `kvsched.engine`'s docstring.
+      requests wait, the iteration at which memory would overflow — less the policy's
+      `Policy.stable_reserve_blocks` —, the policy's `Policy.stable_horizon`) its decision stays
+      "every resident decode continues", so the engine may fast-forward; the exact promise is in
+      `kvsched.engine`'s docstring.
     - ``preemptive``: may evict resident requests.
     - ``pauses``: may leave resident requests unscheduled (paused) while keeping their KV.
     """
@@ -48,3 +49,15 @@ class Policy(ABC):
     @abstractmethod
     def schedule(self, view: SchedulerView) -> Decision:
         """Decide this iteration: tokens per request, evictions (see `kvsched.state.Decision`)."""
+
+    # Hooks of the engine's fast path, read only for `event_stable` policies (`kvsched.engine`).
+    def stable_horizon(self, view: SchedulerView) -> int | None:
+        """After a decision that scheduled every resident and evicted nothing (same view): ask me
+        again after at most this many iterations (an integer >= 1), or None for no limit."""
+        return None
+
+    def stable_reserve_blocks(self) -> int:
+        """KV blocks my pure decode step leaves free: it stays my answer only while the batch's
+        KV after each iteration fits in the capacity less these blocks (read after `reset`)."""
+        return 0
+

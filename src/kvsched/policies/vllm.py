@@ -70,7 +70,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..memory import block_gaps, first_overflow_iteration
 from ..state import Decision, RequestView, SchedulerView
 from .base import Policy, PolicyTags
 from ._waiting_queue import FrontQueue, admission_reserve, token_budget
@@ -134,22 +133,12 @@ class VLLMPolicy(Policy):
             self._schedule_waiting(view, tokens, free, budget)
         return Decision(num_tokens=tokens, evict=tuple(evicted))
 
-    def stable_horizon(self, view: SchedulerView) -> int | None:
-        """Hook of the engine's fast path (`kvsched.engine`, ``event_stable``): how many iterations
-        a decision that scheduled every resident and evicted nothing stays valid at most.
-
-        Without ``decode_needs_free_block`` the pure decode step changes only at the engine's
-        events (None). With it, a decode also needs one free block, so the step changes once fewer
-        than one block would stay free: for a pure decode step, the iterations until the batch's
-        blocks exceed the capacity minus one block; 1 (ask every time) after any other decision.
-        """
-        if not self.decode_needs_free_block:
-            return None
-        admitted = len(self._running) != len(view.running)
-        if admitted or view.num_free_blocks < 1 or not all(r.is_decode for r in view.running):
-            return 1
-        gaps = block_gaps([view.kv_tokens(r) for r in view.running], view.block_size)
-        return max(1, first_overflow_iteration(gaps, view.num_free_blocks - 1, view.block_size))
+    def stable_reserve_blocks(self) -> int:
+        """Hook of the engine's fast path (`kvsched.engine`, ``event_stable``). With
+        ``decode_needs_free_block`` a decode also needs one free block, so the pure decode step
+        stays this policy's answer while its KV leaves a block free (a sufficient condition: each
+        request then finds ``max(its new blocks, 1)`` free, whatever the order); else 0."""
+        return int(self.decode_needs_free_block)
 
     def _schedule_running(self, view, tokens, evicted, free, budget):
         i = 0
