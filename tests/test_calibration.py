@@ -155,6 +155,26 @@ def test_preset_costs_are_positive_finite_and_sum_their_parts(batch):
         assert t == pytest.approx(sum(cost.breakdown(batch).values()))
 
 
+@settings(max_examples=300, deadline=None)
+@given(batch=batches, overhead=st.sampled_from([0.0, 0.004]))
+def test_cached_evaluation_equals_the_plain_formula_bit_for_bit(batch, overhead):
+    """`iteration_time` (per-size terms cached, two table rows) and `decode_iteration_time` give
+    exactly the plain evaluation: the per-layer parts (`_per_layer_ms`, every table row
+    interpolated) added left to right. The fast path's exactness rests on this."""
+    for cost in (build_cost(LLAMA2_70B, 2, iteration_overhead_time=overhead), build_cost(LLAMA2_7B, 1),
+                 build_cost(LLAMA3_8B, 1)):
+        plain = 0.0
+        for part in cost._per_layer_ms(batch):
+            plain += part
+        plain = plain * cost.num_layers * 1e-3 + cost.iteration_overhead_time if batch.num_tokens else 0.0
+        assert cost.iteration_time(batch) == plain
+        if batch.num_decode_seqs:
+            decodes = BatchStats(num_decode_seqs=batch.num_decode_seqs,
+                                 decode_context_tokens=batch.decode_context_tokens)
+            assert cost.decode_iteration_time(batch.num_decode_seqs, batch.decode_context_tokens) \
+                == cost.iteration_time(decodes)
+
+
 @settings(max_examples=60, deadline=None)
 @given(chunk=st.integers(1, 4096), cached=st.integers(0, 4096), extra=st.integers(1, 2048))
 def test_prefill_attention_grows_with_cached_context(chunk, cached, extra):

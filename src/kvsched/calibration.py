@@ -128,6 +128,8 @@ class CalibratedCost:
     label: str = field(default="calibrated", compare=False)
     #: Per batch size, the terms of a decode-only iteration that do not depend on the context.
     _decode_terms: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+    #: Per batch token count, the terms that depend on it alone (`_token_terms`).
+    _by_tokens: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.num_layers < 1 or self.hidden_size < 1:
@@ -137,13 +139,34 @@ class CalibratedCost:
             raise ValueError("overheads and scales must be >= 0")
 
     def iteration_time(self, batch: BatchStats) -> float:
-        if batch.num_tokens == 0:
+        tokens = batch.num_tokens
+        if tokens == 0:
             return 0.0
-        linear, elementwise, prefill, decode, all_reduce = self._per_layer_ms(batch)
-        # Added left to right (not with `sum`, which compensates on Python >= 3.12): the decode-only
-        # forms below repeat exactly these operations.
-        return (((linear + elementwise) + prefill + decode) + all_reduce) * self.num_layers * MS \
-            + self.iteration_overhead_time
+        head, all_reduce = self._token_terms(tokens)
+        prefill = max(self._prefill_ms(batch), 0.0)
+        n = batch.num_decode_seqs
+        decode = max(self._decode_attention_ms(n, batch.decode_context_tokens / n), 0.0) if n else 0.0
+        # Added left to right (not with `sum`, which compensates on Python >= 3.12), as
+        # `_per_layer_ms` lists the parts; `decode_iteration_time` repeats these operations.
+        return (((head + prefill) + decode) + all_reduce) * self.num_layers * MS + self.iteration_overhead_time
+
+    def _token_terms(self, tokens: int) -> tuple[float, float]:
+        """(linear + elementwise, all-reduce) per layer (ms) for a batch of `tokens` tokens: they
+        depend on the token count alone, so they are computed once per count."""
+        terms = self._by_tokens.get(tokens)
+        if terms is None:
+            linear, elementwise, _, _, all_reduce = self._per_layer_ms(BatchStats(num_decode_seqs=tokens))
+            terms = self._by_tokens[tokens] = (linear + elementwise, all_reduce)
+        return terms
+
+    def _decode_attention_ms(self, n: int, context_per_seq: float) -> float:
+        """Decode attention per layer (ms), before clipping at 0: n sequences of mean context x."""
+        head, all_reduce, base, i, t, batching, segments = self._decode_only_terms(n)
+        j = min(max(bisect.bisect_right(self.decode.context_knots, context_per_seq) - 1, 0), len(segments) - 1)
+        knot, width, low, low_rise, high, high_rise = segments[j]
+        u = (context_per_seq - knot) / width          # `BilinearTable` on rows i, i + 1, as `_interpolate`
+        low, high = low + u * low_rise, high + u * high_rise
+        return (base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching
 
     # A decode-only batch (the engine's fast path prices long runs of them): the same value as
     # `iteration_time(BatchStats(num_decode_seqs=n, decode_context_tokens=c))`, bit for bit, with
@@ -151,21 +174,21 @@ class CalibratedCost:
     def _decode_only_terms(self, n: int) -> tuple:
         terms = self._decode_terms.get(n)
         if terms is None:
-            linear, elementwise, prefill, _, all_reduce = self._per_layer_ms(BatchStats(num_decode_seqs=n))
+            head, all_reduce = self._token_terms(n)
             i, t = self.decode.batch_segment(n)
-            terms = ((linear + elementwise) + prefill, all_reduce, self.decode(n, 0.0), i, t,
-                     1 + self.attention_batching_overhead * (n > 1))
+            k, low, high = self.decode.context_knots, self.decode.values[i], self.decode.values[i + 1]
+            # Per context segment j, the operands `_interpolate` uses on rows i and i + 1.
+            segments = tuple((k[j], k[j + 1] - k[j], low[j], low[j + 1] - low[j], high[j], high[j + 1] - high[j])
+                             for j in range(len(k) - 1))
+            terms = (head + 0.0, all_reduce, self.decode(n, 0.0), i, t,
+                     1 + self.attention_batching_overhead * (n > 1), segments)
             self._decode_terms[n] = terms
         return terms
 
     def decode_iteration_time(self, num_decode_seqs: int, decode_context_tokens: int) -> float:
         """`iteration_time` of `num_decode_seqs` decodes holding `decode_context_tokens` in all."""
-        head, all_reduce, base, i, t, batching = self._decode_only_terms(num_decode_seqs)
-        table = self.decode
-        x = decode_context_tokens / num_decode_seqs
-        low = _interpolate(table.context_knots, table.values[i], x)
-        high = _interpolate(table.context_knots, table.values[i + 1], x)
-        ms = max((base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching, 0.0)
+        head, all_reduce = self._decode_only_terms(num_decode_seqs)[:2]
+        ms = max(self._decode_attention_ms(num_decode_seqs, decode_context_tokens / num_decode_seqs), 0.0)
         return ((head + ms) + all_reduce) * self.num_layers * MS + self.iteration_overhead_time
 
     def decode_run_durations(self, num_decode_seqs: int, decode_context_tokens: int,
@@ -173,7 +196,7 @@ class CalibratedCost:
         """`decode_iteration_time` over a run in which every decode's context grows by one token
         per iteration (the `kvsched.fastpath.DecodeRunCost` protocol), vectorised."""
         n = num_decode_seqs
-        head, all_reduce, base, i, t, batching = self._decode_only_terms(n)
+        head, all_reduce, base, i, t, batching, _ = self._decode_only_terms(n)
         table = self.decode
         x = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
         low = _interpolate_array(table.context_knots, table.values[i], x)

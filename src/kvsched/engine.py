@@ -85,7 +85,7 @@ from .state import Decision, Oracle, RequestState, RequestView, SchedulerView, S
 from .workload import Workload
 
 ProgressCallback = Callable[[int, int], None]
-SHORT_STRETCH = 16      # stretches up to this long are priced and folded in plain Python
+SHORT_STRETCH = 32      # stretches up to this long are priced and folded in plain Python
 
 
 def _queue_key(state: RequestState) -> tuple[float, int]:
@@ -157,6 +157,10 @@ class _EngineView(SchedulerView):
             return SchedulerView.extra_blocks(self, request, num_new_tokens)
         prompt, outputs, bs = s.num_prompt_tokens, s.num_output_tokens, self.block_size
         emitted = self.kv_convention is KVConvention.EMITTED
+        if (num_new_tokens == 1 and s.status is Status.RUNNING and outputs >= 1
+                and s.num_computed_tokens == prompt + outputs - 1):
+            # A resident decode (the common case): it holds h tokens and will hold h + 1.
+            return 1 if (s.num_computed_tokens + emitted) % bs == 0 else 0
         if s.status is Status.RUNNING:
             held = computed = s.num_computed_tokens
             if emitted and outputs >= 1 and computed == prompt + outputs - 1:

@@ -141,13 +141,17 @@ class VLLMPolicy(Policy):
         return int(self.decode_needs_free_block)
 
     def _schedule_running(self, view, tokens, evicted, free, budget):
+        running, extra_blocks = self._running, view.extra_blocks
+        floor = int(self.decode_needs_free_block)      # blocks a request must find free
         i = 0
-        while i < len(self._running) and budget > 0:
-            request = self._running[i]
-            n = min(request.num_uncomputed_tokens, budget)
-            need = view.extra_blocks(request, n)
-            while max(need, int(self.decode_needs_free_block)) > free:
-                victim = self._running.pop()
+        while i < len(running) and budget > 0:
+            request = running[i]
+            n = request.num_uncomputed_tokens
+            if n > budget:
+                n = budget
+            need = extra_blocks(request, n)
+            while (need if need > floor else floor) > free:
+                victim = running.pop()
                 evicted.append(victim.request_id)
                 free += view.blocks(view.kv_tokens(victim))
                 self._queue.push(victim)
