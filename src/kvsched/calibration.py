@@ -187,8 +187,14 @@ class CalibratedCost:
 
     def decode_iteration_time(self, num_decode_seqs: int, decode_context_tokens: int) -> float:
         """`iteration_time` of `num_decode_seqs` decodes holding `decode_context_tokens` in all."""
-        head, all_reduce = self._decode_only_terms(num_decode_seqs)[:2]
-        ms = max(self._decode_attention_ms(num_decode_seqs, decode_context_tokens / num_decode_seqs), 0.0)
+        # `_decode_attention_ms` inlined (this runs once per fast-forwarded iteration).
+        head, all_reduce, base, i, t, batching, segments = self._decode_only_terms(num_decode_seqs)
+        x = decode_context_tokens / num_decode_seqs
+        j = min(max(bisect.bisect_right(self.decode.context_knots, x) - 1, 0), len(segments) - 1)
+        knot, width, low, low_rise, high, high_rise = segments[j]
+        u = (x - knot) / width
+        low, high = low + u * low_rise, high + u * high_rise
+        ms = max((base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching, 0.0)
         return ((head + ms) + all_reduce) * self.num_layers * MS + self.iteration_overhead_time
 
     def decode_run_durations(self, num_decode_seqs: int, decode_context_tokens: int,

@@ -485,12 +485,12 @@ class _Run:
         seqs, context, price = batch.num_decode_seqs, batch.decode_context_tokens, self.price_decodes
         arrival = (self.states[self.next_arrival].arrival_time if self.next_arrival < len(self.states)
                    else None)
-        short, start = [price.one(seqs, context)], self.now
+        short, start, one = [price.one(seqs, context)], self.now, price.one
         if limit > SHORT_STRETCH and (arrival is None or arrival - start > SHORT_STRETCH * short[0]):
             short = []                                           # looks long: numpy from the start
         for k in range(len(short) and min(limit, SHORT_STRETCH)):
             if k:
-                short.append(price.one(seqs, context + k * seqs))
+                short.append(one(seqs, context + k * seqs))
             start += short[k]
             if arrival is not None and start >= arrival:         # boundary k + 1 sees the arrival
                 return short
