@@ -261,6 +261,56 @@ def test_stable_horizon_is_an_event():
 
 
 @dataclass(kw_only=True)
+class _KeepsTwoBlocksFree(Policy):
+    """Admits waiting requests whole (FCFS) and decodes every resident, but evicts the newest
+    resident as soon as a decode step would leave fewer than two blocks free. Event-stable only
+    if it declares that reserve through `stable_reserve_blocks` (`declare_reserve`)."""
+
+    name: ClassVar[str] = "keeps-two-blocks-free"
+    tags: ClassVar[PolicyTags] = PolicyTags(event_stable=True, preemptive=True)
+    declare_reserve: bool = True
+    reserve: object = 2
+
+    def schedule(self, view):
+        tokens = {r.request_id: r.num_uncomputed_tokens for r in view.running}
+        need = sum(view.extra_blocks(r, n) for r, n in zip(view.running, tokens.values()))
+        if view.running and view.num_free_blocks - need < 2:
+            return Decision(num_tokens={}, evict=(view.running[-1].request_id,))
+        free = view.num_free_blocks - need
+        for r in view.waiting:
+            extra = view.extra_blocks(r, r.num_tokens)
+            if free - extra < 2:
+                break
+            tokens[r.request_id], free = r.num_tokens, free - extra
+        return Decision(num_tokens=tokens)
+
+    def stable_reserve_blocks(self):
+        return self.reserve if self.declare_reserve else 0
+
+
+def test_stable_reserve_blocks_moves_the_overflow_event():
+    sim = dict(cost=UnitTime(), kv_capacity_tokens=64, block_size=4)
+    workload = Workload.build([0.0, 0.0, 0.0, 5.0], [6, 6, 6, 3], [30, 20, 25, 10])
+    reference = Simulator(**sim, fast=False).run(workload, _KeepsTwoBlocksFree())
+    assert reference.num_evictions.sum() > 0          # the reserve binds in this workload
+    for policy in (_KeepsTwoBlocksFree(), _KeepsTwoBlocksFree(reserve=np.int64(3))):   # 3: conservative
+        fast = Simulator(**sim).run(workload, policy)
+        for name in RECORDS:
+            np.testing.assert_array_equal(getattr(fast, name), getattr(reference, name), strict=True)
+    Simulator(**sim, verify_stable=True).run(workload, _KeepsTwoBlocksFree())
+    with pytest.raises(EventStabilityError, match="keeps-two-blocks-free"):
+        Simulator(**sim, verify_stable=True).run(workload, _KeepsTwoBlocksFree(declare_reserve=False))
+
+
+@pytest.mark.parametrize("reserve", [-1, 1.5, True, None])
+def test_stable_reserve_blocks_must_be_a_natural_number(reserve):
+    from kvsched.errors import InfeasibleDecisionError
+    policy = _KeepsTwoBlocksFree(reserve=reserve)
+    with pytest.raises(InfeasibleDecisionError, match="stable_reserve_blocks"):
+        Simulator(UnitTime(), 64, block_size=4).run(_two_long_requests(), policy)
+
+
+@dataclass(kw_only=True)
 class _OldestOnlyAfterACompletion(Policy):
     """Admits every waiting request whole and decodes every resident, until it notices that a
     resident has finished; from then on only the oldest resident runs (the others pause).
