@@ -7,7 +7,12 @@ while some request is running. Run state: one `FrontQueue` per run, made in the 
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from ..state import RequestView, SchedulerView, Status
+
+#: Sort key of FCFS order: (arrival time, request id).
+fcfs_key = attrgetter("arrival_time", "request_id")
 
 
 class FrontQueue:

@@ -43,7 +43,7 @@ from typing import ClassVar
 
 from ..state import Decision, RequestView, SchedulerView
 from .base import Policy, PolicyTags
-from ._waiting_queue import FrontQueue, admission_reserve, token_budget
+from ._waiting_queue import FrontQueue, admission_reserve, fcfs_key, token_budget
 from .registry import register
 
 
@@ -81,29 +81,37 @@ class SarathiPolicy(Policy):
 
     def schedule(self, view: SchedulerView) -> Decision:
         # Sarathi-Serve re-sorts its running list by FCFS priority (arrival) every iteration.
-        self._running = sorted(view.running, key=lambda r: (r.arrival_time, r.request_id))
+        self._running = sorted(view.running, key=fcfs_key)
+        decodes, partials, reserved = [], [], 0
+        for request in self._running:          # one pass: is_decode is read once per request
+            if request.is_decode:
+                decodes.append(request)
+            else:
+                partials.append(request)
+                reserved += view.extra_blocks(request, request.num_uncomputed_tokens)
         budget = token_budget(self.chunk_size, view)
-        free = view.num_free_blocks - sum(self._reserved_blocks(view, r) for r in self._running)
+        free = view.num_free_blocks - reserved
         tokens: dict[int, int] = {}
         evicted: list[int] = []
-        budget, free = self._decodes(view, tokens, evicted, budget, free)
-        budget = self._partial_prefills(tokens, budget)
+        budget, free = self._decodes(view, decodes, tokens, evicted, budget, free)
+        budget = self._partial_prefills(partials, evicted, tokens, budget)
         if not evicted:
             self._admit(view, tokens, budget, free)
         return Decision(num_tokens=tokens, evict=tuple(evicted))
 
-    def _decodes(self, view, tokens, evicted, budget, free):
+    def _decodes(self, view, decodes, tokens, evicted, budget, free):
         """One decode token per running request past its prefill, oldest arrival first.
 
         The victim of a failed allocation is the latest-arrived running request: always one not
         processed yet (they come later in arrival order) or the request itself.
         """
-        for request in list(self._running):
+        extra_blocks = view.extra_blocks
+        for request in decodes:
             if budget <= 0:
                 break
-            if not request.is_decode or request.request_id in evicted:
+            if evicted and request.request_id in evicted:
                 continue
-            need = view.extra_blocks(request, 1)
+            need = extra_blocks(request, 1)
             while need > free and request.request_id not in evicted:
                 free += self._preempt(view, self._running[-1], evicted)
             if request.request_id in evicted:
@@ -120,11 +128,11 @@ class SarathiPolicy(Policy):
         self._queue.push(victim)
         return view.blocks(view.kv_tokens(victim)) + self._reserved_blocks(view, victim)
 
-    def _partial_prefills(self, tokens, budget):
-        for request in self._running:
+    def _partial_prefills(self, partials, evicted, tokens, budget):
+        for request in partials:
             if budget <= 0:
                 break
-            if not request.is_decode and request.request_id not in tokens:
+            if request.request_id not in evicted:
                 n = min(request.num_uncomputed_tokens, budget)
                 tokens[request.request_id] = n
                 budget -= n

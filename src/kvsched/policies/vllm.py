@@ -72,7 +72,7 @@ from typing import ClassVar
 
 from ..state import Decision, RequestView, SchedulerView
 from .base import Policy, PolicyTags
-from ._waiting_queue import FrontQueue, admission_reserve, token_budget
+from ._waiting_queue import FrontQueue, admission_reserve, fcfs_key, token_budget
 from .registry import register
 
 
@@ -120,7 +120,7 @@ class VLLMPolicy(Policy):
         known = {r.request_id for r in self._running}
         self._running += [r for r in view.running if r.request_id not in known]
         if self.preempt_victim == "last_arrived":
-            self._running.sort(key=lambda r: (r.arrival_time, r.request_id))
+            self._running.sort(key=fcfs_key)
         tokens: dict[int, int] = {}
         evicted: list[int] = []
         free = view.num_free_blocks
