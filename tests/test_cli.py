@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -234,84 +233,75 @@ def test_policies_lists_ids_parameters_defaults():
     assert "vllm" in table.stdout and "chunk_size=512" in table.stdout
 
 
-@dataclass(frozen=True)
-class FakeCheck:
-    name: str
-    passed: bool
-    detail: str
+IDLE_POLICY = """
+from dataclasses import dataclass
+from typing import ClassVar
+
+from kvsched.policies.base import Policy
+from kvsched.state import Decision
 
 
-@pytest.fixture
-def fake_testing(monkeypatch):
-    """A stand-in for kvsched.testing (written elsewhere) with the agreed interface."""
-    module = types.ModuleType("kvsched.testing")
-    module.outcome = True
-    module.check_policy = lambda policy: [FakeCheck("well_formed", True, ""),
-                                          FakeCheck("liveness", module.outcome, f"{type(policy).__name__}")]
-    monkeypatch.setitem(sys.modules, "kvsched.testing", module)
-    return module
+@dataclass(kw_only=True)
+class Idle(Policy):
+    \"\"\"Never schedules anything: the conformance suite's liveness check must fail.\"\"\"
+    name: ClassVar[str] = "idle"
+
+    def schedule(self, view):
+        return Decision(num_tokens={})
+"""
 
 
-def test_check_policy_pass_fail_and_import_error(fake_testing):
-    passed = run("check-policy", "kvsched.policies.vllm:VLLMPolicy")
+def test_check_policy_pass_fail_and_import_error(tmp_path, monkeypatch):
+    """The real conformance suite (`kvsched.testing`) behind the command."""
+    passed = run("check-policy", "kvsched.policies.vllm:VLLMPolicy", "--json")
     assert passed.exit_code == 0, passed.output
-    assert "2/2 passed" in passed.stdout
-    fake_testing.outcome = False
-    failed = run("check-policy", "kvsched.policies.vllm:VLLMPolicy:watermark=0.1", "--json")
-    assert failed.exit_code == 1
-    assert json.loads(failed.stdout)[1] == {"name": "liveness", "passed": False, "detail": "VLLMPolicy"}
+    checks = json.loads(passed.stdout)
+    assert all(c["passed"] for c in checks)
+    assert {"well_formed", "feasible", "liveness", "tags_honest"} <= {c["name"] for c in checks}
+    table = run("check-policy", "kvsched.policies.vllm:VLLMPolicy")
+    assert f"{len(checks)}/{len(checks)} passed" in table.stdout
+    (tmp_path / "kvsched_idle_policy.py").write_text(IDLE_POLICY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    failed = run("check-policy", "kvsched_idle_policy:Idle", "--json")
+    assert failed.exit_code == 1, failed.output
+    checks = {c["name"]: c for c in json.loads(failed.stdout)}
+    assert not checks["liveness"]["passed"] and "scheduled nothing" in checks["liveness"]["detail"]
+    assert checks["well_formed"]["passed"]
     assert_user_error(run("check-policy", "no_such_module_xyz:Policy"), "cannot import policy")
     assert_user_error(run("check-policy", "kvsched.workload:Workload"), "not a kvsched Policy")
 
 
 # --------------------------------------------------------------------------- presets and bounds
 
-@pytest.fixture
-def fake_presets(monkeypatch):
-    from kvsched.cost import LinearCost
-    from kvsched.errors import ConfigError
-    module = types.ModuleType("kvsched.presets")
-
-    @dataclass(frozen=True)
-    class Preset:
-        cost: object
-        kv_capacity_tokens: int
-        block_size: int
-
-    def get_preset(name):
-        if name != "tiny":
-            raise ConfigError(f"unknown preset {name!r}; expected one of: tiny")
-        return Preset(LinearCost(0.01, 1e-6), 4096, 32)
-    module.get_preset = get_preset
-    monkeypatch.setitem(sys.modules, "kvsched.presets", module)
-
-
-def test_preset_capacity_applies_unless_overridden(fake_presets):
-    sim = cc.build_simulator(cc.parse_cost("preset:tiny"))
-    assert (sim.kv_capacity_tokens, sim.block_size) == (4096, 32)
-    sim = cc.build_simulator(cc.parse_cost("preset:tiny"), kv_capacity=8192, block_size=16)
-    assert (sim.kv_capacity_tokens, sim.block_size) == (8192, 16)
+def test_preset_capacity_applies_unless_overridden():
+    from kvsched.presets import get_preset
+    preset = get_preset("llama2-7b-a100")
+    sim = cc.build_simulator(cc.parse_cost("preset:llama2-7b-a100"))
+    assert (sim.kv_capacity_tokens, sim.block_size) == (preset.kv_capacity_tokens, preset.block_size)
+    assert sim.cost == preset.cost
+    sim = cc.build_simulator(cc.parse_cost("preset:llama2-7b-a100"), kv_capacity=8192, block_size=32)
+    assert (sim.kv_capacity_tokens, sim.block_size) == (8192, 32)
     assert_user_error(run("simulate", "--cost", "preset:huge"), "unknown preset 'huge'")
-    assert run("simulate", "--cost", "preset:tiny", *SMALL).exit_code == 0
+    assert run("simulate", "--cost", "preset:llama2-7b-a100", *SMALL).exit_code == 0
 
 
-def test_compare_with_bound_ratio(monkeypatch):
-    module = types.ModuleType("kvsched.bounds")
-
-    @dataclass(frozen=True)
-    class Bound:
-        objective: float
-        bound: float
-        gap: float
-        status: str
-
-    module.compute_bound = lambda name, workload, simulator, time_limit: Bound(10.0, 8.0, 0.25, "time_limit")
-    monkeypatch.setitem(sys.modules, "kvsched.bounds", module)
-    result = run("compare", "--bound", "ip", "--json", *SMALL)
+def test_compare_with_bound_ratio(tmp_path):
+    """`--bound ip` on a tiny all-at-zero unit-time instance: the IP proves the optimum, which
+    brute force confirms, and each row's ratio is its total latency over that bound."""
+    from kvsched.bounds.bruteforce import optimal_nonpreemptive_total_latency
+    from kvsched.workload import Workload
+    rows = [(2, 6), (1, 9), (3, 4), (2, 3), (1, 7)]
+    trace = write_trace(tmp_path, rows)
+    options = ["--trace", str(trace), "--rate", "0", "--cost", "unit", "--kv-capacity", "16",
+               "--block-size", "1", "--kv-convention", "emitted", "--policies", "vllm,mcsf",
+               "--predictor", "exact"]
+    result = run("compare", *options, "--bound", "ip", "--bound-time-limit", "30", "--json")
     assert result.exit_code == 0, result.output
+    workload = Workload.build([0.0] * 5, [s for s, _ in rows], [o for _, o in rows])
+    optimum = optimal_nonpreemptive_total_latency(workload, 16)
     for row in json.loads(result.stdout):
-        assert row["bound_ratio"] == pytest.approx(row["total_latency"] / 8.0)
-    assert "total / ip" in run("compare", "--bound", "ip", *SMALL).stdout
+        assert row["bound_ratio"] == pytest.approx(row["total_latency"] / optimum)
+    assert "total / ip" in run("compare", *options, "--bound", "ip").stdout
 
 
 # --------------------------------------------------------------------------- optional modules, progress
