@@ -608,10 +608,11 @@ class _Run:
         return frozenset(evict)
 
     def _validate(self, decision: Decision, evicted: frozenset[int]):
-        """Check a decision; return the plan, the batch, KV blocks used after the iteration, and
-        for the fast path the number of resident requests scheduled and of prefill chunks that
-        do not complete their prompt (or recomputation)."""
-        plan, budget = [], self.sim.max_num_batched_tokens
+        """Check a decision; return the plan — (resident decodes, other (state, tokens) pairs) —,
+        the batch, KV blocks used after the iteration, and for the fast path the number of
+        resident requests scheduled and of prefill chunks that do not complete their prompt (or
+        recomputation)."""
+        decodes, plan, budget = [], [], self.sim.max_num_batched_tokens
         num_resident_prefills = num_partial = 0
         total = prefill_tokens = prefill_seqs = decode_seqs = 0
         prefill_context = prefill_work = decode_context = 0
@@ -629,7 +630,7 @@ class _Run:
                 decode_seqs += 1
                 decode_context += after
                 total += 1
-                plan.append((state, 1))
+                decodes.append(state)
                 continue
             state = self._schedulable(rid, evicted)
             uncomputed = state.num_prompt_tokens + state.num_output_tokens - state.num_computed_tokens
@@ -664,7 +665,7 @@ class _Run:
             raise InfeasibleDecisionError("separate batching: an iteration mixes prefill and decode work")
         batch = BatchStats(prefill_tokens, prefill_seqs, decode_seqs, prefill_context, prefill_work,
                            decode_context)
-        return plan, batch, used_blocks, decode_seqs + num_resident_prefills, num_partial
+        return (decodes, plan), batch, used_blocks, decode_seqs + num_resident_prefills, num_partial
 
     def _schedulable(self, rid, evicted) -> RequestState:
         if not isinstance(rid, (int, np.integer)) or not 0 <= rid < len(self.states):
@@ -684,17 +685,14 @@ class _Run:
         self.kv_token_seconds += used_tokens * duration
         self.busy_time += duration
         if self.iterations is not None:
-            self.iterations.append(IterationRecord(start, duration, {s.request_id: n for s, n in plan},
+            self.iterations.append(IterationRecord(start, duration, {int(rid): int(n) for rid, n in
+                                                                     decision.num_tokens.items()},
                                                    tuple(decision.evict), used_tokens))
-        held_extra = self.kv_extra
-        block_size, running = self.cache.block_size, Status.RUNNING
-        for state, n in plan:
-            before = state.num_computed_tokens
-            if not (n == 1 and state.status is running and state.num_output_tokens >= 1
-                    and before == state.num_prompt_tokens + state.num_output_tokens - 1):
-                self._advance(state, n, start, end)
-                continue
+        decodes, others = plan
+        held_extra, block_size = self.kv_extra, self.cache.block_size
+        for state in decodes:
             # `_advance` for a resident decode (1 token computed, 1 emitted), in fewer steps.
+            before = state.num_computed_tokens
             state.num_computed_tokens = after = before + 1
             state.total_computed_tokens += 1
             if before < state.max_computed_tokens:
@@ -706,6 +704,8 @@ class _Run:
                 self._finish(state, end)
             elif (after - 1 + held_extra) % block_size == 0:     # the KV crossed into a new block
                 self.cache.set_tokens(state.request_id, after + held_extra)
+        for state, n in others:
+            self._advance(state, n, start, end)
         self.now = end
         self.iteration += 1
 
