@@ -1,13 +1,23 @@
-"""Engine speed: simulated requests/s and iterations/s, fast path vs reference loop, peak memory.
+"""Engine speed: simulated requests/s and iterations/s per engine, ratios, peak memory.
 
     python bench/engine_speed.py            # the full set (1M requests included: minutes)
     python bench/engine_speed.py --quick    # a smaller set (about a minute)
 
-Every (scenario, policy, mode) runs in a fresh Python process, so its peak memory (``ru_maxrss``,
-the process's resident high-water mark, interpreter and numpy included) is its own. The
-fast/reference ratio compares the two modes on the same workload in the same invocation; the
-reference loop is skipped above ``--max-reference`` requests (it would take many minutes) and the
-ratio is then reported for the largest size where both ran.
+Three engines give identical results (tests/test_fastpath.py, tests/test_compiled.py):
+
+- ``compiled``: `kvsched.compiled`, the numba kernels of `vllm` and `sarathi` — what
+  ``Simulator()`` runs for them when numba is installed;
+- ``python``: the Python engine's fast path (``Simulator(compiled=False)``), which every other
+  policy uses;
+- ``reference``: the reference loop (``Simulator(fast=False)``), asked at every iteration.
+
+Every (scenario, policy, engine) runs in a fresh Python process, so its peak memory (``ru_maxrss``,
+the process's resident high-water mark, interpreter, numpy and numba included) is its own. A
+compiled run first runs a one-request workload, which loads the kernels from numba's on-disk cache
+(compiling them the first time, once per installation: about 15 s); that load is printed apart
+("load s") and is not in the run's time. Ratios compare engines on the same workload in the same
+invocation; the reference loop is skipped above ``--max-reference`` requests and the Python fast
+path above ``--max-python`` for the compiled policies (they would take minutes).
 
 Scenarios, both on the ``llama2-70b-a100-tp2`` preset (`CalibratedCost` fitted to Vidur's A100
 profiles), block size 16:
@@ -21,27 +31,24 @@ profiles), block size 16:
 - ``default``: the embedded LMSYS-like workload at 3.0 req/s with KV = 16,492 tokens (the MC-SF
   paper's Llama-2-70B setting, ALGORITHMS.md R2). This configuration saturates at about 3.4 req/s
   with vllm (throughput flat at 3.35-3.38 req/s for offered 4-8 req/s), so 3.0 req/s is near
-  saturation (60 % mean KV use, no preemptions yet; at 3.2 req/s preemptions start).
+  saturation (60 % mean KV use, preemptions at 100k requests and more).
 
-Profile (cProfile, 10k requests, vllm, fast path; cumulative shares of the simulation loop —
-reproduce with ``python -m cProfile`` on ``--one``; pyinstrument gives the same picture):
+Where the Python fast path spends its time (pyinstrument, 10k requests, vllm; shares of the loop):
 
     part                                          ShareGPT (20.3k policy calls,   default (9.5k calls,
                                                   15.4k stretches, 214k iters)    13.2k stretches, 52k iters)
-    policy.schedule (vllm, O(residents) per call) 27 %                            31 %
-    stepped iterations: _run_iteration             7 % (cost model 5 %)           23 % (cost model 13 %)
-                        _validate                  8 %                            11 %
-    stretches: pricing (_decode_run)              20 %                             9 %
-               _fast_forward (state updates)      15 % (per-resident loop 10 %)   13 % (10 %)
-               _pure_length (one resident scan)    5 %                             7 %
-    view, arrivals, evictions                      3 %                             2 %
+    policy.schedule (vllm, O(residents) per call) 26 %                            30 %
+    stepped iterations: _run_iteration             7 %                            16 %
+                        _validate                 10 %                            14 %
+    stretches: pricing (_decode_run)              23 %                             6 %
+               _fast_forward + _pure_length       20 %                            27 %
+    view, arrivals, evictions, loop               14 %                             7 %
 
-So the fast path has removed the per-iteration work; what is left is per *event*: a policy call
-over every resident (O(B) Python in the policy), the iteration that follows it (validation and
-state updates over every resident, and a `CalibratedCost.iteration_time` of ~30 µs), and the
-stretch bookkeeping (one pass over the residents, ~25 numpy calls). The next factors would come
-from an incremental policy (O(changes) per call), an engine keeping request state in arrays so
-that a stretch costs O(1) Python, and a cheaper calibrated cost for mixed batches.
+What is left there is per *event*, not per iteration: a policy call over every resident (Python,
+O(residents)), the stepped iteration after it (validation and state updates over every resident),
+and each stretch's bookkeeping and per-iteration pricing. The compiled kernels remove the
+interpreter from all of it (and step every iteration: no fast-forwarding is needed at ~10 ns per
+resident per iteration).
 """
 
 from __future__ import annotations
@@ -88,9 +95,13 @@ SCENARIOS = {
 }
 
 
-def run_one(scenario: str, num_requests: int, policy: str, fast: bool) -> dict:
-    """One simulation in this process; returns its figures (wall time excludes building inputs)."""
-    from kvsched import Simulator, default_workload
+ENGINES = {"compiled": dict(), "python": dict(compiled=False), "reference": dict(fast=False)}
+
+
+def run_one(scenario: str, num_requests: int, policy: str, engine: str) -> dict:
+    """One simulation in this process; returns its figures (wall time excludes building inputs
+    and, for the compiled engine, loading the kernels)."""
+    from kvsched import Simulator, Workload, default_workload
     from kvsched.policies import make
     from kvsched.predictors import apply_predictor
     from kvsched.presets import get_preset
@@ -103,13 +114,22 @@ def run_one(scenario: str, num_requests: int, policy: str, fast: bool) -> dict:
     if policy_obj.tags.uses_predictions:
         workload = apply_predictor(workload, "exact")
     sim = Simulator(preset.cost, spec["capacity"] or preset.kv_capacity_tokens, block_size=preset.block_size,
-                    fast=fast)
+                    **ENGINES[engine])
+    load = 0.0
+    if engine == "compiled":
+        from kvsched import compiled
+        if compiled.unsupported(sim, policy_obj) is not None:
+            return dict(error="no compiled kernel")
+        started = time.perf_counter()
+        sim.run(Workload.build([0.0], [8], [4]), policy_obj)
+        load = time.perf_counter() - started
     started, cpu_started = time.perf_counter(), time.process_time()
     result = sim.run(workload, policy_obj)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     summary = result.summary()
-    return dict(wall_s=wall, cpu_s=cpu, iterations=result.num_iterations, finished=summary.num_finished,
-                evictions=summary.num_evictions, mean_latency=summary.mean_latency,
+    return dict(wall_s=wall, cpu_s=cpu, load_s=load, iterations=result.num_iterations,
+                finished=summary.num_finished, evictions=summary.num_evictions,
+                mean_latency=summary.mean_latency,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -121,10 +141,11 @@ def queue_scaling(policies: list[str], sizes: tuple[int, ...]) -> None:
     from kvsched import Simulator, UnitTime
     from kvsched.policies import make
     from kvsched.predictors import apply_predictor
-    from kvsched.workload import AllAtZero, Fixed, synthesize
-    print("\nper-iteration time (µs) vs waiting queue (N at t=0, mean queue N/2), fast path on")
+    from kvsched.workload import AllAtZero, Fixed, Workload, synthesize
+    print("\nper-iteration time (µs) vs waiting queue (N at t=0, mean queue N/2), Simulator() defaults")
     print(f"{'policy':<8} " + " ".join(f"{'N=' + format(n, ','):>10}" for n in sizes) + "   growth 10x N")
     for name in policies:
+        Simulator(UnitTime(), 256, block_size=16).run(Workload.build([0.0], [8], [4]), make(name))  # load kernels
         cells = []
         for n in sizes:
             workload = synthesize(n, AllAtZero(), Fixed(20), Fixed(8), np.random.default_rng(0))
@@ -138,8 +159,8 @@ def queue_scaling(policies: list[str], sizes: tuple[int, ...]) -> None:
         print(f"{name:<8} " + " ".join(f"{c:>10.1f}" for c in cells) + f"   {growth:>6.1f}x", flush=True)
 
 
-def run_isolated(scenario: str, num_requests: int, policy: str, fast: bool, timeout: float) -> dict:
-    args = [sys.executable, __file__, "--one", json.dumps([scenario, num_requests, policy, fast])]
+def run_isolated(scenario: str, num_requests: int, policy: str, engine: str, timeout: float) -> dict:
+    args = [sys.executable, __file__, "--one", json.dumps([scenario, num_requests, policy, engine])]
     try:
         out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
@@ -154,6 +175,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (10k and 100k default)")
     parser.add_argument("--max-reference", type=int, default=10_000,
                         help="largest workload on which the reference loop also runs")
+    parser.add_argument("--max-python", type=int, default=100_000,
+                        help="largest workload on which the Python fast path also runs a compiled policy")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument("--only", default=None, help="comma-separated scenarios or policies to run")
     parser.add_argument("--no-queue", action="store_true", help="skip the waiting-queue scaling table")
@@ -163,15 +186,20 @@ def main() -> None:
         print(json.dumps(run_one(*json.loads(args.one))))
         return
 
+    from kvsched import compiled
     from kvsched.policies.registry import registered
     known = registered()
     plan = [("sharegpt", 10_000)]
     plan += [("default", n) for n in ((10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000))]
     only = set(args.only.split(",")) if args.only else None
-    header = (f"{'scenario':<9} {'requests':>9} {'policy':<8} {'wall s':>7} {'cpu s':>7} {'ref cpu':>8} "
-              f"{'ratio':>6} {'req/s':>9} {'iter/s':>9} {'iters':>9} {'evict':>6} {'peak MB':>8}")
-    print("fast path; 'ref cpu': the reference loop on the same workload; ratio = ref cpu / cpu;\n"
-          "req/s and iter/s per CPU second (the machine may be shared: wall >= cpu)")
+    print("engine: the one Simulator() picks (compiled for vllm/sarathi when numba is installed"
+          f"{'' if compiled.available() else ': it is NOT installed here'}); 'load s': loading its kernels;\n"
+          "'python' / 'ref': CPU s of the Python fast path / reference loop on the same workload, "
+          "x = their ratio to the engine's CPU s;\nreq/s and iter/s per CPU second (the machine may be "
+          "shared: wall >= cpu)")
+    header = (f"{'scenario':<9} {'requests':>9} {'policy':<8} {'engine':<8} {'wall s':>7} {'cpu s':>7} "
+              f"{'load s':>6} {'python':>14} {'ref':>14} {'req/s':>10} {'iter/s':>11} {'iters':>9} "
+              f"{'evict':>6} {'peak MB':>8}")
     print(header)
     print("-" * len(header))
     for scenario, n in plan:
@@ -181,22 +209,32 @@ def main() -> None:
             if policy not in known:
                 print(f"{scenario:<9} {n:>9,} {policy:<8} (not registered on this branch)")
                 continue
-            fast = run_isolated(scenario, n, policy, True, args.timeout)
-            ref = (run_isolated(scenario, n, policy, False, args.timeout)
-                   if n <= args.max_reference else None)
-            if "error" in fast:
-                print(f"{scenario:<9} {n:>9,} {policy:<8} fast run failed: {fast['error']}")
+            main_run, engine = run_isolated(scenario, n, policy, "compiled", args.timeout), "compiled"
+            if "error" in main_run and main_run["error"] == "no compiled kernel":
+                main_run, engine = run_isolated(scenario, n, policy, "python", args.timeout), "python"
+            if "error" in main_run:
+                print(f"{scenario:<9} {n:>9,} {policy:<8} run failed: {main_run['error']}")
                 continue
-            ref_s = "-" if ref is None else (ref.get("error", "") or f"{ref['cpu_s']:.2f}")[:8]
-            ratio = ("-" if ref is None or "error" in ref else f"{ref['cpu_s'] / fast['cpu_s']:.1f}x")
-            print(f"{scenario:<9} {n:>9,} {policy:<8} {fast['wall_s']:>7.2f} {fast['cpu_s']:>7.2f} {ref_s:>8} "
-                  f"{ratio:>6} {n / fast['cpu_s']:>9,.0f} {fast['iterations'] / fast['cpu_s']:>9,.0f} "
-                  f"{fast['iterations']:>9,} {fast['evictions']:>6,} {fast['peak_rss_mb']:>8.0f}",
-                  flush=True)
+            cpu = main_run["cpu_s"]
+
+            def other(name: str, limit: int) -> str:
+                if n > limit:
+                    return "-"
+                figures = run_isolated(scenario, n, policy, name, args.timeout)
+                if "error" in figures:
+                    return figures["error"][:14]
+                return f"{figures['cpu_s']:.2f} ({figures['cpu_s'] / cpu:.0f}x)"
+
+            python_cell = other("python", args.max_python) if engine == "compiled" else "(engine)"
+            ref_cell = other("reference", args.max_reference)
+            print(f"{scenario:<9} {n:>9,} {policy:<8} {engine:<8} {main_run['wall_s']:>7.2f} {cpu:>7.2f} "
+                  f"{main_run['load_s']:>6.2f} {python_cell:>14} {ref_cell:>14} {n / cpu:>10,.0f} "
+                  f"{main_run['iterations'] / cpu:>11,.0f} {main_run['iterations']:>9,} "
+                  f"{main_run['evictions']:>6,} {main_run['peak_rss_mb']:>8.0f}", flush=True)
             if scenario == "sharegpt" and policy == "vllm":
                 print(f"{'':<9} vs Vidur's event loop ({VIDUR_LOOP_S_10K:.0f} s, vllm, 10k): "
-                      f"{VIDUR_LOOP_S_10K / fast['wall_s']:.0f}x faster (wall), "
-                      f"{VIDUR_LOOP_S_10K / fast['cpu_s']:.0f}x (cpu)", flush=True)
+                      f"{VIDUR_LOOP_S_10K / main_run['wall_s']:.0f}x faster (wall), "
+                      f"{VIDUR_LOOP_S_10K / cpu:.0f}x (cpu)", flush=True)
     if not args.no_queue:
         names = [p for p in ("vllm", "sarathi", "mcsf", "amin") if p in known]
         queue_scaling(names, (10, 100, 1_000) if args.quick else (10, 100, 1_000, 10_000))

@@ -28,6 +28,13 @@ from kvsched.state import Decision
 from kvsched.workload import (AllAtZero, Bursts, Deterministic, LogNormal, Poisson, Uniform,
                               Workload, synthesize)
 
+@pytest.fixture(autouse=True)
+def _python_engine_only(monkeypatch):
+    """This module tests the Python fast path: the compiled kernels (`kvsched.compiled`, used for
+    vllm and sarathi when numba is installed) are tested against it in tests/test_compiled.py."""
+    monkeypatch.setattr("kvsched.compiled.unsupported", lambda sim, policy: "tests of the Python engine")
+
+
 RECORDS = ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
            "num_recomputed_tokens", "num_computed_tokens", "rejected")
 RUN_FIGURES = ("num_iterations", "busy_time", "kv_peak_tokens", "kv_token_seconds", "reject_reasons")

@@ -78,7 +78,7 @@ import numpy as np
 
 from . import fastpath
 from .cost import BatchStats, CostModel
-from .errors import InfeasibleDecisionError, KvschedError, StalledError
+from .errors import ConfigError, InfeasibleDecisionError, KvschedError, StalledError
 from .memory import KVCache, KVConvention, kv_tokens_after_step, kv_tokens_held, peak_kv_tokens
 from .policies.base import Policy
 from .state import Decision, Oracle, RequestState, RequestView, SchedulerView, Status
@@ -250,7 +250,9 @@ class Simulator:
     ``separate_batching``: every iteration holds only prefill work or only decodes.
     ``fast``: fast-forward stable decode batches of `event_stable` policies (see the module
     docstring); False runs the reference loop. ``verify_stable``: step every boundary and check
-    the `event_stable` promise (raises `EventStabilityError`).
+    the `event_stable` promise (raises `EventStabilityError`). ``compiled``: run `vllm` and
+    `sarathi` with the numba kernels of `kvsched.compiled` (same results) — None: when numba is
+    installed and the run is supported, True: always (ConfigError if it cannot), False: never.
     """
 
     cost: CostModel
@@ -262,6 +264,7 @@ class Simulator:
     record_iterations: bool = False
     fast: bool = True
     verify_stable: bool = False
+    compiled: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kv_convention", KVConvention(self.kv_convention))
@@ -273,6 +276,15 @@ class Simulator:
         """Simulate `workload` under `policy`. `seed` seeds the policy's own randomness (0 by
         default, so that runs are reproducible; None asks for fresh entropy)."""
         policy.reset(seed=seed)
+        if self.compiled is not False:
+            from . import compiled
+            reason = compiled.unsupported(self, policy)
+            if reason is None:
+                result = compiled.run(self, workload, policy, progress)
+                if result is not None:
+                    return result
+            elif self.compiled:
+                raise ConfigError(f"cannot run compiled: {reason}")
         return _Run(self, workload, policy, progress).execute()
 
 

@@ -1,0 +1,548 @@
+"""Compiled (numba) simulations of the production baselines `vllm` and `sarathi`.
+
+Imported only by `kvsched.compiled`, and only when numba is installed (the ``fast`` extra, or the
+numba the vLLM CPU build brings). Everything here repeats, in the same order and with the same
+floating-point operations, what the Python engine (`kvsched.engine`), the policies
+(`kvsched.policies.vllm`, `kvsched.policies.sarathi`, `kvsched.policies._waiting_queue`) and the
+cost models (`kvsched.cost`, `kvsched.calibration`) do; the tests compare every per-request record
+and run figure with the reference loop's, bit for bit. Read those modules for the rules; comments
+here only say where the representation differs.
+
+Representation. Request ids are the workload's row indices, and the workload is sorted by arrival,
+so FCFS order ((arrival time, id)) is id order. State lives in arrays so that a run can stop after
+a number of iterations and resume (progress reports):
+
+- ``ints[r, field]`` per request (the ``R_*`` columns), ``times[r, field]`` (``T_*``, NaN = unset);
+- the waiting queue: arrivals in id order (``queue``, with ``alive`` flags and a head index); a
+  preempted request waits in ``front`` instead (the policies' front queue, latest first), which
+  the Python engine's waiting list orders the same way for these policies: front first, then the
+  rest by id;
+- ``running``: resident ids in the policy's order (admission order for ``vllm``, id order when its
+  victim is the last arrived and for ``sarathi``, which re-sort by arrival every iteration);
+- ``scal_i`` / ``scal_f``: the engine's counters (``S_*`` / ``F_*``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# request status (kvsched.state.Status)
+NOT_ARRIVED, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
+# ints[r, ...]
+R_STATUS, R_COMPUTED, R_OUTPUTS, R_TOTAL, R_MAX, R_RECOMPUTED, R_EVICTIONS, R_HELD, R_FLAG = range(9)
+NUM_R = 9
+# times[r, ...]
+T_SCHEDULED, T_FIRST_TOKEN, T_FINISH = range(3)
+# scal_i[...]
+(S_NEXT_ARRIVAL, S_DONE, S_ITERATION, S_USED, S_PEAK, S_NUM_RUNNING, S_NUM_FRONT, S_QUEUE_HEAD,
+ S_QUEUE_LEN, S_QUEUE_ALIVE) = range(10)
+NUM_S = 10
+# scal_f[...]
+F_NOW, F_BUSY, F_TOKEN_SECONDS = range(3)
+# return codes
+DONE, PAUSED, STALLED, INVALID = 0, 1, 2, 3
+# cost kinds
+UNIT, LINEAR, CALIBRATED = 0, 1, 2
+# policy kinds and the integer parameters p[...]
+VLLM, SARATHI = 0, 1
+(P_KIND, P_BUDGET, P_MAX_SEQS, P_RESERVE, P_FULL_PROMPT, P_CONTINUE, P_CHUNKED, P_PREFILL_FIRST,
+ P_PADDED, P_LAST_ARRIVED, P_FLOOR) = range(11)
+NUM_P = 11
+
+
+@njit(cache=True)
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+@njit(cache=True)
+def _interpolate(k, v, x):
+    """calibration._interpolate: bisect_right, clipped to the end segments."""
+    lo, hi = 0, k.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < k[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    i = min(max(lo - 1, 0), k.shape[0] - 2)
+    t = (x - k[i]) / (k[i + 1] - k[i])
+    return v[i] + t * (v[i + 1] - v[i])
+
+
+@njit(cache=True)
+def _clip(x):
+    return x if x >= 0.0 else 0.0      # max(x, 0.0) as Python evaluates it
+
+
+@njit(cache=True)
+def _calibrated_time(c, tables, dec, pre_seqs, pre_tokens, pre_context, pre_work, dec_seqs, dec_context):
+    """CalibratedCost.iteration_time. ``c``: scalar parameters (see `kvsched.compiled`); ``tables``:
+    knots and values of linear, elementwise and all-reduce; ``dec``: the decode table."""
+    tokens = pre_tokens + dec_seqs
+    lin_k, lin_v, el_k, el_v, ar_k, ar_v, batch_k, ctx_k = tables
+    linear = _clip(_interpolate(lin_k, lin_v, tokens))
+    elementwise = _clip(_interpolate(el_k, el_v, tokens))
+    all_reduce = 0.0
+    if c[0] > 0.0:                                    # has an all-reduce
+        one = _interpolate(ar_k, ar_v, tokens * int(c[1]) * 2) + c[2]
+        all_reduce = int(c[3]) * one
+    all_reduce = _clip(all_reduce)
+    head = linear + elementwise
+    prefill = 0.0
+    n, p = pre_seqs, pre_tokens
+    if n != 0 and p != 0:
+        work, cached = pre_work, pre_context - p
+        if n == 1:
+            squares = float(p * p)
+        elif cached == 0:
+            squares = float(work)
+        else:
+            squares = min(max(work - p * cached / n, p * p / n), float(p * p))
+        ms = c[4] + c[5] * p + c[6] * max(work - squares, 0.0) + c[7] * squares
+        prefill = ms * (1 + c[8] * (n > 1))
+    prefill = _clip(prefill)
+    decode = 0.0
+    m = dec_seqs
+    if m:
+        lo, hi = 0, batch_k.shape[0]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if m < batch_k[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        i = min(max(lo - 1, 0), batch_k.shape[0] - 2)
+        t = (m - batch_k[i]) / (batch_k[i + 1] - batch_k[i])
+        low0 = _interpolate(ctx_k, dec[i], 0.0)
+        base = low0 + t * (_interpolate(ctx_k, dec[i + 1], 0.0) - low0)
+        x = dec_context / m
+        low = _interpolate(ctx_k, dec[i], x)
+        high = _interpolate(ctx_k, dec[i + 1], x)
+        decode = _clip((base + c[9] * ((low + t * (high - low)) - base)) * (1 + c[8] * (m > 1)))
+    return ((((head + prefill) + decode) + all_reduce) * int(c[10])) * 1e-3 + c[11]
+
+
+@njit(cache=True)
+def _iteration_time(kind, c, tables, dec, pre_seqs, pre_tokens, pre_context, pre_work, dec_seqs, dec_context):
+    if kind == UNIT:
+        return 1.0
+    if kind == LINEAR:
+        return c[0] + c[1] * (pre_context + dec_context)
+    return _calibrated_time(c, tables, dec, pre_seqs, pre_tokens, pre_context, pre_work, dec_seqs,
+                            dec_context)
+
+
+# ----------------------------------------------------------------------------- request helpers
+
+@njit(cache=True)
+def _kv_held(computed, prompt, outputs, emitted):
+    """memory.kv_tokens_held."""
+    if emitted and outputs >= 1 and computed == prompt + outputs - 1:
+        return computed + 1
+    return computed
+
+
+@njit(cache=True)
+def _extra_blocks(ints, prompt, r, n, emitted, bs):
+    """SchedulerView.extra_blocks: blocks needed beyond those held after n more tokens."""
+    outputs = ints[r, R_OUTPUTS]
+    if ints[r, R_STATUS] == RUNNING:
+        held = computed = ints[r, R_COMPUTED]
+        if emitted and outputs >= 1 and computed == prompt[r] + outputs - 1:
+            held += 1
+    else:
+        held = computed = 0
+    after = computed + n
+    if after == prompt[r] + outputs:
+        outputs += 1
+    if emitted and outputs >= 1 and after == prompt[r] + outputs - 1:
+        after += 1
+    return _ceil_div(after, bs) - _ceil_div(held, bs)
+
+
+@njit(cache=True)
+def _uncomputed(ints, prompt, r):
+    return prompt[r] + ints[r, R_OUTPUTS] - ints[r, R_COMPUTED]
+
+
+@njit(cache=True)
+def _is_decode(ints, prompt, r):
+    return ints[r, R_OUTPUTS] >= 1 and _uncomputed(ints, prompt, r) == 1
+
+
+@njit(cache=True)
+def _running_add(running, scal_i, r, by_id):
+    """Append (admission order) or insert in id order."""
+    k = scal_i[S_NUM_RUNNING]
+    if by_id:
+        while k > 0 and running[k - 1] > r:
+            running[k] = running[k - 1]
+            k -= 1
+    running[k] = r
+    scal_i[S_NUM_RUNNING] += 1
+
+
+@njit(cache=True)
+def _running_remove(running, scal_i, r):
+    k = 0
+    while running[k] != r:
+        k += 1
+    for j in range(k, scal_i[S_NUM_RUNNING] - 1):
+        running[j] = running[j + 1]
+    scal_i[S_NUM_RUNNING] -= 1
+
+
+@njit(cache=True)
+def _front_push(front, scal_i, r):
+    """FrontQueue.push: a just-preempted request goes first."""
+    for j in range(scal_i[S_NUM_FRONT], 0, -1):
+        front[j] = front[j - 1]
+    front[0] = r
+    scal_i[S_NUM_FRONT] += 1
+
+
+@njit(cache=True)
+def _front_remove(front, scal_i, r):
+    """FrontQueue.admitted."""
+    k, n = 0, scal_i[S_NUM_FRONT]
+    while k < n and front[k] != r:
+        k += 1
+    if k == n:
+        return
+    for j in range(k, n - 1):
+        front[j] = front[j + 1]
+    scal_i[S_NUM_FRONT] -= 1
+
+
+@njit(cache=True)
+def _front_snapshot(front, scal_i, ints):
+    """The preempted requests still waiting, latest first (the start of FrontQueue.order)."""
+    out = np.empty(scal_i[S_NUM_FRONT], dtype=np.int64)
+    k = 0
+    for j in range(scal_i[S_NUM_FRONT]):
+        if ints[front[j], R_STATUS] == WAITING:
+            out[k] = front[j]
+            k += 1
+    return out[:k]
+
+
+# ----------------------------------------------------------------------------- vllm
+
+@njit(cache=True)
+def _vllm_admit(p, ints, prompt, running, front, scal_i, tokens, r, state, emitted, bs):
+    """One candidate of VLLMPolicy._schedule_waiting. ``state`` = [count, free, budget,
+    pass budget, prompts admitted, longest]; returns 0 (admitted), 1 (skip it) or 2 (stop)."""
+    count, free, budget, pass_budget, num_prompts, longest = state
+    if budget <= 0 or scal_i[S_NUM_RUNNING] >= p[P_MAX_SEQS]:
+        return 2
+    remaining = prompt[r] + ints[r, R_OUTPUTS]
+    if p[P_PADDED]:
+        if (num_prompts + 1) * max(remaining, longest) > pass_budget:
+            return 2
+    elif not p[P_CHUNKED] and remaining > budget:
+        return 2
+    n = min(remaining, budget)
+    must_fit = remaining if p[P_FULL_PROMPT] else n
+    reserve = p[P_RESERVE] if scal_i[S_NUM_RUNNING] > 0 else 0
+    if _extra_blocks(ints, prompt, r, must_fit, emitted, bs) > free - reserve:
+        return 1 if p[P_CONTINUE] else 2
+    tokens[count, 0], tokens[count, 1] = r, n
+    state[0] = count + 1
+    state[1] = free - _extra_blocks(ints, prompt, r, n, emitted, bs)
+    state[2] = budget - n
+    state[4] = num_prompts + 1
+    state[5] = max(longest, n)
+    _running_add(running, scal_i, r, p[P_LAST_ARRIVED] == 1)
+    _front_remove(front, scal_i, r)
+    return 0
+
+
+@njit(cache=True)
+def _vllm_waiting(p, ints, prompt, running, front, queue, alive, scal_i, tokens, count, free, budget,
+                  emitted, bs):
+    """VLLMPolicy._schedule_waiting over the front queue, then the arrivals in id order."""
+    state = np.array([count, free, budget, budget, 0, 0], dtype=np.int64)
+    for r in _front_snapshot(front, scal_i, ints):
+        if _vllm_admit(p, ints, prompt, running, front, scal_i, tokens, r, state, emitted, bs) == 2:
+            return state[0]
+    for j in range(scal_i[S_QUEUE_HEAD], scal_i[S_QUEUE_LEN]):
+        if alive[j] and _vllm_admit(p, ints, prompt, running, front, scal_i, tokens, queue[j], state,
+                                    emitted, bs) == 2:
+            break
+    return state[0]
+
+
+@njit(cache=True)
+def _vllm_decide(p, ints, prompt, running, front, queue, alive, scal_i, tokens, evicted,
+                 budget, emitted, bs, cap_blocks):
+    """VLLMPolicy.schedule; returns (tokens scheduled, evictions)."""
+    count, num_evicted = 0, 0
+    free = cap_blocks - scal_i[S_USED]
+    if p[P_PREFILL_FIRST]:
+        count = _vllm_waiting(p, ints, prompt, running, front, queue, alive, scal_i, tokens, 0, free,
+                              budget, emitted, bs)
+        if count:
+            return count, 0
+    floor = p[P_FLOOR]
+    i = 0
+    while i < scal_i[S_NUM_RUNNING] and budget > 0:
+        r = running[i]
+        n = min(_uncomputed(ints, prompt, r), budget)
+        need = _extra_blocks(ints, prompt, r, n, emitted, bs)
+        stop = False
+        while max(need, floor) > free:
+            scal_i[S_NUM_RUNNING] -= 1
+            victim = running[scal_i[S_NUM_RUNNING]]
+            evicted[num_evicted] = victim
+            num_evicted += 1
+            free += ints[victim, R_HELD]
+            _front_push(front, scal_i, victim)
+            if victim == r:
+                stop = True
+                break
+        if stop:
+            break
+        tokens[count, 0], tokens[count, 1] = r, n
+        count += 1
+        free -= need
+        budget -= n
+        i += 1
+    if num_evicted == 0 and not p[P_PREFILL_FIRST]:
+        count = _vllm_waiting(p, ints, prompt, running, front, queue, alive, scal_i, tokens, count, free,
+                              budget, emitted, bs)
+    return count, num_evicted
+
+
+# ----------------------------------------------------------------------------- sarathi
+
+@njit(cache=True)
+def _reserved_blocks(ints, prompt, r, emitted, bs):
+    if _is_decode(ints, prompt, r):
+        return 0
+    return _extra_blocks(ints, prompt, r, _uncomputed(ints, prompt, r), emitted, bs)
+
+
+@njit(cache=True)
+def _sarathi_admit(p, ints, prompt, running, front, scal_i, tokens, r, state, emitted, bs):
+    """One candidate of SarathiPolicy._admit (state = [count, free, budget]); False: stop."""
+    count, free, budget = state
+    if budget <= 0 or scal_i[S_NUM_RUNNING] >= p[P_MAX_SEQS]:
+        return False
+    need = _extra_blocks(ints, prompt, r, prompt[r] + ints[r, R_OUTPUTS], emitted, bs)
+    reserve = p[P_RESERVE] if scal_i[S_NUM_RUNNING] > 0 else 0
+    if need > free - reserve:
+        return False
+    n = min(prompt[r] + ints[r, R_OUTPUTS], budget)
+    tokens[count, 0], tokens[count, 1] = r, n
+    state[0], state[1], state[2] = count + 1, free - need, budget - n
+    _running_add(running, scal_i, r, True)
+    _front_remove(front, scal_i, r)
+    return True
+
+
+@njit(cache=True)
+def _sarathi_decide(p, ints, prompt, running, front, queue, alive, scal_i, tokens, evicted,
+                    budget, emitted, bs, cap_blocks):
+    """SarathiPolicy.schedule; returns (tokens scheduled, evictions)."""
+    num_running = scal_i[S_NUM_RUNNING]
+    decodes = np.empty(num_running, dtype=np.int64)
+    partials = np.empty(num_running, dtype=np.int64)
+    num_decodes = num_partials = reserved = 0
+    for j in range(num_running):
+        r = running[j]
+        if _is_decode(ints, prompt, r):
+            decodes[num_decodes] = r
+            num_decodes += 1
+        else:
+            partials[num_partials] = r
+            num_partials += 1
+            reserved += _extra_blocks(ints, prompt, r, _uncomputed(ints, prompt, r), emitted, bs)
+    free = cap_blocks - scal_i[S_USED] - reserved
+    count, num_evicted = 0, 0
+    for j in range(num_decodes):
+        r = decodes[j]
+        if budget <= 0:
+            break
+        if ints[r, R_FLAG]:
+            continue
+        need = _extra_blocks(ints, prompt, r, 1, emitted, bs)
+        while need > free and not ints[r, R_FLAG]:
+            scal_i[S_NUM_RUNNING] -= 1
+            victim = running[scal_i[S_NUM_RUNNING]]
+            evicted[num_evicted] = victim
+            num_evicted += 1
+            ints[victim, R_FLAG] = 1
+            _front_push(front, scal_i, victim)
+            free += ints[victim, R_HELD] + _reserved_blocks(ints, prompt, victim, emitted, bs)
+        if ints[r, R_FLAG]:
+            break
+        tokens[count, 0], tokens[count, 1] = r, 1
+        count += 1
+        free -= need
+        budget -= 1
+    for j in range(num_partials):
+        r = partials[j]
+        if budget <= 0:
+            break
+        if not ints[r, R_FLAG]:
+            n = min(_uncomputed(ints, prompt, r), budget)
+            tokens[count, 0], tokens[count, 1] = r, n
+            count += 1
+            budget -= n
+    for j in range(num_evicted):
+        ints[evicted[j], R_FLAG] = 0
+    if num_evicted == 0:
+        state = np.array([count, free, budget], dtype=np.int64)
+        stopped = False
+        for r in _front_snapshot(front, scal_i, ints):
+            if not _sarathi_admit(p, ints, prompt, running, front, scal_i, tokens, r, state, emitted, bs):
+                stopped = True
+                break
+        if not stopped:
+            for j in range(scal_i[S_QUEUE_HEAD], scal_i[S_QUEUE_LEN]):
+                if alive[j] and not _sarathi_admit(p, ints, prompt, running, front, scal_i, tokens, queue[j],
+                                                   state, emitted, bs):
+                    break
+        count = state[0]
+    return count, num_evicted
+
+
+# ----------------------------------------------------------------------------- the engine
+
+@njit(cache=True)
+def simulate(arrival, prompt, true_output, p, cap_blocks, bs, emitted, engine_budget,
+             cost_kind, c, tables, dec, ints, times, running, front, queue, alive, scal_i, scal_f,
+             max_iterations):
+    """Run (or resume) a simulation for at most `max_iterations` more iterations.
+
+    Returns DONE, PAUSED (iteration limit reached), STALLED (the Python engine would raise
+    StalledError) or INVALID (a decision the Python engine would refuse; never expected)."""
+    n = arrival.shape[0]
+    budget_own = p[P_BUDGET] if engine_budget < 0 else min(p[P_BUDGET], engine_budget)
+    tokens = np.empty((n + 1, 2), dtype=np.int64)
+    evicted = np.empty(n + 1, dtype=np.int64)
+    stop_at = scal_i[S_ITERATION] + max_iterations
+    while scal_i[S_DONE] < n:
+        if scal_i[S_ITERATION] >= stop_at:
+            return PAUSED
+        now = scal_f[F_NOW]
+        # arrivals (engine._admit_arrivals): rejected if their peak cannot fit
+        while scal_i[S_NEXT_ARRIVAL] < n and arrival[scal_i[S_NEXT_ARRIVAL]] <= now:
+            r = scal_i[S_NEXT_ARRIVAL]
+            scal_i[S_NEXT_ARRIVAL] += 1
+            peak = prompt[r] + true_output[r] - 1 + emitted
+            if _ceil_div(peak, bs) > cap_blocks:
+                ints[r, R_STATUS] = REJECTED
+                scal_i[S_DONE] += 1
+                continue
+            ints[r, R_STATUS] = WAITING
+            queue[scal_i[S_QUEUE_LEN]] = r
+            alive[scal_i[S_QUEUE_LEN]] = True
+            scal_i[S_QUEUE_LEN] += 1
+            scal_i[S_QUEUE_ALIVE] += 1
+        if scal_i[S_QUEUE_ALIVE] + scal_i[S_NUM_FRONT] == 0 and scal_i[S_NUM_RUNNING] == 0:
+            if scal_i[S_NEXT_ARRIVAL] < n:
+                scal_f[F_NOW] = max(now, arrival[scal_i[S_NEXT_ARRIVAL]])
+            continue
+        if p[P_KIND] == VLLM:
+            count, num_evicted = _vllm_decide(p, ints, prompt, running, front, queue, alive, scal_i,
+                                              tokens, evicted, budget_own, emitted, bs, cap_blocks)
+        else:
+            count, num_evicted = _sarathi_decide(p, ints, prompt, running, front, queue, alive, scal_i,
+                                                 tokens, evicted, budget_own, emitted, bs, cap_blocks)
+        for j in range(num_evicted):          # engine._evict (the policy has left `running`)
+            r = evicted[j]
+            scal_i[S_USED] -= ints[r, R_HELD]
+            ints[r, R_HELD] = 0
+            ints[r, R_COMPUTED] = 0
+            ints[r, R_EVICTIONS] += 1
+            ints[r, R_STATUS] = WAITING
+        if count == 0:
+            if num_evicted == 0:              # engine._idle: jump to the next arrival
+                if scal_i[S_NEXT_ARRIVAL] >= n:
+                    return STALLED
+                scal_f[F_NOW] = max(now, arrival[scal_i[S_NEXT_ARRIVAL]])
+            continue
+        # engine._validate: the batch and the KV after the iteration
+        used, total = scal_i[S_USED], 0
+        pre_seqs = pre_tokens = pre_context = pre_work = dec_seqs = dec_context = 0
+        for j in range(count):
+            r, k = tokens[j, 0], tokens[j, 1]
+            outputs = ints[r, R_OUTPUTS]
+            computed = ints[r, R_COMPUTED] if ints[r, R_STATUS] == RUNNING else 0
+            uncomputed = prompt[r] + outputs - computed
+            if k < 1 or k > uncomputed:
+                return INVALID
+            after = computed + k
+            emits = 1 if k == uncomputed else 0
+            used += _ceil_div(_kv_held(after, prompt[r], outputs + emits, emitted), bs) - ints[r, R_HELD]
+            if emits and k == 1 and outputs >= 1:
+                dec_seqs += 1
+                dec_context += after
+            else:
+                pre_seqs += 1
+                pre_tokens += k
+                pre_context += after
+                pre_work += k * after
+            total += k
+        if (engine_budget >= 0 and total > engine_budget) or used > cap_blocks:
+            return INVALID
+        duration = _iteration_time(cost_kind, c, tables, dec, pre_seqs, pre_tokens, pre_context, pre_work,
+                                   dec_seqs, dec_context)
+        start = now
+        end = now + duration
+        used_tokens = used * bs
+        scal_i[S_PEAK] = max(scal_i[S_PEAK], used_tokens)
+        scal_f[F_TOKEN_SECONDS] += used_tokens * duration
+        scal_f[F_BUSY] += duration
+        # engine._run_iteration / _advance
+        for j in range(count):
+            r, k = tokens[j, 0], tokens[j, 1]
+            if ints[r, R_STATUS] == WAITING:      # admitted now (the policy put it in `running`)
+                _dequeue(queue, alive, scal_i, r)
+                ints[r, R_STATUS] = RUNNING
+                if np.isnan(times[r, T_SCHEDULED]):
+                    times[r, T_SCHEDULED] = start
+            before = ints[r, R_COMPUTED]
+            ints[r, R_COMPUTED] = before + k
+            ints[r, R_TOTAL] += k
+            if before < ints[r, R_MAX]:
+                ints[r, R_RECOMPUTED] += min(k, ints[r, R_MAX] - before)
+            ints[r, R_MAX] = max(ints[r, R_MAX], ints[r, R_COMPUTED])
+            if ints[r, R_COMPUTED] == prompt[r] + ints[r, R_OUTPUTS]:
+                ints[r, R_OUTPUTS] += 1
+                if np.isnan(times[r, T_FIRST_TOKEN]):
+                    times[r, T_FIRST_TOKEN] = end
+                if ints[r, R_OUTPUTS] == true_output[r]:      # engine._finish
+                    times[r, T_FINISH] = end
+                    ints[r, R_STATUS] = FINISHED
+                    _running_remove(running, scal_i, r)
+                    scal_i[S_USED] -= ints[r, R_HELD]
+                    ints[r, R_HELD] = 0
+                    scal_i[S_DONE] += 1
+                    continue
+            held = _ceil_div(_kv_held(ints[r, R_COMPUTED], prompt[r], ints[r, R_OUTPUTS], emitted), bs)
+            scal_i[S_USED] += held - ints[r, R_HELD]
+            ints[r, R_HELD] = held
+        scal_f[F_NOW] = end
+        scal_i[S_ITERATION] += 1
+    return DONE
+
+
+@njit(cache=True)
+def _dequeue(queue, alive, scal_i, r):
+    """Mark request r's queue entry dead if it has one (arrivals only; ids are sorted)."""
+    lo, hi = scal_i[S_QUEUE_HEAD], scal_i[S_QUEUE_LEN]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if queue[mid] < r:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < scal_i[S_QUEUE_LEN] and queue[lo] == r and alive[lo]:
+        alive[lo] = False
+        scal_i[S_QUEUE_ALIVE] -= 1
+        while scal_i[S_QUEUE_HEAD] < scal_i[S_QUEUE_LEN] and not alive[scal_i[S_QUEUE_HEAD]]:
+            scal_i[S_QUEUE_HEAD] += 1
