@@ -118,10 +118,10 @@ def run_one(scenario: str, num_requests: int, policy: str, engine: str) -> dict:
     load = 0.0
     if engine == "compiled":
         from kvsched import compiled
-        if compiled.unsupported(sim, policy_obj) is not None:
+        if compiled.unsupported(sim, policy_obj, workload) is not None:
             return dict(error="no compiled kernel")
         started = time.perf_counter()
-        sim.run(Workload.build([0.0], [8], [4]), policy_obj)
+        sim.run(apply_predictor(Workload.build([0.0], [8], [4]), "exact"), policy_obj)
         load = time.perf_counter() - started
     started, cpu_started = time.perf_counter(), time.process_time()
     result = sim.run(workload, policy_obj)
@@ -145,7 +145,8 @@ def queue_scaling(policies: list[str], sizes: tuple[int, ...]) -> None:
     print("\nper-iteration time (µs) vs waiting queue (N at t=0, mean queue N/2), Simulator() defaults")
     print(f"{'policy':<8} " + " ".join(f"{'N=' + format(n, ','):>10}" for n in sizes) + "   growth 10x N")
     for name in policies:
-        Simulator(UnitTime(), 256, block_size=16).run(Workload.build([0.0], [8], [4]), make(name))  # load kernels
+        Simulator(UnitTime(), 256, block_size=16).run(apply_predictor(Workload.build([0.0], [8], [4]), "exact"),
+                                                      make(name))     # load the kernels
         cells = []
         for n in sizes:
             workload = synthesize(n, AllAtZero(), Fixed(20), Fixed(8), np.random.default_rng(0))

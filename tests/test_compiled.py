@@ -1,4 +1,5 @@
-"""The compiled runs of vllm and sarathi (`kvsched.compiled`, numba) against the reference loop.
+"""The compiled runs (`kvsched.compiled`, numba) against the reference loop: vllm, sarathi and the
+future-memory policies (mcsf, mc-benchmark, amax, amin, hsf).
 
 Equality is exact, as for the Python fast path (tests/test_fastpath.py, whose scenarios these
 reuse): every per-request record and run figure, compared with ``==``.
@@ -29,7 +30,16 @@ if not compiled.available():
 POLICIES = {"vllm": ("vllm", {}), "sarathi": ("sarathi", {}), **VARIANTS,
             "sarathi-budget-watermark": ("sarathi", dict(chunk_size=40, max_num_seqs=9, watermark=0.05)),
             "vllm-last-arrived-chunk-only": ("vllm", dict(preempt_victim="last_arrived",
-                                                          full_prompt_must_fit=False, max_num_batched_tokens=24))}
+                                                          full_prompt_must_fit=False, max_num_batched_tokens=24)),
+            "mcsf": ("mcsf", {}),
+            "mcsf-skip-largest-protected": ("mcsf", dict(rule="skip", evict_victim="largest", protection=0.1)),
+            "mc-benchmark-newest": ("mc-benchmark", dict(evict_victim="newest")),
+            "amax": ("amax", {}),
+            "amin": ("amin", {}),
+            "amin-double-most-progress": ("amin", dict(refine_rule="double", evict_victim="most-progress")),
+            "amin-multiply-skip": ("amin", dict(refine_rule="multiply", refine_factor=0.3, rule="skip")),
+            "hsf": ("hsf", {})}
+FUTURE = {"mcsf", "mc-benchmark", "amax", "amin", "hsf"}
 
 
 def _compiled_result(settings_, workload, name, params):
@@ -45,6 +55,10 @@ def test_compiled_equals_reference(variant, case):
     build, settings_ = CASES[case]
     workload = build()
     reference = _outcome(Simulator(**settings_, fast=False), workload, name, params)
+    if name in FUTURE and settings_.get("max_num_batched_tokens") is not None:   # Python engine's
+        assert "token budget" in compiled.unsupported(Simulator(**settings_), make(name, **params), workload)
+        assert_same_outcome(reference, _outcome(Simulator(**settings_), workload, name, params))
+        return
     if reference[0] == "raised":         # the kernel hands such runs back; the engine raises
         assert compiled.run(Simulator(**settings_), workload, make(name, **params)) is None
         assert _outcome(Simulator(**settings_), workload, name, params) == reference
@@ -117,10 +131,25 @@ def test_stalled_run_falls_back_and_raises_like_the_engine():
         Simulator(UnitTime(), 1000, compiled=True).run(workload, policy)
 
 
+def test_long_queue_skip_rule_equals_reference():
+    """Hundreds waiting at once (the queue's insertion, admission and compaction paths)."""
+    from kvsched.predictors import apply_predictor
+    from kvsched.workload import AllAtZero, Fixed, Uniform, synthesize
+    workload = apply_predictor(synthesize(400, AllAtZero(), Uniform(5, 30), Fixed(8), np.random.default_rng(3)),
+                               "exact")
+    settings_ = dict(cost=UnitTime(), kv_capacity_tokens=256, block_size=16)
+    for name, params in (("mcsf", dict(rule="skip")), ("amin", {}), ("mc-benchmark", {}), ("vllm", {})):
+        _compiled_result(settings_, workload, name, params)
+        assert_same_outcome(_outcome(Simulator(**settings_, fast=False), workload, name, params),
+                            _outcome(Simulator(**settings_), workload, name, params))
+
+
 def test_compiled_true_refuses_what_it_cannot_run():
     workload = Workload.build([0.0], [10], [5])
-    with pytest.raises(ConfigError, match="no compiled kernel"):
+    with pytest.raises(ConfigError, match="lacks the predictions"):
         Simulator(UnitTime(), 1000, compiled=True).run(workload, make("mcsf"))
+    with pytest.raises(ConfigError, match="no compiled kernel"):
+        Simulator(UnitTime(), 1000, compiled=True).run(workload, make("alpha-protection"))
     with pytest.raises(ConfigError, match="iteration records"):
         Simulator(UnitTime(), 1000, compiled=True, record_iterations=True).run(workload, make("vllm"))
     # a subclass may override anything: it runs in the Python engine

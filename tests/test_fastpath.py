@@ -32,7 +32,7 @@ from kvsched.workload import (AllAtZero, Bursts, Deterministic, LogNormal, Poiss
 def _python_engine_only(monkeypatch):
     """This module tests the Python fast path: the compiled kernels (`kvsched.compiled`, used for
     vllm and sarathi when numba is installed) are tested against it in tests/test_compiled.py."""
-    monkeypatch.setattr("kvsched.compiled.unsupported", lambda sim, policy: "tests of the Python engine")
+    monkeypatch.setattr("kvsched.compiled.unsupported", lambda *args: "tests of the Python engine")
 
 
 RECORDS = ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",

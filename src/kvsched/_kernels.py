@@ -30,14 +30,15 @@ from numba import njit
 # request status (kvsched.state.Status)
 NOT_ARRIVED, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
 # ints[r, ...]
-R_STATUS, R_COMPUTED, R_OUTPUTS, R_TOTAL, R_MAX, R_RECOMPUTED, R_EVICTIONS, R_HELD, R_FLAG = range(9)
-NUM_R = 9
+(R_STATUS, R_COMPUTED, R_OUTPUTS, R_TOTAL, R_MAX, R_RECOMPUTED, R_EVICTIONS, R_HELD, R_FLAG,
+ R_SEQ, R_EST, R_KEY_EST, R_SIZE, R_IN_MEM, R_MEM_BASE, R_MEM_END) = range(16)
+NUM_R = 16
 # times[r, ...]
 T_SCHEDULED, T_FIRST_TOKEN, T_FINISH = range(3)
 # scal_i[...]
 (S_NEXT_ARRIVAL, S_DONE, S_ITERATION, S_USED, S_PEAK, S_NUM_RUNNING, S_NUM_FRONT, S_QUEUE_HEAD,
- S_QUEUE_LEN, S_QUEUE_ALIVE) = range(10)
-NUM_S = 10
+ S_QUEUE_LEN, S_QUEUE_ALIVE, S_ADMIT_SEQ, S_PQ_LEN, S_NUM_ENTRIES) = range(13)
+NUM_S = 13
 # scal_f[...]
 F_NOW, F_BUSY, F_TOKEN_SECONDS = range(3)
 # return codes
@@ -45,10 +46,13 @@ DONE, PAUSED, STALLED, INVALID = 0, 1, 2, 3
 # cost kinds
 UNIT, LINEAR, CALIBRATED = 0, 1, 2
 # policy kinds and the integer parameters p[...]
-VLLM, SARATHI = 0, 1
+VLLM, SARATHI, FUTURE = 0, 1, 2
 (P_KIND, P_BUDGET, P_MAX_SEQS, P_RESERVE, P_FULL_PROMPT, P_CONTINUE, P_CHUNKED, P_PREFILL_FIRST,
- P_PADDED, P_LAST_ARRIVED, P_FLOOR) = range(11)
-NUM_P = 11
+ P_PADDED, P_LAST_ARRIVED, P_FLOOR, P_FCFS, P_SKIP, P_CAP, P_VICTIM, P_REFINE) = range(16)
+NUM_P = 16
+# FutureMemoryPolicy options: evict_victim, A_min's refine_rule
+LEAST_PROGRESS, MOST_PROGRESS, NEWEST, LARGEST = range(4)
+NO_REFINE, REFINE_NEXT, REFINE_DOUBLE, REFINE_MULTIPLY = range(4)
 
 
 @njit(cache=True)
@@ -409,12 +413,263 @@ def _sarathi_decide(p, ints, prompt, running, front, queue, alive, scal_i, token
     return count, num_evicted
 
 
+# ----------------------------------------------------------------------------- the future-memory policies
+# `kvsched.policies._future_memory` (mcsf, mc-benchmark, amax, amin, hsf) without an engine token
+# budget: every admitted request computes all its tokens in one iteration, every resident request
+# every iteration. The predicted timeline is a set of entries (base, end) sorted by end with their
+# peaks, kept as `FutureMemory` keeps them: only the set matters to `load_at` and `fits`, so the
+# kernel re-derives every resident's entry each iteration and replaces those that changed (the
+# Python policy skips the ones it knows are unchanged).
+
+@njit(cache=True)
+def _entries_from(ints, ent, scal_i, k, right):
+    """First entry index whose end is >= k (right=False) or > k (right=True)."""
+    lo, hi = 0, scal_i[S_NUM_ENTRIES]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        end = ints[ent[mid], R_MEM_END]
+        if end < k or (right and end == k):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _load_at(ints, ent, scal_i, k, bs):
+    """FutureMemory.load_at: predicted blocks in iteration k."""
+    total = 0
+    for i in range(_entries_from(ints, ent, scal_i, k, False), scal_i[S_NUM_ENTRIES]):
+        total += _ceil_div(ints[ent[i], R_MEM_BASE] + k, bs)
+    return total
+
+
+@njit(cache=True)
+def _fits(ints, ent, peak, scal_i, base, end, cap, bs):
+    """FutureMemory.fits."""
+    if _load_at(ints, ent, scal_i, end, bs) + _ceil_div(base + end, bs) > cap:
+        return False
+    for i in range(_entries_from(ints, ent, scal_i, end, True)):
+        if peak[i] + _ceil_div(base + ints[ent[i], R_MEM_END], bs) > cap:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _entry_add(ints, ent, peak, scal_i, r, base, end, bs):
+    """FutureMemory.add."""
+    own = _load_at(ints, ent, scal_i, end, bs) + _ceil_div(base + end, bs)
+    j = _entries_from(ints, ent, scal_i, end, True)
+    for i in range(j):
+        peak[i] += _ceil_div(base + ints[ent[i], R_MEM_END], bs)
+    for i in range(scal_i[S_NUM_ENTRIES], j, -1):
+        ent[i], peak[i] = ent[i - 1], peak[i - 1]
+    ent[j], peak[j] = r, own
+    scal_i[S_NUM_ENTRIES] += 1
+    ints[r, R_IN_MEM], ints[r, R_MEM_BASE], ints[r, R_MEM_END] = 1, base, end
+
+
+@njit(cache=True)
+def _entry_remove(ints, ent, peak, scal_i, r, bs):
+    """FutureMemory.remove."""
+    i = 0
+    while ent[i] != r:
+        i += 1
+    for j in range(i, scal_i[S_NUM_ENTRIES] - 1):
+        ent[j], peak[j] = ent[j + 1], peak[j + 1]
+    scal_i[S_NUM_ENTRIES] -= 1
+    ints[r, R_IN_MEM] = 0
+    base, end = ints[r, R_MEM_BASE], ints[r, R_MEM_END]
+    for j in range(_entries_from(ints, ent, scal_i, end, True)):
+        peak[j] -= _ceil_div(base + ints[ent[j], R_MEM_END], bs)
+
+
+@njit(cache=True)
+def _estimate(ints, r):
+    """FutureMemoryPolicy._estimate: the estimate, at least one more than generated."""
+    return max(ints[r, R_EST], ints[r, R_OUTPUTS] + 1)
+
+
+@njit(cache=True)
+def _timeline(ints, prompt, r, iteration, emitted):
+    """FutureMemoryPolicy._timeline with all uncomputed tokens now: (base, end)."""
+    first = prompt[r] + ints[r, R_OUTPUTS] + emitted
+    return first - iteration, iteration + _estimate(ints, r) - ints[r, R_OUTPUTS] - 1
+
+
+@njit(cache=True)
+def _refine(ints, r, rule, factor):
+    """AMin.refine: raise the estimate once the request has generated that many tokens."""
+    estimate, generated = ints[r, R_EST], ints[r, R_OUTPUTS]
+    while estimate <= generated:
+        if rule == REFINE_NEXT:
+            estimate = generated + 1
+        elif rule == REFINE_DOUBLE:
+            estimate *= 2
+        else:
+            estimate = max(estimate + 1, int(np.ceil((1.0 + factor) * estimate)))
+    ints[r, R_EST] = estimate
+
+
+@njit(cache=True)
+def _pq_before(ints, arrival, prompt, a, b, fcfs):
+    """Queue order (FutureMemoryPolicy.priority, then id): is a before b?"""
+    if not fcfs:
+        if ints[a, R_KEY_EST] != ints[b, R_KEY_EST]:
+            return ints[a, R_KEY_EST] < ints[b, R_KEY_EST]
+    if arrival[a] != arrival[b]:
+        return arrival[a] < arrival[b]
+    if not fcfs and prompt[a] != prompt[b]:
+        return prompt[a] < prompt[b]
+    return a < b
+
+
+@njit(cache=True)
+def _pq_insert(p, ints, arrival, prompt, pq, scal_i, r):
+    """FutureMemoryPolicy._enqueue: the key is fixed now (estimate, arrival, prompt)."""
+    ints[r, R_KEY_EST] = _estimate(ints, r)
+    ints[r, R_SIZE] = prompt[r] + ints[r, R_OUTPUTS]
+    k = scal_i[S_PQ_LEN]
+    while k > 0 and _pq_before(ints, arrival, prompt, r, pq[k - 1], p[P_FCFS] == 1):
+        pq[k] = pq[k - 1]
+        k -= 1
+    pq[k] = r
+    scal_i[S_PQ_LEN] += 1
+
+
+@njit(cache=True)
+def _victim_before(ints, prompt, a, b, order, emitted):
+    """victim_key: is a evicted before b?"""
+    if order == LEAST_PROGRESS and ints[a, R_OUTPUTS] != ints[b, R_OUTPUTS]:
+        return ints[a, R_OUTPUTS] < ints[b, R_OUTPUTS]
+    if order == MOST_PROGRESS and ints[a, R_OUTPUTS] != ints[b, R_OUTPUTS]:
+        return ints[a, R_OUTPUTS] > ints[b, R_OUTPUTS]
+    if order == LARGEST:
+        ka = _kv_held(ints[a, R_COMPUTED], prompt[a], ints[a, R_OUTPUTS], emitted)
+        kb = _kv_held(ints[b, R_COMPUTED], prompt[b], ints[b, R_OUTPUTS], emitted)
+        if ka != kb:
+            return ka > kb
+    return ints[a, R_SEQ] > ints[b, R_SEQ]
+
+
+@njit(cache=True)
+def _future_decide(p, pf, ints, arrival, prompt, running, pq, ent, peak, scal_i, tokens, evicted,
+                   emitted, bs, cap_blocks):
+    """FutureMemoryPolicy.schedule without a token budget; returns (tokens scheduled, evictions)."""
+    now = scal_i[S_ITERATION]
+    # sync: entries of requests no longer resident or predicted to have ended go; the others are
+    # re-derived (A_min first raises the estimates its residents have reached)
+    i = 0
+    while i < scal_i[S_NUM_ENTRIES]:
+        r = ent[i]
+        if ints[r, R_STATUS] != RUNNING or ints[r, R_MEM_END] < now:
+            _entry_remove(ints, ent, peak, scal_i, r, bs)
+        else:
+            i += 1
+    num_running = scal_i[S_NUM_RUNNING]
+    for j in range(num_running):
+        r = running[j]
+        if p[P_REFINE] != NO_REFINE:
+            _refine(ints, r, p[P_REFINE], pf[0])
+        base, end = _timeline(ints, prompt, r, now, emitted)
+        if ints[r, R_IN_MEM] and (ints[r, R_MEM_BASE] != base or ints[r, R_MEM_END] != end):
+            _entry_remove(ints, ent, peak, scal_i, r, bs)
+        if not ints[r, R_IN_MEM]:
+            _entry_add(ints, ent, peak, scal_i, r, base, end, bs)
+    # overflow guard: evict in victim order until the residents fit in this iteration
+    num_evicted = 0
+    load = _load_at(ints, ent, scal_i, now, bs)
+    if load > cap_blocks:
+        order = running[:num_running].copy()
+        for a in range(1, num_running):          # insertion sort by the victim key
+            x, b = order[a], a
+            while b > 0 and _victim_before(ints, prompt, x, order[b - 1], p[P_VICTIM], emitted):
+                order[b] = order[b - 1]
+                b -= 1
+            order[b] = x
+        for j in range(num_running):
+            r = order[j]
+            base = ints[r, R_MEM_BASE]
+            _entry_remove(ints, ent, peak, scal_i, r, bs)
+            load -= _ceil_div(base + now, bs)
+            evicted[num_evicted] = r
+            num_evicted += 1
+            ints[r, R_FLAG] = 1
+            if load <= cap_blocks:
+                break
+    count = 0
+    for j in range(num_running):                 # serve_residents: all their tokens
+        r = running[j]
+        if not ints[r, R_FLAG]:
+            tokens[count, 0], tokens[count, 1] = r, _uncomputed(ints, prompt, r)
+            count += 1
+    if num_evicted == 0:
+        count = _future_admit(p, ints, arrival, prompt, running, pq, ent, peak, scal_i, tokens, count,
+                              emitted, bs, num_running)
+    for j in range(num_evicted):                 # back to the queue, keeping their estimates
+        r = evicted[j]
+        ints[r, R_FLAG] = 0
+        _running_remove(running, scal_i, r)
+        _pq_insert(p, ints, arrival, prompt, pq, scal_i, r)
+    return count, num_evicted
+
+
+@njit(cache=True)
+def _future_admit(p, ints, arrival, prompt, running, pq, ent, peak, scal_i, tokens, count, emitted, bs,
+                  num_residents):
+    """FutureMemoryPolicy._admit (and _admit_alone) without a token budget."""
+    now, cap = scal_i[S_ITERATION], p[P_CAP]
+    load_now = _load_at(ints, ent, scal_i, now, bs)
+    admitted = np.empty(scal_i[S_PQ_LEN], dtype=np.int64)    # queue indices, increasing
+    num_admitted, smallest = 0, -1
+    for idx in range(scal_i[S_PQ_LEN]):
+        r = pq[idx]
+        base, end = _timeline(ints, prompt, r, now, emitted)
+        own = _ceil_div(base + now, bs)
+        if load_now + own <= cap and _fits(ints, ent, peak, scal_i, base, end, cap, bs):
+            _entry_add(ints, ent, peak, scal_i, r, base, end, bs)
+            tokens[count, 0], tokens[count, 1] = r, prompt[r] + ints[r, R_OUTPUTS]
+            count += 1
+            _running_add(running, scal_i, r, False)
+            admitted[num_admitted] = idx
+            num_admitted += 1
+            load_now += own
+            continue
+        if not p[P_SKIP]:
+            break
+        if smallest < 0:                             # _smallest_blocks: the queue as it was
+            smallest = ints[pq[0], R_SIZE]
+            for j in range(scal_i[S_PQ_LEN]):
+                smallest = min(smallest, ints[pq[j], R_SIZE])
+        if load_now + _ceil_div(smallest + emitted, bs) > cap:
+            break
+    if num_admitted == 0 and num_residents == 0 and scal_i[S_PQ_LEN] > 0:
+        r = pq[0]                                    # liveness: the head runs alone
+        base, end = _timeline(ints, prompt, r, now, emitted)
+        _entry_add(ints, ent, peak, scal_i, r, base, end, bs)
+        tokens[count, 0], tokens[count, 1] = r, prompt[r] + ints[r, R_OUTPUTS]
+        count += 1
+        _running_add(running, scal_i, r, False)
+        admitted[0] = 0
+        num_admitted = 1
+    if num_admitted:                                 # compact the queue past the first admitted
+        k, a = admitted[0], 0
+        for idx in range(admitted[0], scal_i[S_PQ_LEN]):
+            if a < num_admitted and admitted[a] == idx:
+                a += 1
+            else:
+                pq[k] = pq[idx]
+                k += 1
+        scal_i[S_PQ_LEN] = k
+    return count
+
+
 # ----------------------------------------------------------------------------- the engine
 
 @njit(cache=True)
-def simulate(arrival, prompt, true_output, p, cap_blocks, bs, emitted, engine_budget,
-             cost_kind, c, tables, dec, ints, times, running, front, queue, alive, scal_i, scal_f,
-             max_iterations):
+def simulate(arrival, prompt, true_output, p, pf, cap_blocks, bs, emitted, engine_budget,
+             cost_kind, c, tables, dec, ints, times, running, front, queue, alive, pq, ent, peaks,
+             scal_i, scal_f, max_iterations):
     """Run (or resume) a simulation for at most `max_iterations` more iterations.
 
     Returns DONE, PAUSED (iteration limit reached), STALLED (the Python engine would raise
@@ -438,20 +693,27 @@ def simulate(arrival, prompt, true_output, p, cap_blocks, bs, emitted, engine_bu
                 scal_i[S_DONE] += 1
                 continue
             ints[r, R_STATUS] = WAITING
+            if p[P_KIND] == FUTURE:
+                _pq_insert(p, ints, arrival, prompt, pq, scal_i, r)
+                continue
             queue[scal_i[S_QUEUE_LEN]] = r
             alive[scal_i[S_QUEUE_LEN]] = True
             scal_i[S_QUEUE_LEN] += 1
             scal_i[S_QUEUE_ALIVE] += 1
-        if scal_i[S_QUEUE_ALIVE] + scal_i[S_NUM_FRONT] == 0 and scal_i[S_NUM_RUNNING] == 0:
+        if (scal_i[S_QUEUE_ALIVE] + scal_i[S_NUM_FRONT] + scal_i[S_PQ_LEN] == 0
+                and scal_i[S_NUM_RUNNING] == 0):
             if scal_i[S_NEXT_ARRIVAL] < n:
                 scal_f[F_NOW] = max(now, arrival[scal_i[S_NEXT_ARRIVAL]])
             continue
         if p[P_KIND] == VLLM:
             count, num_evicted = _vllm_decide(p, ints, prompt, running, front, queue, alive, scal_i,
                                               tokens, evicted, budget_own, emitted, bs, cap_blocks)
-        else:
+        elif p[P_KIND] == SARATHI:
             count, num_evicted = _sarathi_decide(p, ints, prompt, running, front, queue, alive, scal_i,
                                                  tokens, evicted, budget_own, emitted, bs, cap_blocks)
+        else:
+            count, num_evicted = _future_decide(p, pf, ints, arrival, prompt, running, pq, ent, peaks, scal_i,
+                                                tokens, evicted, emitted, bs, cap_blocks)
         for j in range(num_evicted):          # engine._evict (the policy has left `running`)
             r = evicted[j]
             scal_i[S_USED] -= ints[r, R_HELD]
@@ -503,6 +765,8 @@ def simulate(arrival, prompt, true_output, p, cap_blocks, bs, emitted, engine_bu
             if ints[r, R_STATUS] == WAITING:      # admitted now (the policy put it in `running`)
                 _dequeue(queue, alive, scal_i, r)
                 ints[r, R_STATUS] = RUNNING
+                ints[r, R_SEQ] = scal_i[S_ADMIT_SEQ]
+                scal_i[S_ADMIT_SEQ] += 1
                 if np.isnan(times[r, T_SCHEDULED]):
                     times[r, T_SCHEDULED] = start
             before = ints[r, R_COMPUTED]

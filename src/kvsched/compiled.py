@@ -1,9 +1,10 @@
-"""Compiled runs of the production baselines (`vllm`, `sarathi`) with numba, when it is installed.
+"""Compiled runs of the built-in policies with numba, when it is installed.
 
-`Simulator.run` uses them by default (``Simulator(compiled=None)``) for a policy that is exactly
-`VLLMPolicy` or `SarathiPolicy` (any parameters; not a subclass, which may override anything)
-under `UnitTime`, `LinearCost` or `CalibratedCost`, when no iteration records, stability
-verification or separate batching are asked for. The kernels (`kvsched._kernels`) repeat the
+`Simulator.run` uses them by default (``Simulator(compiled=None)``) for a policy whose type is
+exactly one of `vllm`, `sarathi` (any parameters) or `mcsf`, `mc-benchmark`, `amax`, `amin`, `hsf`
+(any parameters, but no engine token budget: their chunked-prefill timeline stays in Python) — not
+a subclass, which may override anything — under `UnitTime`, `LinearCost` or `CalibratedCost`, when
+no iteration records, stability verification or separate batching are asked for. The kernels (`kvsched._kernels`) repeat the
 engine's, the policies' and the cost models' operations in the same order, so every per-request
 record and run figure equals the reference loop's bit for bit (tests/test_compiled.py); anything
 unusual (a run the Python engine would stop with an error) falls back to the Python engine, which
@@ -16,6 +17,7 @@ them on disk).
 
 from __future__ import annotations
 
+import math
 import time
 from importlib.util import find_spec
 
@@ -34,14 +36,26 @@ def available() -> bool:
     return find_spec("numba") is not None
 
 
-def unsupported(sim, policy) -> str | None:
-    """Why `sim` cannot run `policy` compiled, or None if it can."""
+def _future_policies() -> tuple[type, ...]:
+    from .policies.amin import HSF, AMax, AMin
+    from .policies.mcsf import MCSF, MCBenchmark
+    return (MCSF, MCBenchmark, AMax, AMin, HSF)
+
+
+def unsupported(sim, policy, workload=None) -> str | None:
+    """Why `sim` cannot run `policy` (on `workload`) compiled, or None if it can."""
     from .policies.sarathi import SarathiPolicy
     from .policies.vllm import VLLMPolicy
     if not available():
         return "numba is not installed (pip install 'kvsched[fast]')"
-    if type(policy) not in (VLLMPolicy, SarathiPolicy):
-        return f"policy {getattr(policy, 'name', type(policy).__name__)!r} has no compiled kernel (vllm, sarathi do)"
+    if type(policy) in _future_policies():
+        if sim.max_num_batched_tokens is not None:
+            return f"policy {policy.name!r} runs compiled only without an engine token budget"
+        if workload is not None and _estimates(policy, workload) is None:
+            return f"the workload lacks the predictions policy {policy.name!r} needs"
+    elif type(policy) not in (VLLMPolicy, SarathiPolicy):
+        return (f"policy {getattr(policy, 'name', type(policy).__name__)!r} has no compiled kernel "
+                "(vllm, sarathi, mcsf, mc-benchmark, amax, amin and hsf do)")
     if type(sim.cost) not in (UnitTime, LinearCost, CalibratedCost):
         return f"cost model {type(sim.cost).__name__} has no compiled form"
     if not sim.fast or sim.record_iterations or sim.verify_stable or sim.separate_batching:
@@ -64,18 +78,24 @@ def run(sim, workload, policy, progress=None):
     prompt = np.ascontiguousarray(workload.num_prompt_tokens, dtype=np.int64)
     output = np.ascontiguousarray(workload.true_output_tokens, dtype=np.int64)
     kind, c, tables, dec = _cost_arguments(sim.cost)
-    p = _policy_arguments(policy, cap_blocks)
+    p, pf = _policy_arguments(policy, cap_blocks)
     ints = np.zeros((n, K.NUM_R), dtype=np.int64)
+    if p[K.P_KIND] == K.FUTURE:
+        ints[:, K.R_EST] = _estimates(policy, workload)
     times = np.full((n, 3), np.nan)
     running = np.zeros(n + 1, dtype=np.int64)
     front = np.zeros(n + 1, dtype=np.int64)
     queue = np.zeros(n + 1, dtype=np.int64)
     alive = np.zeros(n + 1, dtype=np.bool_)
+    pq = np.zeros(n + 1, dtype=np.int64)
+    entries = np.zeros(n + 1, dtype=np.int64)
+    peaks = np.zeros(n + 1, dtype=np.int64)
     scal_i = np.zeros(K.NUM_S, dtype=np.int64)
     scal_f = np.zeros(3, dtype=np.float64)
     while True:
-        code = K.simulate(arrival, prompt, output, p, cap_blocks, bs, emitted, engine_budget, kind, c, tables,
-                          dec, ints, times, running, front, queue, alive, scal_i, scal_f, CHUNK_ITERATIONS)
+        code = K.simulate(arrival, prompt, output, p, pf, cap_blocks, bs, emitted, engine_budget, kind, c,
+                          tables, dec, ints, times, running, front, queue, alive, pq, entries, peaks, scal_i,
+                          scal_f, CHUNK_ITERATIONS)
         if code in (K.STALLED, K.INVALID):
             return None
         if progress is not None:
@@ -98,10 +118,24 @@ def run(sim, workload, policy, progress=None):
         wall_time=time.perf_counter() - started)
 
 
-def _policy_arguments(policy, cap_blocks: int) -> np.ndarray:
+def _policy_arguments(policy, cap_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """(integer parameters, float parameters) of the kernel's policy."""
     from . import _kernels as K
+    from .policies._future_memory import VICTIM_ORDERS
+    from .policies.amin import AMin
+    from .policies.mcsf import MCBenchmark
     from .policies.vllm import VLLMPolicy
-    p = np.zeros(K.NUM_P, dtype=np.int64)
+    p, pf = np.zeros(K.NUM_P, dtype=np.int64), np.zeros(1)
+    if type(policy) in _future_policies():
+        p[K.P_KIND] = K.FUTURE
+        p[K.P_FCFS] = type(policy) is MCBenchmark
+        p[K.P_SKIP] = policy.rule == "skip"
+        p[K.P_CAP] = math.floor((1.0 - policy.protection) * cap_blocks)     # as FutureMemoryPolicy._admit
+        p[K.P_VICTIM] = VICTIM_ORDERS.index(policy.evict_victim)
+        if type(policy) is AMin:
+            p[K.P_REFINE] = 1 + ("generated+1", "double", "multiply").index(policy.refine_rule)
+            pf[0] = policy.refine_factor
+        return p, pf
     p[K.P_RESERVE] = int(policy.watermark * cap_blocks)        # _waiting_queue.admission_reserve
     p[K.P_MAX_SEQS] = policy.max_num_seqs
     if type(policy) is VLLMPolicy:
@@ -117,7 +151,22 @@ def _policy_arguments(policy, cap_blocks: int) -> np.ndarray:
     else:
         p[K.P_KIND] = K.SARATHI
         p[K.P_BUDGET] = policy.chunk_size
-    return p
+    return p, pf
+
+
+def _estimates(policy, workload) -> np.ndarray | None:
+    """Each request's first estimate õ, as the policy's `estimate` gives it (None: a prediction
+    the policy needs is missing, and the Python engine reports that)."""
+    from .policies.amin import HSF, AMax, AMin
+    if type(policy) is HSF:
+        return np.asarray(workload.true_output_tokens, dtype=np.int64)
+    column = {AMax: workload.predicted_hi, AMin: workload.predicted_lo}.get(
+        type(policy), workload.predicted_output_tokens)
+    if column is None or not np.all(np.isfinite(np.asarray(column, dtype=np.float64))):
+        return None
+    if type(policy) in (AMax, AMin):          # max(1, int(value))
+        return np.maximum(1, np.asarray(column).astype(np.int64))
+    return np.maximum(1, np.ceil(np.asarray(column, dtype=np.float64))).astype(np.int64)   # point_estimate
 
 
 def _cost_arguments(cost):

@@ -278,7 +278,7 @@ class Simulator:
         policy.reset(seed=seed)
         if self.compiled is not False:
             from . import compiled
-            reason = compiled.unsupported(self, policy)
+            reason = compiled.unsupported(self, policy, workload)
             if reason is None:
                 result = compiled.run(self, workload, policy, progress)
                 if result is not None:
