@@ -142,22 +142,25 @@ def queue_scaling(policies: list[str], sizes: tuple[int, ...]) -> None:
     from kvsched.policies import make
     from kvsched.predictors import apply_predictor
     from kvsched.workload import AllAtZero, Fixed, Workload, synthesize
-    print("\nper-iteration time (µs) vs waiting queue (N at t=0, mean queue N/2), Simulator() defaults")
-    print(f"{'policy':<8} " + " ".join(f"{'N=' + format(n, ','):>10}" for n in sizes) + "   growth 10x N")
+    print("\nper-iteration time (µs) vs waiting queue (N at t=0, mean queue N/2); 'python': the Python")
+    print("engine, whose policy code is also what runs inside vLLM (bench/mcsf_decision_cost.py times it alone)")
+    print(f"{'policy':<18} " + " ".join(f"{'N=' + format(n, ','):>10}" for n in sizes) + "   growth 10x N")
     for name in policies:
-        Simulator(UnitTime(), 256, block_size=16).run(apply_predictor(Workload.build([0.0], [8], [4]), "exact"),
-                                                      make(name))     # load the kernels
-        cells = []
-        for n in sizes:
-            workload = synthesize(n, AllAtZero(), Fixed(20), Fixed(8), np.random.default_rng(0))
-            policy = make(name)
-            if policy.tags.uses_predictions:
-                workload = apply_predictor(workload, "exact")
-            started = time.process_time()
-            result = Simulator(UnitTime(), 256, block_size=16).run(workload, policy)
-            cells.append(1e6 * (time.process_time() - started) / result.num_iterations)
-        growth = cells[-1] / cells[-2] if len(cells) > 1 else float("nan")
-        print(f"{name:<8} " + " ".join(f"{c:>10.1f}" for c in cells) + f"   {growth:>6.1f}x", flush=True)
+        for engine in ("compiled", "python"):
+            sim = Simulator(UnitTime(), 256, block_size=16, **ENGINES[engine])
+            sim.run(apply_predictor(Workload.build([0.0], [8], [4]), "exact"), make(name))   # load the kernels
+            cells = []
+            for n in sizes:
+                workload = synthesize(n, AllAtZero(), Fixed(20), Fixed(8), np.random.default_rng(0))
+                policy = make(name)
+                if policy.tags.uses_predictions:
+                    workload = apply_predictor(workload, "exact")
+                started = time.process_time()
+                result = sim.run(workload, policy)
+                cells.append(1e6 * (time.process_time() - started) / result.num_iterations)
+            growth = cells[-1] / cells[-2] if len(cells) > 1 else float("nan")
+            label = f"{name} ({engine})"
+            print(f"{label:<18} " + " ".join(f"{c:>10.1f}" for c in cells) + f"   {growth:>6.1f}x", flush=True)
 
 
 def run_isolated(scenario: str, num_requests: int, policy: str, engine: str, timeout: float) -> dict:
