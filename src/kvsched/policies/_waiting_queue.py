@@ -7,6 +7,7 @@ while some request is running. Run state: one `FrontQueue` per run, made in the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from operator import attrgetter
 
 from ..state import RequestView, SchedulerView, Status
@@ -25,11 +26,16 @@ class FrontQueue:
         """A request just preempted: it goes first."""
         self._front.insert(0, request)
 
-    def order(self, view: SchedulerView) -> list[RequestView]:
-        """The waiting requests in service order: preempted ones first, then by arrival."""
+    def order(self, view: SchedulerView) -> Iterator[RequestView]:
+        """The waiting requests in service order: preempted ones first, then by arrival. Lazy:
+        a pass that stops early (head-of-line blocking) reads only the head of the queue."""
         self._front = [r for r in self._front if r.status is Status.WAITING]
-        front_ids = {r.request_id for r in self._front}
-        return self._front + [r for r in view.waiting if r.request_id not in front_ids]
+        front = tuple(self._front)        # admissions during the pass edit self._front
+        front_ids = {r.request_id for r in front}
+        yield from front
+        for r in view.waiting:
+            if r.request_id not in front_ids:
+                yield r
 
     def admitted(self, request: RequestView) -> None:
         if request in self._front:
