@@ -1,12 +1,13 @@
-"""Compiled (numba) simulations of the production baselines `vllm` and `sarathi`.
+"""Compiled (numba) simulations of the built-in policies `vllm`, `sarathi` and the future-memory
+family (`mcsf`, `mc-benchmark`, `amax`, `amin`, `hsf`, without an engine token budget).
 
 Imported only by `kvsched.compiled`, and only when numba is installed (the ``fast`` extra, or the
 numba the vLLM CPU build brings). Everything here repeats, in the same order and with the same
 floating-point operations, what the Python engine (`kvsched.engine`), the policies
-(`kvsched.policies.vllm`, `kvsched.policies.sarathi`, `kvsched.policies._waiting_queue`) and the
-cost models (`kvsched.cost`, `kvsched.calibration`) do; the tests compare every per-request record
-and run figure with the reference loop's, bit for bit. Read those modules for the rules; comments
-here only say where the representation differs.
+(`kvsched.policies.vllm`, `.sarathi`, `._waiting_queue`, `._future_memory`, `.mcsf`, `.amin`) and
+the cost models (`kvsched.cost`, `kvsched.calibration`) do; the tests compare every per-request
+record and run figure with the reference loop's, bit for bit. Read those modules for the rules;
+comments here only say where the representation differs.
 
 Representation. Request ids are the workload's row indices, and the workload is sorted by arrival,
 so FCFS order ((arrival time, id)) is id order. State lives in arrays so that a run can stop after
@@ -17,8 +18,11 @@ a number of iterations and resume (progress reports):
   preempted request waits in ``front`` instead (the policies' front queue, latest first), which
   the Python engine's waiting list orders the same way for these policies: front first, then the
   rest by id;
-- ``running``: resident ids in the policy's order (admission order for ``vllm``, id order when its
-  victim is the last arrived and for ``sarathi``, which re-sort by arrival every iteration);
+- ``running``: resident ids in the policy's order (admission order for ``vllm`` and the
+  future-memory policies, id order when vllm's victim is the last arrived and for ``sarathi``,
+  which re-sort by arrival every iteration);
+- the future-memory policies' queue ``pq`` (ids in priority order) and predicted timeline
+  (``ent``: ids sorted by predicted end, with their ``peak`` loads; see `_entries_from`);
 - ``scal_i`` / ``scal_f``: the engine's counters (``S_*`` / ``F_*``).
 """
 
