@@ -160,6 +160,69 @@ def window_sizes(inst: Instance, counts=None):
     return a, b, keep
 
 
+def _window_entries(cols: Columns, col_o, a, b, members):
+    """(column, round) pairs of the window rows: column (i, k) covers the rounds
+    [k + o_i - a_i, k + o_i + b_i) of its completion window when i is a member (col_o: o per column)."""
+    cs = np.flatnonzero(np.isin(cols.job, members))
+    a_c, b_c = a[cols.job[cs]], b[cols.job[cs]]
+    comp = cols.start[cs] + col_o[cs]
+    lens = a_c + b_c
+    rep = np.repeat(cs, lens)
+    taus = np.repeat(comp - a_c, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+    return rep, taus
+
+
+#: Peak thresholds (fractions of M) of the "at most two overlap" window families.
+TRIPLE_THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
+
+
+def triple_windows(inst: Instance, counts=None) -> list:
+    """"At most two overlap" windows: a list of (a, b, members), one per peak threshold.
+
+    For a set S of requests let Pmin = min_S peak, sigma = max_S s, alpha = ceil(M/2), and for
+    i in S: a_i = peak_i - alpha, b_i = min(alpha - sigma, alpha - M + Pmin + floor((peak_i+1)/2)).
+    Claim: no round lies in the windows [c - a, c + b) of three distinct requests of S. Proof:
+    suppose it lies in those of i, j, k with c_i <= c_j <= c_k, and let D = c_k - c_i. The windows
+    of k and i meet, so D <= a_k + b_i - 1 <= o_k + s_k - sigma - 1 < o_k: k is running in round c_i,
+    and likewise j. Round c_i: i holds peak_i, j holds peak_j - (c_j - c_i), k holds
+    peak_k - (c_k - c_i), so (c_j - c_i) + D >= peak_i + peak_j + peak_k - M. Round c_j: j holds
+    peak_j and k (running since before c_i) holds peak_k - (c_k - c_j), so
+    c_k - c_j >= peak_j + peak_k - M, i.e. c_j - c_i <= D - (peak_j + peak_k - M). Together
+    2D >= peak_i + 2 peak_j + 2 peak_k - 2M >= peak_i + 2 Pmin + 2 peak_k - 2M; but
+    2D <= 2(a_k + b_i - 1) <= 2 peak_k - 2M + 2 Pmin + peak_i + 1 - 2: a contradiction. So for every
+    round tau, sum over members of the x whose window covers tau is <= 2 (an identical request of
+    a type with count c counts c times, as it should). Any subset of S keeps the claim.
+
+    Why: two windows of rhs 1 (`window_sizes`) only say c_j - c_i >= h(i,j) pairwise; a staircase
+    of three requests of peak ~0.6 M needs far more room (the memory of all three at c_i), which
+    fluid LP solutions ignore. On 10 identical requests of peak 0.6 M the LP rises from 86% to 95%
+    of the optimum. Members are kept only where the row says more than the pairwise windows do
+    (window length > twice the pairwise one), which keeps the LP small on mixed instances.
+    """
+    M = inst.capacity_tokens
+    peak, s = inst.peak_tokens, inst.num_prompt_tokens
+    counts = np.ones(len(inst), dtype=np.int64) if counts is None else np.asarray(counts)
+    pa, pb, pmembers = window_sizes(inst, counts)
+    pair_len = np.zeros(len(inst), dtype=np.int64)
+    pair_len[pmembers] = (pa + pb)[pmembers]
+    alpha = (M + 1) // 2
+    out, seen = [], set()
+    for frac in TRIPLE_THRESHOLDS:
+        S = np.flatnonzero(peak >= int(np.ceil(frac * M)))
+        if counts[S].sum() < 3 or tuple(S) in seen:      # the same S gives the same family
+            continue
+        seen.add(tuple(S))
+        p_min, sigma = int(peak[S].min()), int(s[S].max())
+        a = np.zeros(len(inst), dtype=np.int64)
+        b = np.zeros(len(inst), dtype=np.int64)
+        a[S] = peak[S] - alpha
+        b[S] = np.minimum(alpha - sigma, alpha - M + p_min + (peak[S] + 1) // 2)
+        keep = S[(a[S] + b[S] > 2 * pair_len[S]) & (a[S] + b[S] >= 1)]
+        if counts[keep].sum() >= 3:
+            out.append((a, b, keep))
+    return out
+
+
 def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windows: bool = False,
                 start_lo=None, start_hi=None, capacity=None, counts=None):
     """CSC arrays of the time-indexed program. Returns (cols, cost, rows_lo, rows_hi, matrix).
@@ -220,22 +283,19 @@ def build_model(inst: Instance, horizon: int, *, strengthen: bool = False, windo
                 hi.append(np.array([float(q - 1)]))
                 num_rows += 1
     if windows:
-        a_w, b_w, members = window_sizes(inst, mult)
-        if members.size:
-            jobs_c = cols.job
-            inw = np.isin(jobs_c, members)
-            cs = np.flatnonzero(inw)
-            a_c, b_c = a_w[jobs_c[cs]], b_w[jobs_c[cs]]
-            comp = cols.start[cs] + o[cs]
-            lens = a_c + b_c
-            rep = np.repeat(cs, lens)
-            taus = np.repeat(comp - a_c, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+        # pairwise-exclusive windows (rhs 1), then the "at most two overlap" families (rhs 2)
+        families = [(*window_sizes(inst, mult), 1.0)]
+        families += [(a_w, b_w, members, 2.0) for a_w, b_w, members in triple_windows(inst, mult)]
+        for a_w, b_w, members, rhs in families:
+            if not members.size:
+                continue
+            rep, taus = _window_entries(cols, o, a_w, b_w, members)
             taus_u, tau_rows = np.unique(taus, return_inverse=True)
             entries_row.append(num_rows + tau_rows)
             entries_col.append(rep)
             entries_val.append(np.ones(len(rep)))
             lo.append(np.full(len(taus_u), -np.inf))
-            hi.append(np.ones(len(taus_u)))
+            hi.append(np.full(len(taus_u), rhs))
             num_rows += len(taus_u)
     row = np.concatenate(entries_row)
     col = np.concatenate(entries_col)
