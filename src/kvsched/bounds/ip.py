@@ -20,7 +20,8 @@ sum_{t < C} max(#{r_i <= t} - N(t), [t >= r_max]), which must be <= U.
 Aggregation (default): identical requests (same arrival, prompt and output) share integer
 columns x[k,t] in [0, count_k] with sum_t x[k,t] = count_k — the same schedules up to permuting
 identical requests, without the symmetric copies. Exclusive-window rows (``windows=True``): see
-`bounds.exact`, which uses them. LP bounds are computed as Lagrangian bounds from the duals
+`bounds.exact`, which uses them; with them come the "at most two overlap" window families of
+`triple_windows` (rhs 2, proof there). LP bounds are computed as Lagrangian bounds from the duals
 (`lagrangian_bound`), valid for any multipliers.
 
 Strengthening (``strengthen=True``, the `ip-strong` method): clique rows. During round t, any
