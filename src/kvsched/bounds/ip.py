@@ -173,32 +173,37 @@ def _window_entries(cols: Columns, col_o, a, b, members):
     return rep, taus
 
 
-#: Peak thresholds (fractions of M) of the "at most two overlap" window families.
-TRIPLE_THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
+#: Peak thresholds (fractions of M) of the "at most two overlap" window families; 0 = all requests.
+TRIPLE_THRESHOLDS = (0.0, 0.5, 0.6, 0.7)
 
 
 def triple_windows(inst: Instance, counts=None) -> list:
     """"At most two overlap" windows: a list of (a, b, members), one per peak threshold.
 
-    For a set S of requests let Pmin = min_S peak, sigma = max_S s, alpha = ceil(M/2), and for
-    i in S: a_i = peak_i - alpha, b_i = min(alpha - sigma, alpha - M + Pmin + floor((peak_i+1)/2)).
+    For a set S of requests let Pmin = min_S peak, sigma = max_S s, alpha = ceil(M/2), and for i in
+    S: a_i = peak_i - alpha and b_i = min(alpha - sigma, max(B1_i, B2_i)) with
+    B1_i = alpha + floor((peak_i - M + 1)/2) and B2_i = alpha - M + Pmin + floor((peak_i + 1)/2).
     Claim: no round lies in the windows [c - a, c + b) of three distinct requests of S. Proof:
-    suppose it lies in those of i, j, k with c_i <= c_j <= c_k, and let D = c_k - c_i. The windows
-    of k and i meet, so D <= a_k + b_i - 1 <= o_k + s_k - sigma - 1 < o_k: k is running in round c_i,
-    and likewise j. Round c_i: i holds peak_i, j holds peak_j - (c_j - c_i), k holds
-    peak_k - (c_k - c_i), so (c_j - c_i) + D >= peak_i + peak_j + peak_k - M. Round c_j: j holds
-    peak_j and k (running since before c_i) holds peak_k - (c_k - c_j), so
-    c_k - c_j >= peak_j + peak_k - M, i.e. c_j - c_i <= D - (peak_j + peak_k - M). Together
-    2D >= peak_i + 2 peak_j + 2 peak_k - 2M >= peak_i + 2 Pmin + 2 peak_k - 2M; but
-    2D <= 2(a_k + b_i - 1) <= 2 peak_k - 2M + 2 Pmin + peak_i + 1 - 2: a contradiction. So for every
-    round tau, sum over members of the x whose window covers tau is <= 2 (an identical request of
-    a type with count c counts c times, as it should). Any subset of S keeps the claim.
+    suppose it lies in those of i, j, k with c_i <= c_j <= c_k; let X = c_j - c_i, D = c_k - c_i.
+    Meeting windows give X <= a_j + b_i - 1 and D <= a_k + b_i - 1 <= o_k + s_k - sigma - 1 < o_k
+    (as b_i <= alpha - sigma), so k is running in round c_i, and likewise j. Round c_i: i holds
+    peak_i, j holds peak_j - X, k holds peak_k - D, so (1) X + D >= peak_i + peak_j + peak_k - M.
+    - If b_i <= B1_i: X + D <= peak_j + peak_k - 2 alpha + 2 b_i - 2 <= peak_j + peak_k + peak_i - M - 1,
+      contradicting (1).
+    - If b_i <= B2_i: in round c_j, j holds peak_j and k (running since before c_i) holds
+      peak_k - (D - X), so D - X >= peak_j + peak_k - M; with (1), 2D >= peak_i + 2 peak_j +
+      2 peak_k - 2M >= peak_i + 2 Pmin + 2 peak_k - 2M, but 2D <= 2(a_k + b_i - 1) <= 2 peak_k - 2M +
+      2 Pmin + peak_i + 1 - 2: a contradiction.
+    So for every round tau, sum over members of the x whose window covers tau is <= 2 (a request
+    type with count c counts c times, as it should). Any subset of S keeps the claim.
 
-    Why: two windows of rhs 1 (`window_sizes`) only say c_j - c_i >= h(i,j) pairwise; a staircase
-    of three requests of peak ~0.6 M needs far more room (the memory of all three at c_i), which
-    fluid LP solutions ignore. On 10 identical requests of peak 0.6 M the LP rises from 86% to 95%
-    of the optimum. Members are kept only where the row says more than the pairwise windows do
-    (window length > twice the pairwise one), which keeps the LP small on mixed instances.
+    Why: the pairwise windows (`window_sizes`, rhs 1) only say c_j - c_i >= h(i,j); three requests
+    running together also need the memory of all three at c_i, which fluid LP solutions ignore.
+    B1 needs no pairwise conflict (peaks from ~M/3 up); B2 is longer when Pmin > M/2 (staircases of
+    similar peaks: on 10 identical requests of peak 0.6 M the LP rises from 86% to 95% of the
+    optimum). The all-requests family (threshold 0) is B1's; the threshold families keep only the
+    members whose window is longer than twice their pairwise one (otherwise the pairwise rows say
+    about as much), which keeps the LP small.
     """
     M = inst.capacity_tokens
     peak, s = inst.peak_tokens, inst.num_prompt_tokens
@@ -217,8 +222,14 @@ def triple_windows(inst: Instance, counts=None) -> list:
         a = np.zeros(len(inst), dtype=np.int64)
         b = np.zeros(len(inst), dtype=np.int64)
         a[S] = peak[S] - alpha
-        b[S] = np.minimum(alpha - sigma, alpha - M + p_min + (peak[S] + 1) // 2)
-        keep = S[(a[S] + b[S] > 2 * pair_len[S]) & (a[S] + b[S] >= 1)]
+        b1 = alpha + np.floor_divide(peak[S] - M + 1, 2)
+        b2 = alpha - M + p_min + (peak[S] + 1) // 2
+        b[S] = np.minimum(alpha - sigma, np.maximum(b1, b2))
+        length = a[S] + b[S]
+        useful = length >= 1
+        if frac > 0:
+            useful &= length > 2 * pair_len[S]
+        keep = S[useful]
         if counts[keep].sum() >= 3:
             out.append((a, b, keep))
     return out
