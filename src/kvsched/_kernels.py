@@ -65,8 +65,9 @@ def _ceil_div(a, b):
 
 
 @njit(cache=True)
-def _interpolate(k, v, x):
-    """calibration._interpolate: bisect_right, clipped to the end segments."""
+def _segment(k, x):
+    """(i, t): x lies at fraction t of knots k[i]..k[i + 1] (bisect_right, clipped to the end
+    segments: BilinearTable.batch_segment and calibration._interpolate)."""
     lo, hi = 0, k.shape[0]
     while lo < hi:
         mid = (lo + hi) // 2
@@ -75,7 +76,13 @@ def _interpolate(k, v, x):
         else:
             lo = mid + 1
     i = min(max(lo - 1, 0), k.shape[0] - 2)
-    t = (x - k[i]) / (k[i + 1] - k[i])
+    return i, (x - k[i]) / (k[i + 1] - k[i])
+
+
+@njit(cache=True)
+def _interpolate(k, v, x):
+    """calibration._interpolate."""
+    i, t = _segment(k, x)
     return v[i] + t * (v[i + 1] - v[i])
 
 
@@ -114,15 +121,7 @@ def _calibrated_time(c, tables, dec, pre_seqs, pre_tokens, pre_context, pre_work
     decode = 0.0
     m = dec_seqs
     if m:
-        lo, hi = 0, batch_k.shape[0]
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if m < batch_k[mid]:
-                hi = mid
-            else:
-                lo = mid + 1
-        i = min(max(lo - 1, 0), batch_k.shape[0] - 2)
-        t = (m - batch_k[i]) / (batch_k[i + 1] - batch_k[i])
+        i, t = _segment(batch_k, m)
         low0 = _interpolate(ctx_k, dec[i], 0.0)
         base = low0 + t * (_interpolate(ctx_k, dec[i + 1], 0.0) - low0)
         x = dec_context / m
@@ -366,7 +365,7 @@ def _sarathi_decide(p, ints, prompt, running, front, queue, alive, scal_i, token
         else:
             partials[num_partials] = r
             num_partials += 1
-            reserved += _extra_blocks(ints, prompt, r, _uncomputed(ints, prompt, r), emitted, bs)
+            reserved += _reserved_blocks(ints, prompt, r, emitted, bs)
     free = cap_blocks - scal_i[S_USED] - reserved
     count, num_evicted = 0, 0
     for j in range(num_decodes):

@@ -160,41 +160,32 @@ class CalibratedCost:
         return terms
 
     def _decode_attention_ms(self, n: int, context_per_seq: float) -> float:
-        """Decode attention per layer (ms), before clipping at 0: n sequences of mean context x."""
-        head, all_reduce, base, i, t, batching, segments = self._decode_only_terms(n)
-        j = min(max(bisect.bisect_right(self.decode.context_knots, context_per_seq) - 1, 0), len(segments) - 1)
-        knot, width, low, low_rise, high, high_rise = segments[j]
-        u = (context_per_seq - knot) / width          # `BilinearTable` on rows i, i + 1, as `_interpolate`
-        low, high = low + u * low_rise, high + u * high_rise
+        """Decode attention per layer (ms), before clipping at 0: n sequences of mean context x
+        (`_decode_ms`'s operations, with the batch-size terms cached)."""
+        _, _, base, i, t, batching = self._decode_only_terms(n)
+        knots, values = self.decode.context_knots, self.decode.values
+        low, high = _interpolate(knots, values[i], context_per_seq), _interpolate(knots, values[i + 1], context_per_seq)
         return (base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching
 
     # A decode-only batch (the engine's fast path prices long runs of them): the same value as
     # `iteration_time(BatchStats(num_decode_seqs=n, decode_context_tokens=c))`, bit for bit, with
     # everything that depends on n alone computed once.
     def _decode_only_terms(self, n: int) -> tuple:
+        """(linear + elementwise + prefill 0.0, all-reduce, decode table at context 0, the table's
+        batch segment (i, t), the batching factor) for n decode sequences."""
         terms = self._decode_terms.get(n)
         if terms is None:
             head, all_reduce = self._token_terms(n)
             i, t = self.decode.batch_segment(n)
-            k, low, high = self.decode.context_knots, self.decode.values[i], self.decode.values[i + 1]
-            # Per context segment j, the operands `_interpolate` uses on rows i and i + 1.
-            segments = tuple((k[j], k[j + 1] - k[j], low[j], low[j + 1] - low[j], high[j], high[j + 1] - high[j])
-                             for j in range(len(k) - 1))
             terms = (head + 0.0, all_reduce, self.decode(n, 0.0), i, t,
-                     1 + self.attention_batching_overhead * (n > 1), segments)
+                     1 + self.attention_batching_overhead * (n > 1))
             self._decode_terms[n] = terms
         return terms
 
     def decode_iteration_time(self, num_decode_seqs: int, decode_context_tokens: int) -> float:
         """`iteration_time` of `num_decode_seqs` decodes holding `decode_context_tokens` in all."""
-        # `_decode_attention_ms` inlined (this runs once per fast-forwarded iteration).
-        head, all_reduce, base, i, t, batching, segments = self._decode_only_terms(num_decode_seqs)
-        x = decode_context_tokens / num_decode_seqs
-        j = min(max(bisect.bisect_right(self.decode.context_knots, x) - 1, 0), len(segments) - 1)
-        knot, width, low, low_rise, high, high_rise = segments[j]
-        u = (x - knot) / width
-        low, high = low + u * low_rise, high + u * high_rise
-        ms = max((base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching, 0.0)
+        head, all_reduce = self._decode_only_terms(num_decode_seqs)[:2]
+        ms = max(self._decode_attention_ms(num_decode_seqs, decode_context_tokens / num_decode_seqs), 0.0)
         return ((head + ms) + all_reduce) * self.num_layers * MS + self.iteration_overhead_time
 
     def decode_run_durations(self, num_decode_seqs: int, decode_context_tokens: int,
@@ -202,7 +193,7 @@ class CalibratedCost:
         """`decode_iteration_time` over a run in which every decode's context grows by one token
         per iteration (the `kvsched.fastpath.DecodeRunCost` protocol), vectorised."""
         n = num_decode_seqs
-        head, all_reduce, base, i, t, batching, _ = self._decode_only_terms(n)
+        head, all_reduce, base, i, t, batching = self._decode_only_terms(n)
         table = self.decode
         x = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
         low = _interpolate_array(table.context_knots, table.values[i], x)

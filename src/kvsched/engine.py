@@ -157,10 +157,6 @@ class _EngineView(SchedulerView):
             return SchedulerView.extra_blocks(self, request, num_new_tokens)
         prompt, outputs, bs = s.num_prompt_tokens, s.num_output_tokens, self.block_size
         emitted = self.kv_convention is KVConvention.EMITTED
-        if (num_new_tokens == 1 and s.status is Status.RUNNING and outputs >= 1
-                and s.num_computed_tokens == prompt + outputs - 1):
-            # A resident decode (the common case): it holds h tokens and will hold h + 1.
-            return 1 if (s.num_computed_tokens + emitted) % bs == 0 else 0
         if s.status is Status.RUNNING:
             held = computed = s.num_computed_tokens
             if emitted and outputs >= 1 and computed == prompt + outputs - 1:
@@ -250,9 +246,10 @@ class Simulator:
     ``separate_batching``: every iteration holds only prefill work or only decodes.
     ``fast``: fast-forward stable decode batches of `event_stable` policies (see the module
     docstring); False runs the reference loop. ``verify_stable``: step every boundary and check
-    the `event_stable` promise (raises `EventStabilityError`). ``compiled``: run `vllm` and
-    `sarathi` with the numba kernels of `kvsched.compiled` (same results) — None: when numba is
-    installed and the run is supported, True: always (ConfigError if it cannot), False: never.
+    the `event_stable` promise (raises `EventStabilityError`). ``compiled``: run the built-in
+    policies that have numba kernels (`kvsched.compiled`; same results) compiled — None: when
+    numba is installed and the run is supported, True: always (ConfigError if it cannot), False:
+    never.
     """
 
     cost: CostModel
@@ -497,12 +494,12 @@ class _Run:
         seqs, context, price = batch.num_decode_seqs, batch.decode_context_tokens, self.price_decodes
         arrival = (self.states[self.next_arrival].arrival_time if self.next_arrival < len(self.states)
                    else None)
-        short, start, one = [price.one(seqs, context)], self.now, price.one
+        short, start = [price.one(seqs, context)], self.now
         if limit > SHORT_STRETCH and (arrival is None or arrival - start > SHORT_STRETCH * short[0]):
             short = []                                           # looks long: numpy from the start
         for k in range(len(short) and min(limit, SHORT_STRETCH)):
             if k:
-                short.append(one(seqs, context + k * seqs))
+                short.append(price.one(seqs, context + k * seqs))
             start += short[k]
             if arrival is not None and start >= arrival:         # boundary k + 1 sees the arrival
                 return short

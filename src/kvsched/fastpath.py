@@ -114,7 +114,6 @@ class DecodeRunPricer:
         if self.decode_one is not None and not self.use_loop:
             value = self.decode_one(num_decode_seqs, decode_context_tokens)
             if not self.num_one_checks:
-                self.one = self.decode_one       # checked enough: call the model's form directly
                 return value
             self.num_one_checks -= 1
             expected = float(cost.iteration_time(BatchStats(num_decode_seqs=num_decode_seqs,

@@ -83,12 +83,12 @@ class SarathiPolicy(Policy):
         # Sarathi-Serve re-sorts its running list by FCFS priority (arrival) every iteration.
         self._running = sorted(view.running, key=fcfs_key)
         decodes, partials, reserved = [], [], 0
-        for request in self._running:          # one pass: is_decode is read once per request
+        for request in self._running:          # one pass: decodes, partial prefills and their reserve
             if request.is_decode:
                 decodes.append(request)
             else:
                 partials.append(request)
-                reserved += view.extra_blocks(request, request.num_uncomputed_tokens)
+                reserved += self._reserved_blocks(view, request)
         budget = token_budget(self.chunk_size, view)
         free = view.num_free_blocks - reserved
         tokens: dict[int, int] = {}

@@ -146,11 +146,9 @@ class VLLMPolicy(Policy):
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
-            n = request.num_uncomputed_tokens
-            if n > budget:
-                n = budget
+            n = min(request.num_uncomputed_tokens, budget)
             need = extra_blocks(request, n)
-            while (need if need > floor else floor) > free:
+            while max(need, floor) > free:
                 victim = running.pop()
                 evicted.append(victim.request_id)
                 free += view.blocks(view.kv_tokens(victim))
