@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI step for the real-engine tests: install the `vllm` extra (the vLLM CPU build) into the CI
-# virtual environment given as $1, then run the tests marked `engine` (tests/engine).
+# virtual environment given as $1, then run the tests marked `engine` (tests/integrations/vllm).
 #
 #   bash .ci/vllm.sh /path/to/venv            # install, then run the engine tests
 #   bash .ci/vllm.sh /path/to/venv install    # install only (.ci/run then runs every test)
@@ -29,7 +29,7 @@ export VLLM_LOGGING_LEVEL=WARNING KVSCHED_REQUIRE_ENGINE=1
 
 tests_start=$(date +%s)
 set +e
-"$py" -m pytest -q -m engine tests/engine -p no:cacheprovider
+"$py" -m pytest -q -m engine tests/integrations/vllm -p no:cacheprovider
 status=$?
 set -e
 echo "ci(vllm): engine tests took $(( $(date +%s) - tests_start )) s (exit $status)"

@@ -22,7 +22,7 @@ import time
 from kvsched import KVConvention, Simulator, UnitTime, default_workload
 from kvsched.policies import make
 from kvsched.policies.registry import parse_policy_spec
-from kvsched.predictors import apply_predictor
+from kvsched.workload.predictors import apply_predictor
 
 PREDICTORS = ["interval:alpha=1", "interval:alpha=0.5", "interval:alpha=0.25", "interval:alpha=0.1", "naive"]
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from kvsched import KVConvention, Simulator, UnitTime
 from kvsched.bounds import compute_bound
-from kvsched.reproduce_mcsf import ARRIVAL_MODELS, paper_instance
+from kvsched.experiments.mcsf_synthetic import ARRIVAL_MODELS, paper_instance
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from kvsched.bounds.exact import improve
 from kvsched.bounds.greedy import best_heuristic, mcsf_schedule
 from kvsched.bounds.instance import Instance
 from kvsched.bounds.ip import horizon_from_upper_bound, solve_lp_relaxation
-from kvsched.reproduce_mcsf import paper_instance
+from kvsched.experiments.mcsf_synthetic import paper_instance
 
 
 def main() -> None:

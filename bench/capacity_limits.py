@@ -16,7 +16,7 @@ from the Vidur A100 profiles in ../shared/data/vidur (printed below, never copie
 Because LinearCost charges prefill and decode KV alike, this d1 is only right for p512d20-like
 requests; it is the paper's model, not a calibrated one.
 
-Limits: `kvsched.capacity.find_capacity` (mean latency over n vs 2n requests changes < 10%),
+Limits: `kvsched.analysis.capacity.find_capacity` (mean latency over n vs 2n requests changes < 10%),
 bisection to 2%, one seed, block size 1, default policy parameters for vllm (budget 8192,
 256 seqs) and sarathi (chunk 512, 128 seqs, watermark 0.01). Thresholds (the paper tunes tl):
 - ``wait``: integer per-type thresholds n_j that maximise the fluid-sustainable rate
@@ -53,11 +53,11 @@ import numpy as np
 
 from kvsched import LinearCost, Simulator
 from kvsched.bounds.fluid import fluid_bound, max_stable_rate
-from kvsched.capacity import find_capacity
+from kvsched.analysis.capacity import find_capacity
 from kvsched.policies import make
 from kvsched.policies.separate import separate_threshold
 from kvsched.policies.wait import fluid_thresholds, nested_wait_memory_tokens
-from kvsched.typed import parse_mix, synthesize_typed
+from kvsched.workload.typed import parse_mix, synthesize_typed
 
 VIDUR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vidur" / "data" / "profiling"
 KV_CAPACITY = 137_000

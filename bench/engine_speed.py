@@ -3,9 +3,9 @@
     python bench/engine_speed.py            # the full set (1M requests included: minutes)
     python bench/engine_speed.py --quick    # a smaller set (about a minute)
 
-Three engines give identical results (tests/test_fastpath.py, tests/test_compiled.py):
+Three engines give identical results (tests/test_fastpath.py, tests/engine/test_compiled.py):
 
-- ``compiled``: `kvsched.compiled`, the numba kernels of `vllm` and `sarathi` — what
+- ``compiled``: `kvsched.engine.compiled`, the numba kernels of `vllm` and `sarathi` — what
   ``Simulator()`` runs for them when numba is installed;
 - ``python``: the Python engine's fast path (``Simulator(compiled=False)``), which every other
   policy uses;
@@ -70,7 +70,7 @@ VIDUR_LOOP_S_10K = 39.0     # Vidur's event loop on ShareGPT 10k, vllm (issue 7)
 
 
 def sharegpt_workload(num_requests: int, rate: float = 0.5, seed: int = 42, max_tokens: int = 4096):
-    from kvsched.workload import Poisson, Workload
+    from kvsched.workload.synthetic import Poisson, Workload
     table = np.loadtxt(SHAREGPT, delimiter=",", skiprows=1, usecols=(0, 1), dtype=np.int64)
     rng = np.random.default_rng(seed)
     rows = table[rng.choice(len(table), size=num_requests, replace=num_requests > len(table))]
@@ -103,8 +103,8 @@ def run_one(scenario: str, num_requests: int, policy: str, engine: str) -> dict:
     and, for the compiled engine, loading the kernels)."""
     from kvsched import Simulator, Workload, default_workload
     from kvsched.policies import make
-    from kvsched.predictors import apply_predictor
-    from kvsched.presets import get_preset
+    from kvsched.workload.predictors import apply_predictor
+    from kvsched.cost.presets import get_preset
     spec, preset = SCENARIOS[scenario], get_preset(PRESET)
     if scenario == "sharegpt":
         workload = sharegpt_workload(num_requests, rate=spec["rate"])
@@ -117,7 +117,7 @@ def run_one(scenario: str, num_requests: int, policy: str, engine: str) -> dict:
                     **ENGINES[engine])
     load = 0.0
     if engine == "compiled":
-        from kvsched import compiled
+        from kvsched.engine import compiled
         if compiled.unsupported(sim, policy_obj, workload) is not None:
             return dict(error="no compiled kernel")
         started = time.perf_counter()
@@ -140,8 +140,8 @@ def queue_scaling(policies: list[str], sizes: tuple[int, ...]) -> None:
     iteration; the target is that it must not grow quadratically."""
     from kvsched import Simulator, UnitTime
     from kvsched.policies import make
-    from kvsched.predictors import apply_predictor
-    from kvsched.workload import AllAtZero, Fixed, Workload, synthesize
+    from kvsched.workload.predictors import apply_predictor
+    from kvsched.workload.synthetic import AllAtZero, Fixed, Workload, synthesize
     print("\nper-iteration time (µs) vs waiting queue (N at t=0, mean queue N/2); 'python': the Python")
     print("engine, whose policy code is also what runs inside vLLM (bench/mcsf_decision_cost.py times it alone)")
     print(f"{'policy':<18} " + " ".join(f"{'N=' + format(n, ','):>10}" for n in sizes) + "   growth 10x N")
@@ -190,7 +190,7 @@ def main() -> None:
         print(json.dumps(run_one(*json.loads(args.one))))
         return
 
-    from kvsched import compiled
+    from kvsched.engine import compiled
     from kvsched.policies.registry import registered
     known = registered()
     plan = [("sharegpt", 10_000)]

@@ -22,8 +22,8 @@ import numpy as np
 from kvsched import KVConvention, Simulator, UnitTime, Workload
 from kvsched.policies import make
 from kvsched.policies.registry import parse_policy_spec
-from kvsched.predictors import apply_predictor
-from kvsched.workload import LMSYS_OUTPUT, LMSYS_PROMPT, AllAtZero, Poisson, synthesize
+from kvsched.workload.predictors import apply_predictor
+from kvsched.workload.synthetic import LMSYS_OUTPUT, LMSYS_PROMPT, AllAtZero, Poisson, synthesize
 
 SIZES = (10, 100, 1_000, 10_000)
 WARMUP, DECISIONS = 100, 500

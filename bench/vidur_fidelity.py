@@ -76,10 +76,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kvsched.engine import Simulator
+from kvsched.engine.simulator import Simulator
 from kvsched.policies import make
-from kvsched.presets import get_preset
-from kvsched.workload import Workload
+from kvsched.cost.presets import get_preset
+from kvsched.workload.synthetic import Workload
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO_ROOT.parent / "shared" / "data" / "vidur" / "runs" / "sharegpt_llama2-70b_tp2_a100_qps0.5_n1000"

@@ -2,7 +2,7 @@
 """Fit kvsched's calibrated batch-time models to Vidur's A100 operator profiles.
 
 Reads ``../shared/data/vidur/data/profiling/`` (beside the repository; override with
-``--profiles``) and writes the fitted coefficients to ``src/kvsched/data/calibration.json``, which
+``--profiles``) and writes the fitted coefficients to ``src/kvsched/cost/data/calibration.json``, which
 the package ships (it never reads ../shared at run time). Prints the held-out fit error per
 operator group.
 
@@ -42,7 +42,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILES = REPO_ROOT.parent / "shared" / "data" / "vidur" / "data" / "profiling"
-DEFAULT_OUTPUT = REPO_ROOT / "src" / "kvsched" / "data" / "calibration.json"
+DEFAULT_OUTPUT = REPO_ROOT / "src" / "kvsched" / "cost" / "data" / "calibration.json"
 
 LINEAR_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
 ELEMENTWISE_OPS = ("input_layernorm", "attn_rope", "post_attention_layernorm", "mlp_act", "add")

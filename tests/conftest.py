@@ -24,3 +24,10 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the real-engine tests first. vLLM 0.32's Triton dispatcher scans every loaded module at
+    engine start and crashes on llvmlite's objects ("'_lib_fn_wrapper' object has no attribute
+    'get'") once numba has been imported in the same process, which the compiled-engine tests do."""
+    items.sort(key=lambda item: item.get_closest_marker("engine") is None)

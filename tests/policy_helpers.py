@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from kvsched import KVConvention, Simulator, UnitTime, Workload
+from kvsched.policies import registered
 
 
 def workload(rows, arrivals=None, **predictions) -> Workload:
@@ -66,3 +67,14 @@ def predictions(rows, offsets) -> dict[str, list]:
     return {"predicted_output_tokens": point,
             "predicted_lo": [min(p, o) for p, (_, o) in zip(point, rows)],
             "predicted_hi": [max(p, o) for p, (_, o) in zip(point, rows)]}
+
+
+#: Parameters for policies that cannot run on their defaults (the suite's workloads have two types).
+SETUP = {"wait": {"thresholds": "2/1"}}
+#: Policies that need a per-workload input and are covered by their own tests instead.
+NEEDS_INPUT = {"plan-replay": "replays a Plan solved for one workload (tests/test_bounds*.py)"}
+
+
+def conformance_policies() -> list[tuple[str, dict]]:
+    """(id, parameters) of every registered policy the suite runs on."""
+    return [(name, SETUP.get(name, {})) for name in registered() if name not in NEEDS_INPUT]

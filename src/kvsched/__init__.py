@@ -1,12 +1,12 @@
 """kvsched: simulate, bound and run KV-cache-aware LLM inference schedulers."""
 
-from .cost import BatchStats, CostModel, LinearCost, UnitTime
-from .engine import RunResult, Simulator
+from .cost.models import BatchStats, CostModel, LinearCost, UnitTime
+from .engine.simulator import RunResult, Simulator
 from .errors import InfeasibleDecisionError, KvschedError, StalledError, UserError, WorkloadError
-from .memory import KVCache, KVConvention
+from .engine.memory import KVCache, KVConvention
 from .metrics import RunSummary, summarize
 from .state import Decision, RequestView, SchedulerView
-from .workload import Workload, default_workload
+from .workload.synthetic import Workload, default_workload
 
 __version__ = "0.1.0"
 

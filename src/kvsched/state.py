@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 
-from .memory import KVConvention, kv_tokens_after_step, kv_tokens_held
+from .engine.memory import KVConvention, kv_tokens_after_step, kv_tokens_held
 
 
 class Status(str, Enum):

@@ -43,13 +43,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cost import LinearCost, UnitTime
-from .engine import EventStabilityError, Simulator
+from .cost.models import LinearCost, UnitTime
+from .engine.simulator import EventStabilityError, Simulator
 from .errors import InfeasibleDecisionError, StalledError
-from .memory import KVConvention
+from .engine.memory import KVConvention
 from .policies.base import Policy, PolicyTags
 from .state import Decision, SchedulerView
-from .workload import Workload
+from .workload.synthetic import Workload
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from ..workload import Workload
+from ..workload.synthetic import Workload
 from .instance import Instance
 from .plan import Plan
 
@@ -62,8 +62,8 @@ class BoundResult:
 
 def instance_for(workload: Workload, simulator) -> Instance:
     """The round-model instance of `workload` on `simulator` (checks the simulator's settings)."""
-    from ..cost import UnitTime
-    from ..memory import KVConvention
+    from ..cost.models import UnitTime
+    from ..engine.memory import KVConvention
     if not isinstance(simulator.cost, UnitTime):
         raise ConfigError(f"bounds are defined for the unit-time model; got cost {simulator.cost!r}")
     if simulator.block_size != 1:

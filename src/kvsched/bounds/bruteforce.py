@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from ..workload import Workload
+from ..workload.synthetic import Workload
 from .instance import Instance
 
 MAX_REQUESTS = 6

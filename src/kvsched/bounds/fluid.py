@@ -1,6 +1,6 @@
 """The fluid benchmark of Ao, Luo, Simchi-Levi, Wang (arXiv 2504.11320), under `LinearCost(d0, d1)`.
 
-Model (see `kvsched.typed` for the mapping to the engine): type j arrives at rate λ_j with prompt
+Model (see `kvsched.workload.typed` for the mapping to the engine): type j arrives at rate λ_j with prompt
 l_j and l'_j decode stages; stage s holds l_j + s KV tokens; a batch lasts d0 + d1·(KV tokens in
 it). In the fluid equilibrium every stage of type j processes λ_j·τ prompts per iteration of
 length τ, so with
@@ -16,7 +16,7 @@ are in the system (τ*·λ_j at each stage), and the throughput is Σ_j λ_j l'_
 second (Σ_j λ_j (l'_j + 1) output tokens in kvsched's count, whose prefill emits a token). When
 the KV capacity C ≥ M* no policy can exceed this throughput, and it is reachable.
 
-Under the engine's COMPUTED convention these are exact (tests/test_fluid.py replays WAIT at its
+Under the engine's COMPUTED convention these are exact (tests/bounds/test_fluid.py replays WAIT at its
 fluid thresholds and finds iterations of length τ* holding M* tokens).
 """
 
@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..cost import LinearCost
+from ..cost.models import LinearCost
 from ..errors import ConfigError
-from ..typed import TypeMix
+from ..workload.typed import TypeMix
 
 
 class UnstableError(ConfigError):
@@ -111,9 +111,9 @@ def per_request_bound(num_prompt_tokens, true_output_tokens, total_rate: float,
     """The fluid benchmark of an empirical length distribution, every request its own type.
 
     Each observed (l_i, l'_i = o_i − 1) is a type of rate Λ/n: the unbinned limit of
-    `kvsched.typed.bin_lengths`.
+    `kvsched.workload.typed.bin_lengths`.
     """
-    from ..typed import RequestType
+    from ..workload.typed import RequestType
     prompts = np.asarray(num_prompt_tokens, dtype=np.int64)
     stages = np.asarray(true_output_tokens, dtype=np.int64) - 1
     pairs, counts = np.unique(np.stack([prompts, stages], axis=1), axis=0, return_counts=True)

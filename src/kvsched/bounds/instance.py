@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..workload import Workload
+from ..workload.synthetic import Workload
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Bundled reproductions of the papers' claims as sweeps (ALGORITHMS.md §5, R2 and R3).
 
-Each target runs a bundled spec (``kvsched/data/*.toml``) through the sweep machinery (resumable),
+Each target runs a bundled spec (``kvsched/experiments/data/*.toml``) through the sweep machinery (resumable),
 writes the HTML report, and prints our figures beside the paper's.
 """
 
@@ -84,7 +84,7 @@ TARGETS = {
 
 
 def bundled_spec(target: str) -> SweepSpec:
-    with resources.as_file(resources.files("kvsched") / "data" / TARGETS[target].spec_file) as path:
+    with resources.as_file(resources.files("kvsched.experiments") / "data" / TARGETS[target].spec_file) as path:
         return load_spec(path)
 
 

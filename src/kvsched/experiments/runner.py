@@ -26,11 +26,11 @@ def build_workload(config: dict):
     """The request stream of a point: depends on the workload, rate, seed and predictor only,
     so every policy at the same point sees the same requests and predictions (paired).
     A rate of 0 puts every arrival at time 0; no rate keeps a trace's own arrival times."""
-    from ..scenario import build_workload as build
+    from .scenario import build_workload as build
     spec, seed, n = config["workload"], config["seed"], config["num_requests"]
     if spec["kind"] == "typed":
-        from ..predictors import apply_predictor
-        from ..typed import typed_workload
+        from ..workload.predictors import apply_predictor
+        from ..workload.typed import typed_workload
         workload = typed_workload(spec["types"], rate=spec.get("rate"), num_requests=n, seed=seed)
         return apply_predictor(workload, config.get("predictor"), seed)
     trace = Path(spec["path"]) if spec["kind"] == "trace" else None
@@ -39,7 +39,7 @@ def build_workload(config: dict):
 
 
 def build_simulator(config: dict):
-    from ..scenario import build_simulator as build, parse_cost
+    from .scenario import build_simulator as build, parse_cost
     engine = config["engine"]
     simulator = build(parse_cost(engine.get("cost", "unit")), kv_capacity=engine.get("kv_capacity"),
                       block_size=engine.get("block_size"),

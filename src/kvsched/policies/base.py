@@ -24,7 +24,7 @@ class PolicyTags:
       requests wait, the iteration at which memory would overflow — less the policy's
       `Policy.stable_reserve_blocks` —, the policy's `Policy.stable_horizon`) its decision stays
       "every resident decode continues", so the engine may fast-forward; the exact promise is in
-      `kvsched.engine`'s docstring.
+      `kvsched.engine.simulator`'s docstring.
     - ``preemptive``: may evict resident requests.
     - ``pauses``: may leave resident requests unscheduled (paused) while keeping their KV.
     """
@@ -50,7 +50,7 @@ class Policy(ABC):
     def schedule(self, view: SchedulerView) -> Decision:
         """Decide this iteration: tokens per request, evictions (see `kvsched.state.Decision`)."""
 
-    # Hooks of the engine's fast path, read only for `event_stable` policies (`kvsched.engine`).
+    # Hooks of the engine's fast path, read only for `event_stable` policies (`kvsched.engine.simulator`).
     def stable_horizon(self, view: SchedulerView) -> int | None:
         """After a decision that scheduled every resident and evicted nothing (same view): ask me
         again after at most this many iterations (an integer >= 1), or None for no limit."""

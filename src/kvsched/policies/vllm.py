@@ -16,7 +16,7 @@ FCFS policy; ALGORITHMS.md §0. Per iteration, with a token budget ``max_num_bat
 admit a waiting request only if blocks for its whole remaining input (prompt + generated tokens)
 fit, though only the chunk scheduled now is allocated; ``False`` is the older chunk-only rule.
 ALGORITHMS.md §0 lists it as off upstream: that was true before vLLM added the option; the real
-engine (tests/engine) confirms the new default.
+engine (tests/integrations/vllm) confirms the new default.
 
 Options (off by default, as upstream): ``watermark`` (fraction of blocks that admissions must leave
 free while some request is running — vLLM V0's ``BlockSpaceManager`` rule, which with an
@@ -134,7 +134,7 @@ class VLLMPolicy(Policy):
         return Decision(num_tokens=tokens, evict=tuple(evicted))
 
     def stable_reserve_blocks(self) -> int:
-        """Hook of the engine's fast path (`kvsched.engine`, ``event_stable``). With
+        """Hook of the engine's fast path (`kvsched.engine.simulator`, ``event_stable``). With
         ``decode_needs_free_block`` a decode also needs one free block, so the pure decode step
         stays this policy's answer while its KV leaves a block free (a sufficient condition: each
         request then finds ``max(its new blocks, 1)`` free, whatever the order); else 0."""

@@ -1,7 +1,7 @@
 """WAIT and Nested WAIT (`wait`, `nested-wait`): Ao, Luo, Simchi-Levi, Wang, "Optimizing LLM
 Inference: Fluid-Guided Online Scheduling with Memory Constraints" (arXiv 2504.11320); ALGORITHMS.md §4.
 
-Stages (the paper's; see `kvsched.typed` for the engine mapping): a waiting prompt is at stage 0;
+Stages (the paper's; see `kvsched.workload.typed` for the engine mapping): a waiting prompt is at stage 0;
 a resident prompt that has emitted g output tokens is next at stage g (it holds l + g − 1 KV tokens
 and holds l + g after that stage). A WAIT type with l' decode stages is a request with l' + 1
 output tokens. The engine calls `schedule` whenever the server is idle (each iteration boundary),
@@ -53,7 +53,7 @@ Choices the paper leaves open, each a parameter:
 Nested WAIT's no-eviction bound is not deterministic in general (the paper's safety buffer holds
 with high probability): prompts can pile up at a segment boundary when more long prompts arrive
 than n_k allows. `nested_wait_memory_tokens` is a bound when each run of n_{k−1} consecutive
-survivors into segment k−1 holds at most n_k survivors into segment k (tests/test_wait.py).
+survivors into segment k−1 holds at most n_k survivors into segment k (tests/policies/test_wait.py).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from typing import ClassVar
 
 from ..errors import ConfigError
 from ..state import Decision, RequestView, SchedulerView
-from ..typed import TypeMix, parse_mix
+from ..workload.typed import TypeMix, parse_mix
 from .base import Policy, PolicyTags
 from .registry import register
 

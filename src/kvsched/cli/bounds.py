@@ -1,0 +1,124 @@
+"""`kvsched bound <method>`: the hindsight optimum of a workload (kvsched.bounds).
+
+One command per method of `kvsched.bounds.BOUND_METHODS` (``ip``, ``ip-strong``, ``exact``,
+``bruteforce``, ``heuristic``), each with the same options:
+
+    kvsched bound ip [--workload default|paper-zero|paper-poisson] [--trace FILE] [--num-requests N]
+                     [--rate R] [--kv-capacity M] [--kv-convention emitted|computed] [--seed S]
+                     [--time-limit S] [--json]
+
+The bound is for the unit-time round model with block size 1 (bounds are not defined for other
+cost models). ``paper-*`` draws one instance of the MC-SF paper's synthetic experiment (M is drawn
+too unless --kv-capacity is given). These options mirror ``kvsched.cli.common``'s names; once that
+module is merged the lead may switch to its shared options.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ConfigError, UserError
+
+WORKLOADS = ("default", "paper-zero", "paper-poisson")
+
+
+def _workload(workload: str, trace: Path | None, num_requests: int | None, rate: float | None,
+              kv_capacity: int | None, seed: int):
+    import numpy as np
+    if num_requests is not None and num_requests < 1:
+        raise ConfigError(f"--num-requests: got {num_requests}, expected at least 1")
+    if rate is not None and not rate >= 0:
+        raise ConfigError(f"--rate: got {rate}, expected >= 0")
+    if trace is not None:
+        from ..workload.traces import load_trace
+        w = load_trace(trace, rate=rate or None, seed=seed, num_requests=num_requests)
+        return (w.with_arrivals(np.zeros(len(w))) if rate == 0 else w), kv_capacity
+    if workload.startswith("paper-"):
+        from ..experiments.mcsf_synthetic import paper_instance
+        rng = np.random.default_rng(seed)
+        w, M = paper_instance(rng, workload.removeprefix("paper-"), num_requests, kv_capacity)
+        return w, M
+    if workload != "default":
+        raise ConfigError(f"--workload: unknown workload {workload!r}; expected one of: {', '.join(WORKLOADS)}")
+    from ..workload.synthetic import default_workload
+    return default_workload(num_requests or 50, rate=None if rate == 0 else (rate or 4.0), seed=seed), kv_capacity
+
+
+def run_bound(method: str, *, workload: str = "paper-zero", trace: Path | None = None,
+              num_requests: int | None = None, rate: float | None = None,
+              kv_capacity: int | None = None, kv_convention: str = "emitted", seed: int = 0,
+              time_limit: float = 60.0):
+    from ..bounds import compute_bound
+    from ..cost.models import UnitTime
+    from ..engine.simulator import Simulator
+    from ..engine.memory import KVConvention
+    w, M = _workload(workload, trace, num_requests, rate, kv_capacity, seed)
+    if M is None:
+        raise ConfigError("--kv-capacity: required for this workload (KV capacity in tokens)")
+    try:
+        convention = KVConvention(kv_convention)
+    except ValueError:
+        raise ConfigError(f"--kv-convention: got {kv_convention!r}, expected 'emitted' or 'computed'") from None
+    sim = Simulator(UnitTime(), int(M), kv_convention=convention)
+    return compute_bound(method, w, sim, time_limit), M
+
+
+def _print(result, M: int, as_json: bool) -> None:
+    from rich.console import Console
+    if as_json:
+        data = result.as_dict()
+        data["kv_capacity_tokens"] = M
+        sys.stdout.write(json.dumps(data) + "\n")
+        return
+    if result.status == "infeasible":
+        typer.echo(f"infeasible: {result.message}", err=True)
+        return
+    console = Console()
+    console.print(f"method {result.method}, {result.num_requests} requests, KV {M} tokens")
+    console.print(f"objective (total latency) {result.objective:g}")
+    console.print(f"lower bound               {result.bound:g}")
+    console.print(f"gap                       {100 * result.gap:.2f}%")
+    console.print(f"status                    {result.status} ({result.solve_time:.2f} s)")
+    if result.message:
+        console.print(f"note: {result.message}")
+
+
+def _make_command(method: str):
+    def command(
+        workload: Annotated[str, typer.Option("--workload", help="default | paper-zero | paper-poisson (the "
+                                              "MC-SF paper's synthetic instances).")] = "paper-zero",
+        trace: Annotated[Path | None, typer.Option("--trace", help="Trace file (rounds as time unit).",
+                                                   dir_okay=False)] = None,
+        num_requests: Annotated[int | None, typer.Option("--num-requests", help="Number of requests.")] = None,
+        rate: Annotated[float | None, typer.Option("--rate", help="Poisson arrivals per round (0: all at 0); "
+                                                   "default workload only.")] = None,
+        kv_capacity: Annotated[int | None, typer.Option("--kv-capacity", help="KV capacity M in tokens.")] = None,
+        kv_convention: Annotated[str, typer.Option("--kv-convention", help="emitted (s+j) or computed "
+                                                   "(s+j-1).")] = "emitted",
+        seed: Annotated[int, typer.Option("--seed", help="Workload seed.")] = 0,
+        time_limit: Annotated[float, typer.Option("--time-limit", help="Solver seconds.")] = 60.0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        try:
+            result, M = run_bound(method, workload=workload, trace=trace, num_requests=num_requests,
+                                  rate=rate, kv_capacity=kv_capacity, kv_convention=kv_convention,
+                                  seed=seed, time_limit=time_limit)
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        _print(result, M, as_json)
+        if result.status == "infeasible":
+            raise typer.Exit(2)
+    command.__doc__ = f"Hindsight optimum by method '{method}': objective, lower bound, gap."
+    return command
+
+
+def register(app: typer.Typer, bound_app: typer.Typer) -> None:
+    from ..bounds import BOUND_METHODS
+    for method in BOUND_METHODS:
+        bound_app.command(method)(_make_command(method))

@@ -1,0 +1,215 @@
+"""Shared command-line pieces: option types, spec parsing, error handling, progress, output.
+
+Command modules (`kvsched.cli.*`) reuse these so that every command reads a workload, a
+cost model, a KV cache and policies the same way::
+
+    from kvsched.cli import common as cc
+
+    @app.command()
+    @cc.user_errors
+    def mine(workload: cc.WorkloadOpt = "default", trace: cc.TraceOpt = None, rate: cc.RateOpt = None,
+             num_requests: cc.NumRequestsOpt = None, kv_capacity: cc.KvCapacityOpt = None,
+             block_size: cc.BlockSizeOpt = None, kv_convention: cc.KvConventionOpt = "computed",
+             cost: cc.CostOpt = cc.DEFAULT_COST, predictor: cc.PredictorOpt = None, seed: cc.SeedOpt = 0):
+        setup = cc.build_setup(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
+                               kv_capacity=kv_capacity, block_size=block_size,
+                               kv_convention=kv_convention, cost=cost, predictor=predictor, seed=seed)
+        ...
+
+Defaults (the scenario that ``kvsched compare`` runs with no options) — our choices, chosen so
+that the default comparison is memory-bound (requests queue, vLLM evicts):
+
+- cost ``linear:d0=0.022,d1=8.7e-7`` (`LinearCost`, time = d0 + d1 · KV tokens in the batch): the
+  memory-bandwidth roofline of a Llama-2-7B fp16 decode step on one NVIDIA A10G (24 GB, 600 GB/s):
+  d0 = 13.5 GB of weights / 600 GB/s ≈ 22 ms per iteration, d1 = 0.5 MiB of KV per token
+  (2 · 32 layers · 4096 · 2 bytes) / 600 GB/s ≈ 0.87 µs per KV token. Prefill compute is not
+  modelled (calibrated presets do that: ``--cost preset:NAME``).
+- KV capacity 12,288 tokens (768 blocks of 16): what is left of 0.9 × 24 GB after 13.5 GB of
+  weights and about 1.5 GB of activations, at 0.5 MiB per token (≈ 6.4 GB).
+- block size 16 (vLLM's default); KV convention ``computed`` (vLLM's accounting).
+- workload: the embedded LMSYS-Chat-1M-like workload (`kvsched.workload.synthetic.default_workload`), 1,000
+  requests, Poisson arrivals at 8 requests/s.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from ..engine.simulator import RunResult
+from ..errors import ConfigError, UserError
+from ..experiments.scenario import (  # noqa: F401  (the library side, re-exported for the command modules)
+    DEFAULT_BLOCK_SIZE, DEFAULT_COST, DEFAULT_KV_CAPACITY_TOKENS, WORKLOADS, CostSpec, Setup,
+    build_setup, build_simulator, build_workload, check_fits, parse_convention, parse_cost,
+    parse_policies,
+)
+from ..workload.synthetic import DEFAULT_NUM_REQUESTS, DEFAULT_RATE
+
+#: Seconds a run must last before its progress bar appears.
+PROGRESS_DELAY = 1.0
+
+# --------------------------------------------------------------------------- option types
+
+WorkloadOpt = Annotated[str, typer.Option(
+    "--workload", help="Built-in workload: 'default' (LMSYS-Chat-1M-like lengths). Ignored with --trace.")]
+TraceOpt = Annotated[Path | None, typer.Option(
+    "--trace", help="Trace file: .csv/.jsonl/.parquet (num_prompt_tokens, num_output_tokens[, arrival_time] "
+                    "or Vidur's columns) or ShareGPT .json.", dir_okay=False)]
+RateOpt = Annotated[float | None, typer.Option(
+    "--rate", help=f"Poisson arrivals per second (0: all at time 0). Default: {DEFAULT_RATE:g} for the "
+                   "default workload; a trace keeps its own arrival times (all at 0 if it has none).")]
+NumRequestsOpt = Annotated[int | None, typer.Option(
+    "--num-requests", help=f"Number of requests (default workload: {DEFAULT_NUM_REQUESTS}; a trace: "
+                           "its first N rows, default all).")]
+KvCapacityOpt = Annotated[int | None, typer.Option(
+    "--kv-capacity", help=f"KV cache capacity in tokens (default {DEFAULT_KV_CAPACITY_TOKENS}, or the "
+                          "preset's).")]
+BlockSizeOpt = Annotated[int | None, typer.Option(
+    "--block-size", help=f"KV block size in tokens (default {DEFAULT_BLOCK_SIZE}, or the preset's).")]
+KvConventionOpt = Annotated[str, typer.Option(
+    "--kv-convention", help="KV accounting: 'computed' (vLLM: s+j-1 while emitting token j) or "
+                            "'emitted' (the papers: s+j).")]
+CostOpt = Annotated[str, typer.Option(
+    "--cost", help="Iteration time: 'unit', 'linear:d0=SECONDS,d1=SECONDS_PER_KV_TOKEN' or 'preset:NAME'.")]
+PredictorOpt = Annotated[str | None, typer.Option(
+    "--predictor", help="Output-length predictor spec, e.g. 'exact' (see kvsched.predictors).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the workload, predictor and policies.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Also write the JSON results to this file (written whole or not at all).",
+    dir_okay=False)]
+
+
+# --------------------------------------------------------------------------- errors
+
+def user_errors(func: Callable) -> Callable:
+    """Decorator for commands: a `UserError` becomes one line ``error: ...`` on stderr, exit 2."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            fail(str(exc))
+    return wrapper
+
+
+def fail(message: str, code: int = 2):
+    """Print ``error: message`` on stderr (one line) and exit with `code`."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code)
+
+
+
+
+# --------------------------------------------------------------------------- running
+
+class ProgressReporter:
+    """The engine's ``progress(done, total)`` callback, drawing a rich bar once a run has lasted
+    `delay` seconds (short runs print nothing). Use as a context manager."""
+
+    def __init__(self, label: str, *, console: Console | None = None, delay: float = PROGRESS_DELAY,
+                 enabled: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console or Console(stderr=True)
+        self.enabled = self.console.is_terminal if enabled is None else enabled
+        self.label, self.delay, self.clock = label, delay, clock
+        self.started = clock()
+        self.progress = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.progress is None:
+            if self.clock() - self.started < self.delay:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def __enter__(self) -> ProgressReporter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def run_policy(setup: Setup, policy, label: str, *, console: Console | None = None) -> RunResult:
+    """Run one policy on the setup's stream, with a progress bar if it takes more than a second."""
+    with ProgressReporter(f"{label}", console=console) as reporter:
+        return setup.simulator.run(setup.workload, policy, seed=setup.seed, progress=reporter)
+
+
+# --------------------------------------------------------------------------- output
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf → None, numpy scalars → Python, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(json_safe(value), indent=2, allow_nan=False)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, then rename: a reader
+    (or a crash) never sees a partial file."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"--output: folder {str(folder)!r} does not exist")
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def console() -> Console:
+    """A rich console; 160 columns wide when the output is not a terminal (pipes, files)."""
+    terminal = Console()
+    return terminal if terminal.is_terminal else Console(width=160)
+
+
+def emit(rows: Any, output: Path | None, as_json: bool, render: Callable[[], None]) -> None:
+    """Write the JSON file first (atomically), then print JSON or the table."""
+    if output is not None:
+        write_atomic(output, dumps(rows) + "\n")
+    if as_json:
+        typer.echo(dumps(rows))
+    else:
+        render()
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A table cell: floats to `digits` significant digits, None/NaN as '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)

@@ -1,0 +1,69 @@
+"""`kvsched reproduce <target>`: the papers' experiments.
+
+Targets live in ``TARGETS`` (name → "module:function"); each function is a typer command with its
+own options. Add a target by adding an entry (the module is imported only when registered).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from ..errors import UserError
+
+TARGETS: dict[str, str] = {
+    "mcsf-synthetic": "kvsched.cli.reproduce:mcsf_synthetic",
+    "mcsf-real-trace": "kvsched.cli.sweep:reproduce_mcsf_real_trace",
+    "amin-intervals": "kvsched.cli.sweep:reproduce_amin_intervals",
+}
+
+
+def mcsf_synthetic(
+    trials: Annotated[int, typer.Option("--trials", help="Instances per arrival model.")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the instance generator.")] = 0,
+    method: Annotated[str, typer.Option("--bound", help="Bound method (kvsched.bounds).")] = "exact",
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Solver seconds per instance.")] = 60.0,
+    policies: Annotated[str, typer.Option("--policies", help="Comma-separated policy ids.")] =
+        "mcsf,hsf,mc-benchmark,amin,vllm,sarathi",
+    arrivals: Annotated[str, typer.Option("--arrivals", help="zero, poisson or both.")] = "both",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """MC-SF paper, synthetic experiment (R1): policy / optimum, beside the paper's figures."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ..errors import ConfigError
+    from ..experiments.mcsf_synthetic import ARRIVAL_MODELS, render, reproduce
+    err = Console(stderr=True)
+    try:
+        if trials < 1:
+            raise ConfigError(f"--trials: got {trials}, expected at least 1")
+        models = ARRIVAL_MODELS if arrivals == "both" else (arrivals,)
+        if any(m not in ARRIVAL_MODELS for m in models):
+            raise ConfigError(f"--arrivals: got {arrivals!r}, expected zero, poisson or both")
+        names = [p.strip() for p in policies.split(",") if p.strip()]
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+            tasks = {m: bar.add_task(f"{m} instances", total=trials) for m in models}
+            report = reproduce(trials=trials, seed=seed, method=method, time_limit=time_limit,
+                               policies=names, arrival_models=models,
+                               progress=lambda m, k, n: bar.update(tasks[m], completed=k),
+                               note=lambda text: err.print(text))
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        render(report, Console())
+
+
+def register(app: typer.Typer, bound_app: typer.Typer | None = None) -> None:
+    reproduce_app = typer.Typer(no_args_is_help=True, help="Reproduce the papers' experiments.")
+    for name, target in TARGETS.items():
+        module_name, _, attr = target.partition(":")
+        reproduce_app.command(name)(getattr(importlib.import_module(module_name), attr))
+    app.add_typer(reproduce_app, name="reproduce")

@@ -1,0 +1,90 @@
+"""`kvsched sweep` and `kvsched report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _progress_bar(description: str):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+
+
+def sweep(spec_file: Path = typer.Argument(..., help="Sweep spec (TOML)."),
+          out: Path = typer.Option(..., "--out", help="Result directory (created; resumable)."),
+          executor: str = typer.Option("local", "--executor", help="local | ray"),
+          jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel processes (local) or CPUs (ray)."),
+          ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                                    help="Ray cluster address (default: a local one).")):
+    """Run every point of a sweep; finished points are skipped on a rerun."""
+    from ..experiments import load_spec, run_sweep
+    from ..experiments.store import ResultStore
+    spec = load_spec(spec_file)
+    if executor not in ("local", "ray"):
+        from ..errors import ConfigError
+        raise ConfigError(f"--executor: expected local or ray, got {executor!r}")
+    store = ResultStore.open(out, spec)
+    with _progress_bar(f"sweep {spec.name}") as bar:
+        task = bar.add_task("points", total=len(spec.points()))
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        ran, skipped = run_sweep(spec, store, executor=executor, jobs=jobs, ray_address=ray_address,
+                                 progress=progress)
+    typer.echo(f"ran {ran} points, skipped {skipped} already finished; results in {out}")
+
+
+def report(sweep_dir: Path = typer.Argument(..., help="A sweep's result directory."),
+           out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
+           cdf_rate: Optional[float] = typer.Option(None, "--cdf-rate",
+                                                    help="Arrival rate of the latency CDF.")):
+    """Write a self-contained HTML report (figures also saved beside it)."""
+    from ..report import write_report
+    path = write_report(sweep_dir, out, cdf_rate=cdf_rate)
+    typer.echo(f"wrote {path} (figures in {path.with_name(path.stem + '_figures')})")
+
+
+def register(app: typer.Typer, bound_app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
+    app.command("report")(report)
+
+
+def _reproduce(target: str, out: Path, jobs: int) -> None:
+    """Run a bundled reproduction sweep (resumable), write its report, print ours beside the paper's."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..experiments.reproduce import reproduce
+    with _progress_bar(target) as bar:
+        task = bar.add_task("points", total=None)
+        title, headers, rows, note = reproduce(
+            target, out, jobs=jobs, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console = Console()
+    console.print(table)
+    console.print(note)
+    console.print(f"report: {out / 'report.html'}")
+
+
+def reproduce_mcsf_real_trace(
+        out: Path = typer.Option(Path("results/r2-mcsf-lmsys"), "--out", help="Result directory."),
+        jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel processes.")):
+    """R2: MC-SF vs its benchmarks on an LMSYS-like stream (Llama-2-70B TP2, M = 16,492)."""
+    _reproduce("mcsf-real-trace", out, jobs)
+
+
+def reproduce_amin_intervals(
+        out: Path = typer.Option(Path("results/r3-amin-intervals"), "--out", help="Result directory."),
+        jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel processes.")):
+    """R3: A_min and A_max vs hindsight shortest-first under interval predictions."""
+    _reproduce("amin-intervals", out, jobs)

@@ -1,0 +1,102 @@
+"""Engine invariants over random workloads and every default-constructible registered policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kvsched.cost.models import LinearCost, UnitTime
+from kvsched.engine.simulator import Simulator
+from kvsched.engine.memory import KVConvention
+from kvsched.policies import make
+from kvsched.workload.synthetic import Workload
+
+from policy_helpers import conformance_policies
+
+POLICIES = conformance_policies()
+EXAMPLES = settings(max_examples=200, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@st.composite
+def runs(draw):
+    """A tiny workload with (possibly noisy) predictions, engine settings and a policy."""
+    n = draw(st.integers(1, 8))
+    arrival = draw(st.lists(st.integers(0, 20), min_size=n, max_size=n))
+    prompt = np.array(draw(st.lists(st.integers(1, 40), min_size=n, max_size=n)))
+    output = np.array(draw(st.lists(st.integers(1, 40), min_size=n, max_size=n)))
+    slack = np.array(draw(st.lists(st.integers(0, 10), min_size=n, max_size=n)))
+    predicted = np.maximum(1, output + draw(st.sampled_from([0, 1, -1])) * slack)
+    workload = Workload.build(np.array(arrival, float) / draw(st.sampled_from([1, 3])), prompt, output,
+                              predicted_output_tokens=predicted.astype(float),
+                              predicted_lo=np.minimum(predicted, output),
+                              predicted_hi=np.maximum(predicted, output),
+                              type_id=(output > 20).astype(int))
+    block = draw(st.sampled_from([1, 4, 16]))
+    capacity = draw(st.integers(max(block, 16), 160))
+    cost = draw(st.sampled_from([UnitTime(), LinearCost(0.01, 1e-3)]))
+    convention = draw(st.sampled_from(list(KVConvention)))
+    sim = Simulator(cost, capacity, block_size=block, kv_convention=convention, record_iterations=True)
+    policy = draw(st.sampled_from(POLICIES))
+    return workload, sim, policy
+
+
+def _run(data):
+    workload, sim, (policy_id, params) = data
+    return workload, sim, sim.run(workload, make(policy_id, **params), seed=0)
+
+
+@EXAMPLES
+@given(runs())
+def test_kv_use_never_exceeds_capacity(data):
+    _, sim, result = _run(data)
+    assert all(it.kv_used_tokens <= result.kv_capacity_tokens for it in result.iterations)
+    assert result.kv_peak_tokens <= result.kv_capacity_tokens
+
+
+@EXAMPLES
+@given(runs())
+def test_every_request_finishes_or_is_rejected_with_a_reason(data):
+    _, _, result = _run(data)
+    finished = ~np.isnan(result.finish_time)
+    assert np.all(finished ^ result.rejected)
+    assert set(result.reject_reasons) == set(np.flatnonzero(result.rejected).tolist())
+    assert all(reason for reason in result.reject_reasons.values())
+
+
+@EXAMPLES
+@given(runs())
+def test_computed_tokens_are_prompt_plus_output_plus_recomputed(data):
+    """The last output token is sampled, never fed back: s + o − 1 useful tokens per request."""
+    workload, _, result = _run(data)
+    done = ~result.rejected
+    expected = (workload.num_prompt_tokens + workload.true_output_tokens - 1
+                + result.num_recomputed_tokens)
+    assert np.array_equal(result.num_computed_tokens[done], expected[done])
+    assert np.all(result.num_recomputed_tokens[result.num_evictions == 0] == 0)
+
+
+@EXAMPLES
+@given(runs())
+def test_per_request_times_are_ordered(data):
+    workload, _, result = _run(data)
+    done = ~result.rejected
+    a, s = workload.arrival_time[done], result.first_scheduled_time[done]
+    f, c = result.first_token_time[done], result.finish_time[done]
+    assert np.all(a <= s) and np.all(s < f) and np.all(f <= c)
+    outputs = workload.true_output_tokens[done]
+    assert np.all((outputs > 1) | (f == c))
+
+
+@pytest.mark.parametrize("policy_id, params", POLICIES)
+def test_same_seed_same_bytes(policy_id, params):
+    workload = Workload.build(np.arange(10) * 0.5, np.arange(10) + 5, 20 - np.arange(10),
+                              predicted_output_tokens=np.full(10, 15.0), predicted_lo=np.ones(10, int),
+                              predicted_hi=np.full(10, 25), type_id=np.zeros(10, int))
+    sim = Simulator(LinearCost(0.01, 1e-3), 60, block_size=4)
+    a = sim.run(workload, make(policy_id, **params), seed=3)
+    b = sim.run(workload, make(policy_id, **params), seed=3)
+    assert a.finish_time.tobytes() == b.finish_time.tobytes()
+    assert a.num_evictions.tobytes() == b.num_evictions.tobytes()
