@@ -3,7 +3,8 @@
 from .cost.models import BatchStats, CostModel, LinearCost, UnitTime
 from .engine.simulator import RunResult, Simulator
 from .errors import InfeasibleDecisionError, KvschedError, StalledError, UserError, WorkloadError
-from .engine.memory import KVCache, KVConvention
+from .engine.memory import KVCache
+from .engine.rules import KVConvention
 from .metrics import RunSummary, summarize
 from .state import Decision, RequestView, SchedulerView
 from .workload.synthetic import Workload, default_workload

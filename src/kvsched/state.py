@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 
-from .engine.memory import KVConvention, kv_tokens_after_step, kv_tokens_held
+from .engine import rules
+from .engine.rules import KVConvention
 
 
 class Status(str, Enum):
@@ -109,12 +110,14 @@ class RequestView:
     @property
     def num_uncomputed_tokens(self) -> int:
         """Tokens still to compute before the next output token (1 for a decode)."""
-        return self.num_tokens - self._s.num_computed_tokens
+        s = self._s
+        return rules.num_uncomputed_tokens(s.num_prompt_tokens, s.num_output_tokens, s.num_computed_tokens)
 
     @property
     def is_decode(self) -> bool:
         """True when the next step is a plain decode (1 token computed, 1 emitted)."""
-        return self._s.num_output_tokens >= 1 and self.num_uncomputed_tokens == 1
+        s = self._s
+        return rules.is_decode(s.num_prompt_tokens, s.num_output_tokens, s.num_computed_tokens)
 
     @property
     def is_resident(self) -> bool:
@@ -197,22 +200,23 @@ class SchedulerView:
         return 1 if self.kv_convention is KVConvention.EMITTED else 0
 
     def blocks(self, tokens: int) -> int:
-        return -(-tokens // self.block_size)
+        return rules.blocks(tokens, self.block_size)
 
     def kv_tokens(self, request: RequestView) -> int:
         """KV tokens the request holds now (0 when not resident)."""
         if not request.is_resident:
             return 0
-        return kv_tokens_held(request.num_computed_tokens, request.num_prompt_tokens,
-                              request.num_output_tokens, self.kv_convention)
+        return rules.kv_tokens_held(request.num_computed_tokens, request.num_prompt_tokens,
+                                    request.num_output_tokens, self.kv_convention)
 
     def kv_tokens_after(self, request: RequestView, num_new_tokens: int) -> int:
         """KV tokens the request holds after computing `num_new_tokens` more (from 0 if waiting)."""
         computed = request.num_computed_tokens if request.is_resident else 0
-        return kv_tokens_after_step(computed, request.num_prompt_tokens, request.num_output_tokens,
-                                    num_new_tokens, self.kv_convention)
+        return rules.kv_tokens_after_step(computed, request.num_prompt_tokens, request.num_output_tokens,
+                                          num_new_tokens, self.kv_convention)
 
     def extra_blocks(self, request: RequestView, num_new_tokens: int) -> int:
         """Blocks the request needs beyond what it holds to compute `num_new_tokens` more."""
-        held = self.blocks(self.kv_tokens(request))
-        return self.blocks(self.kv_tokens_after(request, num_new_tokens)) - held
+        computed = request.num_computed_tokens if request.is_resident else 0
+        return rules.extra_blocks(computed, request.num_prompt_tokens, request.num_output_tokens,
+                                  num_new_tokens, self.kv_convention, self.block_size)

@@ -46,7 +46,7 @@ import numpy as np
 from .cost.models import LinearCost, UnitTime
 from .engine.simulator import EventStabilityError, Simulator
 from .errors import InfeasibleDecisionError, StalledError
-from .engine.memory import KVConvention
+from .engine.rules import KVConvention
 from .policies.base import Policy, PolicyTags
 from .state import Decision, SchedulerView
 from .workload.synthetic import Workload

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvsched.engine.memory import KVCache, KVConvention, kv_tokens_after_step, kv_tokens_held, peak_kv_tokens
+from kvsched.engine.memory import KVCache
+from kvsched.engine.rules import KVConvention, kv_tokens_after_step, kv_tokens_held, peak_kv_tokens
 
 C, E = KVConvention.COMPUTED, KVConvention.EMITTED
 

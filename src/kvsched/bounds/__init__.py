@@ -63,7 +63,7 @@ class BoundResult:
 def instance_for(workload: Workload, simulator) -> Instance:
     """The round-model instance of `workload` on `simulator` (checks the simulator's settings)."""
     from ..cost.models import UnitTime
-    from ..engine.memory import KVConvention
+    from ..engine.rules import KVConvention
     if not isinstance(simulator.cost, UnitTime):
         raise ConfigError(f"bounds are defined for the unit-time model; got cost {simulator.cost!r}")
     if simulator.block_size != 1:

@@ -56,7 +56,7 @@ def run_bound(method: str, *, workload: str = "paper-zero", trace: Path | None =
     from ..bounds import compute_bound
     from ..cost.models import UnitTime
     from ..engine.simulator import Simulator
-    from ..engine.memory import KVConvention
+    from ..engine.rules import KVConvention
     w, M = _workload(workload, trace, num_requests, rate, kv_capacity, seed)
     if M is None:
         raise ConfigError("--kv-capacity: required for this workload (KV capacity in tokens)")

@@ -1,6 +1,6 @@
 """KV-cache accounting: tokens, or paged blocks of `block_size` tokens.
 
-Two conventions for how many KV tokens a request holds (DESIGN.md §1):
+How many KV tokens a request holds is a rule of `kvsched.engine.rules`; two conventions (DESIGN.md §1):
 
 - ``KVConvention.COMPUTED`` (vLLM): KV exists for every token fed through the model. A request with
   prompt s holds s tokens during the iteration that finishes its prefill and s + j - 1 during the
@@ -14,41 +14,9 @@ resident requests of that amount (rounded up to whole blocks) fits in the capaci
 
 from __future__ import annotations
 
-from enum import Enum
-
 import numpy as np
 
-
-class KVConvention(str, Enum):
-    COMPUTED = "computed"
-    EMITTED = "emitted"
-
-
-def kv_tokens_held(num_computed_tokens: int, num_prompt_tokens: int, num_output_tokens: int,
-                   convention: KVConvention) -> int:
-    """KV tokens a request holds once `num_computed_tokens` of its tokens are computed.
-
-    Under EMITTED the newest output token counts too, once the request has caught up with it
-    (all known tokens but the newest are computed).
-    """
-    if (convention is KVConvention.EMITTED and num_output_tokens >= 1
-            and num_computed_tokens == num_prompt_tokens + num_output_tokens - 1):
-        return num_computed_tokens + 1
-    return num_computed_tokens
-
-
-def kv_tokens_after_step(num_computed_tokens: int, num_prompt_tokens: int, num_output_tokens: int,
-                         num_new_tokens: int, convention: KVConvention) -> int:
-    """KV tokens held after computing `num_new_tokens` more (emitting a token if that catches up)."""
-    computed = num_computed_tokens + num_new_tokens
-    emits = computed == num_prompt_tokens + num_output_tokens
-    return kv_tokens_held(computed, num_prompt_tokens, num_output_tokens + emits, convention)
-
-
-def peak_kv_tokens(num_prompt_tokens: int, true_output_tokens: int, convention: KVConvention) -> int:
-    """KV tokens a request holds at its last iteration when it is never evicted."""
-    extra = 0 if convention is KVConvention.COMPUTED else 1
-    return num_prompt_tokens + true_output_tokens - 1 + extra
+from .rules import KVConvention, blocks  # noqa: F401  (KVConvention: also importable from here)
 
 
 class KVCache:
@@ -71,7 +39,7 @@ class KVCache:
 
     def blocks(self, tokens: int) -> int:
         """Blocks needed to hold `tokens` KV tokens."""
-        return -(-tokens // self.block_size)
+        return blocks(tokens, self.block_size)
 
     @property
     def usable_tokens(self) -> int:

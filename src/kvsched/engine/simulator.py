@@ -79,7 +79,8 @@ import numpy as np
 from . import fastforward as fastpath
 from ..cost.models import BatchStats, CostModel
 from ..errors import ConfigError, InfeasibleDecisionError, KvschedError, StalledError
-from .memory import KVCache, KVConvention, kv_tokens_after_step, kv_tokens_held, peak_kv_tokens
+from .memory import KVCache
+from .rules import KVConvention, kv_tokens_after_step, kv_tokens_held, peak_kv_tokens
 from ..policies.base import Policy
 from ..state import Decision, Oracle, RequestState, RequestView, SchedulerView, Status
 from ..workload.synthetic import Workload

@@ -79,7 +79,7 @@ def run_trial(workload: Workload, capacity: int, policies, method: str, time_lim
     from ..policies import make
     from ..cost.models import UnitTime
     from ..engine.simulator import Simulator
-    from ..engine.memory import KVConvention
+    from ..engine.rules import KVConvention
     from ..workload.predictors import apply_predictor
     sim = Simulator(UnitTime(), capacity, kv_convention=KVConvention.EMITTED)
     res = compute_bound(method, workload, sim, time_limit)

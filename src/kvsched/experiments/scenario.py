@@ -18,7 +18,7 @@ import numpy as np
 from ..cost.models import CostModel, LinearCost, UnitTime
 from ..engine.simulator import Simulator
 from ..errors import ConfigError
-from ..engine.memory import KVConvention, peak_kv_tokens
+from ..engine.rules import KVConvention, peak_kv_tokens
 from ..workload.synthetic import DEFAULT_NUM_REQUESTS, DEFAULT_RATE, Workload, default_workload
 
 DEFAULT_COST = "linear:d0=0.022,d1=8.7e-7"

@@ -36,7 +36,7 @@ import numpy as np
 from ...cost.models import BatchStats, CostModel, UnitTime
 from ...engine.simulator import IterationRecord, RunResult, Simulator
 from ...errors import ConfigError, StalledError
-from ...engine.memory import KVConvention, peak_kv_tokens
+from ...engine.rules import KVConvention, peak_kv_tokens
 from ...workload.synthetic import Workload
 from .tiny_model import TINY_VOCAB_SIZE, kv_bytes_per_block
 

@@ -88,7 +88,7 @@ from vllm.v1.core.sched.request_queue import create_request_queue
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
-from ...engine.memory import KVConvention
+from ...engine.rules import KVConvention
 from ...state import Decision, RequestState, SchedulerView, Status
 
 logger = logging.getLogger(__name__)
