@@ -415,7 +415,7 @@ def test_decode_run_durations_fallback_and_method():
 def test_engine_views_match_the_base_views(prompt, outputs, computed_back, resident, emitted,
                                            block_size, num_new):
     """The engine's specialised views answer exactly as `RequestView` / `SchedulerView` do."""
-    from kvsched.engine.simulator import _EngineRequestView, _EngineView
+    from kvsched.engine.simulation import _EngineRequestView, _EngineView
     from kvsched.state import RequestState, RequestView, SchedulerView, Status
     state = RequestState(0, 0.0, prompt, 100)
     state.num_output_tokens = outputs

@@ -4,7 +4,9 @@
 - `memory`: `KVCache` and the KV conventions;
 - `simulation`: `Simulation`, the reference core, steppable (`step`, `run`, `view`, `result`);
 - `fastforward`: advancing stable decode batches many iterations at once (exact);
-- `simulator`: `Simulator`, the entry point, and `RunResult`;
+- `simulator`: `Simulator`, the engine's settings and the one-call run;
+- `result`: `RunResult` (per-request records) and `IterationRecord`;
+- `validation`: what the check of a decision produces;
 - `compiled/`: numba kernels of the built-in policies (optional, same results).
 
 Names load lazily, so that `kvsched.engine.rules` and `kvsched.engine.memory` import without the
@@ -16,8 +18,9 @@ from __future__ import annotations
 from importlib import import_module
 
 _EXPORTS = {
-    "Simulator": "simulator", "RunResult": "simulator", "IterationRecord": "simulator",
-    "EventStabilityError": "simulator", "KVCache": "memory", "KVConvention": "memory",
+    "Simulator": "simulator", "Simulation": "simulation", "RunResult": "result",
+    "IterationRecord": "result", "EventStabilityError": "fastforward", "KVCache": "memory",
+    "KVConvention": "rules",
 }
 
 __all__ = sorted(_EXPORTS)

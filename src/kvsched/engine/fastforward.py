@@ -1,5 +1,43 @@
 """The engine's fast path (DESIGN.md §4): advancing a stable decode batch many iterations at once.
 
+``Simulator(fast=True)`` is the default; ``Simulator(fast=False)`` is the reference loop, which asks the policy at every boundary; it is the
+definition of correct, and the fast path gives bit-identical per-request records and run figures.
+
+A *pure decode step* is a decision in which every resident request is a decode (all its known
+tokens but the newest computed) and gets exactly 1 token, nothing is evicted and no waiting request
+is scheduled. A policy tagged ``PolicyTags(event_stable=True)`` promises:
+
+    Suppose my decision at a boundary scheduled every resident request (paused none) and evicted
+    nothing. Then at every later boundary before the next *event* at which every resident request
+    is a decode, I would return the pure decode step; and not being asked at those boundaries
+    changes none of my later decisions.
+
+Events: (1) an arrival becomes visible (the first boundary at or after its arrival time);
+(2) *while requests are waiting*, a request finished or completed its prefill (or recomputation)
+in the previous iteration; (3) the pure decode step would not fit: the first iteration whose KV
+after growth, in whole blocks, exceeds the capacity less the policy's ``stable_reserve_blocks()``
+(0 unless it defines one; with ``block_size > 1`` the batch grows by a block whenever a request
+crosses a block boundary); (4) the policy's own horizon: if it defines
+``stable_horizon(view) -> int | None`` (called right after each decision that scheduled every
+resident and evicted nothing, with the same view), it is asked again after at most that many
+iterations (None: no limit). Asking a policy earlier than its events is always allowed (the
+reference loop asks at every boundary), so the reserve and the horizon may be conservative.
+
+So with requests waiting, a pure decode step stays so until an arrival, a completion, an overflow
+or the horizon (the waiting requests stay blocked: memory only fills up meanwhile); with nothing
+waiting, the residents keep decoding through completions and through the end of their prefills
+(the batch only shrinks, so it stays within any token budget or seat limit that the decision
+before it met). Between asked boundaries only ``now``, ``iteration``, the residents' computed and
+generated token counts, the resident set (shrinking) and ``kv_used_tokens`` change; the waiting
+queue and ``has_future_arrivals`` do not. vLLM's and Sarathi's policies keep this promise.
+
+Verification: the engine relies only on what it can count (the last decision scheduled every
+resident, evicted nothing, completed every prefill chunk; O(1) extra per decision). The promise
+itself is checked by ``Simulator(verify_stable=True)``: it asks the policy at every boundary, as the
+reference loop does, and raises `EventStabilityError` at the first boundary the fast path would
+have skipped where the answer is not the pure decode step. Policies without the tag are asked at
+every boundary.
+
 A *pure decode step* is a decision in which every resident request is a decode (all its known
 tokens but the newest are computed) and gets exactly 1 token, no waiting request is scheduled and
 nothing is evicted. Run for k iterations, such a batch changes only by +1 KV token per request per
@@ -38,10 +76,20 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import bisect
+import sys
+
 import numpy as np
 
 from ..cost.models import BatchStats, CostModel, LinearCost, UnitTime
+from ..errors import InfeasibleDecisionError, KvschedError
+from ..policies.base import Policy
 from .memory import block_gaps, first_overflow_iteration, new_blocks_by_iteration  # noqa: F401
+from .result import IterationRecord
+from .rules import KVConvention
+from .validation import Tally, Validation
+
+SHORT_STRETCH = 32      # stretches up to this long are priced and folded in plain Python
 
 
 @runtime_checkable
@@ -147,3 +195,263 @@ def accumulate(start: float, values: np.ndarray) -> np.ndarray:
     out[0] = start
     out[1:] = values
     return np.add.accumulate(out)
+
+
+class EventStabilityError(KvschedError):
+    """A policy tagged `event_stable` changed a pure decode step between events (verify mode)."""
+
+
+class FastForward:
+    """The fast path of one `Simulation` (``Simulator(fast=True)``; module docstring).
+
+    It checks and advances the decisions of stepped iterations with resident decodes handled in
+    one tight loop (the rest through the simulation's plain rules) and, for a policy tagged
+    `event_stable`, tracks what is known since the policy was last asked and advances pure decode
+    stretches many iterations at once. Everything it does
+    gives the reference loop's records bit for bit (tests/engine/test_fastforward.py).
+    """
+
+    def __init__(self, simulation) -> None:
+        self.s = simulation
+        policy = simulation.policy
+        self.kv_extra = int(simulation.simulator.kv_convention is KVConvention.EMITTED)  # the emitted token's KV
+        self.stable = policy.tags.event_stable     # stretches only for policies that promise it
+        self.stable_horizon = getattr(policy, "stable_horizon", None)
+        if getattr(type(policy), "stable_horizon", None) is Policy.stable_horizon:
+            self.stable_horizon = None           # the base class's: no limit, not worth a call
+        self.reserve_blocks = _reserve_blocks(policy) if self.stable else 0
+        self.skip_ok = False       # the last decision scheduled every resident and evicted nothing
+        self.all_decode = False    # ... and left every resident a decode
+        self.deadline = 0          # the policy's horizon: ask again at this iteration at the latest
+        self.gaps: list[int] = []  # sorted free slots in each resident's last block (`_pure_length`)
+        self.context = 0           # the pure decode step's context tokens (`_pure_length`)
+        self.price = DecodeRunPricer(simulation.simulator.cost)
+
+    # ------------------------------------------------------------------ what is known
+    def known_length(self) -> int:
+        """Iterations for which the policy's answer is known to be the pure decode step (0: ask).
+
+        The contract: the last decision scheduled every resident and evicted nothing, every
+        resident is now a decode, no arrival has become visible since, no request finished or
+        completed its prefill since if requests wait, the policy's horizon has not passed, and the
+        step fits.
+        """
+        s = self.s
+        if not (self.stable and self.skip_ok and self.all_decode and s.running) or s.arrived:
+            return 0
+        if (s.waiting and s.progressed) or s.iteration >= self.deadline:
+            return 0
+        return self._pure_length()
+
+    def forward_known(self, known: int) -> None:
+        """Run the pure decode step for the `known` iterations (up to the next arrival)."""
+        self._forward(self._durations(len(self.s.running), self.context, known))
+
+    def observe_idle(self, known: int) -> None:
+        """The policy scheduled nothing."""
+        self._check_stable(False, known)
+        self.skip_ok = False
+
+    def observe(self, view, checked: Validation, evicted: bool, known: int) -> bool:
+        """Take note of an accepted decision; if it is the pure decode step and may be repeated,
+        run it as a stretch up to the next event and return True."""
+        if not self.stable:
+            return False
+        s = self.s
+        batch = checked.batch
+        pure = not evicted and not batch.num_prefill_seqs and batch.num_decode_seqs == len(s.running)
+        self._check_stable(pure, known)
+        self.skip_ok = not evicted and checked.num_resident == len(s.running)
+        self.all_decode = checked.num_partial == 0
+        self.deadline = self._horizon(view) if self.skip_ok else 0
+        if pure and self.skip_ok and not s.simulator.verify_stable:
+            length = self._pure_length()
+            if length > 1:
+                self._forward(self._durations(batch.num_decode_seqs, batch.decode_context_tokens, length))
+                return True
+        return False
+
+    def _check_stable(self, pure: bool, known: int) -> None:
+        """Verify mode: where the fast path would not have asked, the answer must be pure."""
+        if known and not pure:
+            s = self.s
+            raise EventStabilityError(
+                f"policy {s.policy.name!r} is tagged event_stable, but at t={s.now:g} "
+                f"(iteration {s.iteration}) it departed from the pure decode step between events")
+
+    def _horizon(self, view) -> int:
+        """The iteration at which the policy must be asked again at the latest (its horizon)."""
+        horizon = None if self.stable_horizon is None else self.stable_horizon(view)
+        if horizon is None:
+            return sys.maxsize
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise InfeasibleDecisionError(f"policy {self.s.policy.name!r}: stable_horizon returned "
+                                          f"{horizon!r}, expected None or an integer >= 1")
+        return self.s.iteration + int(horizon)
+
+    def _pure_length(self) -> int:
+        """Iterations the pure decode step can run from this boundary before the next event.
+
+        Bounded by the first completion, the first iteration that would overflow the KV cache (0
+        when even this one would) and the policy's horizon; the next arrival is handled in
+        `_durations` (it needs the times). Leaves the sorted block gaps and the batch's context
+        tokens for `_forward` and `forward_known`: one pass.
+        """
+        s, conv_extra = self.s, self.kv_extra
+        cache = s.cache
+        block_size = cache.block_size
+        length, context, gaps = self.deadline - s.iteration, 0, []
+        for state in s.running.values():
+            computed = state.num_computed_tokens
+            remaining = state.true_output_tokens - state.num_output_tokens
+            if remaining < length:
+                length = remaining
+            context += computed
+            gaps.append(-(computed + conv_extra) % block_size)
+        gaps.sort()
+        self.gaps, self.context = gaps, context + len(gaps)
+        free = cache.num_free_blocks - self.reserve_blocks
+        if free < 0:
+            return 0
+        return min(length, first_overflow_iteration(gaps, free, block_size))
+
+    # ------------------------------------------------------------------ stepped iterations
+    def validate(self, decision, evicted: frozenset[int]) -> Validation:
+        """`Simulation._validate` with resident decodes (1 token, an int, the common case)
+        checked in one tight loop; every other entry goes through the plain rules."""
+        s = self.s
+        running, block_size, held_extra = s.running, s.cache.block_size, self.kv_extra
+        tally, decodes, others = Tally(s.cache.used_blocks), [], []
+        for rid, n in decision.num_tokens.items():
+            state = running.get(rid)
+            if (n == 1 and type(n) is int and state is not None and state.num_output_tokens >= 1
+                    and state.num_computed_tokens == state.num_prompt_tokens + state.num_output_tokens - 1):
+                after = state.num_computed_tokens + 1
+                tally.used_blocks += (after - 1 + held_extra) % block_size == 0   # its last block is full
+                tally.decode_seqs += 1
+                tally.decode_context += after
+                decodes.append(state)
+            else:
+                others.append((rid, n))
+        tally.num_tokens += len(decodes)
+        tally.num_resident += len(decodes)
+        plan = s.plan(others, evicted, tally) if others else ()
+        return s.checked(decodes, plan, tally)
+
+    def advance_decodes(self, states, length: int, end: float) -> None:
+        """Each of `states` (resident decodes) decoded `length` tokens by `end`; those whose last
+        token came finish. `rules.advance` applied `length` times, in closed form."""
+        s, conv_extra = self.s, self.kv_extra
+        cache, finished, block_size = s.cache, [], s.cache.block_size
+        for state in states:
+            before = state.num_computed_tokens
+            state.num_computed_tokens = after = before + length
+            state.total_computed_tokens += length
+            if before < state.max_computed_tokens:
+                state.num_recomputed_tokens += min(length, state.max_computed_tokens - before)
+            if after > state.max_computed_tokens:
+                state.max_computed_tokens = after
+            state.num_output_tokens += length
+            if state.num_output_tokens == state.true_output_tokens:
+                finished.append(state)
+            elif (before + conv_extra - 1) // block_size != (after + conv_extra - 1) // block_size:
+                cache.set_tokens(state.request_id, after + conv_extra)      # it crossed into a new block
+        for state in finished:
+            s.finish(state, end)
+
+    # ------------------------------------------------------------------ stretches
+    def _forward(self, durations: np.ndarray | list[float]) -> None:
+        """Run the pure decode step for ``len(durations)`` iterations (up to the next event).
+        Times and sums are accumulated exactly as in the reference loop (a list: in plain Python,
+        for short stretches; an array: with numpy)."""
+        if isinstance(durations, list):
+            self._forward_short(durations)
+            return
+        s = self.s
+        length, cache = len(durations), s.cache
+        if self.gaps[0] >= length:      # no request needs a new block during the stretch
+            used_tokens = np.full(length, cache.used_blocks * cache.block_size, dtype=np.int64)
+        else:
+            used_tokens = (cache.used_blocks + new_blocks_by_iteration(
+                self.gaps, cache.block_size, length)) * cache.block_size
+        s.kv_peak = max(s.kv_peak, int(used_tokens[-1]))
+        # Clock, busy time and KV token-seconds: three left folds, as `x += v` in the loop.
+        sums = np.empty((3, length + 1))
+        sums[:, 0] = (s.now, s.busy_time, s.kv_token_seconds)
+        sums[0, 1:] = sums[1, 1:] = durations
+        sums[2, 1:] = used_tokens.astype(np.float64) * durations
+        times = np.add.accumulate(sums, axis=1)
+        s.busy_time, s.kv_token_seconds = float(times[1, -1]), float(times[2, -1])
+        times = times[0]
+        if s.iterations is not None:
+            tokens = {rid: 1 for rid in s.running}
+            s.iterations.extend(
+                IterationRecord(float(times[k]), float(durations[k]), dict(tokens), (), int(used_tokens[k]))
+                for k in range(length))
+        s.now = end = float(times[-1])
+        s.iteration += length
+        self.advance_decodes(list(s.running.values()), length, end)
+
+    def _forward_short(self, durations: list[float]) -> None:
+        """`_forward` in plain Python, the same operations iteration by iteration."""
+        s, gaps = self.s, self.gaps
+        cache = s.cache
+        block_size, num_seqs, base_blocks = cache.block_size, len(gaps), cache.used_blocks
+        now, busy, token_seconds = s.now, s.busy_time, s.kv_token_seconds
+        tokens = {rid: 1 for rid in s.running} if s.iterations is not None else None
+        for k, duration in enumerate(durations):
+            m, r = divmod(k, block_size)
+            used = (base_blocks + m * num_seqs + bisect.bisect_right(gaps, r)) * block_size
+            if tokens is not None:
+                s.iterations.append(IterationRecord(now, duration, dict(tokens), (), used))
+            now += duration
+            busy += duration
+            token_seconds += used * duration
+        s.kv_peak = max(s.kv_peak, used)
+        s.now, s.busy_time, s.kv_token_seconds = now, busy, token_seconds
+        s.iteration += len(durations)
+        self.advance_decodes(list(s.running.values()), len(durations), now)
+
+    def _durations(self, seqs: int, context: int, limit: int) -> np.ndarray | list[float]:
+        """Durations of the stretch's iterations: `limit` of them, or up to the first boundary at
+        or after the next arrival if that comes sooner. A stretch that looks short (at most
+        `SHORT_STRETCH` iterations, or an arrival due within as many first-iteration durations) is
+        priced one iteration at a time in Python and returned as a list, until it turns out
+        longer; the rest is priced with numpy, in growing chunks."""
+        s, price = self.s, self.price
+        arrival = s.states[s.next_arrival].arrival_time if s.next_arrival < len(s.states) else None
+        short, start = [price.one(seqs, context)], s.now
+        if limit > SHORT_STRETCH and (arrival is None or arrival - start > SHORT_STRETCH * short[0]):
+            short = []                                           # looks long: numpy from the start
+        for k in range(len(short) and min(limit, SHORT_STRETCH)):
+            if k:
+                short.append(price.one(seqs, context + k * seqs))
+            start += short[k]
+            if arrival is not None and start >= arrival:         # boundary k + 1 sees the arrival
+                return short
+        if len(short) == limit:
+            return short
+        parts, done, chunk = [np.array(short)], len(short), 64
+        if arrival is None:
+            parts.append(price(seqs, context + done * seqs, limit - done))
+            return np.concatenate(parts)
+        while done < limit:
+            n = min(chunk, limit - done)
+            durations = price(seqs, context + done * seqs, n)
+            times = accumulate(start, durations)
+            seen = int(np.searchsorted(times[1:], arrival, side="left"))   # boundary done + seen + 1
+            if seen < n:
+                parts.append(durations[:seen + 1])
+                break
+            parts.append(durations)
+            done, start, chunk = done + n, float(times[-1]), chunk * 4
+        return np.concatenate(parts)
+
+
+def _reserve_blocks(policy) -> int:
+    reserve = getattr(policy, "stable_reserve_blocks", None)
+    reserve = 0 if reserve is None else reserve()
+    if isinstance(reserve, bool) or not isinstance(reserve, (int, np.integer)) or reserve < 0:
+        raise InfeasibleDecisionError(f"policy {policy.name!r}: stable_reserve_blocks() returned "
+                                      f"{reserve!r}, expected an integer >= 0")
+    return int(reserve)

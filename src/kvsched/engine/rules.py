@@ -27,8 +27,8 @@ generated so far) and ``computed`` (the tokens whose KV exists; 0 when it holds 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
 class KVConvention(str, Enum):
@@ -103,8 +103,7 @@ def rejection_reason(prompt: int, true_output_tokens: int, convention: KVConvent
             f"{capacity_blocks * block_size} tokens")
 
 
-@dataclass(frozen=True, slots=True)
-class Advance:
+class Advance(NamedTuple):
     """The outcome of computing `num_new_tokens` (`advance`)."""
 
     computed: int            # tokens computed after the step

@@ -36,7 +36,9 @@ import numpy as np
 from ...cost.models import BatchStats, CostModel, UnitTime
 from ...engine.simulator import IterationRecord, RunResult, Simulator
 from ...errors import ConfigError, StalledError
-from ...engine.rules import KVConvention, peak_kv_tokens
+from ...engine import rules
+from ...engine.rules import KVConvention
+from ...engine.validation import Tally
 from ...workload.synthetic import Workload
 from .tiny_model import TINY_VOCAB_SIZE, kv_bytes_per_block
 
@@ -112,33 +114,22 @@ class _Replay:
             self.evictions[r] += 1
 
     def batch(self, num_tokens: dict[int, int]) -> BatchStats:
-        prefill_tokens = prefill_seqs = decode_seqs = prefill_context = prefill_work = decode_context = 0
+        tally = Tally(0)
         for r, n in num_tokens.items():
-            after = int(self.computed[r]) + n
-            emits = after == self.prompt[r] + self.generated[r]
-            if emits and n == 1 and self.generated[r] >= 1:
-                decode_seqs += 1
-                decode_context += after
-            else:
-                prefill_seqs += 1
-                prefill_tokens += n
-                prefill_context += after
-                prefill_work += n * after
-        return BatchStats(prefill_tokens, prefill_seqs, decode_seqs, prefill_context, prefill_work,
-                          decode_context)
+            prompt, outputs, computed = int(self.prompt[r]), int(self.generated[r]), int(self.computed[r])
+            tally.add(n, computed + n, rules.is_decode_step(prompt, outputs, computed, n))
+        return tally.batch()
 
     def advance(self, num_tokens: dict[int, int], start: float, end: float) -> None:
         for r, n in num_tokens.items():
-            before = int(self.computed[r])
-            after = before + n
-            self.recomputed[r] += max(0, min(n, int(self.high_water[r]) - before))
-            self.high_water[r] = max(self.high_water[r], after)
-            self.computed[r] = after
+            step = rules.advance(int(self.prompt[r]), int(self.generated[r]), int(self.computed[r]),
+                                 int(self.high_water[r]), n)
+            self.computed[r], self.high_water[r], self.generated[r] = step.computed, step.high_water, step.outputs
+            self.recomputed[r] += step.num_recomputed_tokens
             self.total[r] += n
             if np.isnan(self.first_scheduled[r]):
                 self.first_scheduled[r] = start
-            if after == self.prompt[r] + self.generated[r]:
-                self.generated[r] += 1
+            if step.emitted:
                 if np.isnan(self.first_token[r]):
                     self.first_token[r] = end
                 if self.generated[r] == self.true_output[r]:
@@ -199,16 +190,16 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
         raise ConfigError(f"--clock: expected 'virtual' or 'wall', got {clock!r}")
     cost = cost or UnitTime()
     n = len(workload)
-    peaks = [peak_kv_tokens(int(workload.num_prompt_tokens[i]), int(workload.true_output_tokens[i]),
-                            KVConvention.COMPUTED) for i in range(n)]
-    blocks = [-(-p // settings.block_size) for p in peaks]
     capacity_blocks = settings.num_gpu_blocks - 1
+    too_large = [rules.rejection_reason(int(workload.num_prompt_tokens[i]), int(workload.true_output_tokens[i]),
+                                        KVConvention.COMPUTED, capacity_blocks, settings.block_size) is not None
+                 for i in range(n)]
     # vLLM serves a request only if prompt + max_tokens <= max_model_len <= the KV capacity (it
     # checks at start that one max_model_len request fits): one token stricter than the
     # simulator's peak rule (s + o - 1 <= capacity), see _rejections.
     lengths = [int(workload.num_prompt_tokens[i] + workload.true_output_tokens[i]) for i in range(n)]
-    rejected = np.array([b > capacity_blocks or length > settings.kv_capacity_tokens
-                         for b, length in zip(blocks, lengths)], dtype=bool)
+    rejected = np.array([big or length > settings.kv_capacity_tokens
+                         for big, length in zip(too_large, lengths)], dtype=bool)
     max_model_len = settings.max_model_len or max(
         [length for length, r in zip(lengths, rejected) if not r] + [settings.block_size])
     scheduler_cls = ("kvsched.integrations.vllm.RecordingScheduler" if policy is None
@@ -293,12 +284,17 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
         first_scheduled_time=replay.first_scheduled, first_token_time=replay.first_token,
         finish_time=replay.finish, num_evictions=replay.evictions,
         num_recomputed_tokens=replay.recomputed, num_computed_tokens=replay.total, rejected=rejected,
-        reject_reasons={int(i): f"prompt + output = {lengths[i]} tokens (KV peak {peaks[i]}); vLLM "
-                                f"needs it <= max_model_len <= the KV capacity, "
-                                f"{settings.kv_capacity_tokens} tokens" for i in np.flatnonzero(rejected)},
+        reject_reasons={int(i): _reject_reason(workload, int(i), settings) for i in np.flatnonzero(rejected)},
         num_iterations=len(iterations), busy_time=busy, kv_peak_tokens=kv_peak,
         kv_token_seconds=kv_token_seconds, wall_time=wall_time, iterations=iterations)
     return EngineRun(policy or DEFAULT_SCHEDULER, trace, result, startup_time, wall_time)
+
+
+def _reject_reason(workload: Workload, i: int, settings: EngineSettings) -> str:
+    prompt, output = int(workload.num_prompt_tokens[i]), int(workload.true_output_tokens[i])
+    peak = rules.peak_kv_tokens(prompt, output, KVConvention.COMPUTED)
+    return (f"prompt + output = {prompt + output} tokens (KV peak {peak}); vLLM needs it <= "
+            f"max_model_len <= the KV capacity, {settings.kv_capacity_tokens} tokens")
 
 
 def _idle(state: dict, scheduler, arrival: np.ndarray, clock: str, t0: float, num_left: int) -> None:
