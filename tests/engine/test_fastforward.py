@@ -20,13 +20,16 @@ from kvsched import BatchStats, LinearCost, Simulator, UnitTime
 from kvsched.engine.simulator import EventStabilityError
 from kvsched.engine.fastforward import (DecodeRunPricer, block_gaps, decode_run_durations,
                               first_overflow_iteration, loop_durations, new_blocks_by_iteration)
-from kvsched.engine.memory import KVConvention
+from kvsched.engine.rules import KVConvention
 from kvsched.policies import make
 from kvsched.policies.base import Policy, PolicyTags
 from kvsched.policies.registry import registered
 from kvsched.state import Decision
 from kvsched.workload.synthetic import (AllAtZero, Bursts, Deterministic, LogNormal, Poisson, Uniform,
-                              Workload, synthesize)
+                                        Workload, synthesize)
+
+from policy_helpers import conformance_policies
+
 
 @pytest.fixture(autouse=True)
 def _python_engine_only(monkeypatch):
@@ -132,12 +135,16 @@ def assert_same_outcome(reference, fast) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("policy_name", sorted(registered()))
-def test_fast_path_equals_reference(policy_name, case):
+@pytest.mark.parametrize("policy_name, params", conformance_policies())
+def test_fast_path_equals_reference(policy_name, params, case):
+    """Two engines: the plain reference loop against `FastForward` (its stepped decodes for every
+    policy, its stretches for event-stable ones). The policy must build: a construction error
+    here would compare one error with itself."""
+    make(policy_name, **params)
     build, settings_ = CASES[case]
     workload = build()
-    reference = _outcome(Simulator(**settings_, fast=False), workload, policy_name)
-    fast = _outcome(Simulator(**settings_, fast=True), workload, policy_name)
+    reference = _outcome(Simulator(**settings_, fast=False, compiled=False), workload, policy_name, params)
+    fast = _outcome(Simulator(**settings_, fast=True, compiled=False), workload, policy_name, params)
     assert_same_outcome(reference, fast)
 
 

@@ -384,10 +384,12 @@ class FastForward:
         s.busy_time, s.kv_token_seconds = float(times[1, -1]), float(times[2, -1])
         times = times[0]
         if s.iterations is not None:
-            tokens = {rid: 1 for rid in s.running}
+            tokens, evicted = {rid: 1 for rid in s.running}, s.take_evicted()
             s.iterations.extend(
-                IterationRecord(float(times[k]), float(durations[k]), dict(tokens), (), int(used_tokens[k]))
+                IterationRecord(float(times[k]), float(durations[k]), dict(tokens), () if k else evicted,
+                                int(used_tokens[k]))
                 for k in range(length))
+        s.evicted_since.clear()
         s.now = end = float(times[-1])
         s.iteration += length
         self.advance_decodes(list(s.running.values()), length, end)
@@ -399,11 +401,12 @@ class FastForward:
         block_size, num_seqs, base_blocks = cache.block_size, len(gaps), cache.used_blocks
         now, busy, token_seconds = s.now, s.busy_time, s.kv_token_seconds
         tokens = {rid: 1 for rid in s.running} if s.iterations is not None else None
+        evicted = s.take_evicted()
         for k, duration in enumerate(durations):
             m, r = divmod(k, block_size)
             used = (base_blocks + m * num_seqs + bisect.bisect_right(gaps, r)) * block_size
             if tokens is not None:
-                s.iterations.append(IterationRecord(now, duration, dict(tokens), (), used))
+                s.iterations.append(IterationRecord(now, duration, dict(tokens), () if k else evicted, used))
             now += duration
             busy += duration
             token_seconds += used * duration

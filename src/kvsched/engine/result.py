@@ -11,7 +11,9 @@ from ..workload.synthetic import Workload
 
 @dataclass(frozen=True, slots=True)
 class IterationRecord:
-    """One iteration, recorded when `Simulator(record_iterations=True)`."""
+    """One iteration, recorded when `Simulator(record_iterations=True)`. ``evicted``: the requests
+    evicted since the previous iteration (by this boundary's decision, or by decisions that only
+    evicted); ``kv_used_tokens``: KV in use after the iteration, in whole blocks."""
 
     start_time: float
     duration: float

@@ -177,6 +177,7 @@ class Simulation:
         self.kv_peak = 0
         self.kv_token_seconds = 0.0
         self.iterations: list[IterationRecord] | None = [] if simulator.record_iterations else None
+        self.evicted_since: list[int] = []   # evicted since the last iteration (its record lists them)
         self._next_progress = 0
         self._wall_time = 0.0
 
@@ -330,6 +331,7 @@ class Simulation:
             del self.running[rid]
             self.running_views.remove(state.view)
             self.cache.free(rid)
+            self.evicted_since.append(rid)
             state.num_computed_tokens = 0
             state.num_evictions += 1
             state.status = Status.WAITING
@@ -394,7 +396,8 @@ class Simulation:
         if self.iterations is not None:
             self.iterations.append(IterationRecord(start, duration, {int(rid): int(n) for rid, n in
                                                                      decision.num_tokens.items()},
-                                                   tuple(decision.evict), used_tokens))
+                                                   self.take_evicted(), used_tokens))
+        self.evicted_since.clear()
         if checked.decodes:
             self.fast_forward.advance_decodes(checked.decodes, 1, end)
         for state, n in checked.plan:
@@ -432,6 +435,12 @@ class Simulation:
         self.cache.set_tokens(rid, rules.kv_tokens_held(state.num_computed_tokens, prompt,
                                                         state.num_output_tokens,
                                                         self.simulator.kv_convention))
+
+    def take_evicted(self) -> tuple[int, ...]:
+        """The requests evicted since the last iteration, for the next iteration's record."""
+        evicted = tuple(int(rid) for rid in self.evicted_since)
+        self.evicted_since.clear()
+        return evicted
 
     def finish(self, state: RequestState, end: float) -> None:
         """`state` emitted its last token at `end`: record it and free its KV."""
