@@ -63,3 +63,13 @@ def test_a_rejected_request_is_in_the_result_with_its_reason():
     result = simulation.result()
     assert result.rejected.tolist() == [True, False]
     assert result.reject_reasons[0] == "needs 9 KV tokens at its last token; the KV capacity is 8 tokens"
+
+
+def test_the_readme_library_example_runs(capsys):
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The library: a steppable simulation", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    now, waiting, running, used = capsys.readouterr().out.split("\n")[0].split()
+    assert float(now) >= 5.0 and int(running) > 0
