@@ -30,6 +30,9 @@ class Status(str, Enum):
     REJECTED = "rejected"    # can never fit, even alone
 
 
+_WAITING, _RUNNING = Status.WAITING, Status.RUNNING     # (constants: a global is read faster)
+
+
 class RequestState:
     """Mutable per-request state. Only the engine writes it."""
 
@@ -255,11 +258,17 @@ class Batch:
 
     - ``num_free_blocks = view.num_free_blocks − Σ_added view.extra_blocks(r, n)
       + Σ_evicted view.blocks(view.kv_tokens(r)) ≥ 0``;
-    - ``num_scheduled_tokens = Σ_added n ≤ max_num_batched_tokens`` (when there is a budget);
+    - ``num_scheduled_tokens = Σ_added n ≤ max_num_batched_tokens`` and ``token_budget =
+      max_num_batched_tokens − num_scheduled_tokens`` (when there is a budget);
     - a request is added at most once and evicted at most once, never both;
     - so `decision` is accepted by the engine's validation (ids, token counts, budget, memory);
       the batch does not enforce ``separate_batching`` (not mixing prefill and decode work stays
       the policy's choice).
+
+    Typical use: ``n = min(r.num_uncomputed_tokens, batch.token_budget)``, then ``while not
+    batch.add(r, n): batch.evict(victim)``. ``add(..., reserve_blocks=k)`` also keeps k blocks free
+    (a watermark, a policy's own reservation); `need` gives the blocks an `add` would take, for
+    checks on more than is allocated (vLLM's whole-prompt admission rule).
 
     Edge cases, decided here: `add` refuses (returns False, records nothing) only for lack of
     blocks or budget; a misuse raises `ValueError` naming the request — adding a request twice,
@@ -268,19 +277,19 @@ class Batch:
     twice, n < 1 or n over the request's uncomputed tokens, a finished request.
     """
 
-    __slots__ = ("_view", "_tokens", "_evicted", "_free", "_budget", "_scheduled")
+    __slots__ = ("_view", "_tokens", "_evicted", "_free", "_budget", "_left", "_extra_blocks")
 
     def __init__(self, view: SchedulerView, max_num_batched_tokens: int | None) -> None:
         self._view = view
         self._tokens: dict[int, int] = {}
-        self._evicted: dict[int, None] = {}     # ordered set
+        self._evicted: dict[int, None] = {}     # an ordered set
         self._free = view.num_free_blocks
-        self._budget = max_num_batched_tokens
-        self._scheduled = 0
+        self._budget = self._left = max_num_batched_tokens
+        self._extra_blocks = view.extra_blocks
 
     def __repr__(self) -> str:
         return (f"Batch(num_tokens={self._tokens}, evicted={tuple(self._evicted)}, "
-                f"num_free_blocks={self._free}, token_budget={self.token_budget})")
+                f"num_free_blocks={self._free}, token_budget={self._left})")
 
     @property
     def num_free_blocks(self) -> int:
@@ -290,7 +299,7 @@ class Batch:
     @property
     def num_scheduled_tokens(self) -> int:
         """Tokens added so far (the batch's share of the token budget)."""
-        return self._scheduled
+        return sum(self._tokens.values())
 
     @property
     def max_num_batched_tokens(self) -> int | None:
@@ -300,7 +309,7 @@ class Batch:
     @property
     def token_budget(self) -> int | None:
         """Tokens the budget still allows (None: no budget), as vLLM's scheduler's ``token_budget``."""
-        return None if self._budget is None else self._budget - self._scheduled
+        return self._left
 
     @property
     def num_tokens(self) -> Mapping[int, int]:
@@ -312,39 +321,47 @@ class Batch:
         """Ids of the requests evicted so far, in order (a live read-only set)."""
         return self._evicted.keys()
 
-    def _check_tokens(self, request: RequestView, n: int) -> None:
-        uncomputed = request.num_uncomputed_tokens
-        if (type(n) is not int and (isinstance(n, bool) or not isinstance(n, Integral))) \
-                or not 1 <= n <= uncomputed:
-            raise ValueError(f"request {request.request_id}: {n!r} tokens, expected 1 to its "
-                             f"{uncomputed} uncomputed tokens")
-
-    def need(self, request: RequestView, n: int) -> int:
-        """Blocks `request` needs beyond those it holds to compute `n` more tokens (what `add`
-        would take; at most 0 for a resident request whose last block has room)."""
-        self._check_tokens(request, n)
-        return self._view.extra_blocks(request, n)
-
-    def add(self, request: RequestView, n: int) -> bool:
-        """Schedule `n` tokens of `request` (admitting it if it is waiting) if they fit: True and
-        recorded iff their new blocks fit in `num_free_blocks` and `n` in the `token_budget`;
-        False and nothing recorded otherwise. Misuse raises `ValueError` (see the class)."""
-        rid = request.request_id
+    def _misuse(self, request: RequestView, n: int) -> None:
+        """Raise the `ValueError` for an `add` or `need` that is not allowed (return if it is)."""
+        rid, uncomputed = request.request_id, request.num_uncomputed_tokens
         if rid in self._tokens:
             raise ValueError(f"request {rid} is already in the batch")
         if rid in self._evicted:
             raise ValueError(f"request {rid} was evicted in this batch; it cannot be scheduled too")
-        if request.status not in (Status.WAITING, Status.RUNNING):
+        if request.status is not Status.WAITING and request.status is not Status.RUNNING:
             raise ValueError(f"request {rid} is {request.status.value}, not schedulable")
-        self._check_tokens(request, n)
-        if self._budget is not None and self._scheduled + n > self._budget:
+        if isinstance(n, bool) or not isinstance(n, Integral) or not 1 <= n <= uncomputed:
+            raise ValueError(f"request {rid}: {n!r} tokens, expected 1 to its {uncomputed} "
+                             "uncomputed tokens")
+
+    def need(self, request: RequestView, n: int) -> int:
+        """Blocks `request` needs beyond those it holds to compute `n` more tokens: what `add`
+        takes (0 for a resident request whose last block has room for them)."""
+        if type(n) is not int or not 1 <= n <= request.num_uncomputed_tokens:
+            self._misuse(request, n)
+        return self._extra_blocks(request, n)
+
+    def add(self, request: RequestView, n: int, *, reserve_blocks: int = 0) -> bool:
+        """Schedule `n` tokens of `request` (admitting it if it is waiting) if they fit: True and
+        recorded iff `n` fits in the `token_budget` and its new blocks (`need`) in the free
+        blocks less `reserve_blocks` (blocks the policy keeps free: a watermark, a reservation);
+        False and nothing recorded otherwise. Misuse raises `ValueError` (see the class)."""
+        rid = request.request_id
+        status = request.status
+        if (rid in self._tokens or rid in self._evicted or type(n) is not int
+                or not 1 <= n <= request.num_uncomputed_tokens
+                or (status is not _RUNNING and status is not _WAITING)):
+            self._misuse(request, n)
+        left = self._left
+        if left is not None and n > left:
             return False
-        need = self._view.extra_blocks(request, n)
-        if need > self._free:
+        need = self._extra_blocks(request, n)
+        if need > self._free - reserve_blocks:
             return False
         self._tokens[rid] = n
         self._free -= need
-        self._scheduled += n
+        if left is not None:
+            self._left = left - n
         return True
 
     def evict(self, request: RequestView) -> None:

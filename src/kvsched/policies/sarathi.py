@@ -27,9 +27,10 @@ Deviations:
 - Admission is skipped in an iteration that preempted. Upstream goes on to the waiting queue,
   whose head is then the request just preempted: it normally does not fit and stops admission,
   and the engine does not allow evicting and re-admitting one request in the same decision.
-- The whole-prompt reservation is kept by the policy (reserved-but-uncomputed blocks are
-  subtracted from the free blocks it sees); the engine only counts computed KV, so reported KV
-  utilisation does not include reservations.
+- The whole-prompt reservation is kept by the policy: its `Batch` allocates the blocks computed
+  now, and the blocks reserved for the rest of each partial prefill are kept free on top of it
+  (``reserve_blocks``); the engine only counts computed KV, so reported KV utilisation does not
+  include reservations.
 - The watermark applies only while some request is running: with an empty cache it protects
   nothing, and upstream would never admit a prompt that fits only by dipping into it.
 - Not modelled: the dynamic chunk-size schedule, pipeline-parallel micro-batches,
@@ -113,12 +114,10 @@ class SarathiPolicy(Policy):
             rid = request.request_id
             if rid in evicted:
                 continue
-            need = batch.need(request, 1)
-            while need > batch.num_free_blocks - reserved and rid not in evicted:
+            while not batch.add(request, 1, reserve_blocks=reserved):   # budget > 0: no blocks
                 reserved -= self._preempt(view, batch, self._running[-1])
-            if rid in evicted:
-                break
-            batch.add(request, 1)              # fits: need <= free - reserved, budget > 0
+                if rid in evicted:
+                    return reserved
         return reserved
 
     def _preempt(self, view, batch, victim) -> int:
@@ -147,12 +146,12 @@ class SarathiPolicy(Policy):
             if batch.token_budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
             whole = batch.need(request, request.num_tokens)    # the whole prompt, reserved
-            if whole > batch.num_free_blocks - reserved - admission_reserve(
-                    self.watermark, view, bool(self._running)):
+            keep = reserved + admission_reserve(self.watermark, view, bool(self._running))
+            if whole > batch.num_free_blocks - keep:
                 break
             n = min(request.num_tokens, batch.token_budget)
             need = batch.need(request, n)
-            batch.add(request, n)              # fits: need <= whole <= free - reserved
+            batch.add(request, n)              # fits: need <= whole <= free - keep
             reserved += whole - need
             self._running.append(request)
             self._queue.admitted(request)

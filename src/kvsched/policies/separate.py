@@ -80,7 +80,7 @@ class SeparateThresholdPolicy(Policy):
             n = r.num_uncomputed_tokens        # all known tokens when waiting (it holds no KV)
             if batch.token_budget is not None:
                 n = min(n, batch.token_budget)
-            if n < 1 or batch.need(r, n) > batch.num_free_blocks - reserve or not batch.add(r, n):
+            if n < 1 or not batch.add(r, n, reserve_blocks=reserve):
                 break
         return dict(batch.num_tokens)
 
@@ -91,6 +91,5 @@ class SeparateThresholdPolicy(Policy):
         if view.max_num_batched_tokens is not None:
             decodes = decodes[:view.max_num_batched_tokens]
         batch = view.new_batch()
-        add_evicting_newest(view, batch, sorted(decodes, key=lambda r: r.admitted_seq),
-                            dict.fromkeys((r.request_id for r in decodes), 1))
+        add_evicting_newest(view, batch, dict.fromkeys((r.request_id for r in decodes), 1))
         return batch.decision()

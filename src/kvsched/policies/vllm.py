@@ -143,10 +143,10 @@ class VLLMPolicy(Policy):
         running = self._running
         floor = int(self.decode_needs_free_block)      # blocks a request must find free
         i = 0
-        while i < len(running) and batch.token_budget > 0:
+        while i < len(running) and (budget := batch.token_budget) > 0:
             request = running[i]
-            n = min(request.num_uncomputed_tokens, batch.token_budget)
-            while not (batch.num_free_blocks >= floor and batch.add(request, n)):
+            n = min(request.num_uncomputed_tokens, budget)
+            while not ((not floor or batch.num_free_blocks >= floor) and batch.add(request, n)):
                 victim = running.pop()
                 batch.evict(victim)
                 self._queue.push(victim)

@@ -222,25 +222,26 @@ def _fit(view: SchedulerView, batch: list[RequestView], restart: str) -> Decisio
     as dropping new admissions latest-first, then evicting the last admitted, until the whole
     batch fits: the evictions needed for the residents alone, then the longest run of admissions."""
     tokens = _budgeted(view, batch, restart)
-    residents = [r for r in batch if r.is_resident and r.request_id in tokens]
-    admissions = sorted((r for r in batch if not r.is_resident and r.request_id in tokens),
-                        key=lambda r: (r.arrival_time, r.request_id))
     fitted = view.new_batch()
-    add_evicting_newest(view, fitted, sorted(residents, key=lambda r: r.admitted_seq), tokens)
+    add_evicting_newest(view, fitted, {r.request_id: tokens[r.request_id] for r in batch
+                                       if r.is_resident and r.request_id in tokens})
     if not fitted.evicted:
+        admissions = sorted((r for r in batch if not r.is_resident and r.request_id in tokens),
+                            key=lambda r: (r.arrival_time, r.request_id))
         for r in admissions:
             if not fitted.add(r, tokens[r.request_id]):
                 break
     return fitted.decision()
 
 
-def add_evicting_newest(view: SchedulerView, batch: Batch, residents: list[RequestView],
-                        tokens: dict[int, int]) -> None:
-    """Add `residents` (in admission order, with `tokens` each) to `batch`, evicting resident
-    requests, the last admitted first, whenever the next one does not fit; stop at the first
-    evicted (the victims are the newest, so the rest are evicted too). This evicts the fewest
-    newest requests after which the scheduled residents that remain fit together."""
+def add_evicting_newest(view: SchedulerView, batch: Batch, tokens: dict[int, int]) -> None:
+    """Add the resident requests of `tokens` (id → tokens) to `batch` in admission order,
+    evicting resident requests, the last admitted first, whenever the next one does not fit;
+    stop at the first one evicted (the victims are the newest, so the rest are evicted too).
+    This evicts the fewest newest requests after which the scheduled ones that remain fit
+    together."""
     victims = sorted(view.running, key=lambda r: r.admitted_seq)
+    residents = [r for r in victims if r.request_id in tokens]
     evicted = batch.evicted
     for r in residents:
         if r.request_id in evicted:
