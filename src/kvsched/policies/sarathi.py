@@ -112,7 +112,7 @@ class SarathiPolicy(Policy):
             if batch.token_budget <= 0:
                 break
             rid = request.request_id
-            if rid in evicted:
+            if evicted and rid in evicted:
                 continue
             while not batch.add(request, 1, reserve_blocks=reserved):   # budget > 0: no blocks
                 reserved -= self._preempt(view, batch, self._running[-1])
