@@ -4,13 +4,18 @@ Token bookkeeping follows vLLM V1: a request knows ``num_tokens = prompt + gener
 has computed ``num_computed_tokens`` of them. Scheduling it for n tokens computes n more; when all
 known tokens are computed, the iteration emits one new output token. So a prefill (or the
 recomputation after an eviction) is any n up to the remaining known tokens, and a decode is n = 1.
+
+A policy builds its decision in a `Batch` (`SchedulerView.new_batch`): ``add(request, n)`` is
+granted or refused by the engine's own block and token-budget arithmetic, so the free-block
+bookkeeping lives here once instead of in every policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from numbers import Integral
 from types import MappingProxyType
 
 from .engine import rules
@@ -23,6 +28,9 @@ class Status(str, Enum):
     RUNNING = "running"      # resident: holds KV (computed or paused this iteration)
     FINISHED = "finished"
     REJECTED = "rejected"    # can never fit, even alone
+
+
+_WAITING, _RUNNING = Status.WAITING, Status.RUNNING     # (constants: a global is read faster)
 
 
 class RequestState:
@@ -220,3 +228,154 @@ class SchedulerView:
         computed = request.num_computed_tokens if request.is_resident else 0
         return rules.extra_blocks(computed, request.num_prompt_tokens, request.num_output_tokens,
                                   num_new_tokens, self.kv_convention, self.block_size)
+
+    def new_batch(self, max_num_batched_tokens: int | None = None) -> Batch:
+        """An empty tentative batch for this iteration (`Batch`).
+
+        Its token budget is the engine's ``max_num_batched_tokens``, or `max_num_batched_tokens`
+        (the policy's own budget) when that is smaller or the engine has none.
+        """
+        budget = self.max_num_batched_tokens
+        if max_num_batched_tokens is not None:
+            budget = max_num_batched_tokens if budget is None else min(budget, max_num_batched_tokens)
+        return Batch(self, budget)
+
+
+class Batch:
+    """A tentative batch: the decision a policy is building, with the KV blocks and the token
+    budget it leaves free. Made by `SchedulerView.new_batch`; valid while that view is.
+
+    Modelled on vLLM V1's ``KVCacheManager.allocate_slots`` (ask for the blocks a step needs and
+    get them or a refusal, nothing half-done) and nano-vllm's block manager (the scheduler asks
+    "can I allocate / append?" instead of counting blocks itself). The arithmetic is the view's
+    helpers (`SchedulerView.extra_blocks`, `SchedulerView.blocks`, `SchedulerView.kv_tokens`, i.e.
+    the rules of `kvsched.engine.rules`), the ones the engine's validation applies, so it follows
+    the engine's KV convention and block size.
+
+    Units: blocks of ``view.block_size`` tokens for memory, tokens for the budget.
+
+    Invariants, after any sequence of calls:
+
+    - ``num_free_blocks = view.num_free_blocks − Σ_added view.extra_blocks(r, n)
+      + Σ_evicted view.blocks(view.kv_tokens(r)) ≥ 0``;
+    - ``num_scheduled_tokens = Σ_added n ≤ max_num_batched_tokens`` and ``token_budget =
+      max_num_batched_tokens − num_scheduled_tokens`` (when there is a budget);
+    - a request is added at most once and evicted at most once, never both;
+    - so `decision` is accepted by the engine's validation (ids, token counts, budget, memory);
+      the batch does not enforce ``separate_batching`` (not mixing prefill and decode work stays
+      the policy's choice).
+
+    Typical use: ``n = min(r.num_uncomputed_tokens, batch.token_budget)``, then ``while not
+    batch.add(r, n): batch.evict(victim)``. ``add(..., reserve_blocks=k)`` also keeps k blocks free
+    (a watermark, a policy's own reservation); `need` gives the blocks an `add` would take, for
+    checks on more than is allocated (vLLM's whole-prompt admission rule).
+
+    Edge cases, decided here: `add` refuses (returns False, records nothing) only for lack of
+    blocks or budget; a misuse raises `ValueError` naming the request — adding a request twice,
+    adding one evicted in this batch, evicting one added (the engine refuses to evict and
+    schedule a request in one decision; evict before you add), evicting one not resident or
+    twice, n < 1 or n over the request's uncomputed tokens, a finished request.
+    """
+
+    __slots__ = ("_view", "_tokens", "_evicted", "_free", "_budget", "_left", "_extra_blocks")
+
+    def __init__(self, view: SchedulerView, max_num_batched_tokens: int | None) -> None:
+        self._view = view
+        self._tokens: dict[int, int] = {}
+        self._evicted: dict[int, None] = {}     # an ordered set
+        self._free = view.num_free_blocks
+        self._budget = self._left = max_num_batched_tokens
+        self._extra_blocks = view.extra_blocks
+
+    def __repr__(self) -> str:
+        return (f"Batch(num_tokens={self._tokens}, evicted={tuple(self._evicted)}, "
+                f"num_free_blocks={self._free}, token_budget={self._left})")
+
+    @property
+    def num_free_blocks(self) -> int:
+        """KV blocks still free after the requests added and evicted so far."""
+        return self._free
+
+    @property
+    def num_scheduled_tokens(self) -> int:
+        """Tokens added so far (the batch's share of the token budget)."""
+        return sum(self._tokens.values())
+
+    @property
+    def max_num_batched_tokens(self) -> int | None:
+        """The batch's token budget (None: no budget)."""
+        return self._budget
+
+    @property
+    def token_budget(self) -> int | None:
+        """Tokens the budget still allows (None: no budget), as vLLM's scheduler's ``token_budget``."""
+        return self._left
+
+    @property
+    def num_tokens(self) -> Mapping[int, int]:
+        """Request id → tokens added (read-only)."""
+        return MappingProxyType(self._tokens)
+
+    @property
+    def evicted(self) -> KeysView[int]:
+        """Ids of the requests evicted so far, in order (a live read-only set)."""
+        return self._evicted.keys()
+
+    def _misuse(self, request: RequestView, n: int) -> None:
+        """Raise the `ValueError` for an `add` or `need` that is not allowed (return if it is)."""
+        rid, uncomputed = request.request_id, request.num_uncomputed_tokens
+        if rid in self._tokens:
+            raise ValueError(f"request {rid} is already in the batch")
+        if rid in self._evicted:
+            raise ValueError(f"request {rid} was evicted in this batch; it cannot be scheduled too")
+        if request.status is not Status.WAITING and request.status is not Status.RUNNING:
+            raise ValueError(f"request {rid} is {request.status.value}, not schedulable")
+        if isinstance(n, bool) or not isinstance(n, Integral) or not 1 <= n <= uncomputed:
+            raise ValueError(f"request {rid}: {n!r} tokens, expected 1 to its {uncomputed} "
+                             "uncomputed tokens")
+
+    def need(self, request: RequestView, n: int) -> int:
+        """Blocks `request` needs beyond those it holds to compute `n` more tokens: what `add`
+        takes (0 for a resident request whose last block has room for them)."""
+        if type(n) is not int or not 1 <= n <= request.num_uncomputed_tokens:
+            self._misuse(request, n)
+        return self._extra_blocks(request, n)
+
+    def add(self, request: RequestView, n: int, *, reserve_blocks: int = 0) -> bool:
+        """Schedule `n` tokens of `request` (admitting it if it is waiting) if they fit: True and
+        recorded iff `n` fits in the `token_budget` and its new blocks (`need`) in the free
+        blocks less `reserve_blocks` (blocks the policy keeps free: a watermark, a reservation);
+        False and nothing recorded otherwise. Misuse raises `ValueError` (see the class)."""
+        rid = request.request_id
+        status = request.status
+        if (rid in self._tokens or rid in self._evicted or type(n) is not int
+                or not 1 <= n <= request.num_uncomputed_tokens
+                or (status is not _RUNNING and status is not _WAITING)):
+            self._misuse(request, n)
+        left = self._left
+        if left is not None and n > left:
+            return False
+        need = self._extra_blocks(request, n)
+        if need > self._free - reserve_blocks:
+            return False
+        self._tokens[rid] = n
+        self._free -= need
+        if left is not None:
+            self._left = left - n
+        return True
+
+    def evict(self, request: RequestView) -> None:
+        """Evict a resident request not added to this batch: its blocks become free now."""
+        rid = request.request_id
+        if not request.is_resident:
+            raise ValueError(f"request {rid} is not resident; only resident requests can be evicted")
+        if rid in self._tokens:
+            raise ValueError(f"request {rid} is in the batch; evict before adding, not after")
+        if rid in self._evicted:
+            raise ValueError(f"request {rid} is already evicted in this batch")
+        self._evicted[rid] = None
+        self._free += self._view.blocks(self._view.kv_tokens(request))
+
+    def decision(self, wake_time: float | None = None) -> Decision:
+        """The batch as a `Decision` (a copy: later calls do not change it)."""
+        return Decision(num_tokens=dict(self._tokens), evict=tuple(self._evicted), wake_time=wake_time)

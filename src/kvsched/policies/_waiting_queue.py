@@ -42,11 +42,6 @@ class FrontQueue:
             self._front.remove(request)
 
 
-def token_budget(own: int, view: SchedulerView) -> int:
-    """The policy's own per-iteration budget, capped by the engine's."""
-    return own if view.max_num_batched_tokens is None else min(own, view.max_num_batched_tokens)
-
-
 def admission_reserve(watermark: float, view: SchedulerView, any_running: bool) -> int:
     """Blocks admissions must leave free: the watermark, only while some request is running
     (with an empty cache, a prompt that fits only by dipping into it would otherwise never run)."""

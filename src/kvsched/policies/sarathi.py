@@ -27,9 +27,10 @@ Deviations:
 - Admission is skipped in an iteration that preempted. Upstream goes on to the waiting queue,
   whose head is then the request just preempted: it normally does not fit and stops admission,
   and the engine does not allow evicting and re-admitting one request in the same decision.
-- The whole-prompt reservation is kept by the policy (reserved-but-uncomputed blocks are
-  subtracted from the free blocks it sees); the engine only counts computed KV, so reported KV
-  utilisation does not include reservations.
+- The whole-prompt reservation is kept by the policy: its `Batch` allocates the blocks computed
+  now, and the blocks reserved for the rest of each partial prefill are kept free on top of it
+  (``reserve_blocks``); the engine only counts computed KV, so reported KV utilisation does not
+  include reservations.
 - The watermark applies only while some request is running: with an empty cache it protects
   nothing, and upstream would never admit a prompt that fits only by dipping into it.
 - Not modelled: the dynamic chunk-size schedule, pipeline-parallel micro-batches,
@@ -43,7 +44,7 @@ from typing import ClassVar
 
 from ..state import Decision, RequestView, SchedulerView
 from .base import Policy, PolicyTags
-from ._waiting_queue import FrontQueue, admission_reserve, fcfs_key, token_budget
+from ._waiting_queue import FrontQueue, admission_reserve, fcfs_key
 from .registry import register
 
 
@@ -89,65 +90,68 @@ class SarathiPolicy(Policy):
             else:
                 partials.append(request)
                 reserved += self._reserved_blocks(view, request)
-        budget = token_budget(self.chunk_size, view)
-        free = view.num_free_blocks - reserved
-        tokens: dict[int, int] = {}
-        evicted: list[int] = []
-        budget, free = self._decodes(view, decodes, tokens, evicted, budget, free)
-        budget = self._partial_prefills(partials, evicted, tokens, budget)
-        if not evicted:
-            self._admit(view, tokens, budget, free)
-        return Decision(num_tokens=tokens, evict=tuple(evicted))
+        # The batch allocates what is computed now; `reserved` counts the blocks reserved on top
+        # of it for the rest of the partial prefills' prompts, so the policy's free blocks are
+        # batch.num_free_blocks - reserved.
+        batch = view.new_batch(self.chunk_size)        # capped by the engine's budget
+        reserved = self._decodes(view, batch, decodes, reserved)
+        reserved = self._partial_prefills(batch, partials, reserved)
+        if not batch.evicted:
+            self._admit(view, batch, reserved)
+        return batch.decision()
 
-    def _decodes(self, view, decodes, tokens, evicted, budget, free):
-        """One decode token per running request past its prefill, oldest arrival first.
+    def _decodes(self, view, batch, decodes, reserved) -> int:
+        """One decode token per running request past its prefill, oldest arrival first; returns
+        the blocks still reserved.
 
         The victim of a failed allocation is the latest-arrived running request: always one not
         processed yet (they come later in arrival order) or the request itself.
         """
-        extra_blocks = view.extra_blocks
+        evicted = batch.evicted
         for request in decodes:
-            if budget <= 0:
+            if batch.token_budget <= 0:
                 break
-            if evicted and request.request_id in evicted:
+            rid = request.request_id
+            if evicted and rid in evicted:
                 continue
-            need = extra_blocks(request, 1)
-            while need > free and request.request_id not in evicted:
-                free += self._preempt(view, self._running[-1], evicted)
-            if request.request_id in evicted:
-                break
-            tokens[request.request_id] = 1
-            free -= need
-            budget -= 1
-        return budget, free
+            while not batch.add(request, 1, reserve_blocks=reserved):   # budget > 0: no blocks
+                reserved -= self._preempt(view, batch, self._running[-1])
+                if rid in evicted:
+                    return reserved
+        return reserved
 
-    def _preempt(self, view, victim, evicted) -> int:
-        """Evict `victim`; return the blocks it held or had reserved."""
+    def _preempt(self, view, batch, victim) -> int:
+        """Evict `victim` (the batch frees the blocks it holds); return the blocks it had reserved."""
         self._running.remove(victim)
-        evicted.append(victim.request_id)
+        batch.evict(victim)
         self._queue.push(victim)
-        return view.blocks(view.kv_tokens(victim)) + self._reserved_blocks(view, victim)
+        return self._reserved_blocks(view, victim)
 
-    def _partial_prefills(self, partials, evicted, tokens, budget):
+    def _partial_prefills(self, batch, partials, reserved) -> int:
+        """The next chunk of each partial prefill, oldest first, out of its reservation; returns
+        the blocks still reserved."""
+        evicted = batch.evicted
         for request in partials:
-            if budget <= 0:
+            if batch.token_budget <= 0:
                 break
             if request.request_id not in evicted:
-                n = min(request.num_uncomputed_tokens, budget)
-                tokens[request.request_id] = n
-                budget -= n
-        return budget
+                n = min(request.num_uncomputed_tokens, batch.token_budget)
+                need = batch.need(request, n)
+                batch.add(request, n)          # fits: its blocks are part of `reserved`
+                reserved -= need
+        return reserved
 
-    def _admit(self, view, tokens, budget, free):
+    def _admit(self, view, batch, reserved) -> None:
         for request in self._queue.order(view):
-            if budget <= 0 or len(self._running) >= self.max_num_seqs:
+            if batch.token_budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
-            need = view.extra_blocks(request, request.num_tokens)   # the whole prompt, reserved
-            if need > free - admission_reserve(self.watermark, view, bool(self._running)):
+            whole = batch.need(request, request.num_tokens)    # the whole prompt, reserved
+            keep = reserved + admission_reserve(self.watermark, view, bool(self._running))
+            if whole > batch.num_free_blocks - keep:
                 break
-            n = min(request.num_tokens, budget)
-            tokens[request.request_id] = n
-            free -= need
-            budget -= n
+            n = min(request.num_tokens, batch.token_budget)
+            need = batch.need(request, n)
+            batch.add(request, n)              # fits: need <= whole <= free - keep
+            reserved += whole - need
             self._running.append(request)
             self._queue.admitted(request)

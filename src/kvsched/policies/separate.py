@@ -34,7 +34,7 @@ from typing import ClassVar
 from ..state import Decision, SchedulerView
 from .base import Policy, PolicyTags
 from .registry import register
-from .wait import evict_newest_until_fits
+from .wait import add_evicting_newest
 
 
 def separate_threshold(bound) -> int:
@@ -74,25 +74,22 @@ class SeparateThresholdPolicy(Policy):
 
     def _prefill(self, view: SchedulerView, prompts) -> dict[int, int]:
         """Unfinished prefills, then waiting prompts; the last one chunked to the budget left."""
-        free = view.num_free_blocks - int(self.watermark * view.kv_capacity_blocks)
-        budget = min(b for b in (view.max_num_batched_tokens, self.max_prefill_tokens, math.inf)
-                     if b is not None)
-        tokens: dict[int, int] = {}
+        batch = view.new_batch(self.max_prefill_tokens)
+        reserve = int(self.watermark * view.kv_capacity_blocks)
         for r in prompts:
-            n = min(r.num_uncomputed_tokens if r.is_resident else r.num_tokens, budget)
-            need = view.extra_blocks(r, n)
-            if n < 1 or need > free:
+            n = r.num_uncomputed_tokens        # all known tokens when waiting (it holds no KV)
+            if batch.token_budget is not None:
+                n = min(n, batch.token_budget)
+            if n < 1 or not batch.add(r, n, reserve_blocks=reserve):
                 break
-            tokens[r.request_id] = n
-            free -= need
-            budget -= n
-        return tokens
+        return dict(batch.num_tokens)
 
     def _decode(self, view: SchedulerView, decodes) -> Decision:
-        """One token each for the first ``max_num_batched_tokens`` decodes (FIFO by arrival)."""
+        """One token each for the first ``max_num_batched_tokens`` decodes (FIFO by arrival),
+        evicting the most recently admitted residents while they do not fit (`add_evicting_newest`)."""
         decodes = sorted(decodes, key=lambda r: (r.arrival_time, r.request_id))
         if view.max_num_batched_tokens is not None:
             decodes = decodes[:view.max_num_batched_tokens]
-        need = {r.request_id: view.extra_blocks(r, 1) for r in decodes}
-        evict = evict_newest_until_fits(view, need, view.num_free_blocks)
-        return Decision(num_tokens={rid: 1 for rid in need}, evict=evict)
+        batch = view.new_batch()
+        add_evicting_newest(view, batch, dict.fromkeys((r.request_id for r in decodes), 1))
+        return batch.decision()

@@ -70,9 +70,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..state import Decision, RequestView, SchedulerView
+from ..state import Batch, Decision, RequestView, SchedulerView
 from .base import Policy, PolicyTags
-from ._waiting_queue import FrontQueue, admission_reserve, fcfs_key, token_budget
+from ._waiting_queue import FrontQueue, admission_reserve, fcfs_key
 from .registry import register
 
 
@@ -114,24 +114,21 @@ class VLLMPolicy(Policy):
         self._queue = FrontQueue()
 
     def schedule(self, view: SchedulerView) -> Decision:
-        budget = token_budget(self.max_num_batched_tokens, view)
+        batch = view.new_batch(self.max_num_batched_tokens)     # capped by the engine's budget
         resident = {r.request_id for r in view.running}
         self._running = [r for r in self._running if r.request_id in resident]
         known = {r.request_id for r in self._running}
         self._running += [r for r in view.running if r.request_id not in known]
         if self.preempt_victim == "last_arrived":
             self._running.sort(key=fcfs_key)
-        tokens: dict[int, int] = {}
-        evicted: list[int] = []
-        free = view.num_free_blocks
         if self.prefill_first:
-            self._schedule_waiting(view, tokens, free, budget)
-            if tokens:
-                return Decision(num_tokens=tokens)
-        free, budget = self._schedule_running(view, tokens, evicted, free, budget)
-        if not evicted and not self.prefill_first:
-            self._schedule_waiting(view, tokens, free, budget)
-        return Decision(num_tokens=tokens, evict=tuple(evicted))
+            self._schedule_waiting(view, batch)
+            if batch.num_tokens:
+                return batch.decision()
+        self._schedule_running(batch)
+        if not batch.evicted and not self.prefill_first:
+            self._schedule_waiting(view, batch)
+        return batch.decision()
 
     def stable_reserve_blocks(self) -> int:
         """Hook of the engine's fast path (`kvsched.engine.simulator`, ``event_stable``). With
@@ -140,32 +137,29 @@ class VLLMPolicy(Policy):
         request then finds ``max(its new blocks, 1)`` free, whatever the order); else 0."""
         return int(self.decode_needs_free_block)
 
-    def _schedule_running(self, view, tokens, evicted, free, budget):
-        running, extra_blocks = self._running, view.extra_blocks
+    def _schedule_running(self, batch: Batch) -> None:
+        """Running requests in order; a request whose blocks cannot be allocated preempts the
+        last one in the running list (never one already in the batch: those come earlier)."""
+        running = self._running
         floor = int(self.decode_needs_free_block)      # blocks a request must find free
         i = 0
-        while i < len(running) and budget > 0:
+        while i < len(running) and (budget := batch.token_budget) > 0:
             request = running[i]
             n = min(request.num_uncomputed_tokens, budget)
-            need = extra_blocks(request, n)
-            while max(need, floor) > free:
+            while not ((not floor or batch.num_free_blocks >= floor) and batch.add(request, n)):
                 victim = running.pop()
-                evicted.append(victim.request_id)
-                free += view.blocks(view.kv_tokens(victim))
+                batch.evict(victim)
                 self._queue.push(victim)
                 if victim is request:
-                    return free, budget
-            tokens[request.request_id] = n
-            free -= need
-            budget -= n
+                    return
             i += 1
-        return free, budget
 
-    def _schedule_waiting(self, view, tokens, free, budget):
+    def _schedule_waiting(self, view: SchedulerView, batch: Batch) -> None:
         queue = self._queue.order(view)
         prompts: list[int] = []                # tokens admitted in this pass (padded budget)
-        pass_budget = budget
+        pass_budget = batch.token_budget
         for request in queue:
+            budget = batch.token_budget
             if budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
             remaining = request.num_tokens     # a waiting request holds no KV: all known tokens
@@ -177,13 +171,11 @@ class VLLMPolicy(Policy):
             n = min(remaining, budget)
             must_fit = remaining if self.full_prompt_must_fit else n
             reserve = admission_reserve(self.watermark, view, bool(self._running))
-            if view.extra_blocks(request, must_fit) > free - reserve:
+            # The whole input must fit (less the watermark); only the chunk of n is allocated.
+            if batch.need(request, must_fit) > batch.num_free_blocks - reserve or not batch.add(request, n):
                 if self.continue_on_block:
                     continue
                 break
-            tokens[request.request_id] = n
-            free -= view.extra_blocks(request, n)
-            budget -= n
             prompts.append(n)
             self._running.append(request)
             self._queue.admitted(request)

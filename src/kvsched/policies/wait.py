@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import ConfigError
-from ..state import Decision, RequestView, SchedulerView
+from ..state import Batch, Decision, RequestView, SchedulerView
 from ..workload.typed import TypeMix, parse_mix
 from .base import Policy, PolicyTags
 from .registry import register
@@ -216,35 +216,41 @@ def _budgeted(view: SchedulerView, batch: list[RequestView], restart: str) -> di
 
 
 def _fit(view: SchedulerView, batch: list[RequestView], restart: str) -> Decision:
-    """The batch, made feasible: cut to the token budget (`_budgeted`), drop new admissions
-    latest-first, then evict the last admitted."""
+    """The batch, made feasible: cut to the token budget (`_budgeted`); the resident prompts,
+    evicting the last admitted while they do not fit (`add_evicting_newest`); then the new
+    admissions in arrival order while they fit, and none in an iteration that evicts. The same
+    as dropping new admissions latest-first, then evicting the last admitted, until the whole
+    batch fits: the evictions needed for the residents alone, then the longest run of admissions."""
     tokens = _budgeted(view, batch, restart)
-    batch = [r for r in batch if r.request_id in tokens]
-    need = {r.request_id: view.extra_blocks(r, tokens[r.request_id]) for r in batch}
-    free, total = view.num_free_blocks, sum(need.values())
-    admissions = sorted((r for r in batch if not r.is_resident),
-                        key=lambda r: (r.arrival_time, r.request_id))
-    for r in reversed(admissions):
-        if total <= free:
-            break
-        total -= need.pop(r.request_id)
-        del tokens[r.request_id]
-    evict = evict_newest_until_fits(view, need, free)
-    return Decision(num_tokens={rid: n for rid, n in tokens.items() if rid in need}, evict=evict)
+    fitted = view.new_batch()
+    add_evicting_newest(view, fitted, {r.request_id: tokens[r.request_id] for r in batch
+                                       if r.is_resident and r.request_id in tokens})
+    if not fitted.evicted:
+        admissions = sorted((r for r in batch if not r.is_resident and r.request_id in tokens),
+                            key=lambda r: (r.arrival_time, r.request_id))
+        for r in admissions:
+            if not fitted.add(r, tokens[r.request_id]):
+                break
+    return fitted.decision()
 
 
-def evict_newest_until_fits(view: SchedulerView, need: dict[int, int], free: int) -> tuple[int, ...]:
-    """Evict resident requests, the last admitted first, until the blocks `need`ed by the
-    scheduled requests that remain fit in `free`; evicted requests are dropped from `need`."""
-    total, evict = sum(need.values()), []
-    for r in sorted(view.running, key=lambda r: r.admitted_seq, reverse=True):
-        if total <= free:
-            break
-        evict.append(r.request_id)
-        free += view.blocks(view.kv_tokens(r))
-        total -= need.pop(r.request_id, 0)
-    return tuple(evict)
-
+def add_evicting_newest(view: SchedulerView, batch: Batch, tokens: dict[int, int]) -> None:
+    """Add the resident requests of `tokens` (id → tokens) to `batch` in admission order,
+    evicting resident requests, the last admitted first, whenever the next one does not fit;
+    stop at the first one evicted (the victims are the newest, so the rest are evicted too).
+    This evicts the fewest newest requests after which the scheduled ones that remain fit
+    together."""
+    victims = sorted(view.running, key=lambda r: r.admitted_seq)
+    residents = [r for r in victims if r.request_id in tokens]
+    evicted = batch.evicted
+    for r in residents:
+        if r.request_id in evicted:
+            return
+        while not batch.add(r, tokens[r.request_id]):
+            victim = victims.pop()
+            batch.evict(victim)
+            if victim is r:
+                return
 
 def _check(rounding: str, restart: str) -> None:
     if rounding not in _ROUNDING:
