@@ -155,3 +155,68 @@ def test_compiled_true_refuses_what_it_cannot_run():
         Simulator(UnitTime(), 1000, compiled=True, record_iterations=True).run(workload, make("vllm"))
     # a subclass may override anything: it runs in the Python engine
     assert compiled.unsupported(Simulator(UnitTime(), 1000), type("Mine", (type(make("vllm")),), {})())
+
+
+# ---------------------------------------------------------------- kernels coupled to the dataclass fields
+
+def _field_variants():
+    """(policy id, field, value) for every field of every compiled policy, from the kernel's own
+    declaration (`compiled.KERNEL_FIELDS`): each declared test value, the others at their defaults."""
+    import dataclasses
+    for name, cls in sorted(compiled.compiled_classes().items()):
+        for f in dataclasses.fields(cls):
+            _, values = compiled.KERNEL_FIELDS[name].get(f.name, (None, None))
+            if f.name == "evict_victim":
+                from kvsched.policies._future_memory import VICTIM_ORDERS
+                values = VICTIM_ORDERS
+            for value in values or (f.default,):
+                yield name, f.name, value, REQUIRES.get((name, f.name, value), {})
+
+
+#: Fields whose other values need a companion setting (the policy refuses the combination).
+REQUIRES = {("vllm", "padded_prefill_budget", True): {"enable_chunked_prefill": False}}
+
+
+def test_every_field_of_every_compiled_policy_is_declared_by_its_kernel():
+    """Adding an option to a compiled policy's Python class alone fails here (and its runs go to
+    Python, next test): the kernel must declare it, with its packing, to run compiled."""
+    import dataclasses
+    for name, cls in compiled.compiled_classes().items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert fields == set(compiled.KERNEL_FIELDS[name]), (name, fields ^ set(compiled.KERNEL_FIELDS[name]))
+
+
+def test_a_field_the_kernel_does_not_declare_sends_the_run_to_python(monkeypatch):
+    declared = dict(compiled.KERNEL_FIELDS["vllm"])
+    del declared["decode_needs_free_block"]
+    monkeypatch.setitem(compiled.KERNEL_FIELDS, "vllm", declared)
+    sim = Simulator(UnitTime(), 200)
+    reason = compiled.unsupported(sim, make("vllm"))
+    assert "decode_needs_free_block" in reason
+    with pytest.raises(ConfigError, match="decode_needs_free_block"):
+        Simulator(UnitTime(), 200, compiled=True).run(_workload(Poisson(3.0), 30, seed=1), make("vllm"))
+    result = sim.run(_workload(Poisson(3.0), 30, seed=1), make("vllm"))          # compiled=None: Python
+    assert np.isfinite(result.finish_time).all()
+
+
+def test_a_value_outside_the_kernels_set_sends_the_run_to_python(monkeypatch):
+    declared = dict(compiled.KERNEL_FIELDS["vllm"])
+    declared["preempt_victim"] = (("last_admitted",), ("last_admitted",))
+    monkeypatch.setitem(compiled.KERNEL_FIELDS, "vllm", declared)
+    reason = compiled.unsupported(Simulator(UnitTime(), 200), make("vllm", preempt_victim="last_arrived"))
+    assert "preempt_victim" in reason and "'last_arrived'" in reason
+
+
+@pytest.mark.parametrize("case", ["tight-poisson-unit-b1-emitted", "tight-bursts-linear-b16-emitted"])
+@pytest.mark.parametrize("name, field, value, companions", list(_field_variants()))
+def test_each_declared_field_value_runs_compiled_exactly(name, field, value, companions, case):
+    build, settings_ = CASES[case]
+    workload = build()
+    params = {field: value, **companions}
+    reference = _outcome(Simulator(**settings_, compiled=False), workload, name, params)
+    if reference[0] == "raised":
+        return_value = compiled.run(Simulator(**settings_), workload, make(name, **params))
+        assert return_value is None           # the kernel hands the run back; Python raises
+        return
+    assert compiled.unsupported(Simulator(**settings_), make(name, **params), workload) is None
+    assert_same_outcome(reference, _outcome(Simulator(**settings_, compiled=True), workload, name, params))

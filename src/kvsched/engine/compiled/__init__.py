@@ -17,6 +17,7 @@ them on disk).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from importlib.util import find_spec
@@ -42,20 +43,70 @@ def _future_policies() -> tuple[type, ...]:
     return (MCSF, MCBenchmark, AMax, AMin, HSF)
 
 
-def unsupported(sim, policy, workload=None) -> str | None:
-    """Why `sim` cannot run `policy` (on `workload`) compiled, or None if it can."""
+#: The coupling of each compiled policy to its kernel: every dataclass field the kernel implements
+#: (`_policy_arguments` packs them), with the values it covers (None: any value of the field's
+#: type) and the values the generated equality tests try (tests/engine/test_compiled.py). A policy
+#: whose type has a field missing here, or a value outside its set, runs in Python: a new option
+#: added to a policy's Python class alone can never be silently ignored by its kernel.
+_QUEUE_FIELDS = {"max_num_seqs": (None, (1, 3, 256)), "watermark": (None, (0.0, 0.05))}
+_FUTURE_FIELDS = {
+    "rule": (("stop", "skip"), ("stop", "skip")),
+    "protection": (None, (0.0, 0.2)),
+    "evict_victim": (None, None),              # every order in VICTIM_ORDERS (checked by the policy)
+    "chunking": (None, ("budget-left", "over-budget")),   # used only under a token budget: Python
+}
+KERNEL_FIELDS = {
+    "vllm": {**_QUEUE_FIELDS, "max_num_batched_tokens": (None, (8, 64, 8192)),
+             "full_prompt_must_fit": (None, (True, False)), "continue_on_block": (None, (False, True)),
+             "enable_chunked_prefill": (None, (True, False)), "prefill_first": (None, (False, True)),
+             "padded_prefill_budget": (None, (False, True)),
+             "preempt_victim": (("last_admitted", "last_arrived"), ("last_admitted", "last_arrived")),
+             "decode_needs_free_block": (None, (False, True))},
+    "sarathi": {**_QUEUE_FIELDS, "chunk_size": (None, (16, 512))},
+    "mcsf": _FUTURE_FIELDS, "mc-benchmark": _FUTURE_FIELDS, "amax": _FUTURE_FIELDS, "hsf": _FUTURE_FIELDS,
+    "amin": {**_FUTURE_FIELDS, "refine_rule": (("generated+1", "double", "multiply"),
+                                               ("generated+1", "double", "multiply")),
+             "refine_factor": (None, (1.0, 1.5))},
+}
+
+
+def compiled_classes() -> dict[str, type]:
+    """Policy id → the exact class that has a kernel."""
     from ...policies.sarathi import SarathiPolicy
     from ...policies.vllm import VLLMPolicy
+    return {cls.name: cls for cls in (VLLMPolicy, SarathiPolicy, *_future_policies())}
+
+
+def uncovered_field(policy) -> str | None:
+    """Why the kernel of `policy`'s family does not cover it: a field it does not implement, or a
+    value outside what it implements (None when it covers every field and value)."""
+    declared = KERNEL_FIELDS[policy.name]
+    for f in dataclasses.fields(type(policy)):
+        if f.name not in declared:
+            return f"policy {policy.name!r}: its kernel does not implement the field {f.name!r}"
+        allowed, _ = declared[f.name]
+        value = getattr(policy, f.name)
+        if allowed is not None and value not in allowed:
+            return (f"policy {policy.name!r}: its kernel implements {f.name} in {list(allowed)}, "
+                    f"not {value!r}")
+    return None
+
+
+def unsupported(sim, policy, workload=None) -> str | None:
+    """Why `sim` cannot run `policy` (on `workload`) compiled, or None if it can."""
     if not available():
         return "numba is not installed (pip install 'kvsched[fast]')"
+    if compiled_classes().get(getattr(policy, "name", None)) is not type(policy):
+        return (f"policy {getattr(policy, 'name', type(policy).__name__)!r} has no compiled kernel "
+                "(vllm, sarathi, mcsf, mc-benchmark, amax, amin and hsf do)")
+    reason = uncovered_field(policy)
+    if reason is not None:
+        return reason
     if type(policy) in _future_policies():
         if sim.max_num_batched_tokens is not None:
             return f"policy {policy.name!r} runs compiled only without an engine token budget"
         if workload is not None and _estimates(policy, workload) is None:
             return f"the workload lacks the predictions policy {policy.name!r} needs"
-    elif type(policy) not in (VLLMPolicy, SarathiPolicy):
-        return (f"policy {getattr(policy, 'name', type(policy).__name__)!r} has no compiled kernel "
-                "(vllm, sarathi, mcsf, mc-benchmark, amax, amin and hsf do)")
     if type(sim.cost) not in (UnitTime, LinearCost, CalibratedCost):
         return f"cost model {type(sim.cost).__name__} has no compiled form"
     if not sim.fast or sim.record_iterations or sim.verify_stable or sim.separate_batching:
