@@ -347,10 +347,10 @@ class FastForward:
             before = state.num_computed_tokens
             state.num_computed_tokens = after = before + length
             state.total_computed_tokens += length
-            if before < state.max_computed_tokens:
-                state.num_recomputed_tokens += min(length, state.max_computed_tokens - before)
-            if after > state.max_computed_tokens:
-                state.max_computed_tokens = after
+            if before < state.high_water_tokens:
+                state.num_recomputed_tokens += min(length, state.high_water_tokens - before)
+            if after > state.high_water_tokens:
+                state.high_water_tokens = after
             state.num_output_tokens += length
             if state.num_output_tokens == state.true_output_tokens:
                 finished.append(state)

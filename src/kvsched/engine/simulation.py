@@ -419,9 +419,9 @@ class Simulation:
                 state.first_scheduled_time = start
         prompt, outputs = state.num_prompt_tokens, state.num_output_tokens
         decode = rules.is_decode_step(prompt, outputs, state.num_computed_tokens, n)
-        step = rules.advance(prompt, outputs, state.num_computed_tokens, state.max_computed_tokens, n)
+        step = rules.advance(prompt, outputs, state.num_computed_tokens, state.high_water_tokens, n)
         state.num_computed_tokens = step.computed
-        state.max_computed_tokens = step.high_water
+        state.high_water_tokens = step.high_water
         state.total_computed_tokens += n
         state.num_recomputed_tokens += step.num_recomputed_tokens
         if step.emitted:
