@@ -39,7 +39,7 @@ def _python_engine_only(monkeypatch):
 
 
 RECORDS = ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
-           "num_recomputed_tokens", "num_computed_tokens", "rejected")
+           "num_recomputed_tokens", "total_computed_tokens", "rejected")
 RUN_FIGURES = ("num_iterations", "busy_time", "kv_peak_tokens", "kv_token_seconds", "reject_reasons")
 
 

@@ -74,7 +74,7 @@ def test_computed_tokens_are_prompt_plus_output_plus_recomputed(data):
     done = ~result.rejected
     expected = (workload.num_prompt_tokens + workload.true_output_tokens - 1
                 + result.num_recomputed_tokens)
-    assert np.array_equal(result.num_computed_tokens[done], expected[done])
+    assert np.array_equal(result.total_computed_tokens[done], expected[done])
     assert np.all(result.num_recomputed_tokens[result.num_evictions == 0] == 0)
 
 

@@ -108,7 +108,7 @@ def replay(result, convention: KVConvention, block_size: int) -> dict:
         done = ~np.isnan(finish)
         computed[done] = 0
     return dict(first_scheduled_time=first_scheduled, first_token_time=first_token, finish_time=finish,
-                num_evictions=evictions, num_recomputed_tokens=recomputed, num_computed_tokens=total,
+                num_evictions=evictions, num_recomputed_tokens=recomputed, total_computed_tokens=total,
                 kv_used=kv_used)
 
 
@@ -133,7 +133,7 @@ def test_every_run_obeys_the_plain_rules(policy_name, params, setting, fast):
     result = sim.run(workload, make(policy_name, **params))
     oracle = replay(result, sim.kv_convention, sim.block_size)
     for name in ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
-                 "num_recomputed_tokens", "num_computed_tokens"):
+                 "num_recomputed_tokens", "total_computed_tokens"):
         np.testing.assert_array_equal(getattr(result, name), oracle[name], err_msg=name)
     assert [it.kv_used_tokens for it in result.iterations] == oracle["kv_used"]
     assert max(oracle["kv_used"]) <= result.kv_capacity_tokens

@@ -13,7 +13,7 @@ from kvsched.workload.synthetic import default_workload
 from sim_helpers import tiny
 
 RECORDS = ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
-           "num_recomputed_tokens", "num_computed_tokens", "rejected")
+           "num_recomputed_tokens", "total_computed_tokens", "rejected")
 
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -58,7 +58,7 @@ def test_eviction_recomputes_prompt_and_generated_tokens():
     assert policy.seen[3] == (3.0, (0,), ())
     np.testing.assert_array_equal(result.num_evictions, [1, 0])
     np.testing.assert_array_equal(result.num_recomputed_tokens, [4, 0])   # 2 + 2 below the mark 4
-    np.testing.assert_array_equal(result.num_computed_tokens, [3 + 3 - 1 + 4, 2 + 2 - 1])
+    np.testing.assert_array_equal(result.total_computed_tokens, [3 + 3 - 1 + 4, 2 + 2 - 1])
     np.testing.assert_array_equal(result.first_token_time, [1, 2])
     np.testing.assert_array_equal(result.first_scheduled_time, [0, 1])
     np.testing.assert_array_equal(result.finish_time, [5, 3])
@@ -69,7 +69,7 @@ def test_computed_tokens_identity_holds_under_preemption_pressure():
     result = Simulator(UnitTime(), 120, block_size=8).run(workload, make("vllm", max_num_batched_tokens=24))
     assert result.num_evictions.sum() > 0
     expected = workload.num_prompt_tokens + workload.true_output_tokens - 1 + result.num_recomputed_tokens
-    np.testing.assert_array_equal(result.num_computed_tokens, expected)
+    np.testing.assert_array_equal(result.total_computed_tokens, expected)
 
 
 # ---------------------------------------------------------------- timing
@@ -252,7 +252,7 @@ def test_same_inputs_give_identical_records(policy):
     b = sim.run(workload, make(policy, max_num_batched_tokens=32) if policy == "vllm" else make(policy, chunk_size=32))
     assert a.iterations == b.iterations
     for column in ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
-                   "num_recomputed_tokens", "num_computed_tokens", "rejected"):
+                   "num_recomputed_tokens", "total_computed_tokens", "rejected"):
         np.testing.assert_array_equal(getattr(a, column), getattr(b, column))
     assert a.summary().as_dict() | {"wall_time": 0} == b.summary().as_dict() | {"wall_time": 0}
 
@@ -306,7 +306,7 @@ def test_invariants_on_random_workloads(policy_name, convention, block_size):
         assert np.all(result.finish_time[done] - result.first_token_time[done]
                       >= workload.true_output_tokens[done] - 1)
         np.testing.assert_array_equal(
-            result.num_computed_tokens[done],
+            result.total_computed_tokens[done],
             (workload.num_prompt_tokens + workload.true_output_tokens - 1 + result.num_recomputed_tokens)[done])
         assert all(it.kv_used_tokens <= 256 and sum(it.num_tokens.values()) <= 48
                    for it in result.iterations)

@@ -73,7 +73,7 @@ def test_preempts_the_latest_arrived_request_and_its_reservation():
     np.testing.assert_array_equal(result.finish_time, [5, 5, 7])
     np.testing.assert_array_equal(result.num_evictions, [0, 0, 1])
     np.testing.assert_array_equal(result.num_recomputed_tokens, [0, 0, 2])
-    np.testing.assert_array_equal(result.num_computed_tokens, [6, 6, 6 + 1 - 1 + 2])
+    np.testing.assert_array_equal(result.total_computed_tokens, [6, 6, 6 + 1 - 1 + 2])
 
 
 def test_preemption_cascade_frees_the_reservation_and_refills_the_front_in_order():
@@ -97,7 +97,7 @@ def test_preemption_cascade_frees_the_reservation_and_refills_the_front_in_order
     np.testing.assert_array_equal(result.finish_time, [5, 6, 8, 10])
     np.testing.assert_array_equal(result.num_evictions, [0, 1, 1, 1])
     np.testing.assert_array_equal(result.num_recomputed_tokens, [0, 4, 3, 2])
-    np.testing.assert_array_equal(result.num_computed_tokens, [5, 9, 8, 8])
+    np.testing.assert_array_equal(result.total_computed_tokens, [5, 9, 8, 8])
 
 
 def test_max_num_seqs():

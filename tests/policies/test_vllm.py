@@ -73,7 +73,7 @@ def test_lifo_preemption_and_no_admission_in_a_preempting_iteration():
     np.testing.assert_array_equal(result.num_evictions, [0, 1, 0])
     # r1 had computed 5 tokens; its recomputation of 6 re-does those 5.
     np.testing.assert_array_equal(result.num_recomputed_tokens, [0, 5, 0])
-    np.testing.assert_array_equal(result.num_computed_tokens, [3 + 5 - 1, 3 + 5 - 1 + 5, 2])
+    np.testing.assert_array_equal(result.total_computed_tokens, [3 + 5 - 1, 3 + 5 - 1 + 5, 2])
 
 
 def test_preempted_request_goes_to_the_front_of_the_waiting_queue():
@@ -140,7 +140,7 @@ def test_chunked_prefill_under_a_small_budget_and_preempting_a_partial_prefill()
     ]
     np.testing.assert_array_equal(result.finish_time, [4, 6])
     np.testing.assert_array_equal(result.num_recomputed_tokens, [0, 4])
-    np.testing.assert_array_equal(result.num_computed_tokens, [6, 8 + 1 - 1 + 4])
+    np.testing.assert_array_equal(result.total_computed_tokens, [6, 8 + 1 - 1 + 4])
 
 
 def test_engine_budget_caps_the_policy_budget():

@@ -34,7 +34,7 @@ class RunResult:
     finish_time: np.ndarray
     num_evictions: np.ndarray
     num_recomputed_tokens: np.ndarray
-    num_computed_tokens: np.ndarray
+    total_computed_tokens: np.ndarray     # per request, over the run (recomputation included)
     rejected: np.ndarray
     reject_reasons: dict[int, str]
     num_iterations: int

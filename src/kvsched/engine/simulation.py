@@ -241,7 +241,7 @@ class Simulation:
             first_scheduled_time=column("first_scheduled_time"), first_token_time=column("first_token_time"),
             finish_time=column("finish_time"), num_evictions=column("num_evictions", np.int64),
             num_recomputed_tokens=column("num_recomputed_tokens", np.int64),
-            num_computed_tokens=column("total_computed_tokens", np.int64), rejected=rejected,
+            total_computed_tokens=column("total_computed_tokens", np.int64), rejected=rejected,
             reject_reasons={s.request_id: s.reject_reason for s in self.states if s.reject_reason},
             num_iterations=self.iteration, busy_time=self.busy_time, kv_peak_tokens=self.kv_peak,
             kv_token_seconds=self.kv_token_seconds, wall_time=self._wall_time,

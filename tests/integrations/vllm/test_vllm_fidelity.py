@@ -58,8 +58,8 @@ def _check(engine_run, sim, *, expect_preemptions=True):
     # token counts per request: s + o - 1 useful tokens plus what preemption made it recompute
     w = result.workload
     useful = w.num_prompt_tokens + w.true_output_tokens - 1
-    assert np.array_equal(result.num_computed_tokens - result.num_recomputed_tokens, useful)
-    assert np.array_equal(result.num_computed_tokens, sim.num_computed_tokens)
+    assert np.array_equal(result.total_computed_tokens - result.num_recomputed_tokens, useful)
+    assert np.array_equal(result.total_computed_tokens, sim.total_computed_tokens)
     return cmp
 
 

@@ -160,7 +160,7 @@ def run(sim, workload, policy, progress=None):
         policy=policy.name, workload=workload, kv_capacity_tokens=usable,
         first_scheduled_time=times[:, K.T_SCHEDULED].copy(), first_token_time=times[:, K.T_FIRST_TOKEN].copy(),
         finish_time=times[:, K.T_FINISH].copy(), num_evictions=ints[:, K.R_EVICTIONS].copy(),
-        num_recomputed_tokens=ints[:, K.R_RECOMPUTED].copy(), num_computed_tokens=ints[:, K.R_TOTAL].copy(),
+        num_recomputed_tokens=ints[:, K.R_RECOMPUTED].copy(), total_computed_tokens=ints[:, K.R_TOTAL].copy(),
         rejected=rejected,
         reject_reasons={int(r): f"needs {int(peaks[r])} KV tokens at its last token; the KV capacity is "
                                 f"{usable} tokens" for r in np.flatnonzero(rejected)},

@@ -283,7 +283,7 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
         policy=policy or DEFAULT_SCHEDULER, workload=workload, kv_capacity_tokens=settings.kv_capacity_tokens,
         first_scheduled_time=replay.first_scheduled, first_token_time=replay.first_token,
         finish_time=replay.finish, num_evictions=replay.evictions,
-        num_recomputed_tokens=replay.recomputed, num_computed_tokens=replay.total, rejected=rejected,
+        num_recomputed_tokens=replay.recomputed, total_computed_tokens=replay.total, rejected=rejected,
         reject_reasons={int(i): _reject_reason(workload, int(i), settings) for i in np.flatnonzero(rejected)},
         num_iterations=len(iterations), busy_time=busy, kv_peak_tokens=kv_peak,
         kv_token_seconds=kv_token_seconds, wall_time=wall_time, iterations=iterations)
