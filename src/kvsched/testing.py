@@ -335,6 +335,30 @@ def _checks(policy: Policy, scenarios: list[Scenario]) -> Iterator[tuple[str, Ca
     yield "deterministic", lambda: _check_deterministic(policy, scenarios)
     yield "non_clairvoyant", lambda: _check_non_clairvoyant(policy, scenarios)
     yield "not_better_than_optimum", lambda: _check_optimum(policy)
+    yield "compiled_equals_python", lambda: _check_compiled(policy, scenarios)
+
+
+_RECORDS = ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
+            "num_recomputed_tokens", "total_computed_tokens", "rejected")
+
+
+def _check_compiled(policy: Policy, scenarios: list[Scenario]) -> str | None:
+    """Where the policy runs as a numba kernel (`kvsched.engine.compiled`), the compiled runs
+    (``Simulator(compiled=True)``) give the Python engine's records exactly. Policies without a
+    kernel, or without numba installed, pass trivially."""
+    from .engine import compiled
+    for sc in scenarios:
+        sim = dataclasses.replace(sc.simulator, record_iterations=False, compiled=False)
+        if compiled.unsupported(sim, policy, sc.workload) is not None:
+            continue
+        python = sim.run(sc.workload, copy.deepcopy(policy))
+        kernel = dataclasses.replace(sim, compiled=True).run(sc.workload, copy.deepcopy(policy))
+        for name in _RECORDS:
+            if not np.array_equal(getattr(python, name), getattr(kernel, name), equal_nan=name.endswith("time")):
+                return f"{sc.name}: compiled {name} differs from the Python engine's"
+        if (python.num_iterations, python.busy_time) != (kernel.num_iterations, kernel.busy_time):
+            return f"{sc.name}: compiled run figures differ from the Python engine's"
+    return None
 
 
 def check_policy(policy: Policy) -> list[CheckResult]:

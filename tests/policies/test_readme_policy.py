@@ -40,7 +40,7 @@ def test_the_example_is_the_readme_section_s_first_python_block():
 def test_readme_policy_passes_check_policy(user_dir):
     proc = kvsched(user_dir, "check-policy", "my_policy:GreedyFCFS")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "FAIL" not in proc.stdout and "9/9" in proc.stdout
+    assert "FAIL" not in proc.stdout and "10/10" in proc.stdout
 
 
 def test_readme_policy_simulates_with_a_linear_cost(user_dir):
