@@ -112,11 +112,12 @@ def mape(predicted: np.ndarray, y: np.ndarray) -> float:
 
 def fit_piecewise(x, y, test, candidate_knots) -> dict:
     """Piecewise-linear fit of y(x) on the knots inside x's range; MAPE on the held-out rows."""
-    knots = np.array([k for k in candidate_knots if x.min() <= k <= x.max()], dtype=float)
-    if knots[0] > x.min():
-        knots = np.r_[x.min(), knots]
-    if knots[-1] < x.max():
-        knots = np.r_[knots, x.max()]
+    train = x[~test]   # knots span the training rows only: a held-out end row left its knot unfitted (-0.0)
+    knots = np.array([k for k in candidate_knots if train.min() <= k <= train.max()], dtype=float)
+    if len(knots) == 0 or knots[0] > train.min():
+        knots = np.r_[train.min(), knots]
+    if knots[-1] < train.max():
+        knots = np.r_[knots, train.max()]
     while True:   # drop knots without training rows around them (their value would be unidentified)
         support = hat_basis(x[~test], knots).sum(axis=0)
         weak = [i for i in range(1, len(knots) - 1) if support[i] < 0.5]
