@@ -22,7 +22,7 @@ from . import bounds, engine, fluid, presets, reproduce, sweep
 from . import common as cc
 from ..errors import ConfigError, UserError
 
-app = typer.Typer(name="kvsched", no_args_is_help=True, add_completion=False,
+app = typer.Typer(name="kvsched", no_args_is_help=True, cls=cc.OneLineErrors, add_completion=False,
                   help="Simulate, compare and bound KV-cache-aware LLM inference schedulers.")
 bound_app = typer.Typer(no_args_is_help=True, help="Bounds on the optimal schedule (hindsight programs, fluid).")
 app.add_typer(bound_app, name="bound")

@@ -37,6 +37,7 @@ import functools
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +46,12 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from typer.core import TyperGroup
+
+try:                                       # typer >= 0.24 vendors click as typer._click
+    from typer._click import exceptions as click_exc
+except ImportError:                        # pragma: no cover - older typer on click
+    from click import exceptions as click_exc
 from rich.console import Console
 
 from ..engine.simulator import RunResult
@@ -102,6 +109,36 @@ def user_errors(func: Callable) -> Callable:
         except UserError as exc:
             fail(str(exc))
     return wrapper
+
+
+class OneLineErrors(TyperGroup):
+    """The top-level command group: a usage error (unknown option, bad int, missing argument)
+    is one line ``error: ...`` on stderr with exit 2, not click's usage box; a `UserError` that
+    escapes a command is the same one line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except click_exc.NoArgsIsHelpError as exc:   # 'kvsched' or 'kvsched bound' alone
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            code = 0
+        except click_exc.ClickException as exc:
+            _one_line(exc.format_message())
+            code = 2
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            code = 130
+        except UserError as exc:
+            _one_line(str(exc))
+            code = 2
+        if not standalone_mode:
+            return code
+        sys.exit(code or 0)
+
+
+def _one_line(message: str) -> None:
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
 
 
 def fail(message: str, code: int = 2):
