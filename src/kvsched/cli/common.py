@@ -92,6 +92,9 @@ CostOpt = Annotated[str, typer.Option(
 PredictorOpt = Annotated[str | None, typer.Option(
     "--predictor", help="Output-length predictor spec, e.g. 'exact' (see kvsched.predictors).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the workload, predictor and policies.")]
+SloOpt = Annotated[str | None, typer.Option(
+    "--slo", help="Service-level targets, e.g. 'ttft=2,tpot=0.1,e2e=30' (seconds; any subset): adds "
+                  "slo_attainment (share of requests meeting all) and goodput_requests_per_s.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 OutputOpt = Annotated[Path | None, typer.Option(
     "--output", "-o", help="Also write the JSON results to this file (written whole or not at all).",
@@ -149,6 +152,40 @@ def fail(message: str, code: int = 2):
 
 
 
+def check_output(output: Path | None, *inputs: Path | None, option: str = "--output") -> None:
+    """Before any work: the output file's folder exists and is writable, the path is not a
+    folder and not one of the inputs (a run never overwrites its own trace)."""
+    if output is None:
+        return
+    path = Path(output)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"{option}: {str(path)!r} is a folder; expected a file path")
+    if not folder.is_dir():
+        raise ConfigError(f"{option}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option}: folder {str(folder)!r} is not writable")
+    for given in inputs:
+        if given is not None and Path(given).exists() and path.exists() and path.samefile(given):
+            raise ConfigError(f"{option}: {str(path)!r} is an input file; choose another output path")
+
+
+def check_time_limit(option: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{option}: got {value}, expected a positive number of seconds")
+
+
+def parse_slo(text: str | None):
+    """--slo's value → `kvsched.metrics.Slo` (None when not given); ConfigError naming the part."""
+    if text is None:
+        return None
+    from ..metrics import Slo
+    try:
+        return Slo.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"--slo: {exc}") from None
+
+
 # --------------------------------------------------------------------------- running
 
 class ProgressReporter:
@@ -186,9 +223,12 @@ class ProgressReporter:
 
 
 def run_policy(setup: Setup, policy, label: str, *, console: Console | None = None) -> RunResult:
-    """Run one policy on the setup's stream, with a progress bar if it takes more than a second."""
+    """Run one policy on the setup's stream, with a progress bar if it takes more than a second.
+    Iterations are recorded, so the summary has the per-gap inter-token latencies."""
+    import dataclasses
+    simulator = dataclasses.replace(setup.simulator, record_iterations=True)
     with ProgressReporter(f"{label}", console=console) as reporter:
-        return setup.simulator.run(setup.workload, policy, seed=setup.seed, progress=reporter)
+        return simulator.run(setup.workload, policy, seed=setup.seed, progress=reporter)
 
 
 # --------------------------------------------------------------------------- output
@@ -217,11 +257,17 @@ def write_atomic(path: Path, text: str) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError(f"--output: folder {str(folder)!r} does not exist")
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"--output: cannot write in {str(folder)!r}: {exc.strerror}") from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
         os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise ConfigError(f"--output: cannot write {str(path)!r}: {exc.strerror}") from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
