@@ -1,8 +1,25 @@
-"""Per-request records → `RunSummary` (latencies in seconds, or rounds under `UnitTime`)."""
+"""Per-request records → `RunSummary` (latencies in seconds, or rounds under `UnitTime`).
+
+Two inter-token latencies, named apart:
+
+- ``*_tpot`` (time per output token) is per request: (finish − first token) / (o − 1), one
+  value per request with o > 1; ``mean_tpot`` / ``p99_tpot`` are the mean / 99th percentile
+  over requests. Exact from the per-request columns.
+- ``*_token_gap`` is per gap: every interval between two consecutive tokens of a request,
+  all requests pooled (a request with o tokens gives o − 1 gaps), so a long request weighs
+  more and one stall shows up in the tail. Needs per-iteration records
+  (``Simulator(record_iterations=True)``); NaN without them.
+
+SLO (`Slo`, e.g. ``Slo.parse("ttft=2,tpot=0.1,e2e=30")``): a request meets it when it finished
+and each given target holds (TTFT ≤ ttft, TPOT ≤ tpot — a one-token request has no TPOT and
+meets it —, latency ≤ e2e). ``slo_attainment`` is the fraction of all requests (rejected ones
+miss) that meet it; ``goodput_requests_per_s`` is those requests / makespan.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -42,6 +59,16 @@ class RunSummary:
     mean_kv_utilization: float
     num_iterations: int
     wall_time: float
+    p50_tpot: float = float("nan")
+    p90_tpot: float = float("nan")
+    p99_tpot: float = float("nan")
+    mean_token_gap: float = float("nan")
+    p50_token_gap: float = float("nan")
+    p90_token_gap: float = float("nan")
+    p99_token_gap: float = float("nan")
+    slo: str | None = None
+    slo_attainment: float = float("nan")
+    goodput_requests_per_s: float = float("nan")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,7 +81,79 @@ def _stats(values: np.ndarray) -> tuple[float, float, float, float]:
     return float(values.mean()), float(p50), float(p90), float(p99)
 
 
-def summarize(result) -> RunSummary:
+SLO_KEYS = ("ttft", "tpot", "e2e")
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """Service-level targets in the run's time unit; None: no target on that metric."""
+
+    ttft: float | None = None
+    tpot: float | None = None
+    e2e: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Slo:
+        """'ttft=2,tpot=0.1,e2e=30' (any non-empty subset). ValueError naming the bad part."""
+        values: dict[str, float] = {}
+        for part in text.split(","):
+            key, sep, raw = part.strip().partition("=")
+            if not sep or key not in SLO_KEYS:
+                raise ValueError(f"expected KEY=SECONDS with KEY one of {', '.join(SLO_KEYS)}, got {part.strip()!r}")
+            if key in values:
+                raise ValueError(f"{key} given twice")
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{key}: expected a number of seconds, got {raw!r}") from None
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{key}: expected a positive finite number, got {raw!r}")
+            values[key] = value
+        return cls(**values)
+
+    def __str__(self) -> str:
+        return ",".join(f"{f.name}={getattr(self, f.name):g}" for f in fields(self)
+                        if getattr(self, f.name) is not None)
+
+    def met(self, ttft: np.ndarray, tpot: np.ndarray, latency: np.ndarray) -> np.ndarray:
+        """Per request: all targets hold (NaN TPOT — one output token — meets a TPOT target)."""
+        ok = np.ones(len(ttft), dtype=bool)
+        if self.ttft is not None:
+            ok &= ttft <= self.ttft
+        if self.tpot is not None:
+            ok &= np.isnan(tpot) | (tpot <= self.tpot)
+        if self.e2e is not None:
+            ok &= latency <= self.e2e
+        return ok
+
+
+def token_times(iterations, num_prompt_tokens: np.ndarray) -> dict[int, list[float]]:
+    """When each request emitted each token, from iteration records: a request emits a token at
+    the end of an iteration that brings its computed tokens (since its last eviction) to
+    prompt + tokens emitted so far (the prefill emits the first; a recompute after an eviction
+    emits the next one; every decode step one)."""
+    computed: dict[int, int] = {}
+    times: dict[int, list[float]] = {}
+    for it in iterations:
+        for rid in it.evicted:
+            computed[rid] = 0
+        end = it.start_time + it.duration
+        for rid, n in it.num_tokens.items():
+            done = computed.get(rid, 0) + n
+            computed[rid] = done
+            emitted = times.setdefault(rid, [])
+            if done >= int(num_prompt_tokens[rid]) + len(emitted):
+                emitted.append(end)
+    return times
+
+
+def token_gaps(iterations, num_prompt_tokens: np.ndarray) -> np.ndarray:
+    """Every gap between two consecutive tokens of a request, all requests pooled."""
+    per_request = [np.diff(t) for t in token_times(iterations, num_prompt_tokens).values() if len(t) > 1]
+    return np.concatenate(per_request) if per_request else np.empty(0)
+
+
+def summarize(result, slo: Slo | None = None) -> RunSummary:
     w = result.workload
     done = ~result.rejected
     arrival = w.arrival_time[done]
@@ -71,6 +170,10 @@ def summarize(result) -> RunSummary:
     capacity = result.kv_capacity_tokens
     mean_l, p50_l, p90_l, p99_l = _stats(latency)
     mean_t, p50_t, p90_t, p99_t = _stats(ttft)
+    _, p50_tp, p90_tp, p99_tp = _stats(tpot)
+    gaps = (token_gaps(result.iterations, w.num_prompt_tokens) if result.iterations is not None
+            else np.empty(0))
+    mean_g, p50_g, p90_g, p99_g = _stats(gaps)
     per_s = (lambda x: x / makespan) if makespan > 0 else (lambda x: float("nan"))
     return RunSummary(
         policy=result.policy, num_requests=len(w), num_finished=int(done.sum()),
@@ -84,4 +187,24 @@ def summarize(result) -> RunSummary:
         recompute_ratio=recomputed / useful if useful else 0.0,
         peak_kv_utilization=result.kv_peak_tokens / capacity,
         mean_kv_utilization=(result.kv_token_seconds / makespan / capacity) if makespan > 0 else 0.0,
-        num_iterations=result.num_iterations, wall_time=result.wall_time)
+        num_iterations=result.num_iterations, wall_time=result.wall_time,
+        p50_tpot=p50_tp, p90_tpot=p90_tp, p99_tpot=p99_tp, mean_token_gap=mean_g,
+        p50_token_gap=p50_g, p90_token_gap=p90_g, p99_token_gap=p99_g,
+        **_slo_fields(slo, ttft, latency, outputs, done, per_s))
+
+
+def _slo_fields(slo: Slo | None, ttft, latency, outputs, done, per_s) -> dict:
+    if slo is None:
+        return {}
+    met = int(slo.met(ttft, _aligned_tpot(ttft, latency, outputs), latency).sum())
+    total = len(done)
+    return {"slo": str(slo), "slo_attainment": met / total if total else float("nan"),
+            "goodput_requests_per_s": per_s(float(met))}
+
+
+def _aligned_tpot(ttft, latency, outputs) -> np.ndarray:
+    """Per finished request: (latency − TTFT) / (o − 1), NaN for one-token requests."""
+    out = np.full(len(ttft), np.nan)
+    multi = outputs > 1
+    out[multi] = (latency - ttft)[multi] / (outputs[multi] - 1)
+    return out

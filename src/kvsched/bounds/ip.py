@@ -34,6 +34,8 @@ returned is HiGHS's dual bound (rounded up when the objective is integral).
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -338,9 +340,29 @@ def _to_highs(cost, lo, hi, matrix, integer: bool, col_upper=None):
     return lp
 
 
-def _highs(time_limit: float, threads: int | None = None):
+def _quiet_highs():
+    """A `highspy.Highs()` whose creation prints nothing: HiGHS writes its banner from C on file
+    descriptor 1 when the first instance is created, before any option can be set, which would
+    break ``--json`` stdout. The descriptor points at /dev/null while the object is built."""
     import highspy
-    h = highspy.Highs()
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:                      # no usable descriptor 1: nothing to protect
+        return highspy.Highs()
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+            h.setOptionValue("output_flag", False)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    return h
+
+
+def _highs(time_limit: float, threads: int | None = None):
+    h = _quiet_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
     if threads:

@@ -22,14 +22,15 @@ from . import bounds, engine, fluid, presets, reproduce, sweep
 from . import common as cc
 from ..errors import ConfigError, UserError
 
-app = typer.Typer(name="kvsched", no_args_is_help=True, add_completion=False,
+app = typer.Typer(name="kvsched", no_args_is_help=True, cls=cc.OneLineErrors, add_completion=False,
                   help="Simulate, compare and bound KV-cache-aware LLM inference schedulers.")
 bound_app = typer.Typer(no_args_is_help=True, help="Bounds on the optimal schedule (hindsight programs, fluid).")
 app.add_typer(bound_app, name="bound")
 
 #: Columns of the comparison table: (RunSummary field, header).
 TABLE_COLUMNS = (("mean_latency", "mean lat (s)"), ("p50_latency", "p50 lat"), ("p99_latency", "p99 lat"),
-                 ("mean_ttft", "mean TTFT"), ("total_latency", "total lat"),
+                 ("p99_ttft", "p99 TTFT"), ("p99_tpot", "p99 TPOT"), ("p99_token_gap", "p99 gap"),
+                 ("total_latency", "total lat"),
                  ("throughput_tokens_per_s", "tok/s"), ("num_evictions", "evictions"),
                  ("num_rejected", "rejected"), ("peak_kv_utilization", "peak KV"))
 
@@ -46,16 +47,17 @@ def _warn_rejections(setup: cc.Setup) -> None:
                    f"--kv-capacity ({setup.simulator.kv_capacity_tokens} tokens) and are rejected", err=True)
 
 
-def _row(label: str, result) -> dict[str, Any]:
-    row = result.summary().as_dict()
+def _row(label: str, result, slo=None) -> dict[str, Any]:
+    from ..metrics import summarize
+    row = summarize(result, slo).as_dict()
     row["policy"] = label
     return row
 
 
-def _run_all(setup: cc.Setup, policies: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+def _run_all(setup: cc.Setup, policies: list[tuple[str, Any]], slo=None) -> list[dict[str, Any]]:
     rows = []
     for label, policy in policies:
-        rows.append(_row(label, cc.run_policy(setup, policy, label)))
+        rows.append(_row(label, cc.run_policy(setup, policy, label), slo))
     return rows
 
 
@@ -70,10 +72,12 @@ def simulate(
     num_requests: cc.NumRequestsOpt = None, kv_capacity: cc.KvCapacityOpt = None,
     block_size: cc.BlockSizeOpt = None, kv_convention: cc.KvConventionOpt = "computed",
     cost: cc.CostOpt = cc.DEFAULT_COST, predictor: cc.PredictorOpt = None, seed: cc.SeedOpt = 0,
-    json_out: cc.JsonOpt = False, output: cc.OutputOpt = None,
+    slo: cc.SloOpt = None, json_out: cc.JsonOpt = False, output: cc.OutputOpt = None,
 ) -> None:
     """Run one policy on a workload and print its summary."""
     _allow_local_imports()
+    targets = cc.parse_slo(slo)
+    cc.check_output(output, trace)
     policies = cc.parse_policies(policy)
     if len(policies) != 1:
         raise ConfigError(f"--policy: expected one policy, got {len(policies)} (use 'kvsched compare')")
@@ -81,7 +85,7 @@ def simulate(
                            kv_capacity=kv_capacity, block_size=block_size, kv_convention=kv_convention,
                            cost=cost, predictor=predictor, seed=seed)
     _warn_rejections(setup)
-    row = _run_all(setup, policies)[0]
+    row = _run_all(setup, policies, targets)[0]
 
     def render() -> None:
         table = Table()
@@ -126,16 +130,19 @@ def compare(
                                               "lower bound on the optimum (kvsched.bounds).")] = None,
     bound_time_limit: Annotated[float, typer.Option("--bound-time-limit",
                                                     help="Seconds for the bound's solver.")] = 60.0,
-    json_out: cc.JsonOpt = False, output: cc.OutputOpt = None,
+    slo: cc.SloOpt = None, json_out: cc.JsonOpt = False, output: cc.OutputOpt = None,
 ) -> None:
     """Run several policies on the identical request stream (and identical predictions)."""
     _allow_local_imports()
+    targets = cc.parse_slo(slo)
+    cc.check_output(output, trace)
+    cc.check_time_limit("--bound-time-limit", bound_time_limit)
     chosen = cc.parse_policies(policies)
     setup = cc.build_setup(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
                            kv_capacity=kv_capacity, block_size=block_size, kv_convention=kv_convention,
                            cost=cost, predictor=predictor, seed=seed)
     _warn_rejections(setup)
-    rows = _run_all(setup, chosen)
+    rows = _run_all(setup, chosen, targets)
     if bound is not None:
         _bound_columns(rows, bound, setup, bound_time_limit)
 
@@ -146,10 +153,15 @@ def compare(
             table.add_column(header, justify="right")
         if bound is not None:
             table.add_column(f"total / {bound}", justify="right")
+        if targets is not None:
+            table.add_column("SLO met", justify="right")
+            table.add_column("goodput req/s", justify="right")
         for row in rows:
             cells = [row["policy"]] + [cc.fmt(row[key]) for key, _ in TABLE_COLUMNS]
             if bound is not None:
                 cells.append(cc.fmt(row["bound_ratio"]))
+            if targets is not None:
+                cells += [cc.fmt(row["slo_attainment"]), cc.fmt(row["goodput_requests_per_s"])]
             table.add_row(*cells)
         cc.console().print(table)
 

@@ -37,6 +37,7 @@ import functools
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +46,12 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from typer.core import TyperGroup
+
+try:                                       # typer >= 0.24 vendors click as typer._click
+    from typer._click import exceptions as click_exc
+except ImportError:                        # pragma: no cover - older typer on click
+    from click import exceptions as click_exc
 from rich.console import Console
 
 from ..engine.simulator import RunResult
@@ -85,6 +92,9 @@ CostOpt = Annotated[str, typer.Option(
 PredictorOpt = Annotated[str | None, typer.Option(
     "--predictor", help="Output-length predictor spec, e.g. 'exact' (see kvsched.predictors).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the workload, predictor and policies.")]
+SloOpt = Annotated[str | None, typer.Option(
+    "--slo", help="Service-level targets, e.g. 'ttft=2,tpot=0.1,e2e=30' (seconds; any subset): adds "
+                  "slo_attainment (share of requests meeting all) and goodput_requests_per_s.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 OutputOpt = Annotated[Path | None, typer.Option(
     "--output", "-o", help="Also write the JSON results to this file (written whole or not at all).",
@@ -104,12 +114,76 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
+class OneLineErrors(TyperGroup):
+    """The top-level command group: a usage error (unknown option, bad int, missing argument)
+    is one line ``error: ...`` on stderr with exit 2, not click's usage box; a `UserError` that
+    escapes a command is the same one line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except click_exc.NoArgsIsHelpError as exc:   # 'kvsched' or 'kvsched bound' alone
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            code = 0
+        except click_exc.ClickException as exc:
+            _one_line(exc.format_message())
+            code = 2
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            code = 130
+        except UserError as exc:
+            _one_line(str(exc))
+            code = 2
+        if not standalone_mode:
+            return code
+        sys.exit(code or 0)
+
+
+def _one_line(message: str) -> None:
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+
+
 def fail(message: str, code: int = 2):
     """Print ``error: message`` on stderr (one line) and exit with `code`."""
     typer.echo(f"error: {' '.join(message.split())}", err=True)
     raise typer.Exit(code)
 
 
+
+
+def check_output(output: Path | None, *inputs: Path | None, option: str = "--output") -> None:
+    """Before any work: the output file's folder exists and is writable, the path is not a
+    folder and not one of the inputs (a run never overwrites its own trace)."""
+    if output is None:
+        return
+    path = Path(output)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"{option}: {str(path)!r} is a folder; expected a file path")
+    if not folder.is_dir():
+        raise ConfigError(f"{option}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option}: folder {str(folder)!r} is not writable")
+    for given in inputs:
+        if given is not None and Path(given).exists() and path.exists() and path.samefile(given):
+            raise ConfigError(f"{option}: {str(path)!r} is an input file; choose another output path")
+
+
+def check_time_limit(option: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{option}: got {value}, expected a positive number of seconds")
+
+
+def parse_slo(text: str | None):
+    """--slo's value → `kvsched.metrics.Slo` (None when not given); ConfigError naming the part."""
+    if text is None:
+        return None
+    from ..metrics import Slo
+    try:
+        return Slo.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"--slo: {exc}") from None
 
 
 # --------------------------------------------------------------------------- running
@@ -149,9 +223,12 @@ class ProgressReporter:
 
 
 def run_policy(setup: Setup, policy, label: str, *, console: Console | None = None) -> RunResult:
-    """Run one policy on the setup's stream, with a progress bar if it takes more than a second."""
+    """Run one policy on the setup's stream, with a progress bar if it takes more than a second.
+    Iterations are recorded, so the summary has the per-gap inter-token latencies."""
+    import dataclasses
+    simulator = dataclasses.replace(setup.simulator, record_iterations=True)
     with ProgressReporter(f"{label}", console=console) as reporter:
-        return setup.simulator.run(setup.workload, policy, seed=setup.seed, progress=reporter)
+        return simulator.run(setup.workload, policy, seed=setup.seed, progress=reporter)
 
 
 # --------------------------------------------------------------------------- output
@@ -180,11 +257,17 @@ def write_atomic(path: Path, text: str) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError(f"--output: folder {str(folder)!r} does not exist")
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"--output: cannot write in {str(folder)!r}: {exc.strerror}") from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
         os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise ConfigError(f"--output: cannot write {str(path)!r}: {exc.strerror}") from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
