@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from kvsched.cli import common as cc
+from kvsched.errors import ConfigError
 
 from cli_helpers import assert_user_error, run
 from kvsched.workload.synthetic import LMSYS_OUTPUT, LMSYS_PROMPT
@@ -124,7 +125,7 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr(cc.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match="disk full"):       # a one-line user error, not a traceback
         cc.write_atomic(tmp_path / "x.json", "{}")
     assert list(tmp_path.iterdir()) == []
 

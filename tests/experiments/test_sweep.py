@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -20,8 +21,12 @@ from sweep_helpers import SPEC, _write
 
 
 def _rows(directory) -> list[dict]:
+    """Stored rows without their wall time; NaN (a metric not measured, e.g. token gaps without
+    iteration records) as None, so that equal rows compare equal."""
+    def same(v):
+        return None if isinstance(v, float) and math.isnan(v) else v
     drop = {"wall_time"}
-    return sorted(({k: v for k, v in r.items() if k not in drop}
+    return sorted(({k: same(v) for k, v in r.items() if k not in drop}
                    for r in load_runs(directory).to_pylist()), key=lambda r: r["config_hash"])
 
 

@@ -267,7 +267,7 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(temp, path)
     except OSError as exc:
         Path(temp).unlink(missing_ok=True)
-        raise ConfigError(f"--output: cannot write {str(path)!r}: {exc.strerror}") from None
+        raise ConfigError(f"--output: cannot write {str(path)!r}: {exc.strerror or exc}") from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
