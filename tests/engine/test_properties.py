@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kvsched.cost.models import LinearCost, UnitTime
+from kvsched.engine import compiled
 from kvsched.engine.simulator import Simulator
 from kvsched.engine.memory import KVConvention
 from kvsched.policies import make
@@ -38,7 +41,9 @@ def runs(draw):
     capacity = draw(st.integers(max(block, 16), 160))
     cost = draw(st.sampled_from([UnitTime(), LinearCost(0.01, 1e-3)]))
     convention = draw(st.sampled_from(list(KVConvention)))
-    sim = Simulator(cost, capacity, block_size=block, kv_convention=convention, record_iterations=True)
+    budget = draw(st.sampled_from([None, None, 8, 32]))          # an engine token budget, sometimes
+    sim = Simulator(cost, capacity, block_size=block, kv_convention=convention,
+                    max_num_batched_tokens=budget, record_iterations=True)
     policy = draw(st.sampled_from(POLICIES))
     return workload, sim, policy
 
@@ -100,3 +105,22 @@ def test_same_seed_same_bytes(policy_id, params):
     b = sim.run(workload, make(policy_id, **params), seed=3)
     assert a.finish_time.tobytes() == b.finish_time.tobytes()
     assert a.num_evictions.tobytes() == b.num_evictions.tobytes()
+
+
+RECORDS = ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
+           "num_recomputed_tokens", "total_computed_tokens", "rejected")
+
+
+@pytest.mark.skipif(not compiled.available(), reason="numba is not installed (the `fast` extra)")
+@EXAMPLES
+@given(runs())
+def test_the_compiled_engine_gives_the_python_engines_records(data):
+    workload, sim, (policy_id, params) = data
+    python_sim = dataclasses.replace(sim, record_iterations=False, compiled=False)
+    assume(compiled.unsupported(python_sim, make(policy_id, **params), workload) is None)
+    python = python_sim.run(workload, make(policy_id, **params), seed=0)
+    kernel = dataclasses.replace(python_sim, compiled=True).run(workload, make(policy_id, **params), seed=0)
+    for name in RECORDS:
+        np.testing.assert_array_equal(getattr(kernel, name), getattr(python, name), err_msg=name)
+    assert (kernel.num_iterations, kernel.busy_time, kernel.kv_peak_tokens, kernel.kv_token_seconds) == (
+        python.num_iterations, python.busy_time, python.kv_peak_tokens, python.kv_token_seconds)
