@@ -7,8 +7,9 @@ Two inter-token latencies, named apart:
   over requests. Exact from the per-request columns.
 - ``*_token_gap`` is per gap: every interval between two consecutive tokens of a request,
   all requests pooled (a request with o tokens gives o − 1 gaps), so a long request weighs
-  more and one stall shows up in the tail. Needs per-iteration records
-  (``Simulator(record_iterations=True)``); NaN without them.
+  more and one stall shows up in the tail. Needs the engine's gap records
+  (``Simulator(record_token_gaps=True)``, what the CLI runs) or per-iteration records
+  (``record_iterations=True``); NaN without them.
 
 SLO (`Slo`, e.g. ``Slo.parse("ttft=2,tpot=0.1,e2e=30")``): a request meets it when it finished
 and each given target holds (TTFT ≤ ttft, TPOT ≤ tpot — a one-token request has no TPOT and
@@ -153,6 +154,16 @@ def token_gaps(iterations, num_prompt_tokens: np.ndarray) -> np.ndarray:
     return np.concatenate(per_request) if per_request else np.empty(0)
 
 
+def run_token_gaps(result) -> np.ndarray:
+    """A run's token gaps: recorded by the engine (`RunResult.token_gaps`) or rebuilt from its
+    iteration records (`token_gaps`, the definition); empty when it has neither."""
+    if result.token_gaps is not None:
+        return result.token_gaps[~np.isnan(result.token_gaps)]
+    if result.iterations is not None:
+        return token_gaps(result.iterations, result.workload.num_prompt_tokens)
+    return np.empty(0)
+
+
 def summarize(result, slo: Slo | None = None) -> RunSummary:
     w = result.workload
     done = ~result.rejected
@@ -171,8 +182,7 @@ def summarize(result, slo: Slo | None = None) -> RunSummary:
     mean_l, p50_l, p90_l, p99_l = _stats(latency)
     mean_t, p50_t, p90_t, p99_t = _stats(ttft)
     _, p50_tp, p90_tp, p99_tp = _stats(tpot)
-    gaps = (token_gaps(result.iterations, w.num_prompt_tokens) if result.iterations is not None
-            else np.empty(0))
+    gaps = run_token_gaps(result)
     mean_g, p50_g, p90_g, p99_g = _stats(gaps)
     per_s = (lambda x: x / makespan) if makespan > 0 else (lambda x: float("nan"))
     return RunSummary(

@@ -42,7 +42,7 @@ class RequestState:
         "status", "num_computed_tokens", "num_output_tokens", "num_evictions",
         "num_recomputed_tokens", "high_water_tokens", "total_computed_tokens",
         "first_scheduled_time", "first_token_time", "finish_time", "admitted_seq",
-        "reject_reason", "view",
+        "reject_reason", "view", "last_token_time",
     )
 
     def __init__(self, request_id: int, arrival_time: float, num_prompt_tokens: int,
@@ -69,6 +69,7 @@ class RequestState:
         self.finish_time: float | None = None
         self.admitted_seq: int | None = None   # order of the latest admission (resident since)
         self.reject_reason: str | None = None
+        self.last_token_time: float | None = None   # when it emitted its latest output token
         self.view = RequestView(self)
 
     @property

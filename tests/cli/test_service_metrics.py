@@ -36,7 +36,7 @@ def _result(rejected=(False, False)):
         first_token_time=np.array([1.0, 2.0, np.nan][:n]), finish_time=np.array([4.0, 5.0, np.nan][:n]),
         num_recomputed_tokens=np.array([0, 1, 0][:n]), num_evictions=np.array([0, 1, 0][:n]),
         kv_capacity_tokens=10, kv_peak_tokens=4, kv_token_seconds=10.0, num_iterations=4,
-        wall_time=0.0, iterations=iterations)
+        wall_time=0.0, iterations=iterations, token_gaps=None)
 
 
 def test_token_times_and_gaps_by_hand():

@@ -155,24 +155,48 @@ def test_preset_costs_are_positive_finite_and_sum_their_parts(batch):
         assert t == pytest.approx(sum(cost.breakdown(batch).values()))
 
 
+def _plain_parts_ms(cost, batch):
+    """The model's per-layer parts evaluated from its tables directly: nothing memoised, every
+    table row interpolated (the oracle of `parts_ms`)."""
+    tokens, n = batch.num_tokens, batch.num_decode_seqs
+    all_reduce = 0.0
+    if cost.all_reduce is not None:
+        all_reduce = cost.all_reduces_per_layer * (cost.all_reduce(tokens * cost.hidden_size * 2)
+                                                   + cost.all_reduce_launch_time / 1e-3)
+    decode = 0.0
+    if n:
+        base = cost.decode(n, 0.0)
+        decode = ((base + cost.decode_context_scale * (cost.decode(n, batch.decode_context_tokens / n) - base))
+                  * (1 + cost.attention_batching_overhead * (n > 1)))
+    parts = (cost.linear(tokens), cost.elementwise(tokens), cost._prefill_ms(batch), decode, all_reduce)
+    return tuple(max(p, 0.0) for p in parts)
+
+
 @settings(max_examples=300, deadline=None)
 @given(batch=batches, overhead=st.sampled_from([0.0, 0.004]))
-def test_cached_evaluation_equals_the_plain_formula_bit_for_bit(batch, overhead):
-    """`iteration_time` (per-size terms cached, two table rows) and `decode_iteration_time` give
-    exactly the plain evaluation: the per-layer parts (`_per_layer_ms`, every table row
+def test_memoised_evaluation_equals_the_plain_formula_bit_for_bit(batch, overhead):
+    """`iteration_time` (`parts_ms`, per-size terms memoised, two table rows) and
+    `decode_iteration_time` give exactly the plain evaluation: the per-layer parts (every table row
     interpolated) added left to right. The fast path's exactness rests on this."""
     for cost in (build_cost(LLAMA2_70B, 2, iteration_overhead_time=overhead), build_cost(LLAMA2_7B, 1),
                  build_cost(LLAMA3_8B, 1)):
+        if not batch.num_tokens:
+            assert cost.iteration_time(batch) == 0.0
+            continue
+        parts = _plain_parts_ms(cost, batch)
+        assert cost.parts_ms(batch) == parts
         plain = 0.0
-        for part in cost._per_layer_ms(batch):
+        for part in parts:
             plain += part
-        plain = plain * cost.num_layers * 1e-3 + cost.iteration_overhead_time if batch.num_tokens else 0.0
-        assert cost.iteration_time(batch) == plain
+        assert cost.iteration_time(batch) == plain * cost.num_layers * 1e-3 + cost.iteration_overhead_time
         if batch.num_decode_seqs:
-            decodes = BatchStats(num_decode_seqs=batch.num_decode_seqs,
-                                 decode_context_tokens=batch.decode_context_tokens)
-            assert cost.decode_iteration_time(batch.num_decode_seqs, batch.decode_context_tokens) \
-                == cost.iteration_time(decodes)
+            n, context = batch.num_decode_seqs, batch.decode_context_tokens
+            decodes = BatchStats(num_decode_seqs=n, decode_context_tokens=context)
+            assert cost.decode_iteration_time(n, context) == cost.iteration_time(decodes)
+            run = cost.decode_run_durations(n, context, 5)
+            assert list(run) == [cost.iteration_time(BatchStats(num_decode_seqs=n,
+                                                                decode_context_tokens=context + k * n))
+                                 for k in range(5)]
 
 
 @settings(max_examples=60, deadline=None)

@@ -161,11 +161,11 @@ def test_compiled_true_refuses_what_it_cannot_run():
 
 def _field_variants():
     """(policy id, field, value) for every field of every compiled policy, from the kernel's own
-    declaration (`compiled.KERNEL_FIELDS`): each declared test value, the others at their defaults."""
+    declaration (`compiled.declared_fields`): each declared test value, the others at their defaults."""
     import dataclasses
     for name, cls in sorted(compiled.compiled_classes().items()):
         for f in dataclasses.fields(cls):
-            _, values = compiled.KERNEL_FIELDS[name].get(f.name, (None, None))
+            _, values = compiled.declared_fields(name).get(f.name, (None, None))
             if f.name == "evict_victim":
                 from kvsched.policies._future_memory import VICTIM_ORDERS
                 values = VICTIM_ORDERS
@@ -183,13 +183,14 @@ def test_every_field_of_every_compiled_policy_is_declared_by_its_kernel():
     import dataclasses
     for name, cls in compiled.compiled_classes().items():
         fields = {f.name for f in dataclasses.fields(cls)}
-        assert fields == set(compiled.KERNEL_FIELDS[name]), (name, fields ^ set(compiled.KERNEL_FIELDS[name]))
+        declared = set(compiled.declared_fields(name))
+        assert fields == declared, (name, fields ^ declared)
 
 
 def test_a_field_the_kernel_does_not_declare_sends_the_run_to_python(monkeypatch):
-    declared = dict(compiled.KERNEL_FIELDS["vllm"])
+    declared = dict(compiled.declared_fields("vllm"))
     del declared["decode_needs_free_block"]
-    monkeypatch.setitem(compiled.KERNEL_FIELDS, "vllm", declared)
+    monkeypatch.setattr(compiled.family("vllm"), "FIELDS", declared)
     sim = Simulator(UnitTime(), 200)
     reason = compiled.unsupported(sim, make("vllm"))
     assert "decode_needs_free_block" in reason
@@ -200,9 +201,9 @@ def test_a_field_the_kernel_does_not_declare_sends_the_run_to_python(monkeypatch
 
 
 def test_a_value_outside_the_kernels_set_sends_the_run_to_python(monkeypatch):
-    declared = dict(compiled.KERNEL_FIELDS["vllm"])
+    declared = dict(compiled.declared_fields("vllm"))
     declared["preempt_victim"] = (("last_admitted",), ("last_admitted",))
-    monkeypatch.setitem(compiled.KERNEL_FIELDS, "vllm", declared)
+    monkeypatch.setattr(compiled.family("vllm"), "FIELDS", declared)
     reason = compiled.unsupported(Simulator(UnitTime(), 200), make("vllm", preempt_victim="last_arrived"))
     assert "preempt_victim" in reason and "'last_arrived'" in reason
 

@@ -39,7 +39,7 @@ def _python_engine_only(monkeypatch):
 
 
 RECORDS = ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
-           "num_recomputed_tokens", "total_computed_tokens", "rejected")
+           "num_recomputed_tokens", "total_computed_tokens", "rejected", "token_gaps")
 RUN_FIGURES = ("num_iterations", "busy_time", "kv_peak_tokens", "kv_token_seconds", "reject_reasons")
 
 
@@ -114,7 +114,9 @@ VARIANTS = {
 
 
 def _outcome(simulator: Simulator, workload: Workload, policy_name: str, params: dict | None = None):
-    """Per-request records and run figures, or the error raised (both modes must agree on it)."""
+    """Per-request records (token gaps included) and run figures, or the error raised (both modes
+    must agree on it)."""
+    simulator = dataclasses.replace(simulator, record_token_gaps=True)
     try:
         result = simulator.run(workload, make(policy_name, **(params or {})), seed=11)
     except Exception as exc:     # noqa: BLE001 — both modes must fail the same way

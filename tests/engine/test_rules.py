@@ -8,6 +8,7 @@ import pytest
 from kvsched import LinearCost, Simulator, UnitTime
 from kvsched.engine import rules
 from kvsched.engine.rules import KVConvention
+from kvsched.metrics import token_times
 from kvsched.policies import make
 from kvsched.workload.predictors import apply_predictor
 from kvsched.workload.synthetic import default_workload
@@ -112,6 +113,28 @@ def replay(result, convention: KVConvention, block_size: int) -> dict:
                 kv_used=kv_used)
 
 
+def gaps_from_iterations(result) -> np.ndarray:
+    """`RunResult.token_gaps` rebuilt from the iteration records by `metrics.token_times` (the
+    definition of a token's time), laid out per request as the engine lays them."""
+    gaps = np.full(len(result.token_gaps), np.nan)
+    offsets = result.token_gap_offsets()
+    for rid, times in token_times(result.iterations, result.workload.num_prompt_tokens).items():
+        gaps[offsets[rid]:offsets[rid] + len(times) - 1] = np.diff(times)
+    return gaps
+
+
+def test_token_gaps_by_hand():
+    """Unit time, capacity 6 tokens: r0 (prompt 2, 3 tokens) and r1 (prompt 2, 2 tokens) arrive at 0.
+    vllm: round 1 prefills both (r0 token 1, r1 token 1 at t=1; KV 2 + 2); round 2 decodes both
+    (r0 token 2, r1 token 2 = done at t=2); round 3 r0 token 3 at t=3. Gaps: r0 [1, 1], r1 [1]."""
+    from kvsched.workload.synthetic import Workload
+    w = Workload.build(np.zeros(2), np.array([2, 2]), np.array([3, 2]))
+    for fast in (False, True):
+        result = Simulator(UnitTime(), 6, fast=fast, record_token_gaps=True).run(w, make("vllm"))
+        assert list(result.token_gaps) == [1.0, 1.0, 1.0]
+        assert list(result.token_gap_offsets()) == [0, 2]
+
+
 SETTINGS = {
     "linear-b16-computed": dict(cost=LinearCost(0.022, 8.7e-7), kv_capacity_tokens=2048, block_size=16),
     "unit-b1-emitted": dict(cost=UnitTime(), kv_capacity_tokens=1500, kv_convention=E),
@@ -129,9 +152,10 @@ def test_every_run_obeys_the_plain_rules(policy_name, params, setting, fast):
     workload = apply_predictor(default_workload(num_requests=40, rate=6.0, seed=3), "interval:alpha=0.5", seed=3)
     long_prompt = workload.num_prompt_tokens > np.median(workload.num_prompt_tokens)
     workload = workload.with_columns(type_id=long_prompt.astype(np.int64))     # two types, for WAIT
-    sim = Simulator(**kw, fast=fast, compiled=False, record_iterations=True)
+    sim = Simulator(**kw, fast=fast, compiled=False, record_iterations=True, record_token_gaps=True)
     result = sim.run(workload, make(policy_name, **params))
     oracle = replay(result, sim.kv_convention, sim.block_size)
+    np.testing.assert_array_equal(result.token_gaps, gaps_from_iterations(result), strict=True)
     for name in ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
                  "num_recomputed_tokens", "total_computed_tokens"):
         np.testing.assert_array_equal(getattr(result, name), oracle[name], err_msg=name)

@@ -224,9 +224,9 @@ class ProgressReporter:
 
 def run_policy(setup: Setup, policy, label: str, *, console: Console | None = None) -> RunResult:
     """Run one policy on the setup's stream, with a progress bar if it takes more than a second.
-    Iterations are recorded, so the summary has the per-gap inter-token latencies."""
+    Token gaps are recorded, so the summary has the per-gap inter-token latencies."""
     import dataclasses
-    simulator = dataclasses.replace(setup.simulator, record_iterations=True)
+    simulator = dataclasses.replace(setup.simulator, record_token_gaps=True)
     with ProgressReporter(f"{label}", console=console) as reporter:
         return simulator.run(setup.workload, policy, seed=setup.seed, progress=reporter)
 

@@ -126,10 +126,11 @@ class CalibratedCost:
     attention_batching_overhead: float = 0.0
     iteration_overhead_time: float = 0.0
     label: str = field(default="calibrated", compare=False)
-    #: Per batch size, the terms of a decode-only iteration that do not depend on the context.
-    _decode_terms: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
-    #: Per batch token count, the terms that depend on it alone (`_token_terms`).
+    #: Memos of the parts that depend on one number alone (the operations stay `parts_ms`'s):
+    #: per token count (linear, elementwise, all-reduce), per decode batch size the decode table's
+    #: batch segment, its value at context 0 and the batching factor.
     _by_tokens: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+    _by_batch: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.num_layers < 1 or self.hidden_size < 1:
@@ -138,85 +139,86 @@ class CalibratedCost:
                self.decode_context_scale) < 0:
             raise ValueError("overheads and scales must be >= 0")
 
+    # The scalar form: `parts_ms` defines the model; `iteration_time`, `breakdown` and
+    # `decode_iteration_time` add its parts up. `decode_run_durations` is the one vectorised form.
     def iteration_time(self, batch: BatchStats) -> float:
-        tokens = batch.num_tokens
-        if tokens == 0:
+        if batch.num_tokens == 0:
             return 0.0
-        head, all_reduce = self._token_terms(tokens)
-        prefill = max(self._prefill_ms(batch), 0.0)
+        return self._seconds(*self.parts_ms(batch))
+
+    def parts_ms(self, batch: BatchStats) -> tuple[float, float, float, float, float]:
+        """(linear, elementwise, attn_prefill, attn_decode, all_reduce) per layer, milliseconds,
+        each clipped at 0."""
+        linear, elementwise, all_reduce = self._token_terms(batch.num_tokens)
         n = batch.num_decode_seqs
         decode = max(self._decode_attention_ms(n, batch.decode_context_tokens / n), 0.0) if n else 0.0
-        # Added left to right (not with `sum`, which compensates on Python >= 3.12), as
-        # `_per_layer_ms` lists the parts; `decode_iteration_time` repeats these operations.
-        return (((head + prefill) + decode) + all_reduce) * self.num_layers * MS + self.iteration_overhead_time
+        return linear, elementwise, max(self._prefill_ms(batch), 0.0), decode, all_reduce
 
-    def _token_terms(self, tokens: int) -> tuple[float, float]:
-        """(linear + elementwise, all-reduce) per layer (ms) for a batch of `tokens` tokens: they
-        depend on the token count alone, so they are computed once per count."""
+    def decode_iteration_time(self, num_decode_seqs: int, decode_context_tokens: int) -> float:
+        """`iteration_time` of `num_decode_seqs` decodes holding `decode_context_tokens` in all,
+        without building a `BatchStats` (the engine's fast path prices short decode runs so)."""
+        n = num_decode_seqs
+        linear, elementwise, all_reduce = self._token_terms(n)
+        decode = max(self._decode_attention_ms(n, decode_context_tokens / n), 0.0)
+        return self._seconds(linear, elementwise, 0.0, decode, all_reduce)
+
+    def breakdown(self, batch: BatchStats) -> dict[str, float]:
+        """Seconds per operator group for the whole iteration (all layers), plus the fixed overhead."""
+        names = ("linear", "elementwise", "attn_prefill", "attn_decode", "all_reduce")
+        parts = self.parts_ms(batch) if batch.num_tokens else (0.0,) * 5
+        out = {k: v * self.num_layers * MS for k, v in zip(names, parts)}
+        out["overhead"] = self.iteration_overhead_time if batch.num_tokens else 0.0
+        return out
+
+    def _seconds(self, linear, elementwise, prefill, decode, all_reduce) -> float:
+        # Added left to right (not with `sum`, which compensates on Python >= 3.12); the compiled
+        # engine and `decode_run_durations` repeat these operations.
+        return ((((linear + elementwise) + prefill) + decode) + all_reduce) * self.num_layers * MS \
+            + self.iteration_overhead_time
+
+    def _token_terms(self, tokens: int) -> tuple[float, float, float]:
+        """(linear, elementwise, all-reduce) per layer (ms), clipped at 0, for `tokens` tokens."""
         terms = self._by_tokens.get(tokens)
         if terms is None:
-            linear, elementwise, _, _, all_reduce = self._per_layer_ms(BatchStats(num_decode_seqs=tokens))
-            terms = self._by_tokens[tokens] = (linear + elementwise, all_reduce)
+            all_reduce = 0.0
+            if self.all_reduce is not None:
+                one = self.all_reduce(tokens * self.hidden_size * 2) + self.all_reduce_launch_time / MS
+                all_reduce = self.all_reduces_per_layer * one
+            terms = self._by_tokens[tokens] = (max(self.linear(tokens), 0.0),
+                                               max(self.elementwise(tokens), 0.0), max(all_reduce, 0.0))
+        return terms
+
+    def _batch_terms(self, n: int) -> tuple[float, int, float, float]:
+        """(decode table at context 0, its batch segment i and fraction t, batching factor)."""
+        terms = self._by_batch.get(n)
+        if terms is None:
+            i, t = self.decode.batch_segment(n)
+            terms = self._by_batch[n] = (self.decode(n, 0.0), i, t,
+                                         1 + self.attention_batching_overhead * (n > 1))
         return terms
 
     def _decode_attention_ms(self, n: int, context_per_seq: float) -> float:
-        """Decode attention per layer (ms), before clipping at 0: n sequences of mean context x
-        (`_decode_ms`'s operations, with the batch-size terms cached)."""
-        _, _, base, i, t, batching = self._decode_only_terms(n)
+        """Decode attention per layer (ms), before clipping: n sequences of mean context x; the
+        context-dependent part scaled by `decode_context_scale`."""
+        base, i, t, batching = self._batch_terms(n)
         knots, values = self.decode.context_knots, self.decode.values
         low, high = _interpolate(knots, values[i], context_per_seq), _interpolate(knots, values[i + 1], context_per_seq)
         return (base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching
-
-    # A decode-only batch (the engine's fast path prices long runs of them): the same value as
-    # `iteration_time(BatchStats(num_decode_seqs=n, decode_context_tokens=c))`, bit for bit, with
-    # everything that depends on n alone computed once.
-    def _decode_only_terms(self, n: int) -> tuple:
-        """(linear + elementwise + prefill 0.0, all-reduce, decode table at context 0, the table's
-        batch segment (i, t), the batching factor) for n decode sequences."""
-        terms = self._decode_terms.get(n)
-        if terms is None:
-            head, all_reduce = self._token_terms(n)
-            i, t = self.decode.batch_segment(n)
-            terms = (head + 0.0, all_reduce, self.decode(n, 0.0), i, t,
-                     1 + self.attention_batching_overhead * (n > 1))
-            self._decode_terms[n] = terms
-        return terms
-
-    def decode_iteration_time(self, num_decode_seqs: int, decode_context_tokens: int) -> float:
-        """`iteration_time` of `num_decode_seqs` decodes holding `decode_context_tokens` in all."""
-        head, all_reduce = self._decode_only_terms(num_decode_seqs)[:2]
-        ms = max(self._decode_attention_ms(num_decode_seqs, decode_context_tokens / num_decode_seqs), 0.0)
-        return ((head + ms) + all_reduce) * self.num_layers * MS + self.iteration_overhead_time
 
     def decode_run_durations(self, num_decode_seqs: int, decode_context_tokens: int,
                              num_iterations: int) -> np.ndarray:
         """`decode_iteration_time` over a run in which every decode's context grows by one token
         per iteration (the `kvsched.engine.fastforward.DecodeRunCost` protocol), vectorised."""
         n = num_decode_seqs
-        head, all_reduce, base, i, t, batching = self._decode_only_terms(n)
+        linear, elementwise, all_reduce = self._token_terms(n)
+        base, i, t, batching = self._batch_terms(n)
         table = self.decode
         x = (decode_context_tokens + n * np.arange(num_iterations, dtype=np.int64)) / n
         low = _interpolate_array(table.context_knots, table.values[i], x)
         high = _interpolate_array(table.context_knots, table.values[i + 1], x)
-        ms = np.maximum((base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching, 0.0)
-        return ((head + ms) + all_reduce) * self.num_layers * MS + self.iteration_overhead_time
-
-    def breakdown(self, batch: BatchStats) -> dict[str, float]:
-        """Seconds per operator group for the whole iteration (all layers), plus the fixed overhead."""
-        names = ("linear", "elementwise", "attn_prefill", "attn_decode", "all_reduce")
-        out = {k: v * self.num_layers * MS for k, v in zip(names, self._per_layer_ms(batch))}
-        out["overhead"] = self.iteration_overhead_time if batch.num_tokens else 0.0
-        return out
-
-    def _per_layer_ms(self, batch: BatchStats) -> tuple[float, float, float, float, float]:
-        tokens = batch.num_tokens
-        all_reduce = 0.0
-        if self.all_reduce is not None and tokens:
-            one = self.all_reduce(tokens * self.hidden_size * 2) + self.all_reduce_launch_time / MS
-            all_reduce = self.all_reduces_per_layer * one
-        parts = (self.linear(tokens) if tokens else 0.0, self.elementwise(tokens) if tokens else 0.0,
-                 self._prefill_ms(batch), self._decode_ms(batch), all_reduce)
-        return tuple(max(p, 0.0) for p in parts)
+        decode = np.maximum((base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching, 0.0)
+        return ((((linear + elementwise) + 0.0) + decode) + all_reduce) * self.num_layers * MS \
+            + self.iteration_overhead_time
 
     def _prefill_ms(self, batch: BatchStats) -> float:
         n, p = batch.num_prefill_seqs, batch.num_prefill_tokens
@@ -231,14 +233,6 @@ class CalibratedCost:
             squares = min(max(work - p * cached / n, p * p / n), p * p)
         a, b, c, d = self.prefill_coef
         ms = a + b * p + c * max(work - squares, 0) + d * squares
-        return ms * (1 + self.attention_batching_overhead * (n > 1))
-
-    def _decode_ms(self, batch: BatchStats) -> float:
-        n = batch.num_decode_seqs
-        if n == 0:
-            return 0.0
-        base = self.decode(n, 0.0)
-        ms = base + self.decode_context_scale * (self.decode(n, batch.decode_context_tokens / n) - base)
         return ms * (1 + self.attention_batching_overhead * (n > 1))
 
 

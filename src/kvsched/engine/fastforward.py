@@ -338,11 +338,14 @@ class FastForward:
         plan = s.plan(others, evicted, tally) if others else ()
         return s.checked(decodes, plan, tally)
 
-    def advance_decodes(self, states, length: int, end: float) -> None:
-        """Each of `states` (resident decodes) decoded `length` tokens by `end`; those whose last
+    def advance_decodes(self, states, length: int, end: float, ends=None) -> None:
+        """Each of `states` (resident decodes) decoded `length` tokens by `end` (the iterations
+        ended at `ends`, needed when token gaps are recorded and length > 1); those whose last
         token came finish. `rules.advance` applied `length` times, in closed form."""
         s, conv_extra = self.s, self.kv_extra
         cache, finished, block_size = s.cache, [], s.cache.block_size
+        if s.token_gaps is not None:
+            self._record_gaps(states, length, end, ends)
         for state in states:
             before = state.num_computed_tokens
             state.num_computed_tokens = after = before + length
@@ -358,6 +361,19 @@ class FastForward:
                 cache.set_tokens(state.request_id, after + conv_extra)      # it crossed into a new block
         for state in finished:
             s.finish(state, end)
+
+    def _record_gaps(self, states, length: int, end: float, ends) -> None:
+        """The token gaps of `advance_decodes`: each state's first token here follows its last
+        one before; the others follow one another, one per iteration."""
+        gaps, offsets = self.s.token_gaps, self.s.gap_offsets
+        steps = np.diff(np.asarray(ends, dtype=np.float64)) if length > 1 else None
+        first_end = end if length == 1 else float(ends[0])
+        for state in states:
+            k = offsets[state.request_id] + state.num_output_tokens - 1
+            gaps[k] = first_end - state.last_token_time
+            if steps is not None:
+                gaps[k + 1:k + length] = steps
+            state.last_token_time = end
 
     # ------------------------------------------------------------------ stretches
     def _forward(self, durations: np.ndarray | list[float]) -> None:
@@ -392,7 +408,7 @@ class FastForward:
         s.evicted_since.clear()
         s.now = end = float(times[-1])
         s.iteration += length
-        self.advance_decodes(list(s.running.values()), length, end)
+        self.advance_decodes(list(s.running.values()), length, end, times[1:])
 
     def _forward_short(self, durations: list[float]) -> None:
         """`_forward` in plain Python, the same operations iteration by iteration."""
@@ -402,6 +418,7 @@ class FastForward:
         now, busy, token_seconds = s.now, s.busy_time, s.kv_token_seconds
         tokens = {rid: 1 for rid in s.running} if s.iterations is not None else None
         evicted = s.take_evicted()
+        ends = [] if s.token_gaps is not None else None
         for k, duration in enumerate(durations):
             m, r = divmod(k, block_size)
             used = (base_blocks + m * num_seqs + bisect.bisect_right(gaps, r)) * block_size
@@ -410,10 +427,12 @@ class FastForward:
             now += duration
             busy += duration
             token_seconds += used * duration
+            if ends is not None:
+                ends.append(now)
         s.kv_peak = max(s.kv_peak, used)
         s.now, s.busy_time, s.kv_token_seconds = now, busy, token_seconds
         s.iteration += len(durations)
-        self.advance_decodes(list(s.running.values()), len(durations), now)
+        self.advance_decodes(list(s.running.values()), len(durations), now, ends)
 
     def _durations(self, seqs: int, context: int, limit: int) -> np.ndarray | list[float]:
         """Durations of the stretch's iterations: `limit` of them, or up to the first boundary at

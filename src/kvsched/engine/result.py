@@ -43,7 +43,25 @@ class RunResult:
     kv_token_seconds: float
     wall_time: float
     iterations: list[IterationRecord] | None = field(default=None, repr=False)
+    #: Every gap between two consecutive output tokens of a request (seconds), when
+    #: ``Simulator(record_token_gaps=True)``: request r's o_r - 1 gaps follow request r - 1's
+    #: (`token_gap_offsets`); NaN where a token was never emitted (rejected or unfinished).
+    token_gaps: np.ndarray | None = field(default=None, repr=False)
+
+    def token_gap_offsets(self) -> np.ndarray:
+        """Where each request's gaps start in `token_gaps`."""
+        return token_gap_offsets(self.workload.true_output_tokens)
 
     def summary(self):
         from ..metrics import summarize
         return summarize(self)
+
+
+def token_gap_offsets(true_output: np.ndarray) -> np.ndarray:
+    """Request r's o_r - 1 token gaps start where request r - 1's end."""
+    counts = np.maximum(np.asarray(true_output, dtype=np.int64) - 1, 0)
+    return np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64) if len(counts) else counts
+
+
+def num_token_gaps(true_output: np.ndarray) -> int:
+    return int(np.maximum(np.asarray(true_output, dtype=np.int64) - 1, 0).sum())

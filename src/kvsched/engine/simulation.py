@@ -17,7 +17,9 @@ Conventions, fixed here once (the rules themselves are `kvsched.engine.rules`):
   token at its end. A request with o output tokens and no eviction is computed in s + o - 1 tokens
   (the last output token is sampled, never fed back) over at least o iterations.
 - TTFT is the end of the iteration that emits the first output token; a request finishes at the end
-  of the iteration that emits its o-th token, and its KV is freed then.
+  of the iteration that emits its o-th token, and its KV is freed then. A token gap is the time
+  between the ends of the iterations that emitted two consecutive tokens of a request (an eviction
+  and its recomputation included).
 - KV: the engine's `kv_convention` (`KVConvention.COMPUTED`, vLLM, by default; `EMITTED` for the
   papers' s + j). The memory check uses the KV each resident request holds *after* this iteration's
   tokens (finishing requests included), in whole blocks; ``used <= capacity`` always holds.
@@ -53,7 +55,7 @@ from . import rules
 from .fastforward import FastForward
 from .validation import Tally, Validation
 from .memory import KVCache
-from .result import IterationRecord, RunResult
+from .result import IterationRecord, RunResult, num_token_gaps, token_gap_offsets
 
 ProgressCallback = Callable[[int, int], None]
 PROGRESS_EVERY = 512     # iterations between progress reports
@@ -177,6 +179,10 @@ class Simulation:
         self.kv_peak = 0
         self.kv_token_seconds = 0.0
         self.iterations: list[IterationRecord] | None = [] if simulator.record_iterations else None
+        self.token_gaps = self.gap_offsets = None     # RunResult.token_gaps, filled as tokens are emitted
+        if simulator.record_token_gaps:
+            self.token_gaps = np.full(num_token_gaps(workload.true_output_tokens), np.nan)
+            self.gap_offsets = token_gap_offsets(workload.true_output_tokens).tolist()
         self.evicted_since: list[int] = []   # evicted since the last iteration (its record lists them)
         self._next_progress = 0
         self._wall_time = 0.0
@@ -245,7 +251,7 @@ class Simulation:
             reject_reasons={s.request_id: s.reject_reason for s in self.states if s.reject_reason},
             num_iterations=self.iteration, busy_time=self.busy_time, kv_peak_tokens=self.kv_peak,
             kv_token_seconds=self.kv_token_seconds, wall_time=self._wall_time,
-            iterations=self.iterations)
+            iterations=self.iterations, token_gaps=None if self.token_gaps is None else self.token_gaps.copy())
 
     # ------------------------------------------------------------------ one boundary
     def _ask_policy(self, known: int) -> None:
@@ -429,6 +435,9 @@ class Simulation:
             self.progressed |= not decode      # a prefill (or recomputation) completed
             if state.first_token_time is None:
                 state.first_token_time = end
+            elif self.token_gaps is not None:
+                self.token_gaps[self.gap_offsets[rid] + step.outputs - 2] = end - state.last_token_time
+            state.last_token_time = end
             if state.num_output_tokens == state.true_output_tokens:
                 self.finish(state, end)
                 return

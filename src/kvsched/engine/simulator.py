@@ -26,6 +26,9 @@ class Simulator:
 
     ``max_num_batched_tokens``: engine-wide token budget per iteration (None: unlimited).
     ``separate_batching``: every iteration holds only prefill work or only decodes.
+    ``record_iterations``: keep an `IterationRecord` per iteration (`RunResult.iterations`; the
+    Python engine). ``record_token_gaps``: keep every gap between two consecutive tokens of a
+    request (`RunResult.token_gaps`: 8 bytes per output token; every engine).
     ``fast``: fast-forward stable decode batches of `event_stable` policies
     (`kvsched.engine.fastforward`); False runs the reference loop. ``verify_stable``: step every boundary and check
     the `event_stable` promise (raises `EventStabilityError`). ``compiled``: run the built-in
@@ -41,6 +44,7 @@ class Simulator:
     max_num_batched_tokens: int | None = None
     separate_batching: bool = False
     record_iterations: bool = False
+    record_token_gaps: bool = False
     fast: bool = True
     verify_stable: bool = False
     compiled: bool | None = None
