@@ -158,7 +158,8 @@ def run_token_gaps(result) -> np.ndarray:
     """A run's token gaps: recorded by the engine (`RunResult.token_gaps`) or rebuilt from its
     iteration records (`token_gaps`, the definition); empty when it has neither."""
     if result.token_gaps is not None:
-        return result.token_gaps[~np.isnan(result.token_gaps)]
+        missing = np.isnan(result.token_gaps)       # tokens never emitted (rejected, unfinished)
+        return result.token_gaps[~missing] if missing.any() else result.token_gaps
     if result.iterations is not None:
         return token_gaps(result.iterations, result.workload.num_prompt_tokens)
     return np.empty(0)

@@ -347,11 +347,9 @@ class Batch:
         recorded iff `n` fits in the `token_budget` and its new blocks (`need`) in the free
         blocks less `reserve_blocks` (blocks the policy keeps free: a watermark, a reservation);
         False and nothing recorded otherwise. Misuse raises `ValueError` (see the class)."""
-        rid = request.request_id
-        status = request.status
-        if (rid in self._tokens or rid in self._evicted or type(n) is not int
-                or not 1 <= n <= request.num_uncomputed_tokens
-                or (status is not _RUNNING and status is not _WAITING)):
+        rid, status = request.request_id, request.status
+        if (type(n) is not int or n < 1 or rid in self._tokens or rid in self._evicted
+                or n > request.num_uncomputed_tokens or (status is not _RUNNING and status is not _WAITING)):
             self._misuse(request, n)
         left = self._left
         if left is not None and n > left:

@@ -424,7 +424,7 @@ def test_decode_run_durations_fallback_and_method():
 def test_engine_views_match_the_base_views(prompt, outputs, computed_back, resident, emitted,
                                            block_size, num_new):
     """The engine's specialised views answer exactly as `RequestView` / `SchedulerView` do."""
-    from kvsched.engine.simulation import _EngineRequestView, _EngineView
+    from kvsched.engine.simulation import _EngineRequestView, _EngineView, _FastEngineView
     from kvsched.state import RequestState, RequestView, SchedulerView, Status
     state = RequestState(0, 0.0, prompt, 100)
     state.num_output_tokens = outputs
@@ -442,6 +442,21 @@ def test_engine_views_match_the_base_views(prompt, outputs, computed_back, resid
     assert engine.kv_tokens(engine_request) == base.kv_tokens(base_request)
     assert engine.kv_tokens_after(engine_request, num_new) == base.kv_tokens_after(base_request, num_new)
     assert engine.extra_blocks(engine_request, num_new) == base.extra_blocks(base_request, num_new)
+    assert _FastEngineView(**fields).extra_blocks(engine_request, num_new) == base.extra_blocks(base_request, num_new)
+
+
+def test_the_decode_shortcut_is_the_extra_blocks_rule():
+    """`decode_extra_blocks` (the fast path's stepped decodes and its view) = `rules.extra_blocks`
+    for every resident decode: prompts 1-40, 1-40 outputs, both conventions, three block sizes."""
+    from kvsched.engine import rules
+    from kvsched.engine.fastforward import decode_extra_blocks
+    for convention in KVConvention:
+        for block_size in (1, 3, 16):
+            for prompt in range(1, 41):
+                for outputs in range(1, 41):
+                    computed = prompt + outputs - 1
+                    assert decode_extra_blocks(computed, convention is KVConvention.EMITTED, block_size) == \
+                        rules.extra_blocks(computed, prompt, outputs, 1, convention, block_size)
 
 
 @pytest.mark.parametrize("preset", ["llama2-70b-a100-tp2", "llama2-7b-a100", "llama3-8b-a100"])

@@ -92,6 +92,14 @@ from .validation import Tally, Validation
 SHORT_STRETCH = 32      # stretches up to this long are priced and folded in plain Python
 
 
+def decode_extra_blocks(computed: int, kv_extra: int, block_size: int) -> int:
+    """`rules.extra_blocks` of a resident decode (one token, ``computed`` = prompt + outputs - 1;
+    `kv_extra` = 1 under EMITTED): a new block exactly when its last one is full. The fast form of
+    the rule, inlined in `FastForward.validate` and the fast engine view (a call per decode per
+boundary is too dear there); tests/engine/test_fastforward.py ties all three to the plain rule."""
+    return int((computed + kv_extra) % block_size == 0)
+
+
 @runtime_checkable
 class DecodeRunCost(Protocol):
     """A cost model that can price a run of pure decode iterations at once.
@@ -326,10 +334,10 @@ class FastForward:
             state = running.get(rid)
             if (n == 1 and type(n) is int and state is not None and state.num_output_tokens >= 1
                     and state.num_computed_tokens == state.num_prompt_tokens + state.num_output_tokens - 1):
-                after = state.num_computed_tokens + 1
-                tally.used_blocks += (after - 1 + held_extra) % block_size == 0   # its last block is full
+                # decode_extra_blocks, inlined: a new block when its last one is full
+                tally.used_blocks += (state.num_computed_tokens + held_extra) % block_size == 0
                 tally.decode_seqs += 1
-                tally.decode_context += after
+                tally.decode_context += state.num_computed_tokens + 1
                 decodes.append(state)
             else:
                 others.append((rid, n))

@@ -52,6 +52,7 @@ from ..errors import InfeasibleDecisionError, StalledError
 from ..state import Decision, Oracle, RequestState, RequestView, SchedulerView, Status
 from ..workload.synthetic import Workload
 from . import rules
+from .rules import KVConvention
 from .fastforward import FastForward
 from .validation import Tally, Validation
 from .memory import KVCache
@@ -76,6 +77,19 @@ class _EngineRequestView(RequestView):
         super().__init__(state)
         for name in self.__slots__:
             object.__setattr__(self, name, getattr(state, name))
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        # rules.num_uncomputed_tokens inlined (read by policies for every resident at every
+        # boundary); tests/engine/test_fastforward.py ties it to `RequestView`'s.
+        s = self._s
+        return s.num_prompt_tokens + s.num_output_tokens - s.num_computed_tokens
+
+    @property
+    def is_decode(self) -> bool:
+        # rules.is_decode inlined, as num_uncomputed_tokens.
+        s = self._s
+        return s.num_output_tokens >= 1 and s.num_prompt_tokens + s.num_output_tokens - s.num_computed_tokens == 1
 
 
 class _EngineView(SchedulerView):
@@ -111,6 +125,26 @@ class _EngineView(SchedulerView):
         computed = s.num_computed_tokens if s.status is Status.RUNNING else 0
         return rules.extra_blocks(computed, s.num_prompt_tokens, s.num_output_tokens, num_new_tokens,
                                   self.kv_convention, self.block_size)
+
+
+class _FastEngineView(_EngineView):
+    """The fast path's `_EngineView` (``Simulator(fast=True)``): a resident decode's blocks by the
+    fast form `decode_extra_blocks` (the common case of every policy's batch); the reference
+    loop keeps the plain rules, so reference-vs-fast tests compare the two, and
+    tests/engine/test_fastforward.py compares this view with the plain one."""
+
+    __slots__ = ()
+
+    def extra_blocks(self, request, num_new_tokens: int) -> int:
+        s = getattr(request, "_s", None)
+        if (s is not None and num_new_tokens == 1 and s.status is _RUNNING and s.num_output_tokens >= 1
+                and s.num_computed_tokens == s.num_prompt_tokens + s.num_output_tokens - 1):
+            # decode_extra_blocks inlined (a call per decode per boundary costs 10-20 % here)
+            return int((s.num_computed_tokens + (self.kv_convention is _EMITTED)) % self.block_size == 0)
+        return _EngineView.extra_blocks(self, request, num_new_tokens)
+
+
+_RUNNING, _EMITTED = Status.RUNNING, KVConvention.EMITTED
 
 
 class _ReadOnlyList(Sequence):
@@ -223,7 +257,8 @@ class Simulation:
     def view(self) -> SchedulerView:
         """What the policy sees at the current boundary (live: valid until the next step)."""
         sim = self.simulator
-        return _EngineView(
+        view = _EngineView if self.fast_forward is None else _FastEngineView
+        return view(
             now=self.now, iteration=self.iteration, waiting=self._waiting_window,
             running=self._running_window,
             kv_capacity_tokens=self.cache.usable_tokens,
