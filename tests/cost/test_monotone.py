@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from kvsched.cost.gpus import GPUS
 from kvsched.cost.models import BatchStats
 from kvsched.cost.presets import get_preset, list_presets
+from kvsched.cost.roofline import build_roofline, list_model_configs
 
 DECODE_SEQS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 384, 512)
 CONTEXT_PER_SEQ = (0, 1, 16, 100, 256, 511, 1000, 2048, 4000, 4096, 6000, 8192, 16384)
@@ -25,8 +27,13 @@ EPS = 1e-12
 
 
 def cost_models() -> dict:
-    """Every preset's cost model (extended by the roofline presets when they are listed)."""
-    return {name: get_preset(name).cost for name in list_presets()}
+    """Every preset's cost model (calibrated and roofline), and the roofline of every shipped config
+    on every GPU of the table (at TP 1, and TP 8 for the 70B-class models)."""
+    models = {name: get_preset(name).cost for name in list_presets()}
+    for config, gpu in itertools.product(list_model_configs(), GPUS):
+        tp = 8 if "70b" in config or "72b" in config else 1
+        models[f"roofline:{config}@{gpu}/tp{tp}"] = build_roofline(config, gpu, tp)
+    return models
 
 
 def decode(n: int, per_seq: int) -> BatchStats:
@@ -44,9 +51,12 @@ def assert_non_decreasing(times: list[float], labels: list, what: str) -> None:
         assert b >= a * (1 - EPS), f"{what}: {b * 1e3:.4f} ms at {lb} < {a * 1e3:.4f} ms at {la}"
 
 
-@pytest.fixture(scope="module", params=sorted(cost_models()))
+MODELS = cost_models()
+
+
+@pytest.fixture(params=sorted(MODELS))
 def cost(request):
-    return request.param, cost_models()[request.param]
+    return request.param, MODELS[request.param]
 
 
 def test_non_decreasing_in_decode_seqs(cost):
@@ -81,11 +91,11 @@ def test_adding_a_decode_to_a_prefill_never_saves_time(cost):
 
 
 @settings(max_examples=60, deadline=None)
-@given(name=st.sampled_from(sorted(cost_models())), n=st.integers(1, 600), extra=st.integers(1, 64),
+@given(name=st.sampled_from(sorted(MODELS)), n=st.integers(1, 600), extra=st.integers(1, 64),
        per_seq=st.integers(0, 20000), more=st.integers(0, 5000))
 def test_growing_a_decode_batch_never_saves_time(name, n, extra, per_seq, more):
     """Property: more sequences and more context per sequence never make a decode step faster."""
-    model = cost_models()[name]
+    model = MODELS[name]
     small = model.iteration_time(decode(n, per_seq))
     assert model.iteration_time(decode(n + extra, per_seq)) >= small * (1 - EPS)
     assert model.iteration_time(decode(n, per_seq + more)) >= small * (1 - EPS)
