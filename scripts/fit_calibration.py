@@ -165,9 +165,22 @@ def fit_piecewise(x, y, test, candidate_knots) -> dict:
         knots = np.delete(knots, weak[0])
     steps = cumulative(len(knots))   # values = first value + non-negative increments: non-decreasing
     values = steps @ relative_lstsq(hat_basis(x[~test], knots) @ steps, y[~test])
+    knots, values = with_tail_knot(x[~test], y[~test], knots, values)
     predicted = hat_basis(x[test], knots) @ values
     return {"knots": knots.tolist(), "values": _round(values), "mape": round(mape(predicted, y[test]), 2),
             "num_train": int((~test).sum()), "num_test": int(test.sum())}
+
+
+def with_tail_knot(x: np.ndarray, y: np.ndarray, knots: np.ndarray, values: np.ndarray):
+    """Append a knot at twice the last one, continuing with the slope of the upper half of the rows.
+
+    `PiecewiseLinear` extrapolates with its last segment's slope, which on a short noisy segment
+    can be anything down to 0 (a monotone fit may leave it flat): 8,192 tokens would then cost what
+    4,096 do. The tail knot extrapolates with the non-negative slope of a line fitted (relative
+    error) to the rows in the upper half of the range instead; inside the range nothing changes."""
+    upper = x >= knots[-1] / 2
+    _, slope = relative_lstsq(np.c_[np.ones(upper.sum()), x[upper]], y[upper])
+    return np.r_[knots, 2 * knots[-1]], np.r_[values, values[-1] + slope * knots[-1]]
 
 
 def _round(values) -> list[float]:

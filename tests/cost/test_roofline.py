@@ -118,6 +118,15 @@ def test_a_long_prefill_is_compute_bound_and_the_all_reduce_is_a_ring():
     assert prefill_kv_passes(prefill(4096)) == 32 and prefill_kv_passes(prefill(100)) == 1
 
 
+def test_part_fit_by_hand():
+    """fixed + max(C, M) + overlap · min(C, M): 1 GFLOP at 1 TFLOP/s · 0.5 = 2 ms, 1 GB at 1 TB/s · 0.25 = 4 ms."""
+    fit = PartFit(fixed_time=0.001, compute=0.5, memory=0.25, overlap=0.5)
+    assert fit.time(1e9, 1e9, 1e12, 1e12) == pytest.approx(0.001 + 0.004 + 0.5 * 0.002)
+    assert PartFit().time(1e9, 1e9, 1e12, 1e12) == pytest.approx(0.001)   # the pure roofline
+    with pytest.raises(ValueError):
+        PartFit(overlap=1.5)
+
+
 def test_kv_heads_are_replicated_beyond_their_count():
     shard = Shard(load_model_config("llama-3.1-70b"), 16, 2)   # 8 KV heads over 16 GPUs: 1 each
     assert shard.kv_heads == 1 and shard.q_heads == 4
