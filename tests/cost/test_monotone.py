@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kvsched.cost.gpus import GPUS
-from kvsched.cost.models import BatchStats
+from kvsched.cost.models import BatchStats, LinearCost, UnitTime
 from kvsched.cost.presets import get_preset, list_presets
 from kvsched.cost.roofline import build_roofline, list_model_configs
 
@@ -27,9 +27,10 @@ EPS = 1e-12
 
 
 def cost_models() -> dict:
-    """Every preset's cost model (calibrated and roofline), and the roofline of every shipped config
+    """UnitTime, LinearCost, every preset's cost model (calibrated and roofline), and the roofline of every shipped config
     on every GPU of the table (at TP 1, and TP 8 for the 70B-class models)."""
-    models = {name: get_preset(name).cost for name in list_presets()}
+    models = {"unit": UnitTime(), "linear": LinearCost(0.022, 8.7e-7)}
+    models.update({name: get_preset(name).cost for name in list_presets()})
     for config, gpu in itertools.product(list_model_configs(), GPUS):
         tp = 8 if "70b" in config or "72b" in config else 1
         models[f"roofline:{config}@{gpu}/tp{tp}"] = build_roofline(config, gpu, tp)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from kvsched.cost.gpus import GPUS, get_gpu
 from kvsched.cost.models import BatchStats, CostModel
@@ -239,3 +240,25 @@ def test_shipped_efficiencies_are_what_the_fit_script_writes(tmp_path, capsys):
     assert module.main(["--profiles", str(PROFILES), "--output", str(out)]) == 0
     assert json.loads(out.read_text()) == load_fit()
     assert "cross-model" in capsys.readouterr().out
+
+
+@st.composite
+def batches(draw) -> BatchStats:
+    """A batch as the engine builds it: prefill chunks after cached context, decodes with context."""
+    chunks = draw(st.lists(st.tuples(st.integers(1, 4096), st.integers(0, 8192)), max_size=4))
+    n = draw(st.integers(0 if chunks else 1, 300))
+    per_decode = draw(st.integers(1, 8000))
+    return BatchStats(num_prefill_tokens=sum(c for c, _ in chunks), num_prefill_seqs=len(chunks),
+                      prefill_context_tokens=sum(c + k for c, k in chunks),
+                      prefill_attention_work=sum(c * (c + k) for c, k in chunks),
+                      num_decode_seqs=n, decode_context_tokens=n * per_decode)
+
+
+@settings(max_examples=80, deadline=None)
+@given(batch=batches(), config=st.sampled_from(["llama-3.1-8b", "qwen2.5-72b", "mistral-7b"]),
+       gpu=st.sampled_from(sorted(GPUS)), tp=st.sampled_from([1, 2, 4, 8]))
+def test_property_the_fitted_roofline_never_beats_its_floors(batch, config, gpu, tp):
+    cost = build_roofline(config, gpu, tp)
+    t = cost.iteration_time(batch)
+    assert t >= cost.memory_floor_time() and t >= cost.compute_floor_time(batch)
+    assert t == pytest.approx(sum(cost.breakdown(batch).values()))
