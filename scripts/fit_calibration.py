@@ -24,6 +24,15 @@ transformer layer on one GPU):
   ``network/a100_dgx`` (NVSwitch; pairwise NVLink has no 8-GPU rows and its 4-GPU all-reduce
   crosses PCIe).
 
+Every fit is *monotone by construction*: a piecewise-linear term is written as its first value plus
+non-negative increments between knots, the decode table as the double cumulative sum of a
+non-negative grid (non-decreasing in batch size and in context, and its context-dependent part
+non-decreasing in batch size, which keeps derived shapes monotone when their context scale is > 1),
+and the prefill coefficients are non-negative. The weighted least-squares problems are then
+non-negative least squares (Lawson & Hanson 1974, `nnls`, numpy only). An iteration's time can
+therefore never fall when a batch gains a sequence, context or prefill tokens; the raw profiles do
+dip (GEMM tile effects), which the monotone fit smooths over.
+
 Fit quality: rows are split by a seeded RNG (``--seed``, default 0) into a training part and a
 held-out part (``--holdout``, default 20 %); coefficients are fitted on the training rows only
 (weighted least squares minimising relative error), and the mean absolute percentage error (MAPE)
@@ -41,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PROFILES = REPO_ROOT.parent / "shared" / "data" / "vidur" / "data" / "profiling"
+DEFAULT_PROFILES = REPO_ROOT.parent / "shared" / "data" / "vidur" / "data" / "profiling"   # override: --profiles
 DEFAULT_OUTPUT = REPO_ROOT / "src" / "kvsched" / "cost" / "data" / "calibration.json"
 
 LINEAR_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
@@ -100,10 +109,40 @@ def hat_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 
 def relative_lstsq(design: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares minimising Σ((prediction − y)/y)²."""
+    """Least squares minimising Σ((prediction − y)/y)², coefficients >= 0 (`nnls`)."""
     w = 1.0 / y
-    coef, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
-    return coef
+    return nnls(design * w[:, None], y * w)
+
+
+def nnls(a: np.ndarray, b: np.ndarray, max_iterations: int | None = None) -> np.ndarray:
+    """argmin ‖a·x − b‖ subject to x >= 0: Lawson & Hanson's active-set algorithm (*Solving Least
+    Squares Problems*, 1974, ch. 23), written with numpy (scipy is not a dependency)."""
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    tolerance = 10 * np.finfo(float).eps * np.linalg.norm(a, 1) * max(a.shape)
+    for _ in range(max_iterations or 3 * n):
+        gradient = a.T @ (b - a @ x)
+        candidates = ~passive & (gradient > tolerance)
+        if not candidates.any():
+            break
+        passive[np.argmax(np.where(candidates, gradient, -np.inf))] = True
+        while True:   # inner loop: keep the passive set's unconstrained solution feasible
+            z = np.zeros(n)
+            z[passive], *_ = np.linalg.lstsq(a[:, passive], b, rcond=None)
+            if (z[passive] > 0).all():
+                x = z
+                break
+            blocking = passive & (z <= 0)
+            step = np.min(x[blocking] / (x[blocking] - z[blocking]))
+            x = x + step * (z - x)
+            passive &= x > tolerance
+            x[~passive] = 0.0
+    return x
+
+
+def cumulative(n: int) -> np.ndarray:
+    """Lower-triangular ones: values = cumulative(n) @ increments (first value, then the steps)."""
+    return np.tril(np.ones((n, n)))
 
 
 def mape(predicted: np.ndarray, y: np.ndarray) -> float:
@@ -124,10 +163,24 @@ def fit_piecewise(x, y, test, candidate_knots) -> dict:
         if not weak:
             break
         knots = np.delete(knots, weak[0])
-    values = relative_lstsq(hat_basis(x[~test], knots), y[~test])
+    steps = cumulative(len(knots))   # values = first value + non-negative increments: non-decreasing
+    values = steps @ relative_lstsq(hat_basis(x[~test], knots) @ steps, y[~test])
+    knots, values = with_tail_knot(x[~test], y[~test], knots, values)
     predicted = hat_basis(x[test], knots) @ values
     return {"knots": knots.tolist(), "values": _round(values), "mape": round(mape(predicted, y[test]), 2),
             "num_train": int((~test).sum()), "num_test": int(test.sum())}
+
+
+def with_tail_knot(x: np.ndarray, y: np.ndarray, knots: np.ndarray, values: np.ndarray):
+    """Append a knot at twice the last one, continuing with the slope of the upper half of the rows.
+
+    `PiecewiseLinear` extrapolates with its last segment's slope, which on a short noisy segment
+    can be anything down to 0 (a monotone fit may leave it flat): 8,192 tokens would then cost what
+    4,096 do. The tail knot extrapolates with the non-negative slope of a line fitted (relative
+    error) to the rows in the upper half of the range instead; inside the range nothing changes."""
+    upper = x >= knots[-1] / 2
+    _, slope = relative_lstsq(np.c_[np.ones(upper.sum()), x[upper]], y[upper])
+    return np.r_[knots, 2 * knots[-1]], np.r_[values, values[-1] + slope * knots[-1]]
 
 
 def _round(values) -> list[float]:
@@ -173,7 +226,10 @@ def fit_attention(profiles: Path, rng, holdout: float) -> tuple[dict, dict]:
     kb, kc = np.array(DECODE_BATCH_KNOTS, float), np.array(DECODE_CONTEXT_KNOTS, float)
     basis = (hat_basis(batch, kb)[:, :, None] * hat_basis(context, kc)[:, None, :]).reshape(len(y), -1)
     test = holdout_mask(len(y), rng, holdout)
-    values = relative_lstsq(basis[~test], y[~test])
+    # values[i, j] = Σ_{a<=i, b<=j} d[a, b] with d >= 0: monotone in batch and in context, and the
+    # context-dependent part values[i, j] − values[i, 0] non-decreasing in batch (see the docstring)
+    steps = np.kron(cumulative(len(kb)), cumulative(len(kc)))
+    values = steps @ relative_lstsq(basis[~test] @ steps, y[~test])
     decode = {"reference": reference, "form": "bilinear in (decode batch size, mean context tokens) (ms)",
               "batch_knots": kb.tolist(), "context_knots": kc.tolist(),
               "values": [_round(r) for r in values.reshape(len(kb), len(kc))],

@@ -22,7 +22,7 @@ def test_required_presets_exist():
     for name in list_presets():
         preset = get_preset(name)
         assert isinstance(preset, Preset) and preset.name == name
-        assert isinstance(preset.cost, CalibratedCost)
+        assert isinstance(preset.cost, CalibratedCost) == (preset.cost_model == "calibrated")
         assert preset.block_size == 16 and preset.gpu_memory_utilization == 0.9
 
 
@@ -67,7 +67,8 @@ def test_fit_errors_cover_the_operator_groups():
     assert not tp2.attention_derived
     single = get_preset("llama2-7b-a100")
     assert "all_reduce" not in single.fit_error and single.attention_derived
-    assert all(0 < e < 10 for p in map(get_preset, list_presets()) for e in p.fit_error.values())
+    calibrated = [p for p in map(get_preset, list_presets()) if p.cost_model == "calibrated"]
+    assert all(0 < e < 10 for p in calibrated for e in p.fit_error.values())   # roofline: test_roofline.py
 
 
 def test_larger_model_is_slower_per_decode_step():

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from . import bounds, engine, fluid, presets, reproduce, sweep
+from . import bounds, engine, fluid, iteration_time, presets, reproduce, sweep
 from . import common as cc
 from ..errors import ConfigError, UserError
 
@@ -241,7 +241,7 @@ def check_policy_command(
 
 # --------------------------------------------------------------------------- command groups
 
-for _module in (bounds, fluid, presets, engine, sweep, reproduce):
+for _module in (bounds, fluid, presets, engine, sweep, reproduce, iteration_time):
     _module.register(app, bound_app)
 
 

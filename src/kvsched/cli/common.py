@@ -88,7 +88,9 @@ KvConventionOpt = Annotated[str, typer.Option(
     "--kv-convention", help="KV accounting: 'computed' (vLLM: s+j-1 while emitting token j) or "
                             "'emitted' (the papers: s+j).")]
 CostOpt = Annotated[str, typer.Option(
-    "--cost", help="Iteration time: 'unit', 'linear:d0=SECONDS,d1=SECONDS_PER_KV_TOKEN' or 'preset:NAME'.")]
+    "--cost", help="Iteration time: 'unit', 'linear:d0=SECONDS,d1=SECONDS_PER_KV_TOKEN', 'preset:NAME' "
+                   "(kvsched presets) or 'roofline:model=NAME|PATH,gpu=h100-sxm,tp=4[,dtype=bf16]' "
+                   "(shipped configs: llama-3.1-8b/70b, qwen2.5-7b/72b, mistral-7b, llama-2-7b/70b).")]
 PredictorOpt = Annotated[str | None, typer.Option(
     "--predictor", help="Output-length predictor spec, e.g. 'exact' (see kvsched.predictors).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the workload, predictor and policies.")]

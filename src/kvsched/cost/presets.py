@@ -24,6 +24,11 @@ shared/data/vidur/runs, reserves 13 requests × 4,096 tokens = 53,248 tokens (it
 embedding and LM head and rounds down to whole max-length request slots). Use
 ``--kv-capacity`` to reproduce either figure.
 
+Roofline presets (``cost_model == "roofline"``) price common (model, GPU, TP) pairs with
+`kvsched.cost.roofline.RooflineCost` on a shipped ``config.json``; their KV capacity is vLLM's rule
+with the activation peak estimated (`kvsched.cost.roofline.vllm_kv_capacity`, bf16), and their
+``fit_error`` is the roofline's held-out error on the A100 profiles (on other GPUs unmeasured).
+
 Presets whose attention was not profiled (Llama-2-7B, Llama-3-8B, and 70B at TP 4 and 8) derive it
 from the Llama-2-70B TP2 attention table by shape; ``Preset.attention_derived`` says so.
 """
@@ -34,7 +39,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .calibrated import CalibratedCost, ModelShape, build_cost, fit_errors
+from .calibrated import ModelShape, build_cost, fit_errors
+from .gpus import get_gpu
+from .models import CostModel
+from .roofline import ModelConfig, build_roofline, load_fit, load_model_config, vllm_kv_capacity
 from ..errors import ConfigError
 
 GIB = 1024 ** 3
@@ -52,10 +60,10 @@ class Preset:
     """A named (model, GPU, tensor-parallel) deployment: batch-time model and KV capacity."""
 
     name: str
-    model: ModelShape
+    model: ModelShape | ModelConfig
     gpu: str
     tensor_parallel: int
-    cost: CalibratedCost = field(repr=False)
+    cost: CostModel = field(repr=False)
     kv_capacity_tokens: int
     block_size: int
     bytes_per_kv_token: int            # per GPU
@@ -65,10 +73,13 @@ class Preset:
     fit_error: Mapping[str, float]     # held-out MAPE (%) per operator group (read-only)
     attention_derived: bool            # attention fitted on another shape (see module docstring)
     description: str
+    cost_model: str = "calibrated"     # or "roofline"
+    activation_bytes_per_gpu: int = 0  # vLLM's profiling-pass activations (roofline presets)
 
     @property
     def kv_bytes_per_gpu(self) -> int:
-        return int(self.gpu_memory_utilization * self.gpu_memory_bytes) - self.weight_bytes_per_gpu
+        return (int(self.gpu_memory_utilization * self.gpu_memory_bytes) - self.weight_bytes_per_gpu
+                - self.activation_bytes_per_gpu)
 
 
 def kv_capacity(model: ModelShape, tensor_parallel: int, *, gpu_memory_bytes: int = 80 * GIB,
@@ -102,13 +113,53 @@ _PRESETS = {
 }
 
 
+#: Roofline presets: name -> (shipped config, GPU, TP). Each fits its GPU's memory in bf16.
+_ROOFLINE_PRESETS = {
+    "llama-3.1-8b-a100-80gb": ("llama-3.1-8b", "a100-80gb", 1),
+    "llama-3.1-8b-h100-sxm": ("llama-3.1-8b", "h100-sxm", 1),
+    "llama-3.1-8b-l40s": ("llama-3.1-8b", "l40s", 1),
+    "llama-3.1-8b-l4": ("llama-3.1-8b", "l4", 1),
+    "llama-3.1-70b-a100-80gb-tp4": ("llama-3.1-70b", "a100-80gb", 4),
+    "llama-3.1-70b-h100-sxm-tp4": ("llama-3.1-70b", "h100-sxm", 4),
+    "llama-3.1-70b-h200-tp2": ("llama-3.1-70b", "h200", 2),
+    "llama-3.1-70b-b200-tp2": ("llama-3.1-70b", "b200", 2),
+    "llama-3.1-70b-mi300x": ("llama-3.1-70b", "mi300x", 1),
+    "qwen2.5-7b-h100-sxm": ("qwen2.5-7b", "h100-sxm", 1),
+    "qwen2.5-72b-h100-sxm-tp4": ("qwen2.5-72b", "h100-sxm", 4),
+    "mistral-7b-h100-sxm": ("mistral-7b", "h100-sxm", 1),
+    "llama-2-70b-a100-80gb-tp2": ("llama-2-70b", "a100-80gb", 2),
+}
+
+
+def roofline_fit_errors() -> dict[str, float]:
+    """The roofline's held-out MAPE (%) per part on the A100 profiles (`scripts/fit_roofline.py`)."""
+    return {part: e["mape"] for part, e in load_fit()["held_out_mape"]["per_operator"].items()}
+
+
+def _make_roofline(name: str, config: str, gpu: str, tensor_parallel: int) -> Preset:
+    cost = build_roofline(config, gpu, tensor_parallel)
+    kv = vllm_kv_capacity(cost.model, cost.gpu, tensor_parallel)
+    errors = roofline_fit_errors()
+    if tensor_parallel == 1:
+        errors.pop("all_reduce")
+    return Preset(name=name, model=load_model_config(config), gpu=gpu, tensor_parallel=tensor_parallel,
+                  cost=cost, kv_capacity_tokens=kv.kv_capacity_tokens, block_size=16,
+                  bytes_per_kv_token=kv.bytes_per_kv_token, weight_bytes_per_gpu=kv.weight_bytes_per_gpu,
+                  gpu_memory_bytes=kv.gpu_memory_bytes, gpu_memory_utilization=kv.gpu_memory_utilization,
+                  fit_error=MappingProxyType(errors), attention_derived=False,
+                  description=f"{config}, {tensor_parallel} × {get_gpu(gpu).name}, roofline (bf16)",
+                  cost_model="roofline", activation_bytes_per_gpu=kv.activation_bytes_per_gpu)
+
+
 def list_presets() -> list[str]:
-    """Names of the built-in presets."""
-    return sorted(_PRESETS)
+    """Names of the built-in presets (calibrated and roofline)."""
+    return sorted((*_PRESETS, *_ROOFLINE_PRESETS))
 
 
 def get_preset(name: str) -> Preset:
     """The preset called `name`; `ConfigError` naming the known ones otherwise."""
+    if name in _ROOFLINE_PRESETS:
+        return _make_roofline(name, *_ROOFLINE_PRESETS[name])
     try:
         model, tp, description = _PRESETS[name]
     except KeyError:

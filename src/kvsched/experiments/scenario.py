@@ -60,7 +60,7 @@ class CostSpec:
 
 
 def parse_cost(text: str) -> CostSpec:
-    """'unit' | 'linear:d0=..,d1=..' | 'preset:NAME' → `CostSpec`."""
+    """'unit' | 'linear:d0=..,d1=..' | 'preset:NAME' | 'roofline:model=..,gpu=..[,tp=..,dtype=..]' → `CostSpec`."""
     kind, _, rest = text.strip().partition(":")
     kind = kind.strip().lower()
     if kind == "unit" and not rest:
@@ -75,7 +75,42 @@ def parse_cost(text: str) -> CostSpec:
             raise ConfigError(f"--cost: {exc}") from None
     if kind == "preset":
         return _preset_cost(rest.strip())
-    raise ConfigError(f"--cost: unknown cost {text!r}; expected 'unit', 'linear:d0=..,d1=..' or 'preset:NAME'")
+    if kind == "roofline":
+        return _roofline_cost(rest)
+    raise ConfigError(f"--cost: unknown cost {text!r}; expected 'unit', 'linear:d0=..,d1=..', 'preset:NAME' "
+                      "or 'roofline:model=NAME|PATH,gpu=NAME[,tp=N,dtype=bf16]'")
+
+
+#: roofline spec keys -> what each expects (the error messages name them).
+ROOFLINE_KEYS = {"model": "a shipped config name or a config.json path", "gpu": "a GPU name (kvsched.cost.gpus)",
+                 "tp": "a tensor-parallel degree >= 1", "dtype": "bf16, fp16 or fp8",
+                 "overhead": "seconds per iteration >= 0", "seq_overhead": "seconds per sequence >= 0"}
+
+
+def _roofline_cost(rest: str) -> CostSpec:
+    """``roofline:model=..,gpu=..[,tp=..,dtype=..,overhead=..,seq_overhead=..]``: a `RooflineCost` and
+    the KV capacity vLLM would allocate for it (`kvsched.cost.roofline.vllm_kv_capacity`)."""
+    from ..cost.roofline import build_roofline, vllm_kv_capacity
+    values = _key_values(rest, "--cost roofline")
+    unknown = sorted(set(values) - set(ROOFLINE_KEYS))
+    if unknown:
+        raise ConfigError(f"--cost roofline: unknown key {unknown[0]!r}; expected {', '.join(ROOFLINE_KEYS)}")
+    missing = [k for k in ("model", "gpu") if not values.get(k)]
+    if missing:
+        raise ConfigError(f"--cost roofline: {missing[0]}= is required ({ROOFLINE_KEYS[missing[0]]})")
+    tp_text = values.get("tp", "1")
+    if not tp_text.isdigit() or int(tp_text) < 1:
+        raise ConfigError(f"--cost roofline: tp={tp_text!r}, expected {ROOFLINE_KEYS['tp']}")
+    overheads = {name: _float(values[key], "--cost roofline", key)
+                 for key, name in (("overhead", "iteration_overhead_time"), ("seq_overhead", "seq_overhead_time"))
+                 if key in values}
+    try:
+        cost = build_roofline(values["model"], values["gpu"], int(tp_text), values.get("dtype", "bf16").lower(),
+                              **overheads)
+        kv = vllm_kv_capacity(cost.model, cost.gpu, cost.tensor_parallel, dtype=cost.dtype)
+    except ConfigError as exc:
+        raise ConfigError(f"--cost roofline: {exc}") from None
+    return CostSpec(cost, kv.kv_capacity_tokens, 16)
 
 
 def _preset_cost(name: str) -> CostSpec:
