@@ -18,9 +18,7 @@ from kvsched.cost.roofline import (PARTS, Efficiencies, ModelConfig, PartFit, Ro
 from kvsched.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: beside the repository (../shared), or beside the main checkout when this is a git worktree
-PROFILES = next((p for p in (REPO_ROOT.parent / "shared", REPO_ROOT.parents[2] / "shared")
-                 if (p / "data/vidur/data/profiling").is_dir()), REPO_ROOT.parent / "shared") / "data/vidur/data/profiling"
+PROFILES = REPO_ROOT.parent / "shared" / "data" / "vidur" / "data" / "profiling"
 needs_profiles = pytest.mark.skipif(not PROFILES.is_dir(), reason="../shared/data/vidur absent")
 UNIT = Efficiencies()   # every efficiency 1, no fixed time: the pure roofline
 
