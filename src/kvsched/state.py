@@ -12,6 +12,8 @@ bookkeeping lives here once instead of in every policy.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from collections.abc import KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -97,19 +99,20 @@ class RequestView:
         return (f"RequestView(id={s.request_id}, status={s.status.value}, prompt={s.num_prompt_tokens},"
                 f" computed={s.num_computed_tokens}, generated={s.num_output_tokens})")
 
-    request_id = property(lambda self: self._s.request_id)
-    arrival_time = property(lambda self: self._s.arrival_time)
-    num_prompt_tokens = property(lambda self: self._s.num_prompt_tokens)
-    num_computed_tokens = property(lambda self: self._s.num_computed_tokens)
-    num_output_tokens = property(lambda self: self._s.num_output_tokens, doc="Tokens generated so far.")
-    num_evictions = property(lambda self: self._s.num_evictions)
-    predicted_output_tokens = property(lambda self: self._s.predicted_output_tokens)
-    predicted_lo = property(lambda self: self._s.predicted_lo)
-    predicted_hi = property(lambda self: self._s.predicted_hi)
-    type_id = property(lambda self: self._s.type_id)
-    status = property(lambda self: self._s.status)
-    first_scheduled_time = property(lambda self: self._s.first_scheduled_time)
-    admitted_seq = property(lambda self: self._s.admitted_seq)
+    # attrgetter: a C call, no Python frame (policies read these for every request at every boundary)
+    request_id = property(attrgetter("_s.request_id"))
+    arrival_time = property(attrgetter("_s.arrival_time"))
+    num_prompt_tokens = property(attrgetter("_s.num_prompt_tokens"))
+    num_computed_tokens = property(attrgetter("_s.num_computed_tokens"))
+    num_output_tokens = property(attrgetter("_s.num_output_tokens"), doc="Tokens generated so far.")
+    num_evictions = property(attrgetter("_s.num_evictions"))
+    predicted_output_tokens = property(attrgetter("_s.predicted_output_tokens"))
+    predicted_lo = property(attrgetter("_s.predicted_lo"))
+    predicted_hi = property(attrgetter("_s.predicted_hi"))
+    type_id = property(attrgetter("_s.type_id"))
+    status = property(attrgetter("_s.status"))
+    first_scheduled_time = property(attrgetter("_s.first_scheduled_time"))
+    admitted_seq = property(attrgetter("_s.admitted_seq"))
 
     @property
     def num_tokens(self) -> int:
@@ -347,9 +350,12 @@ class Batch:
         recorded iff `n` fits in the `token_budget` and its new blocks (`need`) in the free
         blocks less `reserve_blocks` (blocks the policy keeps free: a watermark, a reservation);
         False and nothing recorded otherwise. Misuse raises `ValueError` (see the class)."""
+        # (A waiting or resident request always has a token to compute, so n = 1, the common
+        # case, needs no look at its uncomputed tokens.)
         rid, status = request.request_id, request.status
         if (type(n) is not int or n < 1 or rid in self._tokens or rid in self._evicted
-                or n > request.num_uncomputed_tokens or (status is not _RUNNING and status is not _WAITING)):
+                or (status is not _RUNNING and status is not _WAITING)
+                or (n != 1 and n > request.num_uncomputed_tokens)):
             self._misuse(request, n)
         left = self._left
         if left is not None and n > left:

@@ -417,7 +417,7 @@ def test_decode_run_durations_fallback_and_method():
 
 # ----------------------------------------------------------------------------- engine's views
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(prompt=st.integers(1, 40), outputs=st.integers(0, 40), computed_back=st.integers(0, 80),
        resident=st.booleans(), emitted=st.booleans(), block_size=st.sampled_from([1, 3, 16]),
        num_new=st.integers(1, 90))

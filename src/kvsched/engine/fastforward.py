@@ -329,20 +329,20 @@ class FastForward:
         checked in one tight loop; every other entry goes through the plain rules."""
         s = self.s
         running, block_size, held_extra = s.running, s.cache.block_size, self.kv_extra
-        tally, decodes, others = Tally(s.cache.used_blocks), [], []
+        decodes, others, new_blocks, context = [], [], 0, 0      # locals: the loop runs per decode
         for rid, n in decision.num_tokens.items():
             state = running.get(rid)
             if (n == 1 and type(n) is int and state is not None and state.num_output_tokens >= 1
                     and state.num_computed_tokens == state.num_prompt_tokens + state.num_output_tokens - 1):
-                # decode_extra_blocks, inlined: a new block when its last one is full
-                tally.used_blocks += (state.num_computed_tokens + held_extra) % block_size == 0
-                tally.decode_seqs += 1
-                tally.decode_context += state.num_computed_tokens + 1
+                computed = state.num_computed_tokens
+                new_blocks += (computed + held_extra) % block_size == 0   # decode_extra_blocks, inlined
+                context += computed + 1
                 decodes.append(state)
             else:
                 others.append((rid, n))
-        tally.num_tokens += len(decodes)
-        tally.num_resident += len(decodes)
+        tally = Tally(s.cache.used_blocks + new_blocks)
+        tally.decode_seqs, tally.decode_context = len(decodes), context
+        tally.num_tokens = tally.num_resident = len(decodes)
         plan = s.plan(others, evicted, tally) if others else ()
         return s.checked(decodes, plan, tally)
 
