@@ -124,3 +124,59 @@ def test_the_compiled_engine_gives_the_python_engines_records(data):
         np.testing.assert_array_equal(getattr(kernel, name), getattr(python, name), err_msg=name)
     assert (kernel.num_iterations, kernel.busy_time, kernel.kv_peak_tokens, kernel.kv_token_seconds) == (
         python.num_iterations, python.busy_time, python.kv_peak_tokens, python.kv_token_seconds)
+
+
+# ---------------------------------------------------------------- separate batching
+
+def _mixes_prefill_and_decode(workload, result) -> list[int]:
+    """Iterations (by index) whose steps mix prefill and decode work, classified from the
+    iteration records by the plain rules alone."""
+    from kvsched.engine import rules
+    prompt = workload.num_prompt_tokens
+    computed = np.zeros(len(workload), np.int64)
+    outputs = np.zeros(len(workload), np.int64)
+    mixed = []
+    for k, it in enumerate(result.iterations):
+        for r in it.evicted:
+            computed[r] = 0
+        kinds = set()
+        for r, n in it.num_tokens.items():
+            kinds.add(rules.is_decode_step(int(prompt[r]), int(outputs[r]), int(computed[r]), n))
+            step = rules.advance(int(prompt[r]), int(outputs[r]), int(computed[r]), int(computed[r]), n)
+            computed[r], outputs[r] = step.computed, step.outputs
+        if len(kinds) > 1:
+            mixed.append(k)
+    return mixed
+
+
+@EXAMPLES
+@given(runs(), st.integers(1, 6))
+def test_separate_batching_never_mixes_and_keeps_every_invariant(data, threshold):
+    """`separate-threshold` under ``separate_batching``: no iteration mixes prefill and decode
+    work, KV stays within capacity, every request finishes or is rejected, and the fast path
+    gives the reference loop's records."""
+    workload, sim, _ = data
+    sim = dataclasses.replace(sim, separate_batching=True, max_num_batched_tokens=None)
+    result = sim.run(workload, make("separate-threshold", threshold=threshold), seed=0)
+    assert _mixes_prefill_and_decode(workload, result) == []
+    assert max((it.kv_used_tokens for it in result.iterations), default=0) <= result.kv_capacity_tokens
+    assert np.all(~np.isnan(result.finish_time) ^ result.rejected)
+    reference = dataclasses.replace(sim, fast=False).run(workload, make("separate-threshold", threshold=threshold))
+    for name in RECORDS:
+        np.testing.assert_array_equal(getattr(result, name), getattr(reference, name), err_msg=name)
+
+
+@EXAMPLES
+@given(runs())
+def test_separate_batching_refuses_every_mixed_decision(data):
+    """Any policy under ``separate_batching``: the run completes without a mixed iteration, or
+    the engine refuses the first decision that mixes (never accepts one silently)."""
+    from kvsched.errors import InfeasibleDecisionError
+    workload, sim, (policy_id, params) = data
+    sim = dataclasses.replace(sim, separate_batching=True)
+    try:
+        result = sim.run(workload, make(policy_id, **params), seed=0)
+    except InfeasibleDecisionError as exc:
+        assert "separate batching" in str(exc)
+        return
+    assert _mixes_prefill_and_decode(workload, result) == []
