@@ -70,6 +70,7 @@ class RunSummary:
     slo: str | None = None
     slo_attainment: float = float("nan")
     goodput_requests_per_s: float = float("nan")
+    num_restarted_tokens: int = 0      # generated tokens discarded by restarts (eviction = restart)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -128,16 +129,19 @@ class Slo:
         return ok
 
 
-def token_times(iterations, num_prompt_tokens: np.ndarray) -> dict[int, list[float]]:
+def token_times(iterations, num_prompt_tokens: np.ndarray, restart: bool = False) -> dict[int, list[float]]:
     """When each request emitted each token, from iteration records: a request emits a token at
     the end of an iteration that brings its computed tokens (since its last eviction) to
     prompt + tokens emitted so far (the prefill emits the first; a recompute after an eviction
-    emits the next one; every decode step one)."""
+    emits the next one; every decode step one). With `restart` (``Simulator(eviction="restart")``)
+    an eviction discards the tokens emitted so far: the times are those of the last generation."""
     computed: dict[int, int] = {}
     times: dict[int, list[float]] = {}
     for it in iterations:
         for rid in it.evicted:
             computed[rid] = 0
+            if restart:
+                times[rid] = []
         end = it.start_time + it.duration
         for rid, n in it.num_tokens.items():
             done = computed.get(rid, 0) + n
@@ -148,9 +152,9 @@ def token_times(iterations, num_prompt_tokens: np.ndarray) -> dict[int, list[flo
     return times
 
 
-def token_gaps(iterations, num_prompt_tokens: np.ndarray) -> np.ndarray:
+def token_gaps(iterations, num_prompt_tokens: np.ndarray, restart: bool = False) -> np.ndarray:
     """Every gap between two consecutive tokens of a request, all requests pooled."""
-    per_request = [np.diff(t) for t in token_times(iterations, num_prompt_tokens).values() if len(t) > 1]
+    per_request = [np.diff(t) for t in token_times(iterations, num_prompt_tokens, restart).values() if len(t) > 1]
     return np.concatenate(per_request) if per_request else np.empty(0)
 
 
@@ -161,7 +165,8 @@ def run_token_gaps(result) -> np.ndarray:
         missing = np.isnan(result.token_gaps)       # tokens never emitted (rejected, unfinished)
         return result.token_gaps[~missing] if missing.any() else result.token_gaps
     if result.iterations is not None:
-        return token_gaps(result.iterations, result.workload.num_prompt_tokens)
+        restart = getattr(result, "num_restarted_tokens", None) is not None
+        return token_gaps(result.iterations, result.workload.num_prompt_tokens, restart)
     return np.empty(0)
 
 
@@ -201,6 +206,8 @@ def summarize(result, slo: Slo | None = None) -> RunSummary:
         num_iterations=result.num_iterations, wall_time=result.wall_time,
         p50_tpot=p50_tp, p90_tpot=p90_tp, p99_tpot=p99_tp, mean_token_gap=mean_g,
         p50_token_gap=p50_g, p90_token_gap=p90_g, p99_token_gap=p99_g,
+        num_restarted_tokens=(0 if getattr(result, "num_restarted_tokens", None) is None
+                              else int(result.num_restarted_tokens.sum())),
         **_slo_fields(slo, ttft, latency, outputs, done, per_s))
 
 

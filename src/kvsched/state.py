@@ -42,7 +42,7 @@ class RequestState:
         "request_id", "arrival_time", "num_prompt_tokens", "true_output_tokens",
         "predicted_output_tokens", "predicted_lo", "predicted_hi", "type_id",
         "status", "num_computed_tokens", "num_output_tokens", "num_evictions",
-        "num_recomputed_tokens", "high_water_tokens", "total_computed_tokens",
+        "num_recomputed_tokens", "num_restarted_tokens", "high_water_tokens", "total_computed_tokens",
         "first_scheduled_time", "first_token_time", "finish_time", "admitted_seq",
         "reject_reason", "view", "last_token_time",
     )
@@ -64,6 +64,7 @@ class RequestState:
         self.num_output_tokens = 0
         self.num_evictions = 0
         self.num_recomputed_tokens = 0
+        self.num_restarted_tokens = 0   # generated tokens discarded by restarts (Eviction.RESTART)
         self.high_water_tokens = 0      # the most tokens ever computed: tokens below it are recomputation
         self.total_computed_tokens = 0
         self.first_scheduled_time: float | None = None

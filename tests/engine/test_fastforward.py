@@ -28,7 +28,7 @@ from kvsched.state import Decision
 from kvsched.workload.synthetic import (AllAtZero, Bursts, Deterministic, LogNormal, Poisson, Uniform,
                                         Workload, synthesize)
 
-from policy_helpers import conformance_policies
+from policy_helpers import conformance_policies, with_settings
 
 
 @pytest.fixture(autouse=True)
@@ -92,12 +92,16 @@ CASES = {
     "calibrated-70b-tp2-b16": (
         lambda: _workload(Poisson(8.0), 80, 8),
         dict(cost=_preset_cost(), kv_capacity_tokens=2400, block_size=16)),
+    "tight-restart-linear-b4": (
+        lambda: _workload(Poisson(4.0), 60, 5),
+        dict(cost=LinearCost(0.01, 5e-5), kv_capacity_tokens=900, block_size=4, eviction="restart")),
     "budget-limited-loose-b16": (
         lambda: _workload(Poisson(5.0), 80, 7),
         dict(cost=LinearCost(0.01, 5e-5), kv_capacity_tokens=6000, block_size=16,
              max_num_batched_tokens=64)),
 }
 
+CASE_SETTINGS = {name: settings_ for name, (_, settings_) in CASES.items()}
 
 # Parameter settings that change when a policy's decision changes (event-stable policies).
 VARIANTS = {
@@ -136,8 +140,7 @@ def assert_same_outcome(reference, fast) -> None:
     assert fast[1] == reference[1]      # iteration records (None unless recorded)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("policy_name, params", conformance_policies())
+@pytest.mark.parametrize("policy_name, params, case", with_settings(conformance_policies(), CASE_SETTINGS))
 def test_fast_path_equals_reference(policy_name, params, case):
     """Two engines: the plain reference loop against `FastForward` (its stepped decodes for every
     policy, its stretches for event-stable ones). The policy must build: a construction error

@@ -13,7 +13,7 @@ from kvsched.policies import make
 from kvsched.workload.predictors import apply_predictor
 from kvsched.workload.synthetic import default_workload
 
-from policy_helpers import conformance_policies
+from policy_helpers import conformance_policies, with_settings
 
 C, E = KVConvention.COMPUTED, KVConvention.EMITTED
 
@@ -76,7 +76,7 @@ def test_rejection_rule():
 
 # ---------------------------------------------------------------- the rules as an oracle
 
-def replay(result, convention: KVConvention, block_size: int) -> dict:
+def replay(result, convention: KVConvention, block_size: int, eviction=rules.Eviction.RECOMPUTE) -> dict:
     """Per-request records rebuilt from the iteration records with the plain rules alone."""
     w = result.workload
     n = len(w)
@@ -87,6 +87,7 @@ def replay(result, convention: KVConvention, block_size: int) -> dict:
     for it in result.iterations:
         for r in it.evicted:
             computed[r] = 0
+            outputs[r] = rules.outputs_after_eviction(int(outputs[r]), eviction)
             evictions[r] += 1
         end = it.start_time + it.duration
         for r, k in it.num_tokens.items():
@@ -118,7 +119,8 @@ def gaps_from_iterations(result) -> np.ndarray:
     definition of a token's time), laid out per request as the engine lays them."""
     gaps = np.full(len(result.token_gaps), np.nan)
     offsets = result.token_gap_offsets()
-    for rid, times in token_times(result.iterations, result.workload.num_prompt_tokens).items():
+    restart = result.num_restarted_tokens is not None
+    for rid, times in token_times(result.iterations, result.workload.num_prompt_tokens, restart).items():
         gaps[offsets[rid]:offsets[rid] + len(times) - 1] = np.diff(times)
     return gaps
 
@@ -140,12 +142,12 @@ SETTINGS = {
     "unit-b1-emitted": dict(cost=UnitTime(), kv_capacity_tokens=1500, kv_convention=E),
     "linear-b4-budget": dict(cost=LinearCost(0.022, 8.7e-7), kv_capacity_tokens=1024, block_size=4,
                              max_num_batched_tokens=96),
+    "unit-b4-restart": dict(cost=UnitTime(), kv_capacity_tokens=1024, block_size=4, eviction="restart"),
 }
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
-@pytest.mark.parametrize("setting", sorted(SETTINGS))
-@pytest.mark.parametrize("policy_name, params", conformance_policies())
+@pytest.mark.parametrize("policy_name, params, setting", with_settings(conformance_policies(), SETTINGS))
 def test_every_run_obeys_the_plain_rules(policy_name, params, setting, fast):
     """Whatever the policy and engine path, the records follow from the iterations by the rules."""
     kw = SETTINGS[setting]
@@ -154,7 +156,7 @@ def test_every_run_obeys_the_plain_rules(policy_name, params, setting, fast):
     workload = workload.with_columns(type_id=long_prompt.astype(np.int64))     # two types, for WAIT
     sim = Simulator(**kw, fast=fast, compiled=False, record_iterations=True, record_token_gaps=True)
     result = sim.run(workload, make(policy_name, **params))
-    oracle = replay(result, sim.kv_convention, sim.block_size)
+    oracle = replay(result, sim.kv_convention, sim.block_size, sim.eviction)
     np.testing.assert_array_equal(result.token_gaps, gaps_from_iterations(result), strict=True)
     for name in ("first_scheduled_time", "first_token_time", "finish_time", "num_evictions",
                  "num_recomputed_tokens", "total_computed_tokens"):

@@ -47,6 +47,9 @@ class RunResult:
     #: ``Simulator(record_token_gaps=True)``: request r's o_r - 1 gaps follow request r - 1's
     #: (`token_gap_offsets`); NaN where a token was never emitted (rejected or unfinished).
     token_gaps: np.ndarray | None = field(default=None, repr=False)
+    #: Per request, the generated tokens discarded by restarts (``Simulator(eviction="restart")``;
+    #: None: the run evicted by recompute, nothing discarded).
+    num_restarted_tokens: np.ndarray | None = field(default=None, repr=False)
 
     def token_gap_offsets(self) -> np.ndarray:
         """Where each request's gaps start in `token_gaps`."""

@@ -20,9 +20,11 @@ generated so far) and ``computed`` (the tokens whose KV exists; 0 when it holds 
 - Blocks: with ``block_size`` B, a request holding t KV tokens occupies ceil(t / B) blocks.
 - Rejection: a request whose KV at its last token (never evicted) needs more blocks than the
   cache has can never run; it is rejected on arrival.
-- Eviction (recompute): the KV is dropped (computed = 0); the generated tokens are kept and are
-  recomputed with the prompt. Tokens computed below the request's high-water mark are recomputed
-  tokens.
+- Eviction (`Eviction`): the KV is dropped (computed = 0). RECOMPUTE (vLLM) keeps the generated
+  tokens, recomputed with the prompt; RESTART (the theory papers: WAIT, MC-SF's benchmarks, A_min)
+  discards them too, and the request generates its output again from its prompt (same true
+  length). Tokens computed below the request's high-water mark are recomputed tokens; the
+  generated tokens a restart discards are restarted tokens.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ from typing import NamedTuple
 class KVConvention(str, Enum):
     COMPUTED = "computed"
     EMITTED = "emitted"
+
+
+class Eviction(str, Enum):
+    RECOMPUTE = "recompute"
+    RESTART = "restart"
+
+
+def outputs_after_eviction(outputs: int, eviction: Eviction) -> int:
+    """Output tokens a request keeps when it is evicted (its computed tokens become 0)."""
+    return 0 if eviction is Eviction.RESTART else outputs
 
 
 def blocks(tokens: int, block_size: int) -> int:

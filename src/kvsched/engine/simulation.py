@@ -23,9 +23,13 @@ Conventions, fixed here once (the rules themselves are `kvsched.engine.rules`):
 - KV: the engine's `kv_convention` (`KVConvention.COMPUTED`, vLLM, by default; `EMITTED` for the
   papers' s + j). The memory check uses the KV each resident request holds *after* this iteration's
   tokens (finishing requests included), in whole blocks; ``used <= capacity`` always holds.
-- Evictions (recompute): the request's KV is dropped and ``num_computed_tokens`` returns to 0; the
-  tokens it had generated are kept and must be recomputed with its prompt. Tokens computed below the
-  request's earlier high-water mark count as recomputed.
+- Evictions (`Simulator.eviction`, `rules.outputs_after_eviction`): the request's KV is dropped
+  and ``num_computed_tokens`` returns to 0; under RECOMPUTE (default) the tokens it had generated
+  are kept and must be recomputed with its prompt, under RESTART they are discarded and generated
+  again (``num_restarted_tokens``). Tokens computed below the request's earlier high-water mark
+  count as recomputed. TTFT is the first emission of the first token (a restart does not move
+  it); a restarted request's token gaps are those of its last generation (earlier ones are
+  overwritten).
 - Requests whose peak KV (s + o - 1, or s + o under EMITTED, in blocks) exceeds the capacity are
   rejected on arrival, with the reason in the results (`rules.rejection_reason`).
 - Ties: the waiting queue is ordered by (arrival time, request id); the running set by admission.
@@ -293,7 +297,9 @@ class Simulation:
             reject_reasons={s.request_id: s.reject_reason for s in self.states if s.reject_reason},
             num_iterations=self.iteration, busy_time=self.busy_time, kv_peak_tokens=self.kv_peak,
             kv_token_seconds=self.kv_token_seconds, wall_time=self._wall_time,
-            iterations=self.iterations, token_gaps=None if self.token_gaps is None else self.token_gaps.copy())
+            iterations=self.iterations, token_gaps=None if self.token_gaps is None else self.token_gaps.copy(),
+            num_restarted_tokens=(column("num_restarted_tokens", np.int64)
+                                  if self.simulator.eviction is rules.Eviction.RESTART else None))
 
     # ------------------------------------------------------------------ one boundary
     def _ask_policy(self, known: int) -> None:
@@ -381,6 +387,9 @@ class Simulation:
             self.cache.free(rid)
             self.evicted_since.append(rid)
             state.num_computed_tokens = 0
+            kept = rules.outputs_after_eviction(state.num_output_tokens, self.simulator.eviction)
+            state.num_restarted_tokens += state.num_output_tokens - kept
+            state.num_output_tokens = kept
             state.num_evictions += 1
             state.status = Status.WAITING
             state.admitted_seq = None
@@ -477,7 +486,7 @@ class Simulation:
             self.progressed |= not decode      # a prefill (or recomputation) completed
             if state.first_token_time is None:
                 state.first_token_time = end
-            elif self.token_gaps is not None:
+            if step.outputs >= 2 and self.token_gaps is not None:
                 self.token_gaps[self.gap_offsets[rid] + step.outputs - 2] = end - state.last_token_time
             state.last_token_time = end
             if state.num_output_tokens == state.true_output_tokens:

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..workload.synthetic import Workload
 from .fastforward import EventStabilityError  # noqa: F401  (public here too)
 from .result import IterationRecord, RunResult  # noqa: F401  (public here too)
-from .rules import KVConvention
+from .rules import Eviction, KVConvention
 from .simulation import ProgressCallback, Simulation
 
 
@@ -26,6 +26,8 @@ class Simulator:
 
     ``max_num_batched_tokens``: engine-wide token budget per iteration (None: unlimited).
     ``separate_batching``: every iteration holds only prefill work or only decodes.
+    ``eviction``: what an evicted request keeps (`rules.Eviction`): RECOMPUTE (vLLM, the default)
+    keeps its generated tokens and recomputes their KV; RESTART (the theory papers) discards them.
     ``record_iterations``: keep an `IterationRecord` per iteration (`RunResult.iterations`; the
     Python engine). ``record_token_gaps``: keep every gap between two consecutive tokens of a
     request (`RunResult.token_gaps`: 8 bytes per output token; every engine).
@@ -41,6 +43,7 @@ class Simulator:
     kv_capacity_tokens: int
     block_size: int = 1
     kv_convention: KVConvention = KVConvention.COMPUTED
+    eviction: Eviction = Eviction.RECOMPUTE
     max_num_batched_tokens: int | None = None
     separate_batching: bool = False
     record_iterations: bool = False
@@ -51,6 +54,7 @@ class Simulator:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kv_convention", KVConvention(self.kv_convention))
+        object.__setattr__(self, "eviction", Eviction(self.eviction))
         if self.kv_capacity_tokens < self.block_size:
             raise ValueError("kv_capacity_tokens must hold at least one block")
 

@@ -28,7 +28,7 @@ from importlib.util import find_spec
 
 import numpy as np
 
-from ..rules import KVConvention
+from ..rules import Eviction, KVConvention
 
 #: Iterations per kernel call between progress reports.
 CHUNK_ITERATIONS = 200_000
@@ -101,6 +101,8 @@ def unsupported(sim, policy, workload=None) -> str | None:
             return f"the workload lacks the predictions policy {name!r} needs"
     if type(sim.cost) not in (UnitTime, LinearCost, CalibratedCost):
         return f"cost model {type(sim.cost).__name__} has no compiled form"
+    if sim.eviction is not Eviction.RECOMPUTE:
+        return f"the kernels implement eviction by recompute only, not {sim.eviction.value!r}"
     if not sim.fast or sim.record_iterations or sim.verify_stable or sim.separate_batching:
         return "the run asks for the reference loop, iteration records, verification or separate batching"
     return None

@@ -111,7 +111,7 @@ def run_decision(rq, e, st, cost, running, queue, alive, tokens, count, evicted,
             q.outputs += 1
             if np.isnan(q.first_token):
                 q.first_token = end
-            elif st.record_gaps:
+            if q.outputs >= 2 and st.record_gaps:
                 gaps[q.gap_offset + q.outputs - 2] = end - q.last_token
             q.last_token = end
             if q.outputs == q.true_output:           # Simulation.finish
