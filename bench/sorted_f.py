@@ -35,7 +35,7 @@ TRACES = Path("/work/shared/data/vidur/data/processed_traces")
 CHAT = TRACES / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
 SUMMARY = TRACES / "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"
 POLICIES = ["sorted-f", "sorted-f:order=footprint", "sorted-f:trigger=drained", "mcsf", "mcsf:rule=skip",
-            "mc-benchmark", "vllm"]
+            "mc-benchmark", "svf", "vllm"]
 
 
 def backlog(n: int, long_fraction: float, scale: float, capacity: int, seed: int) -> Workload:
