@@ -70,8 +70,8 @@ class PastFuture(Policy):
     (artifact: 32,768; None: no cap besides the engine's budget).
 
     Deviations (parameters or stated): the artifact's evictions are free (the evicted request keeps
-    its progress); here the engine's eviction applies (recompute, or restart under the engine's
-    setting). A candidate that was evicted before (g > 0) samples conditioned on g, like a resident.
+    its progress); here the engine's eviction applies (recompute: the engine's
+    setting is recompute only). A candidate that was evicted before (g > 0) samples conditioned on g, like a resident.
     The peak is in tokens with the papers' s + o at the last token (an upper bound under the computed
     convention); blocks are checked by the engine's arithmetic (`SchedulerView.new_batch`) for the
     tokens scheduled now. Liveness (ours): with nothing resident the queue head is admitted even if
