@@ -80,7 +80,7 @@ class PastFuture(Policy):
 
     name: ClassVar[str] = "past-future"
     tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True, pauses=True)
-    description: ClassVar[str] = "Past-Future: admit by the future peak sampled from recent output lengths"
+    description: ClassVar[str] = "Admit by the future peak sampled from finished lengths (LightLLM, arXiv 2507.10150)"
 
     window_size: int = 1000
     initial_output_tokens: int = 512

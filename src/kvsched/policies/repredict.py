@@ -57,7 +57,7 @@ class Repredict(Policy):
 
     name: ClassVar[str] = "repredict"
     tags: ClassVar[PolicyTags] = PolicyTags(uses_predictions=True, preemptive=True, pauses=True)
-    description: ClassVar[str] = "Any policy with log-t re-predictions of the remaining length (TRAIL, TIE)"
+    description: ClassVar[str] = "Any policy with log-t re-predictions of remaining length (TRAIL; TIE, arXiv 2604.00499)"
 
     policy: str = "trail"
     scale: float = 0.5

@@ -72,7 +72,7 @@ class SortedF(FutureMemoryPolicy):
 
     name: ClassVar[str] = "sorted-f"
     tags: ClassVar[PolicyTags] = PolicyTags(uses_predictions=True, preemptive=True)
-    description: ClassVar[str] = "Sorted-F: feasible batch minimising F(X) = sum o / |X|^2"
+    description: ClassVar[str] = "Sorted-F: batch minimising F(X) = sum o / |X|^2 (Wang, Ye, Zhou, arXiv 2508.06133)"
 
     rule: str = "skip"
     order: str = "output"

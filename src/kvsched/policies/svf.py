@@ -53,7 +53,7 @@ class SVF(FutureMemoryPolicy):
 
     name: ClassVar[str] = "svf"
     tags: ClassVar[PolicyTags] = PolicyTags(uses_predictions=True, preemptive=True)
-    description: ClassVar[str] = "Smallest Volume First: smallest projected KV volume first, MC-SF's check"
+    description: ClassVar[str] = "Smallest projected KV volume first, MC-SF's check (Kong et al., arXiv 2606.22327)"
 
     volume: str = "exact"
 
@@ -90,7 +90,7 @@ class OneBitSVF(FutureMemoryPolicy):
 
     name: ClassVar[str] = "svf-1bit"
     tags: ClassVar[PolicyTags] = PolicyTags(uses_predictions=True, preemptive=True)
-    description: ClassVar[str] = "1-bit SVF: long/short bit, smaller volume first within the class"
+    description: ClassVar[str] = "1-bit SVF: long/short bit, class lengths (Kong et al., arXiv 2606.22327)"
 
     threshold_tokens: int = 256
     short_tokens: int | None = None

@@ -50,7 +50,7 @@ class Trail(Policy):
 
     name: ClassVar[str] = "trail"
     tags: ClassVar[PolicyTags] = PolicyTags(uses_predictions=True, preemptive=True, pauses=True)
-    description: ClassVar[str] = "TRAIL: SRPT on predicted remaining length, preempting only young requests"
+    description: ClassVar[str] = "SRPT, preempting only young requests (TRAIL, Shahout et al., arXiv 2410.01035)"
 
     age_limit: int = 32
     age_fraction: float | None = None
