@@ -16,9 +16,11 @@ eviction *recomputes* (the artifact's model leaves that cost out). Beside `past-
 preemption), `mc-benchmark` with the true lengths (FCFS with a true-length future check: the
 artifact's "theoretical optimum") and with every prediction 4096 (its "conservative" reservation;
 the artifact reserves s + 4096 per request in a plain sum, stricter than this peak check).
-Memory utilisation = KV token-rounds / (rounds × M); evicted = evictions / requests.
+Memory utilisation = KV token-rounds / (rounds × M) (time-weighted under another cost); evicted =
+evictions / requests; recomp = recomputed / computed tokens. Under UnitTime a recomputation costs
+one round however long, so only ``--cost preset:...`` (prefill time modelled) shows its price.
 
-    python bench/past_future.py [--num-requests 3000] [--seed 0]
+    python bench/past_future.py [--num-requests 3000] [--seed 0] [--cost unit|preset:NAME]
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import time
 
 import numpy as np
 
-from kvsched import KVConvention, Simulator, UnitTime
+from kvsched import KVConvention, Simulator
+from kvsched.experiments.scenario import parse_cost
 from kvsched.policies import make
 from kvsched.policies.registry import parse_policy_spec
 from kvsched.workload.predictors import apply_predictor
@@ -54,13 +57,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-requests", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cost", default="unit", help="'unit' (the artifact's steps) or e.g. "
+                        "'preset:llama3-8b-a100' (prefill and recomputation cost time)")
     args = parser.parse_args()
-    sim = Simulator(UnitTime(), M, kv_convention=KVConvention.EMITTED)
+    sim = Simulator(parse_cost(args.cost).cost, M, kv_convention=KVConvention.EMITTED)
     started = time.perf_counter()
-    print(f"{args.num_requests} requests at t=0 per distribution, M = {M}, UnitTime, EMITTED, block 1, "
+    print(f"{args.num_requests} requests at t=0 per distribution, M = {M}, cost {args.cost}, EMITTED, block 1, "
           "recompute on eviction")
     print(f"{'distribution':<17}{'policy':<58}{'predictor':<22}{'mem util %':>11}{'evicted %':>10}"
-          f"{'mean lat':>10}")
+          f"{'recomp %':>9}{'mean lat':>10}")
     for name, (prompts, outputs) in DISTRIBUTIONS.items():
         base = backlog(prompts, outputs, args.num_requests, args.seed)
         for spec, predictor in POLICIES.items():
@@ -69,8 +74,9 @@ def main() -> None:
             util = result.kv_token_seconds / (result.busy_time * M)
             evicted = result.num_evictions.sum() / args.num_requests
             latency = float(np.mean(result.finish_time))
+            recomputed = result.num_recomputed_tokens.sum() / result.total_computed_tokens.sum()
             print(f"{name:<17}{spec.strip():<58}{predictor:<22}{100 * util:>11.2f}{100 * evicted:>10.2f}"
-                  f"{latency:>10.0f}", flush=True)
+                  f"{100 * recomputed:>9.2f}{latency:>10.4g}", flush=True)
     print(f"wall time {time.perf_counter() - started:.0f} s")
 
 
