@@ -122,3 +122,93 @@ def register(app: typer.Typer, bound_app: typer.Typer) -> None:
     from ..bounds import BOUND_METHODS
     for method in BOUND_METHODS:
         bound_app.command(method)(_make_command(method))
+    _register_stability(bound_app)
+
+
+# --------------------------------------------------------------------------- bound stability
+
+STABILITY_WORKLOADS = ("default",)
+
+
+def _stability_lengths(workload: str, trace: Path | None, num_requests: int, seed: int):
+    """(prompts, outputs) of the length sample the threshold is computed on."""
+    if num_requests < 1:
+        raise ConfigError(f"--num-requests: got {num_requests}, expected at least 1")
+    if trace is not None:
+        from ..workload.traces import load_trace
+        w = load_trace(trace, num_requests=num_requests)
+    elif workload == "default":
+        from ..workload.synthetic import default_workload
+        w = default_workload(num_requests, rate=None, seed=seed)
+    else:
+        raise ConfigError(f"--workload: unknown workload {workload!r}; expected one of: "
+                          f"{', '.join(STABILITY_WORKLOADS)} (or --trace FILE)")
+    return w.num_prompt_tokens, w.true_output_tokens
+
+
+def run_stability(*, workload: str = "default", trace: Path | None = None, num_requests: int = 5000,
+                  kv_capacity: int | None = None, d0: float = 0.00939, d1: float = 2.68e-6,
+                  cost: str | None = None, batch_time: float | None = None,
+                  convention: str = "computed", seed: int = 0) -> dict:
+    """The Nie–Si–Zhou threshold μ and, for a linear cost, the fluid limit beside it. Defaults
+    are `kvsched capacity`'s (Llama-2-7B/A100 linear fit, M = 137,000 tokens)."""
+    from ..bounds.fluid import per_request_bound
+    from ..bounds.stability import stability_bound
+    from ..cost.models import LinearCost
+    from ..experiments.scenario import parse_cost
+    if cost is not None:
+        spec = parse_cost(cost)
+        model = spec.cost
+        kv_capacity = spec.kv_capacity_tokens if kv_capacity is None else kv_capacity
+    else:
+        try:
+            model = LinearCost(d0, d1)
+        except ValueError as exc:
+            raise ConfigError(f"--d0/--d1: {exc}") from None
+    kv_capacity = 137_000 if kv_capacity is None else kv_capacity
+    prompts, outputs = _stability_lengths(workload, trace, num_requests, seed)
+    result = stability_bound(prompts, outputs, kv_capacity, cost=model, batch_time=batch_time,
+                             convention=convention).as_dict()
+    if isinstance(model, LinearCost):
+        x1 = per_request_bound(prompts, outputs, 1.0, LinearCost(max(model.d0, 1e-12), 0.0)).kv_token_rate
+        compute = float("inf") if model.d1 == 0 else 1 / (model.d1 * x1)
+        memory = kv_capacity / ((model.d0 + model.d1 * kv_capacity) * x1)
+        result.update(fluid_limit=min(compute, memory), fluid_memory_limit=memory, fluid_compute_limit=compute)
+    return result
+
+
+def _register_stability(bound_app: typer.Typer) -> None:
+    from . import common as cc
+
+    @bound_app.command("stability")
+    @cc.user_errors
+    def stability(
+        workload: Annotated[str, typer.Option("--workload", help="default (the embedded LMSYS-like "
+                                              "lengths)")] = "default",
+        trace: Annotated[Path | None, typer.Option("--trace", help="Trace file: its lengths.",
+                                                   dir_okay=False)] = None,
+        num_requests: Annotated[int, typer.Option("--num-requests", help="Length sample size "
+                                                  "(first N rows of a trace).")] = 5000,
+        kv_capacity: Annotated[int | None, typer.Option("--kv-capacity", help="KV capacity M in tokens "
+                                                        "(default 137,000, or the preset's).")] = None,
+        d0: Annotated[float, typer.Option("--d0", help="LinearCost d0 (s per iteration).")] = 0.00939,
+        d1: Annotated[float, typer.Option("--d1", help="LinearCost d1 (s per KV token).")] = 2.68e-6,
+        cost: Annotated[str | None, typer.Option("--cost", help="Instead of --d0/--d1: 'linear:d0=..,d1=..' "
+                                                 "or 'preset:NAME'.")] = None,
+        batch_time: Annotated[float | None, typer.Option("--batch-time", help="b̄ in seconds (default: the "
+                                                         "cost of the saturated batch).")] = None,
+        convention: Annotated[str, typer.Option("--kv-convention", help="g(s,o): computed "
+                                                "(o·s+o(o-1)/2), emitted (o·s+o(o+1)/2) or paper "
+                                                "(o·s+o²/2).")] = "computed",
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the default workload's sample.")] = 0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Stability threshold μ = M / (b̄·E[g(s,o)]) (Nie, Si, Zhou, arXiv 2605.04595)."""
+        from .fluid import _print_table
+        data = run_stability(workload=workload, trace=trace, num_requests=num_requests,
+                             kv_capacity=kv_capacity, d0=d0, d1=d1, cost=cost, batch_time=batch_time,
+                             convention=convention, seed=seed)
+        if as_json:
+            typer.echo(cc.dumps(data))
+            return
+        _print_table("stability threshold (Nie, Si, Zhou)", data)
