@@ -80,6 +80,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -90,11 +91,20 @@ from vllm.v1.request import Request, RequestStatus
 
 from ...engine.rules import KVConvention
 from ...state import Decision, RequestState, SchedulerView, Status
+from .limits import EngineLimits, describe, policy_for_engine
+from .request_args import (EXTRA_ARGS_KEY, RequestArgs, RequestArgsError, missing_predictions,
+                           parse_fallback, parse_request_args)
 
 logger = logging.getLogger(__name__)
 
-EXTRA_ARGS_KEY = "kvsched"
 _WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+# The base scheduler's waiting queues, in the order its loop drains them (vLLM 0.32 has the first
+# two; 0.33+ adds async_kv_waiting): the adapter swaps every one that exists.
+_WAITING_QUEUES = ("kv_holding_waiting", "async_kv_waiting", "waiting")
+DEFAULT_TRACE_RING = 256
+# Per-request state some policies keep in dicts keyed by kvsched id, dropped when a request
+# finishes (a server serves requests without end; the simulator resets the policy per run).
+_PER_REQUEST_POLICY_STATE = ("_lower",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +142,20 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _make_trace(keep: Any):
+    """The in-memory trace: ``"all"`` keeps every step (the in-process driver and tests), N >= 0
+    keeps the last N steps (default `DEFAULT_TRACE_RING`: a server's memory stays bounded)."""
+    if str(keep).strip().lower() == "all":
+        return []
+    try:
+        size = DEFAULT_TRACE_RING if keep in (None, "") else int(keep)
+    except (TypeError, ValueError):
+        size = -1
+    if size < 0:
+        raise ValueError(f"kvsched_trace_keep: expected 'all' or a number of steps >= 0, got {keep!r}")
+    return deque(maxlen=size)
+
+
 class _MaxTokensOracle:
     """Oracle for clairvoyant policies: ``max_tokens`` (the true length only under ``ignore_eos``)."""
 
@@ -146,13 +170,20 @@ class _KVSchedTrace:
     """Mixin: kvsched ids and states for vLLM requests, and the per-step trace."""
 
     def _kvsched_setup(self, vllm_config) -> None:
-        self.kvsched_trace: list[StepRecord] = []
+        self.kvsched_trace = _make_trace(_setting(vllm_config, "kvsched_trace_keep", "KVSCHED_TRACE_KEEP"))
         self.kvsched_clock: Callable[[], float] | None = None     # None: wall clock since start
         self.kvsched_has_future_arrivals: Callable[[], bool] | None = None
         self._kvsched_t0 = time.time()
         self._kvsched_ids: dict[str, int] = {}
         self._kvsched_states: dict[str, RequestState] = {}
         self._kvsched_by_id: dict[int, RequestState] = {}
+        self._kvsched_next_id = 0
+        self._kvsched_refused: set[str] = set()      # vLLM ids finished with an error by the adapter
+        self._kvsched_blocked: set[str] = set()      # vLLM ids waiting for their grammar
+        self._kvsched_needs_predictions = False
+        self._kvsched_fallback = parse_fallback(
+            _setting(vllm_config, "kvsched_fallback", "KVSCHED_FALLBACK"))
+        self._kvsched_max_model_len = int(vllm_config.model_config.max_model_len)
         self._kvsched_trace_path = _setting(vllm_config, "kvsched_trace", "KVSCHED_TRACE")
         self._kvsched_step = 0
         self._kvsched_iteration = 0
@@ -167,46 +198,90 @@ class _KVSchedTrace:
 
     def add_request(self, request: Request) -> None:
         super().add_request(request)
-        if request.request_id not in self._kvsched_states:
+        rid = request.request_id
+        if rid in self._kvsched_states or rid in self._kvsched_refused:
+            return                      # a later chunk of a streaming-input session
+        try:
             self._kvsched_register(request)
+        except RequestArgsError as exc:
+            self._kvsched_refuse(request, str(exc))
+        except Exception as exc:        # never let one request's inputs stop the engine
+            logger.exception("kvsched: cannot register request %s", rid)
+            self._kvsched_refuse(request, f"{type(exc).__name__}: {exc}")
+
+    def _kvsched_refuse(self, request: Request, reason: str) -> None:
+        """Finish this one request with an error (FINISHED_ERROR; over HTTP a per-request error).
+
+        The base scheduler finishes the ids in ``grammar_compile_error_reqs`` with FINISHED_ERROR
+        and sends their output at the next ``update_from_output``, which runs after every
+        ``schedule()``; the request is never scheduled by the adapter meanwhile (it has no state).
+        """
+        logger.warning("kvsched: request %s refused: %s", request.request_id, reason)
+        self._kvsched_refused.add(request.request_id)
+        self.grammar_compile_error_reqs.add(request.request_id)
 
     def _kvsched_register(self, request: Request) -> None:
         params = request.sampling_params
-        meta = ((params.extra_args or {}).get(EXTRA_ARGS_KEY) if params is not None else None) or {}
-        kid = meta.get("request_id")
-        if kid is None:
-            try:
-                kid = int(request.request_id)
-            except ValueError:
-                kid = len(self._kvsched_ids)
-            while kid in self._kvsched_by_id:
-                kid += 1
-        kid = int(kid)
-        if kid in self._kvsched_by_id:
-            raise ValueError(f"kvsched request id {kid} is used twice (vLLM id {request.request_id!r})")
-        arrival = meta.get("arrival_time")
+        if getattr(request, "resumable", False):
+            raise RequestArgsError("streaming-input sessions (resumable requests) are not supported "
+                                   "by KVSchedScheduler")
+        args = parse_request_args(params.extra_args if params is not None else None)
+        room = max(1, self._kvsched_max_model_len - request.num_prompt_tokens)
+        max_tokens = min(request.max_tokens, room) if request.max_tokens is not None else room
+        if self._kvsched_needs_predictions and missing_predictions(args):
+            args = self._kvsched_fallback.fill(args, max_tokens)
+            if missing_predictions(args):
+                raise RequestArgsError(
+                    f"the policy needs predictions: send {', '.join('kvsched_' + f for f in missing_predictions(args))} "
+                    "in vllm_xargs, or start the server with a fallback (kvsched_fallback)")
+        kid = self._kvsched_new_id(request.request_id, args)
+        arrival = args.arrival_time
         if arrival is None:
             arrival = request.arrival_time - self._kvsched_t0
-
-        def opt(key, cast):
-            return None if meta.get(key) is None else cast(meta[key])
-
-        max_tokens = request.max_tokens if request.max_tokens is not None else 1 << 30
         state = RequestState(kid, float(arrival), request.num_prompt_tokens, int(max_tokens),
-                             opt("predicted_output_tokens", float), opt("predicted_lo", int),
-                             opt("predicted_hi", int), opt("type_id", int))
+                             args.predicted_output_tokens, args.predicted_lo, args.predicted_hi, args.type_id)
         state.status = Status.WAITING
         self._kvsched_ids[request.request_id] = kid
         self._kvsched_states[request.request_id] = state
         self._kvsched_by_id[kid] = state
+        if request.status == RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR:
+            self._kvsched_blocked.add(request.request_id)
+
+    def _kvsched_new_id(self, request_id: str, args: RequestArgs) -> int:
+        """The client's ``request_id`` (refused while in use), else ``int(request_id)`` when it
+        parses and is free, else the next free id of a counter that never goes back (ids of
+        finished requests are not handed out again while the counter is below them)."""
+        if args.request_id is not None:
+            if args.request_id in self._kvsched_by_id:
+                raise RequestArgsError(f"request_id {args.request_id} is in use by another request")
+            return args.request_id
+        try:
+            kid = int(request_id)
+        except ValueError:
+            kid = -1
+        if kid < 0 or kid in self._kvsched_by_id:
+            while self._kvsched_next_id in self._kvsched_by_id:
+                self._kvsched_next_id += 1
+            kid = self._kvsched_next_id
+            self._kvsched_next_id += 1
+        return kid
+
+    def _kvsched_promote_blocked(self) -> None:
+        """Requests waiting for their structured-output grammar: the base loop promotes them to
+        WAITING when the grammar is ready (or finishes them with an error when it failed to
+        compile); the adapter's swapped queue hides them from that loop, so it does it here."""
+        for rid in list(self._kvsched_blocked):
+            request = self.requests.get(rid)
+            if request is None or request.status != RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR \
+                    or self._handle_blocked_waiting_request(request):
+                self._kvsched_blocked.discard(rid)
 
     def _kvsched_sync(self) -> None:
         """Copy the engine's request progress into the kvsched states; forget finished requests."""
-        if len(self._kvsched_states) > len(self.requests):
-            for rid in [r for r in self._kvsched_states if r not in self.requests]:
-                state = self._kvsched_states.pop(rid)
-                self._kvsched_by_id.pop(state.request_id, None)
-                self._kvsched_ids.pop(rid, None)
+        if self._kvsched_refused:
+            self._kvsched_refused.intersection_update(self.requests.keys())
+        if len(self._kvsched_states) > len(self.requests) - len(self._kvsched_refused):
+            self._kvsched_forget([r for r in self._kvsched_states if r not in self.requests])
         for request in self.requests.values():
             state = self._kvsched_states.get(request.request_id)
             if state is None:
@@ -221,6 +296,25 @@ class _KVSchedTrace:
             else:
                 state.status = Status.WAITING
                 state.admitted_seq = None
+
+    def _kvsched_forget(self, request_ids: list[str]) -> None:
+        """Free the states of finished requests, and the policy's per-request entries."""
+        kids = []
+        for rid in request_ids:
+            state = self._kvsched_states.pop(rid)
+            self._kvsched_by_id.pop(state.request_id, None)
+            self._kvsched_ids.pop(rid, None)
+            self._kvsched_blocked.discard(rid)
+            kids.append(state.request_id)
+        policy = getattr(self, "kvsched_policy", None)
+        for name in _PER_REQUEST_POLICY_STATE:
+            table = getattr(policy, name, None)
+            if isinstance(table, dict):
+                for kid in kids:
+                    table.pop(kid, None)
+
+    def _kvsched_queues(self) -> list:
+        return [getattr(self, name) for name in _WAITING_QUEUES if hasattr(self, name)]
 
     def _kvsched_used_blocks(self) -> int:
         return self._kvsched_capacity_blocks - self.kv_cache_manager.block_pool.get_num_free_blocks()
@@ -241,7 +335,7 @@ class _KVSchedTrace:
             num_tokens={ids[r]: int(n) for r, n in output.num_scheduled_tokens.items()},
             preempted=tuple(sorted(ids[r] for r in (output.preempted_req_ids or ()) if r in ids)),
             kv_used_blocks=self._kvsched_used_blocks(),
-            num_waiting=len(self.waiting) + len(self.kv_holding_waiting),
+            num_waiting=sum(len(queue) for queue in self._kvsched_queues()),
             num_running=len(self.running), gaps=gaps)
         self._kvsched_step += 1
         if output.total_num_scheduled_tokens > 0:
@@ -267,6 +361,14 @@ class RecordingScheduler(_KVSchedTrace, Scheduler):
         return output
 
 
+def _refuse_async_scheduling(vllm_config) -> None:
+    """Async scheduling plans step k+1 before step k's tokens are known: the policy would decide
+    on a view one step old and its decode counts would be off by one, so it is refused."""
+    if getattr(vllm_config.scheduler_config, "async_scheduling", False):
+        raise ValueError("KVSchedScheduler does not support async scheduling: start vLLM with "
+                         "--no-async-scheduling (EngineArgs(async_scheduling=False))")
+
+
 @dataclass(slots=True)
 class _Plan:
     evict: list[Request]
@@ -279,22 +381,28 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
     """A vLLM V1 scheduler that delegates every step's decision to a kvsched policy."""
 
     def __init__(self, vllm_config, *args, **kwargs) -> None:
+        _refuse_async_scheduling(vllm_config)
         super().__init__(vllm_config, *args, **kwargs)
         self._kvsched_setup(vllm_config)
         self._kvsched_check_config(vllm_config)
-        from ...policies import make, parse_policy_spec
         spec = _setting(vllm_config, "kvsched_policy", "KVSCHED_POLICY")
         if not spec:
             raise ValueError("KVSchedScheduler needs a policy: set KVSCHED_POLICY or "
                              "additional_config={'kvsched_policy': 'vllm'}")
-        name, params = parse_policy_spec(str(spec))
-        self.kvsched_policy = make(name, **params)
+        self.kvsched_limits = EngineLimits.from_vllm_config(vllm_config)
+        self.kvsched_policy, applied, overridden = policy_for_engine(str(spec), self.kvsched_limits)
+        for key, (mine, engine) in overridden.items():
+            logger.warning("kvsched: the policy spec sets %s=%r, the engine has %r (kept as the spec says)",
+                           key, mine, engine)
         seed = _setting(vllm_config, "kvsched_seed", "KVSCHED_SEED")
         self.kvsched_policy.reset(seed=None if seed in (None, "") else int(seed))
+        self._kvsched_needs_predictions = bool(self.kvsched_policy.tags.uses_predictions)
         self.kvsched_strict = _truthy(_setting(vllm_config, "kvsched_strict", "KVSCHED_STRICT", "0"))
         self._kvsched_caps: dict[str, int] | None = None
         self.kvsched_wake_time: float | None = None      # the latest decision's wake_time
-        logger.info("kvsched: scheduling with policy %r", self.kvsched_policy)
+        logger.info("kvsched: scheduling with policy %s %s (from the engine: %s; fallback predictions: %s)",
+                    self.kvsched_policy.name, describe(self.kvsched_policy), applied,
+                    self._kvsched_fallback.kind if self._kvsched_needs_predictions else "not needed")
 
     def _kvsched_check_config(self, vllm_config) -> None:
         unsupported = []
@@ -308,7 +416,8 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             raise ValueError(f"KVSchedScheduler does not support {', '.join(unsupported)}")
         if self.cache_config.enable_prefix_caching:
             logger.warning("kvsched: prefix caching is on; a cache hit makes vLLM compute fewer "
-                           "tokens than the policy decided (recorded as gaps)")
+                           "tokens than the policy decided (recorded as gaps); start vLLM with "
+                           "--no-enable-prefix-caching for exact decisions")
 
     # ------------------------------------------------------------------ the hook
     def _reserve_prefill_lookahead(self, request: Request, num_computed_tokens: int,
@@ -320,6 +429,8 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     # ------------------------------------------------------------------ one step
     def schedule(self, *args, **kwargs):
+        if self._kvsched_blocked:
+            self._kvsched_promote_blocked()
         self._kvsched_sync()
         view = self._kvsched_view()
         decision = self.kvsched_policy.schedule(view)
@@ -346,7 +457,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     def _kvsched_view(self) -> SchedulerView:
         states = self._kvsched_states
-        waiting = [states[r.request_id] for queue in (self.kv_holding_waiting, self.waiting)
+        waiting = [states[r.request_id] for queue in self._kvsched_queues()
                    for r in queue if r.status in _WAITING and r.request_id in states]
         waiting.sort(key=lambda s: (s.arrival_time, s.request_id))
         running = [states[r.request_id] for r in self.running if r.request_id in states]
@@ -409,19 +520,38 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         for request in plan.evict:
             self.running.remove(request)
             self._preempt_request(request, now)
-        queues = (self.waiting, self.kv_holding_waiting)
-        admit_queue, holding_queue = create_request_queue(self.policy), create_request_queue(self.policy)
+        names = [name for name in _WAITING_QUEUES if hasattr(self, name)]
+        queues = [getattr(self, name) for name in names]
+        admitted = {request.request_id for request in plan.admit}
+        for queue in queues:
+            taken = [request for request in queue if request.request_id in admitted]
+            if taken:
+                queue.remove_requests(taken)
+        # The admissions go to the plain waiting queue, the others are left empty; the base
+        # loop then admits exactly the plan's requests, in the plan's order.
+        for name in names:
+            setattr(self, name, create_request_queue(self.policy))
         for request in plan.admit:
-            (self.kv_holding_waiting if request in self.kv_holding_waiting else self.waiting).remove_request(request)
-            admit_queue.add_request(request)
-        self.waiting, self.kv_holding_waiting = admit_queue, holding_queue
+            self.waiting.add_request(request)
         self._kvsched_caps = plan.tokens
         try:
             return super().schedule(*args, **kwargs)
         finally:
             self._kvsched_caps = None
-            leftovers = list(self.waiting), list(self.kv_holding_waiting)
-            self.waiting, self.kv_holding_waiting = queues
-            for queue, left in zip(queues, leftovers):
+            leftovers = [list(getattr(self, name)) for name in names]
+            for name, queue, left in zip(names, queues, leftovers):
+                setattr(self, name, queue)
                 if left:        # prepend_requests reverses: keep the leftovers' order
-                    queue.prepend_requests(reversed(left))
+                    self._kvsched_home(queue, name, left)
+
+    def _kvsched_home(self, queue, name: str, left: list) -> None:
+        """Requests the base loop left in a swapped queue go back to their queue's front; an
+        admission left in the plain queue that holds KV blocks goes back to the queue it came
+        from (the base scheduler's own rule, `_enqueue_waiting_request`)."""
+        if name == "waiting" and hasattr(self, "kv_holding_waiting"):
+            holding = [r for r in left if self._holds_kv_blocks(r)]
+            if holding:
+                self.kv_holding_waiting.prepend_requests(reversed(holding))
+                left = [r for r in left if not self._holds_kv_blocks(r)]
+        if left:
+            queue.prepend_requests(reversed(left))
