@@ -189,7 +189,7 @@ def test_the_front_end_check_refuses_what_the_engine_would_refuse(h):
 
     from kvsched.integrations.vllm.validation import KVSchedArgsCheck
     for args in MALFORMED:
-        with pytest.raises(ValueError, match="^kvsched: "):
+        with pytest.raises(ValueError, match="^kvsched arguments: "):
             KVSchedArgsCheck.validate_params(SamplingParams(max_tokens=4, extra_args=args))
     for args in (None, {"kvsched_predicted_output_tokens": 9}, {"kvsched": {"type_id": 1}}, {"seed_x": 1}):
         KVSchedArgsCheck.validate_params(SamplingParams(max_tokens=4, extra_args=args))

@@ -24,7 +24,7 @@ class KVSchedArgsCheck(LogitsProcessor):
         try:
             parse_request_args(sampling_params.extra_args)
         except RequestArgsError as exc:
-            raise ValueError(f"kvsched: {exc}") from None
+            raise ValueError(f"kvsched arguments: {exc}") from None
 
     def __init__(self, vllm_config, device, is_pin_memory: bool) -> None:
         pass
