@@ -193,3 +193,29 @@ def test_the_front_end_check_refuses_what_the_engine_would_refuse(h):
             KVSchedArgsCheck.validate_params(SamplingParams(max_tokens=4, extra_args=args))
     for args in (None, {"kvsched_predicted_output_tokens": 9}, {"kvsched": {"type_id": 1}}, {"seed_x": 1}):
         KVSchedArgsCheck.validate_params(SamplingParams(max_tokens=4, extra_args=args))
+
+
+def test_a_policy_without_seats_has_its_admissions_past_the_last_seat_deferred_not_cut(h, tiny_model):
+    scheduler = _scheduler(h, tiny_model, "mcsf", max_num_seqs=3)
+    requests = [h.make_request(30, 6) for _ in range(8)]
+    for request in requests:
+        scheduler.add_request(request)
+    while scheduler.has_requests():
+        output, _ = h.step(scheduler)
+        assert not scheduler.kvsched_trace[-1].gaps
+        assert len(scheduler.running) <= 3
+    assert scheduler.kvsched_num_seat_deferred > 0
+    assert all(r.num_output_tokens == 6 for r in requests)
+
+
+def test_the_view_lists_waiting_requests_by_arrival_through_arrivals_and_admissions(h, tiny_model):
+    scheduler = _scheduler(h, tiny_model, "vllm", max_num_seqs=1)
+    for kid, arrival in ((10, 5.0), (11, 1.0), (12, 3.0), (13, 9.0)):
+        scheduler.add_request(h.make_request(20, 3, extra_args={"kvsched_request_id": kid,
+                                                                "kvsched_arrival_time": arrival}))
+    assert [r.request_id for r in scheduler._kvsched_view().waiting] == [11, 12, 10, 13]
+    h.step(scheduler)                                   # admits 11 (one seat)
+    assert [r.request_id for r in scheduler._kvsched_view().waiting] == [12, 10, 13]
+    scheduler.add_request(h.make_request(20, 3, extra_args={"kvsched_request_id": 14,
+                                                            "kvsched_arrival_time": 2.0}))
+    assert [r.request_id for r in scheduler._kvsched_view().waiting] == [14, 12, 10, 13]

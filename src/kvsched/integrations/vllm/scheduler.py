@@ -22,10 +22,22 @@ requests) through ``Scheduler._reserve_prefill_lookahead``, the hook the base lo
 candidate just before allocating its blocks. After the call the adapter checks that the engine
 scheduled exactly what the policy decided and records any difference (a *gap*) in the trace.
 
-Per-request inputs reach the policy through ``SamplingParams.extra_args["kvsched"]`` (a dict):
-``request_id`` (int; default: ``int(request_id)`` when it parses, else a counter),
-``arrival_time`` (seconds on the policy's clock; default: vLLM's arrival time minus the scheduler's
-start), ``predicted_output_tokens``, ``predicted_lo``, ``predicted_hi``, ``type_id``.
+Per-request inputs (`kvsched.integrations.vllm.request_args`): ``SamplingParams.extra_args["kvsched"]``
+(a dict, from Python) or flat ``kvsched_<field>`` keys (over HTTP, ``vllm_xargs``): ``request_id``
+(int; refused while in use; default: ``int(request_id)`` when it parses and is free, else a
+counter that is never reused), ``arrival_time`` (seconds on the policy's clock; default: vLLM's
+arrival time minus the scheduler's start), ``predicted_output_tokens``, ``predicted_lo``,
+``predicted_hi``, ``type_id``. Malformed ones finish that request with ``FINISHED_ERROR`` (the
+reason in a warning); nothing a client sends raises in the engine core. A policy that uses
+predictions takes the server's fallback (``kvsched_fallback`` / ``KVSCHED_FALLBACK``:
+``max-tokens``, the default, ``naive:lo=L,hi=H`` or ``none``) for the fields a request lacks.
+Structured-output requests wait for their grammar and are then offered to the policy.
+
+Limits: the policy's ``max_num_seqs``, ``max_num_batched_tokens``, ``full_prompt_must_fit`` and
+``enable_chunked_prefill`` come from ``vllm_config`` (`kvsched.integrations.vllm.limits`) unless
+the spec names them. Async scheduling is refused at start (the view would be a step late).
+Memory: the trace is a ring of `DEFAULT_TRACE_RING` steps (``kvsched_trace_keep``: N or
+``all``); states, and the policy's per-request entries, are freed when a request finishes.
 
 The policy is chosen by ``additional_config={"kvsched_policy": "mcsf:protection=0.1"}`` or the
 environment variable ``KVSCHED_POLICY`` (the same spec syntax as the CLI, parsed by
@@ -39,6 +51,9 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
   budget ``max_num_batched_tokens``, over the KV blocks free, more running requests than
   ``max_num_seqs``, evicting and scheduling one request): the offending entry is dropped (later
   entries still run). The simulator raises `InfeasibleDecisionError` on such a decision instead.
+  A policy without a ``max_num_seqs`` parameter (``mcsf``, ``amin``, …) cannot see the seats:
+  its admissions past the last seat are deferred in its order (the engine's rule, counted in
+  ``kvsched_num_seat_deferred``, not a gap; the simulator has no seat limit for it).
 - ``Decision.wake_time``: vLLM's engine loop calls ``schedule()`` again at once; there is no
   timer. A policy that schedules nothing simply spins until something changes (an in-process
   driver, `kvsched.integrations.vllm.driver`, honours it on its virtual clock).
@@ -48,7 +63,7 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
 - Features whose admission the base loop handles and a policy cannot see: prefix caching (a
   prompt with a cache hit computes fewer tokens than the view says: run with prefix caching off),
   speculative decoding, KV connectors (P/D, offloading), LoRA limits, encoder inputs,
-  ``long_prefill_token_threshold`` and async scheduling (the view would lag one step).
+  ``long_prefill_token_threshold``.
   ``KVSchedScheduler`` refuses speculative decoding, KV connectors and pipeline parallelism at
   start; the others show up as gaps when they change a decision.
 - The KV convention is vLLM's (`KVConvention.COMPUTED`); the capacity is the block pool less its
@@ -78,6 +93,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import time
 from collections import deque
@@ -105,6 +121,7 @@ DEFAULT_TRACE_RING = 256
 # Per-request state some policies keep in dicts keyed by kvsched id, dropped when a request
 # finishes (a server serves requests without end; the simulator resets the policy per run).
 _PER_REQUEST_POLICY_STATE = ("_lower",)
+_BY_ARRIVAL = operator.attrgetter("arrival_time", "request_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +194,12 @@ class _KVSchedTrace:
         self._kvsched_ids: dict[str, int] = {}
         self._kvsched_states: dict[str, RequestState] = {}
         self._kvsched_by_id: dict[int, RequestState] = {}
+        self._kvsched_requests: dict[int, Request] = {}      # kvsched id -> vLLM request
+        self._kvsched_touched: set[str] = set()              # to sync at the next step
+        # The waiting states in (arrival, id) order, kept across steps (None: rebuild it from the
+        # queues): arrivals append, admissions drop out by status; preemptions and grammar
+        # promotions rebuild. Spares an O(n log n) sort of every queued request per step.
+        self._kvsched_waiting_order: list[RequestState] | None = []
         self._kvsched_next_id = 0
         self._kvsched_refused: set[str] = set()      # vLLM ids finished with an error by the adapter
         self._kvsched_blocked: set[str] = set()      # vLLM ids waiting for their grammar
@@ -244,8 +267,31 @@ class _KVSchedTrace:
         self._kvsched_ids[request.request_id] = kid
         self._kvsched_states[request.request_id] = state
         self._kvsched_by_id[kid] = state
+        self._kvsched_requests[kid] = request
+        if request.status in _WAITING:
+            self._kvsched_note_arrival(state)
         if request.status == RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR:
             self._kvsched_blocked.add(request.request_id)
+
+    def _kvsched_note_arrival(self, state: RequestState) -> None:
+        order = self._kvsched_waiting_order
+        if order is not None:
+            if order and _BY_ARRIVAL(state) < _BY_ARRIVAL(order[-1]):
+                self._kvsched_waiting_order = None          # out of order: rebuild once
+            else:
+                order.append(state)
+
+    def _kvsched_waiting_states(self) -> list[RequestState]:
+        order = self._kvsched_waiting_order
+        if order is None:
+            states = self._kvsched_states
+            order = [states[r.request_id] for queue in self._kvsched_queues()
+                     for r in queue if r.status in _WAITING and r.request_id in states]
+            order.sort(key=_BY_ARRIVAL)
+        else:
+            order = [state for state in order if state.status is Status.WAITING]
+        self._kvsched_waiting_order = order
+        return order
 
     def _kvsched_new_id(self, request_id: str, args: RequestArgs) -> int:
         """The client's ``request_id`` (refused while in use), else ``int(request_id)`` when it
@@ -275,16 +321,19 @@ class _KVSchedTrace:
             if request is None or request.status != RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR \
                     or self._handle_blocked_waiting_request(request):
                 self._kvsched_blocked.discard(rid)
+                self._kvsched_waiting_order = None
 
     def _kvsched_sync(self) -> None:
-        """Copy the engine's request progress into the kvsched states; forget finished requests."""
-        if self._kvsched_refused:
-            self._kvsched_refused.intersection_update(self.requests.keys())
-        if len(self._kvsched_states) > len(self.requests) - len(self._kvsched_refused):
-            self._kvsched_forget([r for r in self._kvsched_states if r not in self.requests])
-        for request in self.requests.values():
-            state = self._kvsched_states.get(request.request_id)
-            if state is None:
+        """Copy the engine's progress into the kvsched states of the requests it can have changed:
+        those running, and those scheduled or preempted in the previous step (a request that has
+        only waited since its last sync is as it was; finished ones are freed in `_free_blocks`).
+        O(running + batch) per step, not O(requests): 2,000 queued requests cost nothing here."""
+        touched, self._kvsched_touched = self._kvsched_touched, set()
+        touched.update(r.request_id for r in self.running)
+        states, requests = self._kvsched_states, self.requests
+        for rid in touched:
+            state, request = states.get(rid), requests.get(rid)
+            if state is None or request is None:
                 continue
             state.num_computed_tokens = request.num_computed_tokens
             state.num_output_tokens = request.num_output_tokens
@@ -294,16 +343,28 @@ class _KVSchedTrace:
             elif RequestStatus.is_finished(request.status):
                 state.status = Status.FINISHED
             else:
+                if state.status is not Status.WAITING:
+                    self._kvsched_waiting_order = None      # back in the queue: rebuild
                 state.status = Status.WAITING
                 state.admitted_seq = None
+
+    def _free_blocks(self, request: Request):
+        """The base scheduler's last word on a finished request (it leaves ``self.requests``
+        here): free its kvsched state too."""
+        super()._free_blocks(request)
+        self._kvsched_refused.discard(request.request_id)
+        if request.request_id in self._kvsched_states:
+            self._kvsched_forget([request.request_id])
 
     def _kvsched_forget(self, request_ids: list[str]) -> None:
         """Free the states of finished requests, and the policy's per-request entries."""
         kids = []
         for rid in request_ids:
             state = self._kvsched_states.pop(rid)
+            state.status = Status.FINISHED              # drops out of the waiting order
             self._kvsched_by_id.pop(state.request_id, None)
             self._kvsched_ids.pop(rid, None)
+            self._kvsched_requests.pop(state.request_id, None)
             self._kvsched_blocked.discard(rid)
             kids.append(state.request_id)
         policy = getattr(self, "kvsched_policy", None)
@@ -340,6 +401,8 @@ class _KVSchedTrace:
         self._kvsched_step += 1
         if output.total_num_scheduled_tokens > 0:
             self._kvsched_iteration += 1
+        self._kvsched_touched.update(output.num_scheduled_tokens)
+        self._kvsched_touched.update(output.preempted_req_ids or ())
         self.kvsched_trace.append(record)
         if self._kvsched_trace_path:
             with open(self._kvsched_trace_path, "a", encoding="utf-8") as fh:
@@ -355,8 +418,8 @@ class RecordingScheduler(_KVSchedTrace, Scheduler):
         self._kvsched_setup(vllm_config)
 
     def schedule(self, *args, **kwargs):
+        self._kvsched_sync()            # the previous step's preemptions, before re-admissions
         output = super().schedule(*args, **kwargs)
-        self._kvsched_sync()
         self._kvsched_record(output)
         return output
 
@@ -397,6 +460,11 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         seed = _setting(vllm_config, "kvsched_seed", "KVSCHED_SEED")
         self.kvsched_policy.reset(seed=None if seed in (None, "") else int(seed))
         self._kvsched_needs_predictions = bool(self.kvsched_policy.tags.uses_predictions)
+        # A policy without a max_num_seqs parameter (mcsf, amin, …: the papers have no seat
+        # limit) cannot plan with the engine's seats; its admissions past the last seat wait for
+        # a later step, in the policy's order, as the engine's own rule (not a gap; counted).
+        self._kvsched_seats_by_engine = not hasattr(self.kvsched_policy, "max_num_seqs")
+        self.kvsched_num_seat_deferred = 0
         self.kvsched_strict = _truthy(_setting(vllm_config, "kvsched_strict", "KVSCHED_STRICT", "0"))
         self._kvsched_caps: dict[str, int] | None = None
         self.kvsched_wake_time: float | None = None      # the latest decision's wake_time
@@ -447,7 +515,6 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         for rid in output.num_scheduled_tokens:
             if rid not in plan.tokens:
                 plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
-        self._kvsched_sync()
         self._kvsched_record(output, tuple(plan.gaps))
         if plan.gaps:
             logger.warning("kvsched step %d: %s", self._kvsched_step - 1, "; ".join(plan.gaps))
@@ -457,9 +524,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     def _kvsched_view(self) -> SchedulerView:
         states = self._kvsched_states
-        waiting = [states[r.request_id] for queue in self._kvsched_queues()
-                   for r in queue if r.status in _WAITING and r.request_id in states]
-        waiting.sort(key=lambda s: (s.arrival_time, s.request_id))
+        waiting = self._kvsched_waiting_states()
         running = [states[r.request_id] for r in self.running if r.request_id in states]
         future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
@@ -474,8 +539,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     def _kvsched_plan(self, decision: Decision, view: SchedulerView) -> _Plan:
         """The part of the decision vLLM can carry out; the rest becomes gaps."""
-        by_kid = {self._kvsched_ids[r.request_id]: r for r in self.requests.values()
-                  if r.request_id in self._kvsched_ids}
+        by_kid = self._kvsched_requests
         plan = _Plan([], {}, [], [])
         free = view.num_free_blocks
         for kid in decision.evict:
@@ -500,9 +564,12 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             problem = (f"{n!r} tokens, expected 1..{rv.num_uncomputed_tokens}"
                        if not (isinstance(n, int) and 1 <= n <= rv.num_uncomputed_tokens) else
                        f"{n} tokens over the budget left ({budget})" if n > budget else
-                       f"needs {need} blocks, {free} free" if need > free else
-                       f"no seat left (max_num_seqs={self.max_num_active_reqs})"
-                       if waiting and seats <= 0 else None)
+                       f"needs {need} blocks, {free} free" if need > free else None)
+            if problem is None and waiting and seats <= 0:
+                if self._kvsched_seats_by_engine:       # the engine's rule, in the policy's order
+                    self.kvsched_num_seat_deferred += 1
+                    continue
+                problem = f"no seat left (max_num_seqs={self.max_num_active_reqs})"
             if problem:
                 plan.gaps.append(f"request {kid}: {problem}")
                 continue
@@ -522,11 +589,8 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             self._preempt_request(request, now)
         names = [name for name in _WAITING_QUEUES if hasattr(self, name)]
         queues = [getattr(self, name) for name in names]
-        admitted = {request.request_id for request in plan.admit}
-        for queue in queues:
-            taken = [request for request in queue if request.request_id in admitted]
-            if taken:
-                queue.remove_requests(taken)
+        if plan.admit:
+            self._kvsched_take(names, plan.admit)
         # The admissions go to the plain waiting queue, the others are left empty; the base
         # loop then admits exactly the plan's requests, in the plan's order.
         for name in names:
@@ -543,6 +607,27 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 setattr(self, name, queue)
                 if left:        # prepend_requests reverses: keep the leftovers' order
                     self._kvsched_home(queue, name, left)
+
+    def _kvsched_take(self, names: list[str], admit: list[Request]) -> None:
+        """Take the admissions out of their queues: kv_holding_waiting holds the requests that
+        hold KV blocks, waiting the others (the base rule, `_enqueue_waiting_request`); a queue
+        of a later vLLM (async_kv_waiting) is scanned."""
+        holding = [r for r in admit if self._holds_kv_blocks(r)] if "kv_holding_waiting" in names else []
+        plain = [r for r in admit if r not in holding] if holding else admit
+        if holding:
+            self.kv_holding_waiting.remove_requests(holding)
+        others = [name for name in names if name not in ("waiting", "kv_holding_waiting")]
+        if others:
+            ids = {r.request_id for r in plain}
+            for name in others:
+                queue = getattr(self, name)
+                found = [r for r in queue if r.request_id in ids]
+                if found:
+                    queue.remove_requests(found)
+                    ids -= {r.request_id for r in found}
+            plain = [r for r in plain if r.request_id in ids]
+        if plain:
+            self.waiting.remove_requests(plain)
 
     def _kvsched_home(self, queue, name: str, left: list) -> None:
         """Requests the base loop left in a swapped queue go back to their queue's front; an
