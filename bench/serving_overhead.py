@@ -17,6 +17,13 @@ Memory: tracemalloc's traced bytes after equal rounds of served requests (each r
 ``--round`` requests and steps until all are finished), once the trace ring is full. Flat means no
 growth from round to round (the test `test_serving_memory_stays_flat_over_2000_requests` asserts
 < 64 KiB over 2,000 requests).
+
+Figures (2 shared CPU cores, load about 4; `python bench/serving_overhead.py`, 200 steps): median
+schedule() per step vLLM's own 1.61 ms, kvsched ``vllm`` 2.92 ms (1.81x), ``sarathi`` 1.07 ms
+(0.66x, smaller batches: chunk 512), ``mcsf`` 13.6 ms (8.45x; MC-SF's own admission scan, in
+`kvsched.policies`, is most of it). Memory over 8 rounds of 250 served requests: +11 KiB
+(``vllm``), +17 KiB (``amin``) from the first round to the largest, all of it in the trace ring
+(its records hold request ids above 256, which Python allocates; bounded by the ring's size).
 """
 
 from __future__ import annotations

@@ -122,6 +122,7 @@ DEFAULT_TRACE_RING = 256
 # finishes (a server serves requests without end; the simulator resets the policy per run).
 _PER_REQUEST_POLICY_STATE = ("_lower",)
 _BY_ARRIVAL = operator.attrgetter("arrival_time", "request_id")
+_VIEW = operator.attrgetter("view")
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +290,8 @@ class _KVSchedTrace:
                      for r in queue if r.status in _WAITING and r.request_id in states]
             order.sort(key=_BY_ARRIVAL)
         else:
-            order = [state for state in order if state.status is Status.WAITING]
+            waiting = Status.WAITING
+            order = [state for state in order if state.status is waiting]
         self._kvsched_waiting_order = order
         return order
 
@@ -530,7 +532,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
         return SchedulerView(
             now=self.kvsched_now(), iteration=self._kvsched_iteration,
-            waiting=tuple(s.view for s in waiting), running=tuple(s.view for s in running),
+            waiting=tuple(map(_VIEW, waiting)), running=tuple(map(_VIEW, running)),
             kv_capacity_tokens=self._kvsched_capacity_blocks * self.block_size,
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,
