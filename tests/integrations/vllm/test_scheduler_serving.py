@@ -219,3 +219,36 @@ def test_the_view_lists_waiting_requests_by_arrival_through_arrivals_and_admissi
     scheduler.add_request(h.make_request(20, 3, extra_args={"kvsched_request_id": 14,
                                                             "kvsched_arrival_time": 2.0}))
     assert [r.request_id for r in scheduler._kvsched_view().waiting] == [14, 12, 10, 13]
+
+
+class _ScriptedPolicy:
+    """Returns the given decisions, one per step (kvsched ids), to put the adapter on the spot."""
+
+    name = "scripted"
+
+    def __init__(self, decisions):
+        from kvsched.policies.base import PolicyTags
+        self.tags = PolicyTags()
+        self._decisions = iter(decisions)
+
+    def schedule(self, view):
+        from kvsched.state import Decision
+        return Decision(num_tokens=next(self._decisions, {}))
+
+
+def test_an_admission_whose_whole_input_does_not_fit_is_dropped_and_the_next_still_runs(h, tiny_model):
+    """7 usable blocks of 32; B (100 tokens) holds 2 after step 1 and 3 after its 20 tokens of
+    step 2. Then the policy admits A (200 tokens: 7 blocks, 4 free) with a 16-token chunk, then C:
+    vLLM's full-input rule refuses A, and would stop admitting there; the adapter drops A alone
+    and C runs."""
+    scheduler = _scheduler(h, tiny_model, "vllm", num_blocks=8, max_num_batched_tokens=64)
+    scheduler.kvsched_policy = _ScriptedPolicy([{1: 64}, {1: 20, 0: 16, 2: 20}])
+    for kid, prompt in ((0, 200), (1, 100), (2, 20)):
+        scheduler.add_request(h.make_request(prompt, 2, extra_args={"kvsched_request_id": kid}))
+    h.step(scheduler)
+    output, _ = h.step(scheduler)
+    scheduled = {scheduler.kvsched_id(r): n for r, n in output.num_scheduled_tokens.items()}
+    assert scheduled == {1: 20, 2: 20}
+    (gap,) = scheduler.kvsched_trace[-1].gaps
+    assert gap.startswith("request 0: its whole input (200 tokens, 7 blocks) must fit "
+                          "(scheduler_reserve_full_isl), 4 blocks free")

@@ -567,6 +567,8 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                        if not (isinstance(n, int) and 1 <= n <= rv.num_uncomputed_tokens) else
                        f"{n} tokens over the budget left ({budget})" if n > budget else
                        f"needs {need} blocks, {free} free" if need > free else None)
+            if problem is None and waiting and self.scheduler_reserve_full_isl:
+                problem = self._kvsched_full_input_problem(request, view, free)
             if problem is None and waiting and seats <= 0:
                 if self._kvsched_seats_by_engine:       # the engine's rule, in the policy's order
                     self.kvsched_num_seat_deferred += 1
@@ -582,6 +584,18 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 plan.admit.append(request)
                 seats -= 1
         return plan
+
+    def _kvsched_full_input_problem(self, request: Request, view: SchedulerView, free: int) -> str | None:
+        """vLLM's ``scheduler_reserve_full_isl`` (on by default): a waiting request is admitted
+        only if its whole input fits in the free blocks, whatever the chunk. vLLM would refuse
+        it and stop admitting for this step (its loop breaks), so the plan drops it here and the
+        admissions after it still run. (The watermark of vLLM 0.32's allocation is 0.)"""
+        full = min(request.num_tokens, self._kvsched_max_model_len)
+        blocks = view.blocks(full)
+        if blocks > free:
+            return (f"its whole input ({full} tokens, {blocks} blocks) must fit "
+                    f"(scheduler_reserve_full_isl), {free} blocks free")
+        return None
 
     def _kvsched_execute(self, plan: _Plan, args, kwargs):
         """Preempt, then run the base schedule() restricted to the plan."""
