@@ -5,7 +5,8 @@
 #   bash .ci/vllm.sh /path/to/venv            # install, then run the engine tests
 #   bash .ci/vllm.sh /path/to/venv install    # install only (.ci/run then runs every test)
 #
-# Budget: install about 2.5-4 min (about 3.3 GiB), tests about 5 min on 2 cores.
+# Budget: install about 2.5-4 min (about 3.3 GiB), tests about 4-6 min on 2 cores (the OpenAI
+# server test, tests/integrations/vllm/test_openai_server.py, about 1 min of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

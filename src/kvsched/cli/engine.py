@@ -13,8 +13,10 @@ the options are checked before vLLM is imported, so a bad option fails fast (one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -60,9 +62,10 @@ def build_workload(num_requests: int, rate: float, prompt_tokens: str | None, ou
 
 
 def engine_run(
-    model: Annotated[Path, typer.Option("--model", help="Model directory (Hugging Face layout). With "
-                                        "--tiny-model, a tiny random Llama is built there if it is empty.",
-                                        file_okay=False)],
+    model: Annotated[Path | None, typer.Option("--model", help="Model directory (Hugging Face layout). "
+                                               "With --tiny-model, a tiny random Llama is built there if "
+                                               "it is empty (default: a temporary folder).",
+                                               file_okay=False)] = None,
     policy: Annotated[str, typer.Option("--policy", help="'vllm-default' (vLLM's own scheduler) or a "
                                         "kvsched policy spec run inside vLLM, e.g. 'vllm', "
                                         "'sarathi:chunk_size=256', 'pkg.mod:Class'.")] = "vllm-default",
@@ -102,7 +105,10 @@ def engine_run(
         folder = output.parent if str(output.parent) else Path(".")
         if not folder.is_dir():
             raise ConfigError(f"--output: folder {str(folder)!r} does not exist")
+    if model is None and not tiny_model:
+        raise ConfigError("--model: expected a model directory (or --tiny-model to build a tiny one)")
     workload = build_workload(num_requests, rate, prompt_tokens, output_tokens, seed)
+    _check_predictions(policy, predictor)
     if predictor:
         from ..workload.predictors import apply_predictor
         workload = apply_predictor(workload, predictor, seed)
@@ -116,8 +122,35 @@ def engine_run(
     from ..integrations.vllm import driver
     from ..integrations.vllm.tiny_model import build_tiny_llama
 
-    if tiny_model:
-        build_tiny_llama(model)
+    with tempfile.TemporaryDirectory(prefix="kvsched-tiny-") as scratch:
+        if tiny_model:
+            model = Path(build_tiny_llama(model or scratch))
+        report = _run_and_compare(model, workload, policy, predictor_spec=predictor, num_gpu_blocks=num_gpu_blocks,
+                                  block_size=block_size, max_num_batched_tokens=max_num_batched_tokens,
+                                  max_num_seqs=max_num_seqs, reserve_full_isl=reserve_full_isl, clock=clock,
+                                  cost_model=cost_model)
+    report["clock"] = clock
+    report = cc.json_safe(report)
+    cc.emit(report, output, json_out, lambda: _render(report))
+
+
+def _check_predictions(policy: str, predictor: str | None) -> None:
+    """A policy that reads predictions needs --predictor: the simulator twin has no fallback."""
+    from ..integrations.vllm.driver import DEFAULT_SCHEDULER
+    if policy == DEFAULT_SCHEDULER or predictor:
+        return
+    from ..policies import parse_policy_spec
+    from ..policies.registry import resolve
+    name, _ = parse_policy_spec(policy)
+    if resolve(name).tags.uses_predictions:
+        raise ConfigError(f"--predictor: policy {name!r} uses output-length predictions; give one, "
+                          "e.g. --predictor exact or --predictor interval:alpha=0.5")
+
+
+def _run_and_compare(model: Path, workload, policy: str, *, predictor_spec, num_gpu_blocks, block_size,
+                     max_num_batched_tokens, max_num_seqs, reserve_full_isl, clock, cost_model) -> dict:
+    from ..integrations.vllm import driver
+    from ..integrations.vllm.limits import describe, policy_for_engine
     if not (model / "config.json").exists():
         raise ConfigError(f"--model: {model} holds no config.json (use --tiny-model to build a tiny one)")
     settings = driver.EngineSettings(model=str(model), num_gpu_blocks=num_gpu_blocks, block_size=block_size,
@@ -128,12 +161,15 @@ def engine_run(
         from ..policies import make, parse_policy_spec
         name, params = parse_policy_spec(spec)       # fail fast on a bad spec (exit 2)
         make(name, **params)
+    twin, _, _ = policy_for_engine(spec or "vllm", settings.limits)
     run = driver.run_engine(workload, settings, spec, clock=clock, cost=cost_model, strict=False)
     sim = driver.simulate_like(workload, settings, spec, cost=cost_model)
     cmp = driver.compare(run.result, sim)
     gaps = [f"step {rec.step}: {g}" for rec in run.trace for g in rec.gaps]
-    report = {
-        "policy": policy, "clock": clock, "num_requests": len(workload),
+    return {
+        "policy": policy, "num_requests": len(workload), "predictor": predictor_spec,
+        "engine_limits": dataclasses.asdict(settings.limits),
+        "policy_parameters": describe(twin),
         "kv_capacity_tokens": settings.kv_capacity_tokens, "block_size": block_size,
         "engine_startup_time": run.startup_time, "engine_wall_time": run.wall_time,
         "engine": run.result.summary().as_dict(),
@@ -148,8 +184,6 @@ def engine_run(
                        "differences": cmp.differences},
         "gaps": gaps[:50], "num_gaps": len(gaps),
     }
-    report = cc.json_safe(report)
-    cc.emit(report, output, json_out, lambda: _render(report))
 
 
 def _render(report: dict) -> None:
@@ -165,6 +199,10 @@ def _render(report: dict) -> None:
     for key, value in report["engine"].items():
         if key != "policy":
             table.add_row(key, cc.fmt(value, 6), cc.fmt(report["simulator"][key], 6))
+    limits = ", ".join(f"{k}={v}" for k, v in report["engine_limits"].items())
+    params = ", ".join(f"{k}={v}" for k, v in report["policy_parameters"].items())
+    console.print(f"engine limits (vLLM and the simulator): {limits}", soft_wrap=True)
+    console.print(f"policy parameters (both sides): {params or '(none)'}", soft_wrap=True)
     console.print(table)
     c = report["comparison"]
     verdict = "same decisions" if c["matches"] else f"decisions differ from iteration {c['first_divergence']}"

@@ -51,6 +51,16 @@ def test_bad_option_is_named_in_one_line(tmp_path, args, option):
     assert_user_error(runner.invoke(_app(), ["engine-run", "--model", str(tmp_path), *args]), option)
 
 
+def test_a_model_or_tiny_model_is_needed():
+    assert_user_error(runner.invoke(_app(), ["engine-run", "--policy", "vllm"]), "--model")
+
+
+@pytest.mark.parametrize("policy", ["mcsf", "amin", "mcsf:protection=0.1"])
+def test_a_prediction_policy_without_predictor_names_the_option(tmp_path, policy):
+    result = runner.invoke(_app(), ["engine-run", "--model", str(tmp_path), "--policy", policy])
+    assert_user_error(result, "--predictor")
+
+
 def test_missing_output_folder_fails_before_the_run_and_writes_nothing(tmp_path):
     out = tmp_path / "missing" / "run.json"
     assert_user_error(runner.invoke(_app(), ["engine-run", "--model", str(tmp_path), "-o", str(out)]), "--output")
@@ -70,3 +80,24 @@ def test_engine_run_reports_engine_and_simulator_summaries(tiny_model, tmp_path)
     assert report["engine"]["num_finished"] == 8
     assert report["engine"]["total_latency"] == report["simulator"]["total_latency"]
     assert "vLLM engine" in result.output
+    # The simulator twin was given the engine's limits, and the report says which.
+    assert report["engine_limits"] == {"max_num_seqs": 8, "max_num_batched_tokens": 64, "block_size": 32,
+                                       "reserve_full_isl": True, "enable_chunked_prefill": True}
+    assert report["policy_parameters"]["max_num_seqs"] == 8
+    assert "engine limits (vLLM and the simulator): max_num_seqs=8" in result.output
+
+
+@pytest.mark.engine
+def test_the_readme_engine_run_line_runs_as_written(tiny_model, tmp_path, monkeypatch):
+    """README: kvsched engine-run --tiny-model --policy mcsf --predictor exact --num-requests 20."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    line = re.search(r"^kvsched (engine-run --tiny-model .*)$", readme, re.M)
+    assert line, "README has no 'kvsched engine-run --tiny-model ...' line"
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(_app(), [*line.group(1).split(), "--json"])
+    assert result.exit_code == 0, _text(result)
+    report, _ = json.JSONDecoder().raw_decode(result.output[result.output.index("{"):])
+    assert report["engine"]["num_finished"] == 20 and report["num_gaps"] == 0
+    assert report["comparison"]["matches"], report["comparison"]["differences"]

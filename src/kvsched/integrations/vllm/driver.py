@@ -40,6 +40,7 @@ from ...engine import rules
 from ...engine.rules import KVConvention
 from ...engine.validation import Tally
 from ...workload.synthetic import Workload
+from .limits import EngineLimits, policy_for_engine
 from .tiny_model import TINY_VOCAB_SIZE, kv_bytes_per_block
 
 DEFAULT_SCHEDULER = "vllm-default"
@@ -75,6 +76,13 @@ class EngineSettings:
     @property
     def kv_capacity_tokens(self) -> int:
         return (self.num_gpu_blocks - 1) * self.block_size
+
+    @property
+    def limits(self) -> EngineLimits:
+        """The limits the engine is built with (chunked prefill is always on), which
+        `KVSchedScheduler` reads back from vLLM's config and `simulate_like` gives the policy."""
+        return EngineLimits(self.max_num_seqs, self.max_num_batched_tokens, self.block_size,
+                            self.reserve_full_isl, True)
 
 
 @dataclass
@@ -143,9 +151,9 @@ def _make_engine(settings: EngineSettings, scheduler_cls: str, policy: str | Non
                  max_model_len: int):
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"     # in-process: the driver reads the trace
     from vllm import EngineArgs, LLMEngine
-    additional = {}
+    additional = {"kvsched_trace_keep": "all"}       # the driver replays every step
     if policy is not None:
-        additional = {"kvsched_policy": policy, "kvsched_strict": strict}
+        additional.update(kvsched_policy=policy, kvsched_strict=strict)
     args = EngineArgs(
         model=settings.model, skip_tokenizer_init=True, enforce_eager=True, dtype=settings.dtype,
         seed=settings.seed, block_size=settings.block_size,
@@ -153,7 +161,8 @@ def _make_engine(settings: EngineSettings, scheduler_cls: str, policy: str | Non
         kv_cache_memory_bytes=settings.num_gpu_blocks * kv_bytes_per_block(settings.block_size),
         gpu_memory_utilization=0.05, max_model_len=max_model_len,
         max_num_batched_tokens=settings.max_num_batched_tokens, max_num_seqs=settings.max_num_seqs,
-        enable_prefix_caching=False, async_scheduling=False, scheduler_cls=scheduler_cls,
+        enable_prefix_caching=False, async_scheduling=False, enable_chunked_prefill=True,
+        scheduler_cls=scheduler_cls,
         scheduler_reserve_full_isl=settings.reserve_full_isl,
         additional_config=additional)
     return LLMEngine.from_engine_args(args)
@@ -341,17 +350,12 @@ def simulate_like(workload: Workload, settings: EngineSettings, policy: str | No
                   cost: CostModel | None = None) -> RunResult:
     """The simulator configured as the engine: block size, capacity, token budget, COMPUTED KV.
 
-    ``policy=None`` stands for vLLM's default scheduler: kvsched's ``vllm`` policy with the
-    engine's ``max_num_batched_tokens``, ``max_num_seqs`` and ``full_prompt_must_fit`` set to the
-    engine's ``reserve_full_isl``.
+    ``policy=None`` stands for vLLM's default scheduler: kvsched's ``vllm`` policy. Either way
+    the policy takes the engine's limits as `KVSchedScheduler` does (`policy_for_engine`):
+    ``max_num_batched_tokens``, ``max_num_seqs``, ``full_prompt_must_fit`` = ``reserve_full_isl``,
+    ``enable_chunked_prefill``, where the policy has them and the spec does not name them.
     """
-    from ...policies import make, parse_policy_spec
-    if policy is None:
-        pol = make("vllm", max_num_batched_tokens=settings.max_num_batched_tokens,
-                   max_num_seqs=settings.max_num_seqs, full_prompt_must_fit=settings.reserve_full_isl)
-    else:
-        name, params = parse_policy_spec(policy)
-        pol = make(name, **params)
+    pol, _, _ = policy_for_engine(policy or "vllm", settings.limits)
     sim = Simulator(cost or UnitTime(), settings.kv_capacity_tokens, block_size=settings.block_size,
                     kv_convention=KVConvention.COMPUTED,
                     max_num_batched_tokens=settings.max_num_batched_tokens, record_iterations=True)

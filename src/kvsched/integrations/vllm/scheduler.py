@@ -22,10 +22,22 @@ requests) through ``Scheduler._reserve_prefill_lookahead``, the hook the base lo
 candidate just before allocating its blocks. After the call the adapter checks that the engine
 scheduled exactly what the policy decided and records any difference (a *gap*) in the trace.
 
-Per-request inputs reach the policy through ``SamplingParams.extra_args["kvsched"]`` (a dict):
-``request_id`` (int; default: ``int(request_id)`` when it parses, else a counter),
-``arrival_time`` (seconds on the policy's clock; default: vLLM's arrival time minus the scheduler's
-start), ``predicted_output_tokens``, ``predicted_lo``, ``predicted_hi``, ``type_id``.
+Per-request inputs (`kvsched.integrations.vllm.request_args`): ``SamplingParams.extra_args["kvsched"]``
+(a dict, from Python) or flat ``kvsched_<field>`` keys (over HTTP, ``vllm_xargs``): ``request_id``
+(int; refused while in use; default: ``int(request_id)`` when it parses and is free, else a
+counter that is never reused), ``arrival_time`` (seconds on the policy's clock; default: vLLM's
+arrival time minus the scheduler's start), ``predicted_output_tokens``, ``predicted_lo``,
+``predicted_hi``, ``type_id``. Malformed ones finish that request with ``FINISHED_ERROR`` (the
+reason in a warning); nothing a client sends raises in the engine core. A policy that uses
+predictions takes the server's fallback (``kvsched_fallback`` / ``KVSCHED_FALLBACK``:
+``max-tokens``, the default, ``naive:lo=L,hi=H`` or ``none``) for the fields a request lacks.
+Structured-output requests wait for their grammar and are then offered to the policy.
+
+Limits: the policy's ``max_num_seqs``, ``max_num_batched_tokens``, ``full_prompt_must_fit`` and
+``enable_chunked_prefill`` come from ``vllm_config`` (`kvsched.integrations.vllm.limits`) unless
+the spec names them. Async scheduling is refused at start (the view would be a step late).
+Memory: the trace is a ring of `DEFAULT_TRACE_RING` steps (``kvsched_trace_keep``: N or
+``all``); states, and the policy's per-request entries, are freed when a request finishes.
 
 The policy is chosen by ``additional_config={"kvsched_policy": "mcsf:protection=0.1"}`` or the
 environment variable ``KVSCHED_POLICY`` (the same spec syntax as the CLI, parsed by
@@ -39,6 +51,9 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
   budget ``max_num_batched_tokens``, over the KV blocks free, more running requests than
   ``max_num_seqs``, evicting and scheduling one request): the offending entry is dropped (later
   entries still run). The simulator raises `InfeasibleDecisionError` on such a decision instead.
+  A policy without a ``max_num_seqs`` parameter (``mcsf``, ``amin``, …) cannot see the seats:
+  its admissions past the last seat are deferred in its order (the engine's rule, counted in
+  ``kvsched_num_seat_deferred``, not a gap; the simulator has no seat limit for it).
 - ``Decision.wake_time``: vLLM's engine loop calls ``schedule()`` again at once; there is no
   timer. A policy that schedules nothing simply spins until something changes (an in-process
   driver, `kvsched.integrations.vllm.driver`, honours it on its virtual clock).
@@ -48,7 +63,7 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
 - Features whose admission the base loop handles and a policy cannot see: prefix caching (a
   prompt with a cache hit computes fewer tokens than the view says: run with prefix caching off),
   speculative decoding, KV connectors (P/D, offloading), LoRA limits, encoder inputs,
-  ``long_prefill_token_threshold`` and async scheduling (the view would lag one step).
+  ``long_prefill_token_threshold``.
   ``KVSchedScheduler`` refuses speculative decoding, KV connectors and pipeline parallelism at
   start; the others show up as gaps when they change a decision.
 - The KV convention is vLLM's (`KVConvention.COMPUTED`); the capacity is the block pool less its
@@ -78,8 +93,10 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -90,11 +107,22 @@ from vllm.v1.request import Request, RequestStatus
 
 from ...engine.rules import KVConvention
 from ...state import Decision, RequestState, SchedulerView, Status
+from .limits import EngineLimits, describe, policy_for_engine
+from .request_args import (EXTRA_ARGS_KEY, RequestArgs, RequestArgsError, missing_predictions,
+                           parse_fallback, parse_request_args)
 
 logger = logging.getLogger(__name__)
 
-EXTRA_ARGS_KEY = "kvsched"
 _WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+# The base scheduler's waiting queues, in the order its loop drains them (vLLM 0.32 has the first
+# two; 0.33+ adds async_kv_waiting): the adapter swaps every one that exists.
+_WAITING_QUEUES = ("kv_holding_waiting", "async_kv_waiting", "waiting")
+DEFAULT_TRACE_RING = 256
+# Per-request state some policies keep in dicts keyed by kvsched id, dropped when a request
+# finishes (a server serves requests without end; the simulator resets the policy per run).
+_PER_REQUEST_POLICY_STATE = ("_lower",)
+_BY_ARRIVAL = operator.attrgetter("arrival_time", "request_id")
+_VIEW = operator.attrgetter("view")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +160,20 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _make_trace(keep: Any):
+    """The in-memory trace: ``"all"`` keeps every step (the in-process driver and tests), N >= 0
+    keeps the last N steps (default `DEFAULT_TRACE_RING`: a server's memory stays bounded)."""
+    if str(keep).strip().lower() == "all":
+        return []
+    try:
+        size = DEFAULT_TRACE_RING if keep in (None, "") else int(keep)
+    except (TypeError, ValueError):
+        size = -1
+    if size < 0:
+        raise ValueError(f"kvsched_trace_keep: expected 'all' or a number of steps >= 0, got {keep!r}")
+    return deque(maxlen=size)
+
+
 class _MaxTokensOracle:
     """Oracle for clairvoyant policies: ``max_tokens`` (the true length only under ``ignore_eos``)."""
 
@@ -146,13 +188,26 @@ class _KVSchedTrace:
     """Mixin: kvsched ids and states for vLLM requests, and the per-step trace."""
 
     def _kvsched_setup(self, vllm_config) -> None:
-        self.kvsched_trace: list[StepRecord] = []
+        self.kvsched_trace = _make_trace(_setting(vllm_config, "kvsched_trace_keep", "KVSCHED_TRACE_KEEP"))
         self.kvsched_clock: Callable[[], float] | None = None     # None: wall clock since start
         self.kvsched_has_future_arrivals: Callable[[], bool] | None = None
         self._kvsched_t0 = time.time()
         self._kvsched_ids: dict[str, int] = {}
         self._kvsched_states: dict[str, RequestState] = {}
         self._kvsched_by_id: dict[int, RequestState] = {}
+        self._kvsched_requests: dict[int, Request] = {}      # kvsched id -> vLLM request
+        self._kvsched_touched: set[str] = set()              # to sync at the next step
+        # The waiting states in (arrival, id) order, kept across steps (None: rebuild it from the
+        # queues): arrivals append, admissions drop out by status; preemptions and grammar
+        # promotions rebuild. Spares an O(n log n) sort of every queued request per step.
+        self._kvsched_waiting_order: list[RequestState] | None = []
+        self._kvsched_next_id = 0
+        self._kvsched_refused: set[str] = set()      # vLLM ids finished with an error by the adapter
+        self._kvsched_blocked: set[str] = set()      # vLLM ids waiting for their grammar
+        self._kvsched_needs_predictions = False
+        self._kvsched_fallback = parse_fallback(
+            _setting(vllm_config, "kvsched_fallback", "KVSCHED_FALLBACK"))
+        self._kvsched_max_model_len = int(vllm_config.model_config.max_model_len)
         self._kvsched_trace_path = _setting(vllm_config, "kvsched_trace", "KVSCHED_TRACE")
         self._kvsched_step = 0
         self._kvsched_iteration = 0
@@ -167,49 +222,120 @@ class _KVSchedTrace:
 
     def add_request(self, request: Request) -> None:
         super().add_request(request)
-        if request.request_id not in self._kvsched_states:
+        rid = request.request_id
+        if rid in self._kvsched_states or rid in self._kvsched_refused:
+            return                      # a later chunk of a streaming-input session
+        try:
             self._kvsched_register(request)
+        except RequestArgsError as exc:
+            self._kvsched_refuse(request, str(exc))
+        except Exception as exc:        # never let one request's inputs stop the engine
+            logger.exception("kvsched: cannot register request %s", rid)
+            self._kvsched_refuse(request, f"{type(exc).__name__}: {exc}")
+
+    def _kvsched_refuse(self, request: Request, reason: str) -> None:
+        """Finish this one request with an error (FINISHED_ERROR; over HTTP a per-request error).
+
+        The base scheduler finishes the ids in ``grammar_compile_error_reqs`` with FINISHED_ERROR
+        and sends their output at the next ``update_from_output``, which runs after every
+        ``schedule()``; the request is never scheduled by the adapter meanwhile (it has no state).
+        """
+        logger.warning("kvsched: request %s refused: %s", request.request_id, reason)
+        self._kvsched_refused.add(request.request_id)
+        self.grammar_compile_error_reqs.add(request.request_id)
 
     def _kvsched_register(self, request: Request) -> None:
         params = request.sampling_params
-        meta = ((params.extra_args or {}).get(EXTRA_ARGS_KEY) if params is not None else None) or {}
-        kid = meta.get("request_id")
-        if kid is None:
-            try:
-                kid = int(request.request_id)
-            except ValueError:
-                kid = len(self._kvsched_ids)
-            while kid in self._kvsched_by_id:
-                kid += 1
-        kid = int(kid)
-        if kid in self._kvsched_by_id:
-            raise ValueError(f"kvsched request id {kid} is used twice (vLLM id {request.request_id!r})")
-        arrival = meta.get("arrival_time")
+        if getattr(request, "resumable", False):
+            raise RequestArgsError("streaming-input sessions (resumable requests) are not supported "
+                                   "by KVSchedScheduler")
+        args = parse_request_args(params.extra_args if params is not None else None)
+        room = max(1, self._kvsched_max_model_len - request.num_prompt_tokens)
+        max_tokens = min(request.max_tokens, room) if request.max_tokens is not None else room
+        if self._kvsched_needs_predictions and missing_predictions(args):
+            args = self._kvsched_fallback.fill(args, max_tokens)
+            if missing_predictions(args):
+                raise RequestArgsError(
+                    f"the policy needs predictions: send {', '.join('kvsched_' + f for f in missing_predictions(args))} "
+                    "in vllm_xargs, or start the server with a fallback (kvsched_fallback)")
+        kid = self._kvsched_new_id(request.request_id, args)
+        arrival = args.arrival_time
         if arrival is None:
             arrival = request.arrival_time - self._kvsched_t0
-
-        def opt(key, cast):
-            return None if meta.get(key) is None else cast(meta[key])
-
-        max_tokens = request.max_tokens if request.max_tokens is not None else 1 << 30
         state = RequestState(kid, float(arrival), request.num_prompt_tokens, int(max_tokens),
-                             opt("predicted_output_tokens", float), opt("predicted_lo", int),
-                             opt("predicted_hi", int), opt("type_id", int))
+                             args.predicted_output_tokens, args.predicted_lo, args.predicted_hi, args.type_id)
         state.status = Status.WAITING
         self._kvsched_ids[request.request_id] = kid
         self._kvsched_states[request.request_id] = state
         self._kvsched_by_id[kid] = state
+        self._kvsched_requests[kid] = request
+        if request.status in _WAITING:
+            self._kvsched_note_arrival(state)
+        if request.status == RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR:
+            self._kvsched_blocked.add(request.request_id)
+
+    def _kvsched_note_arrival(self, state: RequestState) -> None:
+        order = self._kvsched_waiting_order
+        if order is not None:
+            if order and _BY_ARRIVAL(state) < _BY_ARRIVAL(order[-1]):
+                self._kvsched_waiting_order = None          # out of order: rebuild once
+            else:
+                order.append(state)
+
+    def _kvsched_waiting_states(self) -> list[RequestState]:
+        order = self._kvsched_waiting_order
+        if order is None:
+            states = self._kvsched_states
+            order = [states[r.request_id] for queue in self._kvsched_queues()
+                     for r in queue if r.status in _WAITING and r.request_id in states]
+            order.sort(key=_BY_ARRIVAL)
+        else:
+            waiting = Status.WAITING
+            order = [state for state in order if state.status is waiting]
+        self._kvsched_waiting_order = order
+        return order
+
+    def _kvsched_new_id(self, request_id: str, args: RequestArgs) -> int:
+        """The client's ``request_id`` (refused while in use), else ``int(request_id)`` when it
+        parses and is free, else the next free id of a counter that never goes back (ids of
+        finished requests are not handed out again while the counter is below them)."""
+        if args.request_id is not None:
+            if args.request_id in self._kvsched_by_id:
+                raise RequestArgsError(f"request_id {args.request_id} is in use by another request")
+            return args.request_id
+        try:
+            kid = int(request_id)
+        except ValueError:
+            kid = -1
+        if kid < 0 or kid in self._kvsched_by_id:
+            while self._kvsched_next_id in self._kvsched_by_id:
+                self._kvsched_next_id += 1
+            kid = self._kvsched_next_id
+            self._kvsched_next_id += 1
+        return kid
+
+    def _kvsched_promote_blocked(self) -> None:
+        """Requests waiting for their structured-output grammar: the base loop promotes them to
+        WAITING when the grammar is ready (or finishes them with an error when it failed to
+        compile); the adapter's swapped queue hides them from that loop, so it does it here."""
+        for rid in list(self._kvsched_blocked):
+            request = self.requests.get(rid)
+            if request is None or request.status != RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR \
+                    or self._handle_blocked_waiting_request(request):
+                self._kvsched_blocked.discard(rid)
+                self._kvsched_waiting_order = None
 
     def _kvsched_sync(self) -> None:
-        """Copy the engine's request progress into the kvsched states; forget finished requests."""
-        if len(self._kvsched_states) > len(self.requests):
-            for rid in [r for r in self._kvsched_states if r not in self.requests]:
-                state = self._kvsched_states.pop(rid)
-                self._kvsched_by_id.pop(state.request_id, None)
-                self._kvsched_ids.pop(rid, None)
-        for request in self.requests.values():
-            state = self._kvsched_states.get(request.request_id)
-            if state is None:
+        """Copy the engine's progress into the kvsched states of the requests it can have changed:
+        those running, and those scheduled or preempted in the previous step (a request that has
+        only waited since its last sync is as it was; finished ones are freed in `_free_blocks`).
+        O(running + batch) per step, not O(requests): 2,000 queued requests cost nothing here."""
+        touched, self._kvsched_touched = self._kvsched_touched, set()
+        touched.update(r.request_id for r in self.running)
+        states, requests = self._kvsched_states, self.requests
+        for rid in touched:
+            state, request = states.get(rid), requests.get(rid)
+            if state is None or request is None:
                 continue
             state.num_computed_tokens = request.num_computed_tokens
             state.num_output_tokens = request.num_output_tokens
@@ -219,8 +345,39 @@ class _KVSchedTrace:
             elif RequestStatus.is_finished(request.status):
                 state.status = Status.FINISHED
             else:
+                if state.status is not Status.WAITING:
+                    self._kvsched_waiting_order = None      # back in the queue: rebuild
                 state.status = Status.WAITING
                 state.admitted_seq = None
+
+    def _free_blocks(self, request: Request):
+        """The base scheduler's last word on a finished request (it leaves ``self.requests``
+        here): free its kvsched state too."""
+        super()._free_blocks(request)
+        self._kvsched_refused.discard(request.request_id)
+        if request.request_id in self._kvsched_states:
+            self._kvsched_forget([request.request_id])
+
+    def _kvsched_forget(self, request_ids: list[str]) -> None:
+        """Free the states of finished requests, and the policy's per-request entries."""
+        kids = []
+        for rid in request_ids:
+            state = self._kvsched_states.pop(rid)
+            state.status = Status.FINISHED              # drops out of the waiting order
+            self._kvsched_by_id.pop(state.request_id, None)
+            self._kvsched_ids.pop(rid, None)
+            self._kvsched_requests.pop(state.request_id, None)
+            self._kvsched_blocked.discard(rid)
+            kids.append(state.request_id)
+        policy = getattr(self, "kvsched_policy", None)
+        for name in _PER_REQUEST_POLICY_STATE:
+            table = getattr(policy, name, None)
+            if isinstance(table, dict):
+                for kid in kids:
+                    table.pop(kid, None)
+
+    def _kvsched_queues(self) -> list:
+        return [getattr(self, name) for name in _WAITING_QUEUES if hasattr(self, name)]
 
     def _kvsched_used_blocks(self) -> int:
         return self._kvsched_capacity_blocks - self.kv_cache_manager.block_pool.get_num_free_blocks()
@@ -241,11 +398,13 @@ class _KVSchedTrace:
             num_tokens={ids[r]: int(n) for r, n in output.num_scheduled_tokens.items()},
             preempted=tuple(sorted(ids[r] for r in (output.preempted_req_ids or ()) if r in ids)),
             kv_used_blocks=self._kvsched_used_blocks(),
-            num_waiting=len(self.waiting) + len(self.kv_holding_waiting),
+            num_waiting=sum(len(queue) for queue in self._kvsched_queues()),
             num_running=len(self.running), gaps=gaps)
         self._kvsched_step += 1
         if output.total_num_scheduled_tokens > 0:
             self._kvsched_iteration += 1
+        self._kvsched_touched.update(output.num_scheduled_tokens)
+        self._kvsched_touched.update(output.preempted_req_ids or ())
         self.kvsched_trace.append(record)
         if self._kvsched_trace_path:
             with open(self._kvsched_trace_path, "a", encoding="utf-8") as fh:
@@ -261,10 +420,18 @@ class RecordingScheduler(_KVSchedTrace, Scheduler):
         self._kvsched_setup(vllm_config)
 
     def schedule(self, *args, **kwargs):
+        self._kvsched_sync()            # the previous step's preemptions, before re-admissions
         output = super().schedule(*args, **kwargs)
-        self._kvsched_sync()
         self._kvsched_record(output)
         return output
+
+
+def _refuse_async_scheduling(vllm_config) -> None:
+    """Async scheduling plans step k+1 before step k's tokens are known: the policy would decide
+    on a view one step old and its decode counts would be off by one, so it is refused."""
+    if getattr(vllm_config.scheduler_config, "async_scheduling", False):
+        raise ValueError("KVSchedScheduler does not support async scheduling: start vLLM with "
+                         "--no-async-scheduling (EngineArgs(async_scheduling=False))")
 
 
 @dataclass(slots=True)
@@ -279,22 +446,33 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
     """A vLLM V1 scheduler that delegates every step's decision to a kvsched policy."""
 
     def __init__(self, vllm_config, *args, **kwargs) -> None:
+        _refuse_async_scheduling(vllm_config)
         super().__init__(vllm_config, *args, **kwargs)
         self._kvsched_setup(vllm_config)
         self._kvsched_check_config(vllm_config)
-        from ...policies import make, parse_policy_spec
         spec = _setting(vllm_config, "kvsched_policy", "KVSCHED_POLICY")
         if not spec:
             raise ValueError("KVSchedScheduler needs a policy: set KVSCHED_POLICY or "
                              "additional_config={'kvsched_policy': 'vllm'}")
-        name, params = parse_policy_spec(str(spec))
-        self.kvsched_policy = make(name, **params)
+        self.kvsched_limits = EngineLimits.from_vllm_config(vllm_config)
+        self.kvsched_policy, applied, overridden = policy_for_engine(str(spec), self.kvsched_limits)
+        for key, (mine, engine) in overridden.items():
+            logger.warning("kvsched: the policy spec sets %s=%r, the engine has %r (kept as the spec says)",
+                           key, mine, engine)
         seed = _setting(vllm_config, "kvsched_seed", "KVSCHED_SEED")
         self.kvsched_policy.reset(seed=None if seed in (None, "") else int(seed))
+        self._kvsched_needs_predictions = bool(self.kvsched_policy.tags.uses_predictions)
+        # A policy without a max_num_seqs parameter (mcsf, amin, …: the papers have no seat
+        # limit) cannot plan with the engine's seats; its admissions past the last seat wait for
+        # a later step, in the policy's order, as the engine's own rule (not a gap; counted).
+        self._kvsched_seats_by_engine = not hasattr(self.kvsched_policy, "max_num_seqs")
+        self.kvsched_num_seat_deferred = 0
         self.kvsched_strict = _truthy(_setting(vllm_config, "kvsched_strict", "KVSCHED_STRICT", "0"))
         self._kvsched_caps: dict[str, int] | None = None
         self.kvsched_wake_time: float | None = None      # the latest decision's wake_time
-        logger.info("kvsched: scheduling with policy %r", self.kvsched_policy)
+        logger.info("kvsched: scheduling with policy %s %s (from the engine: %s; fallback predictions: %s)",
+                    self.kvsched_policy.name, describe(self.kvsched_policy), applied,
+                    self._kvsched_fallback.kind if self._kvsched_needs_predictions else "not needed")
 
     def _kvsched_check_config(self, vllm_config) -> None:
         unsupported = []
@@ -308,7 +486,8 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             raise ValueError(f"KVSchedScheduler does not support {', '.join(unsupported)}")
         if self.cache_config.enable_prefix_caching:
             logger.warning("kvsched: prefix caching is on; a cache hit makes vLLM compute fewer "
-                           "tokens than the policy decided (recorded as gaps)")
+                           "tokens than the policy decided (recorded as gaps); start vLLM with "
+                           "--no-enable-prefix-caching for exact decisions")
 
     # ------------------------------------------------------------------ the hook
     def _reserve_prefill_lookahead(self, request: Request, num_computed_tokens: int,
@@ -320,6 +499,8 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     # ------------------------------------------------------------------ one step
     def schedule(self, *args, **kwargs):
+        if self._kvsched_blocked:
+            self._kvsched_promote_blocked()
         self._kvsched_sync()
         view = self._kvsched_view()
         decision = self.kvsched_policy.schedule(view)
@@ -336,7 +517,6 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         for rid in output.num_scheduled_tokens:
             if rid not in plan.tokens:
                 plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
-        self._kvsched_sync()
         self._kvsched_record(output, tuple(plan.gaps))
         if plan.gaps:
             logger.warning("kvsched step %d: %s", self._kvsched_step - 1, "; ".join(plan.gaps))
@@ -346,15 +526,13 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     def _kvsched_view(self) -> SchedulerView:
         states = self._kvsched_states
-        waiting = [states[r.request_id] for queue in (self.kv_holding_waiting, self.waiting)
-                   for r in queue if r.status in _WAITING and r.request_id in states]
-        waiting.sort(key=lambda s: (s.arrival_time, s.request_id))
+        waiting = self._kvsched_waiting_states()
         running = [states[r.request_id] for r in self.running if r.request_id in states]
         future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
         return SchedulerView(
             now=self.kvsched_now(), iteration=self._kvsched_iteration,
-            waiting=tuple(s.view for s in waiting), running=tuple(s.view for s in running),
+            waiting=tuple(map(_VIEW, waiting)), running=tuple(map(_VIEW, running)),
             kv_capacity_tokens=self._kvsched_capacity_blocks * self.block_size,
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,
@@ -363,8 +541,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     def _kvsched_plan(self, decision: Decision, view: SchedulerView) -> _Plan:
         """The part of the decision vLLM can carry out; the rest becomes gaps."""
-        by_kid = {self._kvsched_ids[r.request_id]: r for r in self.requests.values()
-                  if r.request_id in self._kvsched_ids}
+        by_kid = self._kvsched_requests
         plan = _Plan([], {}, [], [])
         free = view.num_free_blocks
         for kid in decision.evict:
@@ -389,9 +566,14 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             problem = (f"{n!r} tokens, expected 1..{rv.num_uncomputed_tokens}"
                        if not (isinstance(n, int) and 1 <= n <= rv.num_uncomputed_tokens) else
                        f"{n} tokens over the budget left ({budget})" if n > budget else
-                       f"needs {need} blocks, {free} free" if need > free else
-                       f"no seat left (max_num_seqs={self.max_num_active_reqs})"
-                       if waiting and seats <= 0 else None)
+                       f"needs {need} blocks, {free} free" if need > free else None)
+            if problem is None and waiting and self.scheduler_reserve_full_isl:
+                problem = self._kvsched_full_input_problem(request, view, free)
+            if problem is None and waiting and seats <= 0:
+                if self._kvsched_seats_by_engine:       # the engine's rule, in the policy's order
+                    self.kvsched_num_seat_deferred += 1
+                    continue
+                problem = f"no seat left (max_num_seqs={self.max_num_active_reqs})"
             if problem:
                 plan.gaps.append(f"request {kid}: {problem}")
                 continue
@@ -403,25 +585,74 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 seats -= 1
         return plan
 
+    def _kvsched_full_input_problem(self, request: Request, view: SchedulerView, free: int) -> str | None:
+        """vLLM's ``scheduler_reserve_full_isl`` (on by default): a waiting request is admitted
+        only if its whole input fits in the free blocks, whatever the chunk. vLLM would refuse
+        it and stop admitting for this step (its loop breaks), so the plan drops it here and the
+        admissions after it still run. (The watermark of vLLM 0.32's allocation is 0.)"""
+        full = min(request.num_tokens, self._kvsched_max_model_len)
+        blocks = view.blocks(full)
+        if blocks > free:
+            return (f"its whole input ({full} tokens, {blocks} blocks) must fit "
+                    f"(scheduler_reserve_full_isl), {free} blocks free")
+        return None
+
     def _kvsched_execute(self, plan: _Plan, args, kwargs):
         """Preempt, then run the base schedule() restricted to the plan."""
         now = time.monotonic()
         for request in plan.evict:
             self.running.remove(request)
             self._preempt_request(request, now)
-        queues = (self.waiting, self.kv_holding_waiting)
-        admit_queue, holding_queue = create_request_queue(self.policy), create_request_queue(self.policy)
+        names = [name for name in _WAITING_QUEUES if hasattr(self, name)]
+        queues = [getattr(self, name) for name in names]
+        if plan.admit:
+            self._kvsched_take(names, plan.admit)
+        # The admissions go to the plain waiting queue, the others are left empty; the base
+        # loop then admits exactly the plan's requests, in the plan's order.
+        for name in names:
+            setattr(self, name, create_request_queue(self.policy))
         for request in plan.admit:
-            (self.kv_holding_waiting if request in self.kv_holding_waiting else self.waiting).remove_request(request)
-            admit_queue.add_request(request)
-        self.waiting, self.kv_holding_waiting = admit_queue, holding_queue
+            self.waiting.add_request(request)
         self._kvsched_caps = plan.tokens
         try:
             return super().schedule(*args, **kwargs)
         finally:
             self._kvsched_caps = None
-            leftovers = list(self.waiting), list(self.kv_holding_waiting)
-            self.waiting, self.kv_holding_waiting = queues
-            for queue, left in zip(queues, leftovers):
+            leftovers = [list(getattr(self, name)) for name in names]
+            for name, queue, left in zip(names, queues, leftovers):
+                setattr(self, name, queue)
                 if left:        # prepend_requests reverses: keep the leftovers' order
-                    queue.prepend_requests(reversed(left))
+                    self._kvsched_home(queue, name, left)
+
+    def _kvsched_take(self, names: list[str], admit: list[Request]) -> None:
+        """Take the admissions out of their queues: kv_holding_waiting holds the requests that
+        hold KV blocks, waiting the others (the base rule, `_enqueue_waiting_request`); a queue
+        of a later vLLM (async_kv_waiting) is scanned."""
+        holding = [r for r in admit if self._holds_kv_blocks(r)] if "kv_holding_waiting" in names else []
+        plain = [r for r in admit if r not in holding] if holding else admit
+        if holding:
+            self.kv_holding_waiting.remove_requests(holding)
+        others = [name for name in names if name not in ("waiting", "kv_holding_waiting")]
+        if others:
+            ids = {r.request_id for r in plain}
+            for name in others:
+                queue = getattr(self, name)
+                found = [r for r in queue if r.request_id in ids]
+                if found:
+                    queue.remove_requests(found)
+                    ids -= {r.request_id for r in found}
+            plain = [r for r in plain if r.request_id in ids]
+        if plain:
+            self.waiting.remove_requests(plain)
+
+    def _kvsched_home(self, queue, name: str, left: list) -> None:
+        """Requests the base loop left in a swapped queue go back to their queue's front; an
+        admission left in the plain queue that holds KV blocks goes back to the queue it came
+        from (the base scheduler's own rule, `_enqueue_waiting_request`)."""
+        if name == "waiting" and hasattr(self, "kv_holding_waiting"):
+            holding = [r for r in left if self._holds_kv_blocks(r)]
+            if holding:
+                self.kv_holding_waiting.prepend_requests(reversed(holding))
+                left = [r for r in left if not self._holds_kv_blocks(r)]
+        if left:
+            queue.prepend_requests(reversed(left))
