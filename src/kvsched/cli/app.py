@@ -78,7 +78,7 @@ def simulate(
     _allow_local_imports()
     targets = cc.parse_slo(slo)
     cc.check_output(output, trace)
-    policies = cc.parse_policies(policy)
+    policies = cc.parse_policies(policy, "--policy")
     if len(policies) != 1:
         raise ConfigError(f"--policy: expected one policy, got {len(policies)} (use 'kvsched compare')")
     setup = cc.build_setup(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
@@ -217,6 +217,7 @@ def check_policy_command(
     from ..policies.registry import parse_policy_spec
     _allow_local_imports()
     try:
+        cc.import_policy_modules(spec, "check-policy")
         name, params = parse_policy_spec(spec)
         policy = make(name, **params)
         from ..testing import check_policy

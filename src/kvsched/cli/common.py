@@ -56,15 +56,21 @@ from rich.console import Console
 
 from ..engine.simulator import RunResult
 from ..errors import ConfigError, UserError
+from ..experiments import scenario
 from ..experiments.scenario import (  # noqa: F401  (the library side, re-exported for the command modules)
     DEFAULT_BLOCK_SIZE, DEFAULT_COST, DEFAULT_KV_CAPACITY_TOKENS, WORKLOADS, CostSpec, Setup,
     build_setup, build_simulator, build_workload, check_fits, parse_convention, parse_cost,
-    parse_policies,
 )
 from ..workload.synthetic import DEFAULT_NUM_REQUESTS, DEFAULT_RATE
 
 #: Seconds a run must last before its progress bar appears.
 PROGRESS_DELAY = 1.0
+#: Upper limits of the integer options, checked by click before any work. Seeds feed numpy and
+#: the compiled kernels as int64; token amounts stay exact in float64 (2^53), so the engine's
+#: arithmetic never overflows; ten million requests is a few GB of engine arrays.
+MAX_SEED = 2 ** 63 - 1
+MAX_TOKENS = 2 ** 53
+MAX_NUM_REQUESTS = 10 ** 7
 
 # --------------------------------------------------------------------------- option types
 
@@ -77,13 +83,15 @@ RateOpt = Annotated[float | None, typer.Option(
     "--rate", help=f"Poisson arrivals per second (0: all at time 0). Default: {DEFAULT_RATE:g} for the "
                    "default workload; a trace keeps its own arrival times (all at 0 if it has none).")]
 NumRequestsOpt = Annotated[int | None, typer.Option(
-    "--num-requests", help=f"Number of requests (default workload: {DEFAULT_NUM_REQUESTS}; a trace: "
-                           "its first N rows, default all).")]
+    "--num-requests", min=1, max=MAX_NUM_REQUESTS,
+    help=f"Number of requests (default workload: {DEFAULT_NUM_REQUESTS}; a trace: its first N rows, "
+         "default all).")]
 KvCapacityOpt = Annotated[int | None, typer.Option(
-    "--kv-capacity", help=f"KV cache capacity in tokens (default {DEFAULT_KV_CAPACITY_TOKENS}, or the "
-                          "preset's).")]
+    "--kv-capacity", min=1, max=MAX_TOKENS,
+    help=f"KV cache capacity in tokens (default {DEFAULT_KV_CAPACITY_TOKENS}, or the preset's).")]
 BlockSizeOpt = Annotated[int | None, typer.Option(
-    "--block-size", help=f"KV block size in tokens (default {DEFAULT_BLOCK_SIZE}, or the preset's).")]
+    "--block-size", min=1, max=MAX_TOKENS,
+    help=f"KV block size in tokens (default {DEFAULT_BLOCK_SIZE}, or the preset's).")]
 KvConventionOpt = Annotated[str, typer.Option(
     "--kv-convention", help="KV accounting: 'computed' (vLLM: s+j-1 while emitting token j) or "
                             "'emitted' (the papers: s+j).")]
@@ -91,7 +99,8 @@ CostOpt = Annotated[str, typer.Option(
     "--cost", help="Iteration time: 'unit', 'linear:d0=SECONDS,d1=SECONDS_PER_KV_TOKEN' or 'preset:NAME'.")]
 PredictorOpt = Annotated[str | None, typer.Option(
     "--predictor", help="Output-length predictor spec, e.g. 'exact' (see kvsched.predictors).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the workload, predictor and policies.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED,
+                                      help="Seed for the workload, predictor and policies.")]
 SloOpt = Annotated[str | None, typer.Option(
     "--slo", help="Service-level targets, e.g. 'ttft=2,tpot=0.1,e2e=30' (seconds; any subset): adds "
                   "slo_attainment (share of requests meeting all) and goodput_requests_per_s.")]
@@ -168,6 +177,38 @@ def check_output(output: Path | None, *inputs: Path | None, option: str = "--out
     for given in inputs:
         if given is not None and Path(given).exists() and path.exists() and path.samefile(given):
             raise ConfigError(f"{option}: {str(path)!r} is an input file; choose another output path")
+
+
+def import_policy_modules(text: str, option: str = "--policies") -> None:
+    """Import the user modules a policy list names ('pkg.mod:Class'), so that a module that is
+    missing, empty or fails at import is one line naming it: its code is the user's input, and
+    whatever it raises (not only ImportError) is their mistake, not ours."""
+    import importlib
+    for piece in (p.strip() for p in text.split(",")):
+        if ":" not in piece or piece.split(":", 1)[0].strip() in ("", *_registered_ids()):
+            if piece.startswith(":"):
+                raise ConfigError(f"{option}: {piece!r} names no policy; expected an id such as 'vllm' "
+                                  "or 'package.module:Class'")
+            continue
+        module = piece.split(":", 1)[0].strip()
+        try:
+            importlib.import_module(module)
+        except Exception as exc:   # noqa: BLE001 - any failure of the user's module
+            raise ConfigError(f"{option}: cannot import policy {piece!r}: module {module!r} raised "
+                              f"{type(exc).__name__}: {exc}") from None
+
+
+def _registered_ids() -> tuple[str, ...]:
+    from ..policies import registered
+    return tuple(registered())
+
+
+def parse_policies(text: str, option: str = "--policies") -> list:
+    """`kvsched.experiments.scenario.parse_policies`, after `import_policy_modules`."""
+    if not text.strip():
+        raise ConfigError(f"{option}: expected at least one policy id, got an empty string")
+    import_policy_modules(text, option)
+    return scenario.parse_policies(text)
 
 
 def check_time_limit(option: str, value: float) -> None:

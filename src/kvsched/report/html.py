@@ -101,15 +101,17 @@ def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | No
 
     ``headline``: (title, headers, rows, note) shown first, e.g. a reproduction's figures beside
     the paper's."""
-    from ..experiments.store import load_requests, load_runs
+    from ..experiments.store import load_requests, load_runs, load_spec_record
     sweep_dir, out = Path(sweep_dir), Path(out)
+    _check_out(out)
     # In the spec's order, so that its first policy is the baseline of the paired comparison.
     rows = sorted(load_runs(sweep_dir).to_pylist(), key=lambda r: r.get("point_index") or 0)
+    spec = load_spec_record(sweep_dir)
     if not rows:
         raise ConfigError(f"{sweep_dir}: the sweep has no finished points yet")
-    spec = json.loads((sweep_dir / "spec.json").read_text())
+    requests = load_requests(sweep_dir)
     fig_dir = out.with_name(out.stem + "_figures")
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir.mkdir(exist_ok=True)
     sections = [f"<h1>kvsched report: {html.escape(spec.get('name', 'sweep'))}</h1>",
                 f"<p>{len(rows)} runs from <code>{html.escape(str(sweep_dir))}</code>; spec hash "
                 f"<code>{spec.get('hash')}</code>. Bands and ± are 95% confidence intervals across seeds.</p>"]
@@ -122,7 +124,7 @@ def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | No
         fig = figures.metric_vs_rate(rows, metric, ylabel, title)
         sections.append(_save_and_embed(fig, fig_dir / f"{metric}_vs_rate.svg"))
     sections.append("<h2>Latency CDF</h2>")
-    sections.append(_cdf_section(load_requests(sweep_dir), rows, cdf_rate, fig_dir))
+    sections.append(_cdf_section(requests, rows, cdf_rate, fig_dir))
     sections.append("<h2>Paired comparison (same requests and predictions)</h2>")
     paired = paired_ratios(rows, "mean_latency") + paired_ratios(rows, "p99_latency")
     sections.append(_table(["policy", "vs", "metric", "mean ratio", "± 95% CI", "pairs"],
@@ -139,6 +141,22 @@ def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | No
             "th{background:#f3f3f3}figure{margin:1em 0}svg{max-width:100%;height:auto}"
             "</style></head><body>" + "\n".join(sections) + "</body></html>")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(page)
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
+
+
+def _check_out(out: Path) -> None:
+    """Before any work: the report goes to a file in an existing, writable folder."""
+    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; expected the HTML file to write, e.g. {out / 'report.html'}")
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {out}: folder {str(folder)!r} is not writable")
