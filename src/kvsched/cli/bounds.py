@@ -75,7 +75,6 @@ def run_bound(method: str, *, workload: str = "paper-zero", trace: Path | None =
 
 
 def _print(result, M: int, as_json: bool) -> None:
-    from rich.console import Console
     if as_json:
         data = result.as_dict()
         data["kv_capacity_tokens"] = M
@@ -84,7 +83,7 @@ def _print(result, M: int, as_json: bool) -> None:
     if result.status == "infeasible":
         typer.echo(f"infeasible: {result.message}", err=True)
         return
-    console = Console()
+    console = cc.console()
     console.print(f"method {result.method}, {result.num_requests} requests, KV {M} tokens")
     console.print(f"objective (total latency) {result.objective:g}")
     console.print(f"lower bound               {result.bound:g}")

@@ -314,10 +314,15 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+#: Columns of a console that is not a terminal: wide enough that rich never folds or cuts a
+#: cell ("0.070…"); a table then prints at its own width, which is what a pipe or a file wants.
+PIPE_WIDTH = 10_000
+
+
 def console() -> Console:
-    """A rich console; 160 columns wide when the output is not a terminal (pipes, files)."""
+    """A rich console for results: the terminal's width, or `PIPE_WIDTH` when stdout is piped."""
     terminal = Console()
-    return terminal if terminal.is_terminal else Console(width=160)
+    return terminal if terminal.is_terminal else Console(width=PIPE_WIDTH)
 
 
 def emit(rows: Any, output: Path | None, as_json: bool, render: Callable[[], None]) -> None:

@@ -12,7 +12,6 @@ The default cost is our rough Llama-2-7B/A100 fit (bench/capacity_limits.py), C 
 from __future__ import annotations
 
 import math
-import sys
 from typing import Optional
 
 import numpy as np
@@ -219,7 +218,6 @@ def _policy_factory(spec: str, mix_text: str | None, cost, kv_capacity: int):
 
 
 def _print_table(title: str, data: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
     table = Table(title=title)
     table.add_column("quantity")
@@ -228,4 +226,4 @@ def _print_table(title: str, data: dict) -> None:
         text = (", ".join(cc.fmt(v) for v in value) if isinstance(value, (tuple, list)) else
                 cc.fmt(value, 6))
         table.add_row(key, text)
-    Console(file=sys.stdout).print(table)
+    cc.console().print(table)

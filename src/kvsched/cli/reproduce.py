@@ -60,7 +60,7 @@ def mcsf_synthetic(
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
-        render(report, Console())
+        render(report, cc.console())
 
 
 def _policy_names(text: str) -> list[str]:
