@@ -359,7 +359,22 @@ ENGINE_CASES = [   # all fail before vLLM is imported
     )
 ] + [_case("engine-run-no-model", "engine-run")]
 
-CASES = (TRACE_CASES + SHARED_CASES + POLICY_CASES + BOUND_CASES + FLUID_CASES + CAPACITY_CASES
+USAGE_CASES = [   # click's own usage errors, in sub-commands too: one line, not a usage box
+    _case("usage-bound-ip-unknown-option", "bound", "ip", "--colour", "red"),
+    _case("usage-bound-fluid-bad-float", "bound", "fluid", "--rate", "fast"),
+    _case("usage-capacity-bad-int", "capacity", "--policy", "vllm", "--num-requests", "many"),
+    _case("usage-reproduce-unknown-option", "reproduce", "mcsf-synthetic", "--colour"),
+    _case("usage-reproduce-r2-bad-jobs", "reproduce", "mcsf-real-trace", "--jobs", "two"),
+    _case("usage-sweep-no-args", "sweep"),
+    _case("usage-report-no-args", "report"),
+    _case("usage-report-extra-arg", "report", T + "empty_sweep", T + "empty_sweep"),
+    _case("usage-simulate-extra-arg", "simulate", "extra"),
+    _case("usage-check-policy-two-args", "check-policy", "vllm", "sarathi"),
+    _case("usage-compare-bool-value", "compare", "--json=yes"),
+    _case("usage-engine-run-bad-int", "engine-run", "--model", T + "model", "--num-gpu-blocks", "x"),
+]
+
+CASES = (USAGE_CASES + TRACE_CASES + SHARED_CASES + POLICY_CASES + BOUND_CASES + FLUID_CASES + CAPACITY_CASES
          + REPRODUCE_CASES + SWEEP_CASES + REPORT_CASES + ENGINE_CASES)
 
 
