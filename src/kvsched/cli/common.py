@@ -184,13 +184,15 @@ def import_policy_modules(text: str, option: str = "--policies") -> None:
     missing, empty or fails at import is one line naming it: its code is the user's input, and
     whatever it raises (not only ImportError) is their mistake, not ours."""
     import importlib
+    registered = _registered_ids()
     for piece in (p.strip() for p in text.split(",")):
-        if ":" not in piece or piece.split(":", 1)[0].strip() in ("", *_registered_ids()):
-            if piece.startswith(":"):
-                raise ConfigError(f"{option}: {piece!r} names no policy; expected an id such as 'vllm' "
-                                  "or 'package.module:Class'")
+        module, colon, _ = piece.partition(":")
+        module = module.strip()
+        if colon and not module:
+            raise ConfigError(f"{option}: {piece!r} names no policy; expected an id such as 'vllm' "
+                              "or 'package.module:Class'")
+        if not colon or module in registered:      # an id, or an id with parameters
             continue
-        module = piece.split(":", 1)[0].strip()
         try:
             importlib.import_module(module)
         except Exception as exc:   # noqa: BLE001 - any failure of the user's module
