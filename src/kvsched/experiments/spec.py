@@ -41,6 +41,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,9 @@ _KINDS = ("default", "trace", "typed")
 #: The command line's limits (`kvsched.cli.common`): ten million requests, token amounts to 2^53.
 MAX_NUM_REQUESTS = 10 ** 7
 MAX_TOKENS = 2 ** 53
+#: The option a command-line parser names first ("--cost: ", "--predictor interval: ", "workload.types"),
+#: dropped when its message is reported against a spec key.
+_CLI_OPTION = re.compile(r"^(--[\w-]+( [\w:.-]+)?|workload\.types): ")
 
 
 def config_hash(config: dict) -> str:
@@ -139,7 +143,9 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 
 def parse_spec(data: dict, *, source: str = "<spec>", base: Path | None = None) -> SweepSpec:
-    def fail(key: str, expected: str, got: Any = None) -> ConfigError:
+    def fail(key: str, expected: str, got: Any = None, *, cause: Exception | None = None) -> ConfigError:
+        if cause is not None:      # a parser's own message, less the CLI option it names
+            return ConfigError(f"{source}: key '{key}': {_CLI_OPTION.sub('', str(cause))}")
         shown = "" if got is None else f", got {got!r}"
         return ConfigError(f"{source}: key '{key}': expected {expected}{shown}")
 
@@ -246,9 +252,12 @@ def _check_engine(engine: dict, fail) -> None:
         raise fail("engine.kv_convention", "'computed' or 'emitted'", engine["kv_convention"])
     try:
         cost = parse_cost(engine["cost"])
+    except UserError as exc:
+        raise fail("engine.cost", "", cause=exc) from None
+    try:
         parse_convention(engine.get("kv_convention", "computed"))
     except UserError as exc:
-        raise fail("engine", str(exc)) from None
+        raise fail("engine.kv_convention", "", cause=exc) from None
     capacity = engine.get("kv_capacity", cost.kv_capacity_tokens)
     block = engine.get("block_size", cost.block_size) or 16
     if capacity is not None and capacity < block:
@@ -262,7 +271,7 @@ def _check_predictors(predictors: list, fail) -> None:
             try:
                 parse_predictor(spec)
             except UserError as exc:
-                raise fail(f"predictors[{i}]", f"a predictor spec ({exc})", spec) from None
+                raise fail(f"predictors[{i}]", "", cause=exc) from None
 
 
 def _check_types(types: list, fail) -> None:
@@ -270,7 +279,7 @@ def _check_types(types: list, fail) -> None:
     try:
         mix_from_tables(types, 1.0)
     except UserError as exc:
-        raise fail("workload.types", f"{{share, prompt, output}} tables ({exc})") from None
+        raise fail("workload.types", "", cause=exc) from None
 
 
 def _check_bound(bound: str | None, fail) -> None:
@@ -316,4 +325,4 @@ def _build_variants(policy_id: str, params: dict, where: str, fail) -> None:
         try:
             make(policy_id, **dict(zip(axes, values)))
         except UserError as exc:
-            raise fail(f"{where}.params", str(exc)) from None
+            raise fail(f"{where}.params", "", cause=exc) from None
