@@ -210,26 +210,45 @@ def test_a_failed_run_keeps_a_folder_that_holds_finished_points(tmp_path):
     assert (out / "spec.json").exists() and len(list((out / "points").glob("*.parquet"))) == 12
 
 
+def _children(pid: int) -> set[int]:
+    """Child processes of `pid` (Linux /proc), without psutil."""
+    out = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out.update(int(c) for c in f.read().split())
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
 def test_sigterm_stops_the_sweep_and_its_workers(tmp_path):
-    import psutil
     # Points of several seconds each: the sweep must stop now, not after the points in flight.
     slow = SPEC.replace("num_requests = 60", "num_requests = 20000").replace(
         "seeds = [0, 1]", "seeds = [0, 1, 2, 3]").replace("kv_capacity = 6000", "kv_capacity = 12288")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "kvsched", "sweep", str(_write(tmp_path, slow)), "--out",
                              str(out), "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    driver = psutil.Process(proc.pid)
     deadline = time.monotonic() + 120
-    workers = []
+    workers: set[int] = set()
     while time.monotonic() < deadline and len(workers) < 2:
-        workers = driver.children(recursive=True)
+        workers = _children(proc.pid)
         time.sleep(0.05)
-    assert len(workers) == 2, "the pool must be running before the signal"
+    assert len(workers) >= 2, "the pool must be running before the signal"
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=5) == 128 + signal.SIGTERM
-    gone, alive = psutil.wait_procs(workers, timeout=5)
-    assert not alive, f"workers still running: {[p.pid for p in alive]}"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_running(p) for p in workers):
+        time.sleep(0.05)
+    assert not [p for p in workers if _running(p)], "workers still running after the driver stopped"
     finished = list((out / "points").glob("*.parquet"))
     assert len(finished) < len(load_spec(_write(tmp_path, slow)).points())
     for path in finished:
