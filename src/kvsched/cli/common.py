@@ -213,6 +213,13 @@ def parse_policies(text: str, option: str = "--policies") -> list:
     return scenario.parse_policies(text)
 
 
+def check_predictor(spec: str | None) -> None:
+    """--predictor before the workload is drawn (a million requests take seconds to draw)."""
+    if spec is not None:
+        from ..workload.predictors import parse_predictor
+        parse_predictor(spec)
+
+
 def check_time_limit(option: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{option}: got {value}, expected a positive number of seconds")
