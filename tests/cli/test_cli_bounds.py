@@ -82,12 +82,18 @@ def test_reproduce_command_prints_both_tables(monkeypatch):
     import kvsched.experiments.mcsf_synthetic as rm
     monkeypatch.setattr(rm, "paper_instance", lambda rng, model, *a: paper_instance(rng, model, 5, 20))
     result = CliRunner().invoke(_app(), ["reproduce", "mcsf-synthetic", "--trials", "2", "--time-limit", "10",
-                                         "--policies", "vllm,not-registered"])
+                                         "--policies", "vllm"])
     assert result.exit_code == 0, result.output
     assert "all requests at t = 0" in result.output and "Poisson arrivals" in result.output
     assert "MC-SF (paper)" in result.output and "1.005" in result.output and "1.227" in result.output
-    assert "not-registered" in result.output          # the skip note
     assert "certified optimal: 2/2" in result.output
+
+
+def test_reproduce_command_refuses_an_unknown_policy():
+    """A policy the user names and we do not have is a mistake (exit 2), not a silent skip."""
+    result = CliRunner().invoke(_app(), ["reproduce", "mcsf-synthetic", "--trials", "1",
+                                         "--policies", "vllm,not-registered"])
+    assert result.exit_code == 2 and "unknown policy 'not-registered'" in result.output
 
 
 def test_reproduce_command_rejects_bad_options():

@@ -64,3 +64,85 @@ def test_the_spec_s_first_policy_is_the_paired_baseline(tmp_path):
     rows = sorted(load_runs(tmp_path / "out").to_pylist(), key=lambda r: r["point_index"])
     assert [r["point_index"] for r in rows] == list(range(len(spec.points())))
     assert {p["baseline"] for p in paired_ratios(rows, "mean_latency")} == {"sarathi"}
+
+
+# --------------------------------------------------------------------------- 20+ series (issue 19)
+
+def _many_series_spec(seeds: str) -> str:
+    """3 horizons × 2 rates × 8 policy variants = 24 series, as in `reproduce mcsf-real-trace`."""
+    return f"""
+name = "many"
+seeds = {seeds}
+num_requests = [40, 60, 80]
+per_request = true
+predictors = ["exact"]
+[workload]
+kind = "default"
+rates = [4.0, 16.0]
+[engine]
+cost = "linear:d0=0.01,d1=2e-7"
+kv_capacity = 3000
+block_size = 16
+[[policy]]
+id = "mcsf"
+[[policy]]
+id = "vllm"
+params = {{ watermark = [0.0, 0.01, 0.02, 0.05] }}
+[[policy]]
+id = "sarathi"
+params = {{ chunk_size = [128, 512] }}
+[[policy]]
+id = "mc-benchmark"
+"""
+
+
+@pytest.fixture(scope="module")
+def many_series(tmp_path_factory):
+    out = {}
+    for name, seeds in (("one", "[0]"), ("three", "[0, 1, 2]")):
+        root = tmp_path_factory.mktemp(name)
+        spec = load_spec(_write(root, _many_series_spec(seeds)))
+        run_sweep(spec, ResultStore.open(root / "out", spec), jobs=2)
+        out[name] = (root, write_report(root / "out", root / "report.html").read_text())
+    return out
+
+
+def _paired_rows(page: str) -> list[list[str]]:
+    import re
+    section = page[page.index("Paired comparison"):page.index("Gap to the bound")]
+    return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", section)
+            if "<td>" in row]
+
+
+def test_small_multiples_one_panel_per_horizon_and_one_legend(many_series):
+    root, page = many_series["one"]
+    svg = (root / "report_figures" / "mean_latency_vs_rate.svg").read_text()
+    for title in ("n = 40", "n = 60", "n = 80"):
+        assert title in svg
+    # one legend for the figure: each series named once, not once per panel
+    assert svg.count("vllm(watermark=0.01)") == 1 and svg.count("sarathi(chunk_size=512)") == 1
+    assert "n=40" not in svg                          # the horizon is the panel, not in the labels
+
+
+def test_paired_table_lists_only_series_with_pairs_and_no_ci_from_one_seed(many_series):
+    _, page = many_series["one"]
+    rows = _paired_rows(page)
+    assert len(rows) == 3 * 7 * 2                     # 3 panels × 7 series vs mcsf × 2 metrics
+    assert all(int(r[-2]) == 2 for r in rows)          # pairs: the two rates
+    assert all(r[5] == "–" for r in rows)              # no CI from one seed ...
+    assert "this sweep has 1 seed, so the ratios are point estimates" in page   # ... and it says so
+    assert "figures and tables show means only" in page
+    assert " ± " not in page
+
+
+def test_with_three_seeds_the_cis_appear(many_series):
+    _, page = many_series["three"]
+    rows = _paired_rows(page)
+    assert rows and all(int(r[-1]) == 3 and r[5] != "–" for r in rows)
+    assert "95% confidence intervals across the 3 seeds" in page and " ± " in page
+
+
+def test_paired_ratios_drop_series_without_pairs():
+    rows = [{"label": "a", "rate": 1.0, "seed": 0, "mean_latency": 2.0},
+            {"label": "b", "rate": 2.0, "seed": 0, "mean_latency": 3.0}]   # never on the same stream
+    assert paired_ratios(rows, "mean_latency") == []

@@ -78,7 +78,8 @@ def simulate(
     _allow_local_imports()
     targets = cc.parse_slo(slo)
     cc.check_output(output, trace)
-    policies = cc.parse_policies(policy)
+    cc.check_predictor(predictor)
+    policies = cc.parse_policies(policy, "--policy")
     if len(policies) != 1:
         raise ConfigError(f"--policy: expected one policy, got {len(policies)} (use 'kvsched compare')")
     setup = cc.build_setup(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
@@ -116,6 +117,13 @@ def _bound_columns(rows: list[dict[str, Any]], name: str, setup: cc.Setup, time_
                    bound_ratio=row["total_latency"] / value if value > 0 else float("nan"))
 
 
+def _check_bound_name(name: str | None) -> None:
+    """--bound before any policy runs (the bound comes last, after minutes of simulation)."""
+    from ..bounds import BOUND_METHODS
+    if name is not None and name not in BOUND_METHODS:
+        raise ConfigError(f"--bound: unknown bound {name!r}; expected one of: {', '.join(BOUND_METHODS)}")
+
+
 @app.command()
 @cc.user_errors
 def compare(
@@ -137,6 +145,8 @@ def compare(
     targets = cc.parse_slo(slo)
     cc.check_output(output, trace)
     cc.check_time_limit("--bound-time-limit", bound_time_limit)
+    _check_bound_name(bound)
+    cc.check_predictor(predictor)
     chosen = cc.parse_policies(policies)
     setup = cc.build_setup(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
                            kv_capacity=kv_capacity, block_size=block_size, kv_convention=kv_convention,
@@ -217,6 +227,7 @@ def check_policy_command(
     from ..policies.registry import parse_policy_spec
     _allow_local_imports()
     try:
+        cc.import_policy_modules(spec, "check-policy")
         name, params = parse_policy_spec(spec)
         policy = make(name, **params)
         from ..testing import check_policy

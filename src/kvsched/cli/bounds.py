@@ -16,12 +16,14 @@ module is merged the lead may switch to its shared options.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from . import common as cc
 from ..errors import ConfigError, UserError
 
 WORKLOADS = ("default", "paper-zero", "paper-poisson")
@@ -32,8 +34,8 @@ def _workload(workload: str, trace: Path | None, num_requests: int | None, rate:
     import numpy as np
     if num_requests is not None and num_requests < 1:
         raise ConfigError(f"--num-requests: got {num_requests}, expected at least 1")
-    if rate is not None and not rate >= 0:
-        raise ConfigError(f"--rate: got {rate}, expected >= 0")
+    if rate is not None and not (math.isfinite(rate) and rate >= 0):
+        raise ConfigError(f"--rate: got {rate}, expected a finite number >= 0")
     if trace is not None:
         from ..workload.traces import load_trace
         w = load_trace(trace, rate=rate or None, seed=seed, num_requests=num_requests)
@@ -57,6 +59,7 @@ def run_bound(method: str, *, workload: str = "paper-zero", trace: Path | None =
     from ..cost.models import UnitTime
     from ..engine.simulator import Simulator
     from ..engine.rules import KVConvention
+    cc.check_time_limit("--time-limit", time_limit)
     w, M = _workload(workload, trace, num_requests, rate, kv_capacity, seed)
     if M is None:
         raise ConfigError("--kv-capacity: required for this workload (KV capacity in tokens)")
@@ -65,11 +68,13 @@ def run_bound(method: str, *, workload: str = "paper-zero", trace: Path | None =
     except ValueError:
         raise ConfigError(f"--kv-convention: got {kv_convention!r}, expected 'emitted' or 'computed'") from None
     sim = Simulator(UnitTime(), int(M), kv_convention=convention)
-    return compute_bound(method, w, sim, time_limit), M
+    try:
+        return compute_bound(method, w, sim, time_limit), M
+    except ValueError as exc:   # a method's own limit (brute force: n <= 6), raised before solving
+        raise ConfigError(f"bound {method}: {exc}") from None
 
 
 def _print(result, M: int, as_json: bool) -> None:
-    from rich.console import Console
     if as_json:
         data = result.as_dict()
         data["kv_capacity_tokens"] = M
@@ -78,7 +83,7 @@ def _print(result, M: int, as_json: bool) -> None:
     if result.status == "infeasible":
         typer.echo(f"infeasible: {result.message}", err=True)
         return
-    console = Console()
+    console = cc.console()
     console.print(f"method {result.method}, {result.num_requests} requests, KV {M} tokens")
     console.print(f"objective (total latency) {result.objective:g}")
     console.print(f"lower bound               {result.bound:g}")
@@ -94,13 +99,15 @@ def _make_command(method: str):
                                               "MC-SF paper's synthetic instances).")] = "paper-zero",
         trace: Annotated[Path | None, typer.Option("--trace", help="Trace file (rounds as time unit).",
                                                    dir_okay=False)] = None,
-        num_requests: Annotated[int | None, typer.Option("--num-requests", help="Number of requests.")] = None,
+        num_requests: Annotated[int | None, typer.Option("--num-requests", min=1, max=cc.MAX_NUM_REQUESTS,
+                                                         help="Number of requests.")] = None,
         rate: Annotated[float | None, typer.Option("--rate", help="Poisson arrivals per round (0: all at 0); "
                                                    "default workload only.")] = None,
-        kv_capacity: Annotated[int | None, typer.Option("--kv-capacity", help="KV capacity M in tokens.")] = None,
+        kv_capacity: Annotated[int | None, typer.Option("--kv-capacity", min=1, max=cc.MAX_TOKENS,
+                                                        help="KV capacity M in tokens.")] = None,
         kv_convention: Annotated[str, typer.Option("--kv-convention", help="emitted (s+j) or computed "
                                                    "(s+j-1).")] = "emitted",
-        seed: Annotated[int, typer.Option("--seed", help="Workload seed.")] = 0,
+        seed: Annotated[int, typer.Option("--seed", min=0, max=cc.MAX_SEED, help="Workload seed.")] = 0,
         time_limit: Annotated[float, typer.Option("--time-limit", help="Solver seconds.")] = 60.0,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:

@@ -56,15 +56,21 @@ from rich.console import Console
 
 from ..engine.simulator import RunResult
 from ..errors import ConfigError, UserError
+from ..experiments import scenario
 from ..experiments.scenario import (  # noqa: F401  (the library side, re-exported for the command modules)
     DEFAULT_BLOCK_SIZE, DEFAULT_COST, DEFAULT_KV_CAPACITY_TOKENS, WORKLOADS, CostSpec, Setup,
     build_setup, build_simulator, build_workload, check_fits, parse_convention, parse_cost,
-    parse_policies,
 )
 from ..workload.synthetic import DEFAULT_NUM_REQUESTS, DEFAULT_RATE
 
 #: Seconds a run must last before its progress bar appears.
 PROGRESS_DELAY = 1.0
+#: Upper limits of the integer options, checked by click before any work. Seeds feed numpy and
+#: the compiled kernels as int64; token amounts stay exact in float64 (2^53), so the engine's
+#: arithmetic never overflows; ten million requests is a few GB of engine arrays.
+MAX_SEED = 2 ** 63 - 1
+MAX_TOKENS = 2 ** 53
+MAX_NUM_REQUESTS = 10 ** 7
 
 # --------------------------------------------------------------------------- option types
 
@@ -77,13 +83,15 @@ RateOpt = Annotated[float | None, typer.Option(
     "--rate", help=f"Poisson arrivals per second (0: all at time 0). Default: {DEFAULT_RATE:g} for the "
                    "default workload; a trace keeps its own arrival times (all at 0 if it has none).")]
 NumRequestsOpt = Annotated[int | None, typer.Option(
-    "--num-requests", help=f"Number of requests (default workload: {DEFAULT_NUM_REQUESTS}; a trace: "
-                           "its first N rows, default all).")]
+    "--num-requests", min=1, max=MAX_NUM_REQUESTS,
+    help=f"Number of requests (default workload: {DEFAULT_NUM_REQUESTS}; a trace: its first N rows, "
+         "default all).")]
 KvCapacityOpt = Annotated[int | None, typer.Option(
-    "--kv-capacity", help=f"KV cache capacity in tokens (default {DEFAULT_KV_CAPACITY_TOKENS}, or the "
-                          "preset's).")]
+    "--kv-capacity", min=1, max=MAX_TOKENS,
+    help=f"KV cache capacity in tokens (default {DEFAULT_KV_CAPACITY_TOKENS}, or the preset's).")]
 BlockSizeOpt = Annotated[int | None, typer.Option(
-    "--block-size", help=f"KV block size in tokens (default {DEFAULT_BLOCK_SIZE}, or the preset's).")]
+    "--block-size", min=1, max=MAX_TOKENS,
+    help=f"KV block size in tokens (default {DEFAULT_BLOCK_SIZE}, or the preset's).")]
 KvConventionOpt = Annotated[str, typer.Option(
     "--kv-convention", help="KV accounting: 'computed' (vLLM: s+j-1 while emitting token j) or "
                             "'emitted' (the papers: s+j).")]
@@ -93,7 +101,8 @@ CostOpt = Annotated[str, typer.Option(
                    "(shipped configs: llama-3.1-8b/70b, qwen2.5-7b/72b, mistral-7b, llama-2-7b/70b).")]
 PredictorOpt = Annotated[str | None, typer.Option(
     "--predictor", help="Output-length predictor spec, e.g. 'exact' (see kvsched.predictors).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the workload, predictor and policies.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED,
+                                      help="Seed for the workload, predictor and policies.")]
 SloOpt = Annotated[str | None, typer.Option(
     "--slo", help="Service-level targets, e.g. 'ttft=2,tpot=0.1,e2e=30' (seconds; any subset): adds "
                   "slo_attainment (share of requests meeting all) and goodput_requests_per_s.")]
@@ -170,6 +179,47 @@ def check_output(output: Path | None, *inputs: Path | None, option: str = "--out
     for given in inputs:
         if given is not None and Path(given).exists() and path.exists() and path.samefile(given):
             raise ConfigError(f"{option}: {str(path)!r} is an input file; choose another output path")
+
+
+def import_policy_modules(text: str, option: str = "--policies") -> None:
+    """Import the user modules a policy list names ('pkg.mod:Class'), so that a module that is
+    missing, empty or fails at import is one line naming it: its code is the user's input, and
+    whatever it raises (not only ImportError) is their mistake, not ours."""
+    import importlib
+    registered = _registered_ids()
+    for piece in (p.strip() for p in text.split(",")):
+        module, colon, _ = piece.partition(":")
+        module = module.strip()
+        if colon and not module:
+            raise ConfigError(f"{option}: {piece!r} names no policy; expected an id such as 'vllm' "
+                              "or 'package.module:Class'")
+        if not colon or module in registered:      # an id, or an id with parameters
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as exc:   # noqa: BLE001 - any failure of the user's module
+            raise ConfigError(f"{option}: cannot import policy {piece!r}: module {module!r} raised "
+                              f"{type(exc).__name__}: {exc}") from None
+
+
+def _registered_ids() -> tuple[str, ...]:
+    from ..policies import registered
+    return tuple(registered())
+
+
+def parse_policies(text: str, option: str = "--policies") -> list:
+    """`kvsched.experiments.scenario.parse_policies`, after `import_policy_modules`."""
+    if not text.strip():
+        raise ConfigError(f"{option}: expected at least one policy id, got an empty string")
+    import_policy_modules(text, option)
+    return scenario.parse_policies(text)
+
+
+def check_predictor(spec: str | None) -> None:
+    """--predictor before the workload is drawn (a million requests take seconds to draw)."""
+    if spec is not None:
+        from ..workload.predictors import parse_predictor
+        parse_predictor(spec)
 
 
 def check_time_limit(option: str, value: float) -> None:
@@ -275,10 +325,15 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+#: Columns of a console that is not a terminal: wide enough that rich never folds or cuts a
+#: cell ("0.070…"); a table then prints at its own width, which is what a pipe or a file wants.
+PIPE_WIDTH = 10_000
+
+
 def console() -> Console:
-    """A rich console; 160 columns wide when the output is not a terminal (pipes, files)."""
+    """A rich console for results: the terminal's width, or `PIPE_WIDTH` when stdout is piped."""
     terminal = Console()
-    return terminal if terminal.is_terminal else Console(width=160)
+    return terminal if terminal.is_terminal else Console(width=PIPE_WIDTH)
 
 
 def emit(rows: Any, output: Path | None, as_json: bool, render: Callable[[], None]) -> None:

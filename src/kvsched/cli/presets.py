@@ -9,6 +9,8 @@ import json
 
 import typer
 
+from . import common as cc
+
 GROUPS = ("linear", "elementwise", "attn_prefill", "attn_decode", "all_reduce")
 ROOFLINE_GROUPS = ("gemm", "elementwise", "attn_prefill", "attn_decode", "all_reduce")
 HEADERS = ("lin", "elem", "pre", "dec", "ar")
@@ -28,7 +30,6 @@ def presets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
                  "activation_bytes_per_gpu": p.activation_bytes_per_gpu} for p in presets]
         typer.echo(json.dumps(rows, indent=1))
         return
-    from rich.console import Console
     from rich import box
     from rich.table import Table
 
@@ -45,7 +46,7 @@ def presets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
             errors[2:4] = [e + "*" for e in errors[2:4]]
         table.add_row(p.name, p.cost_model, str(p.tensor_parallel), f"{p.kv_capacity_tokens:,}",
                       f"{p.bytes_per_kv_token:,}", *errors)
-    console = Console()
+    console = cc.console()
     console.print(table)
     console.print("lin: GEMMs; elem: norms, RoPE, act, add; pre/dec: attention; ar: all-reduce.\n"
                   "* attention derived from the Llama-2-70B TP2 profile by shape (its error shown).\n"

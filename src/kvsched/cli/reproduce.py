@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UserError
+from . import common as cc
+from ..errors import ConfigError, UserError
 
 TARGETS: dict[str, str] = {
     "mcsf-synthetic": "kvsched.cli.reproduce:mcsf_synthetic",
@@ -23,8 +24,8 @@ TARGETS: dict[str, str] = {
 
 
 def mcsf_synthetic(
-    trials: Annotated[int, typer.Option("--trials", help="Instances per arrival model.")] = 200,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the instance generator.")] = 0,
+    trials: Annotated[int, typer.Option("--trials", min=1, max=10 ** 6, help="Instances per arrival model.")] = 200,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=cc.MAX_SEED, help="Seed of the instance generator.")] = 0,
     method: Annotated[str, typer.Option("--bound", help="Bound method (kvsched.bounds).")] = "exact",
     time_limit: Annotated[float, typer.Option("--time-limit", help="Solver seconds per instance.")] = 60.0,
     policies: Annotated[str, typer.Option("--policies", help="Comma-separated policy ids.")] =
@@ -36,7 +37,6 @@ def mcsf_synthetic(
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..errors import ConfigError
     from ..experiments.mcsf_synthetic import ARRIVAL_MODELS, render, reproduce
     err = Console(stderr=True)
     try:
@@ -45,7 +45,9 @@ def mcsf_synthetic(
         models = ARRIVAL_MODELS if arrivals == "both" else (arrivals,)
         if any(m not in ARRIVAL_MODELS for m in models):
             raise ConfigError(f"--arrivals: got {arrivals!r}, expected zero, poisson or both")
-        names = [p.strip() for p in policies.split(",") if p.strip()]
+        names = _policy_names(policies)
+        _check_bound(method)
+        cc.check_time_limit("--time-limit", time_limit)
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
             tasks = {m: bar.add_task(f"{m} instances", total=trials) for m in models}
             report = reproduce(trials=trials, seed=seed, method=method, time_limit=time_limit,
@@ -58,7 +60,26 @@ def mcsf_synthetic(
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
-        render(report, Console())
+        render(report, cc.console())
+
+
+def _policy_names(text: str) -> list[str]:
+    """--policies: registered ids only (this target builds each with its defaults)."""
+    from ..policies import registered
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise ConfigError(f"--policies: got {text!r}, expected a comma-separated list of policy ids")
+    unknown = [n for n in names if n not in registered()]
+    if unknown:
+        raise ConfigError(f"--policies: unknown policy {unknown[0]!r}; expected ids from: "
+                          f"{', '.join(registered())}")
+    return names
+
+
+def _check_bound(method: str) -> None:
+    from ..bounds import BOUND_METHODS
+    if method not in BOUND_METHODS:
+        raise ConfigError(f"--bound: unknown bound {method!r}; expected one of: {', '.join(BOUND_METHODS)}")
 
 
 def register(app: typer.Typer, bound_app: typer.Typer | None = None) -> None:

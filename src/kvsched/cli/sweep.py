@@ -2,34 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import signal
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from . import common as cc
+from ..errors import ConfigError
+
 
 def _progress_bar(description: str):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
+    from rich.console import Console
+    # On stderr, and only on a terminal: stdout holds only the results, and an error is one line.
+    console = Console(stderr=True)
     return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+                    TextColumn("ETA"), TimeRemainingColumn(), transient=True, console=console,
+                    disable=not console.is_terminal)
 
 
+@cc.user_errors
 def sweep(spec_file: Path = typer.Argument(..., help="Sweep spec (TOML)."),
           out: Path = typer.Option(..., "--out", help="Result directory (created; resumable)."),
           executor: str = typer.Option("local", "--executor", help="local | ray"),
-          jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel processes (local) or CPUs (ray)."),
+          jobs: int = typer.Option(1, "--jobs", min=1, max=1024,
+                                   help="Parallel processes (local) or CPUs (ray)."),
           ray_address: Optional[str] = typer.Option(None, "--ray-address",
                                                     help="Ray cluster address (default: a local one).")):
     """Run every point of a sweep; finished points are skipped on a rerun."""
     from ..experiments import load_spec, run_sweep
     from ..experiments.store import ResultStore
-    spec = load_spec(spec_file)
     if executor not in ("local", "ray"):
-        from ..errors import ConfigError
         raise ConfigError(f"--executor: expected local or ray, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise ConfigError("--ray-address: only with --executor ray")
+    spec = load_spec(spec_file)
     store = ResultStore.open(out, spec)
-    with _progress_bar(f"sweep {spec.name}") as bar:
+    with _stop_on_sigterm(), _progress_bar(f"sweep {spec.name}") as bar:
         task = bar.add_task("points", total=len(spec.points()))
 
         def progress(done: int, total: int) -> None:
@@ -40,12 +53,28 @@ def sweep(spec_file: Path = typer.Argument(..., help="Sweep spec (TOML)."),
     typer.echo(f"ran {ran} points, skipped {skipped} already finished; results in {out}")
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM raises SystemExit(143) in the driver, so the worker pool's ``with`` block ends
+    and terminates its workers (without this, Python dies at once and the workers run on)."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@cc.user_errors
 def report(sweep_dir: Path = typer.Argument(..., help="A sweep's result directory."),
            out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
            cdf_rate: Optional[float] = typer.Option(None, "--cdf-rate",
                                                     help="Arrival rate of the latency CDF.")):
     """Write a self-contained HTML report (figures also saved beside it)."""
     from ..report import write_report
+    if cdf_rate is not None and not (math.isfinite(cdf_rate) and cdf_rate >= 0):
+        raise ConfigError(f"--cdf-rate: got {cdf_rate}, expected one of the sweep's rates (a number >= 0)")
     path = write_report(sweep_dir, out, cdf_rate=cdf_rate)
     typer.echo(f"wrote {path} (figures in {path.with_name(path.stem + '_figures')})")
 
@@ -57,11 +86,10 @@ def register(app: typer.Typer, bound_app: typer.Typer) -> None:
 
 def _reproduce(target: str, out: Path, jobs: int) -> None:
     """Run a bundled reproduction sweep (resumable), write its report, print ours beside the paper's."""
-    from rich.console import Console
     from rich.table import Table
 
     from ..experiments.reproduce import reproduce
-    with _progress_bar(target) as bar:
+    with _stop_on_sigterm(), _progress_bar(target) as bar:
         task = bar.add_task("points", total=None)
         title, headers, rows, note = reproduce(
             target, out, jobs=jobs, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -70,21 +98,23 @@ def _reproduce(target: str, out: Path, jobs: int) -> None:
         table.add_column(header, justify="right")
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console = Console()
+    console = cc.console()
     console.print(table)
     console.print(note)
     console.print(f"report: {out / 'report.html'}")
 
 
+@cc.user_errors
 def reproduce_mcsf_real_trace(
         out: Path = typer.Option(Path("results/r2-mcsf-lmsys"), "--out", help="Result directory."),
-        jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel processes.")):
+        jobs: int = typer.Option(1, "--jobs", min=1, max=1024, help="Parallel processes.")):
     """R2: MC-SF vs its benchmarks on an LMSYS-like stream (Llama-2-70B TP2, M = 16,492)."""
     _reproduce("mcsf-real-trace", out, jobs)
 
 
+@cc.user_errors
 def reproduce_amin_intervals(
         out: Path = typer.Option(Path("results/r3-amin-intervals"), "--out", help="Result directory."),
-        jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel processes.")):
+        jobs: int = typer.Option(1, "--jobs", min=1, max=1024, help="Parallel processes.")):
     """R3: A_min and A_max vs hindsight shortest-first under interval predictions."""
     _reproduce("amin-intervals", out, jobs)

@@ -39,9 +39,9 @@ def build_workload(config: dict):
 
 
 def build_simulator(config: dict):
-    from .scenario import build_simulator as build, parse_cost
+    from .scenario import DEFAULT_COST, build_simulator as build, parse_cost
     engine = config["engine"]
-    simulator = build(parse_cost(engine.get("cost", "unit")), kv_capacity=engine.get("kv_capacity"),
+    simulator = build(parse_cost(engine.get("cost", DEFAULT_COST)), kv_capacity=engine.get("kv_capacity"),
                       block_size=engine.get("block_size"),
                       kv_convention=engine.get("kv_convention", "computed"))
     budget = engine.get("max_num_batched_tokens")
@@ -55,6 +55,7 @@ def run_point(config: dict) -> tuple[dict, dict | None]:
     started = time.perf_counter()
     workload = build_workload(config)
     simulator = build_simulator(config)
+    _check_fits(workload, simulator)
     result = simulator.run(workload, make(config["policy"], **config["params"]), seed=config["seed"])
     row = {"config_hash": config_hash(config), **_flatten(config), **result.summary().as_dict()}
     if config.get("bound"):
@@ -68,11 +69,20 @@ def run_point(config: dict) -> tuple[dict, dict | None]:
     return row, requests
 
 
+def _check_fits(workload, simulator) -> None:
+    """As on the command line: a KV cache too small for every request is a spec error."""
+    from .scenario import check_fits
+    try:
+        check_fits(workload, simulator)
+    except ConfigError as exc:
+        raise ConfigError(f"engine.kv_capacity: {str(exc).removeprefix('--kv-capacity: ')}") from None
+
+
 def _flatten(config: dict) -> dict:
     w, e = config["workload"], config["engine"]
     return {"workload_kind": w["kind"], "workload_path": w.get("path"),
             "workload_types": json.dumps(w.get("types")) if w.get("types") else None,
-            "rate": w.get("rate"), "cost": e.get("cost", "unit"), "kv_capacity": e.get("kv_capacity"),
+            "rate": w.get("rate"), "cost": e.get("cost"), "kv_capacity": e.get("kv_capacity"),
             "block_size": e.get("block_size"), "kv_convention": e.get("kv_convention", "computed"),
             "max_num_batched_tokens": e.get("max_num_batched_tokens"),
             "policy_id": config["policy"], "params": json.dumps(config["params"], sort_keys=True),
@@ -104,26 +114,50 @@ def run_sweep(spec: SweepSpec, store: ResultStore, *, executor: str = "local", j
     if executor not in runners:
         raise ConfigError(f"--executor: expected local or ray, got {executor!r}")
     done = skipped
-    for row, requests in runners[executor](todo, jobs, ray_address):
-        row["point_index"] = order[row["config_hash"]]    # the spec's order: the report's baseline
-        store.write(row, requests)
-        done += 1
-        if progress:
-            progress(done, len(points))
+    try:
+        for row, requests in runners[executor](todo, jobs, ray_address):
+            row["point_index"] = order[row["config_hash"]]    # the spec's order: the report's baseline
+            store.write(row, requests)
+            done += 1
+            if progress:
+                progress(done, len(points))
+    except BaseException:
+        store.discard_if_unused()     # a first run that stored nothing leaves no spec.json behind
+        raise
     store.consolidate()
     return len(todo), skipped
 
 
 def _run_local(points: list[dict], jobs: int, _address) -> Iterable[tuple[dict, dict | None]]:
+    """Points in this process (jobs = 1) or in a pool of `jobs` worker processes.
+
+    The pool is `multiprocessing.Pool`, not `concurrent.futures`: leaving the ``with`` block for
+    any reason (an error, SIGTERM turned into SystemExit by the command, the generator closed)
+    terminates the workers instead of waiting for them, and each worker also asks the kernel to
+    end it when the driver dies (`_die_with_parent`), so no worker outlives its sweep.
+    """
     if jobs <= 1 or len(points) <= 1:
         for point in points:
             yield run_point(point)
         return
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_point, p) for p in points]
-        for future in as_completed(futures):
-            yield future.result()
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(jobs, initializer=_die_with_parent) as pool:
+        yield from pool.imap_unordered(run_point, points)
+
+
+def _die_with_parent() -> None:
+    """In a worker: default SIGTERM/SIGINT handling (the driver's handlers are inherited through
+    fork) and, on Linux, SIGTERM when the driver dies (prctl PR_SET_PDEATHSIG)."""
+    import signal
+    import sys
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the driver, which terminates us
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG = 1
+        except OSError:
+            pass
 
 
 def _run_ray(points: list[dict], jobs: int, address: str | None) -> Iterable[tuple[dict, dict | None]]:

@@ -14,11 +14,12 @@ names its results, which is what makes sweeps resumable. Example::
     kind = "default"                 # default | trace | typed
     rates = [2.0, 4.0, 8.0]          # req/s; 0: all at time 0; omit for the default rate or a
                                      # trace's own arrival times
-    # path = "trace.csv"             # kind = "trace"
+    # path = "trace.csv"             # kind = "trace"; relative to this file's folder
     # types = [{share = 0.7, prompt = 512, output = 20}]   # kind = "typed"
 
     [engine]
-    cost = "linear:d0=0.01,d1=2e-7"  # unit | linear:d0=..,d1=.. | preset:NAME
+    cost = "linear:d0=0.01,d1=2e-7"  # unit | linear:d0=..,d1=.. | preset:NAME; default: the
+                                     # command line's (kvsched.experiments.scenario.DEFAULT_COST)
     kv_capacity = 16492              # optional with a preset
     block_size = 16
     kv_convention = "computed"
@@ -29,6 +30,9 @@ names its results, which is what makes sweeps resumable. Example::
 
     [[policy]]
     id = "sarathi"
+
+Every value is checked when the spec is read (types, ranges, the cost, the predictors, each policy
+variant built once, the trace file found), so a bad spec fails before any point runs.
 """
 
 from __future__ import annotations
@@ -36,12 +40,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
+from .scenario import DEFAULT_COST
 
 _TOP = {"name", "seeds", "num_requests", "per_request", "predictors", "workload", "engine", "policy",
         "bound"}
@@ -49,6 +56,12 @@ _WORKLOAD = {"kind", "rates", "path", "types", "num_requests"}
 _ENGINE = {"cost", "kv_capacity", "block_size", "kv_convention", "max_num_batched_tokens"}
 _POLICY = {"id", "params", "label"}
 _KINDS = ("default", "trace", "typed")
+#: The command line's limits (`kvsched.cli.common`): ten million requests, token amounts to 2^53.
+MAX_NUM_REQUESTS = 10 ** 7
+MAX_TOKENS = 2 ** 53
+#: The option a command-line parser names first ("--cost: ", "--predictor interval: ", "workload.types"),
+#: dropped when its message is reported against a spec key.
+_CLI_OPTION = re.compile(r"^(--[\w-]+( [\w:.-]+)?|workload\.types): ")
 
 
 def config_hash(config: dict) -> str:
@@ -110,19 +123,29 @@ class SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep TOML file; errors name the file and the key."""
+    """Read and validate a sweep TOML file; errors name the file and the key. A relative trace
+    path is resolved against the spec file's folder (as a user reading the file expects), not
+    the folder the command runs in."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; expected a sweep spec file (TOML)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; expected a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_spec(data, source=str(path))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_spec(data, source=str(path), base=path.resolve().parent)
 
 
-def parse_spec(data: dict, *, source: str = "<spec>") -> SweepSpec:
-    def fail(key: str, expected: str, got: Any = None) -> ConfigError:
+def parse_spec(data: dict, *, source: str = "<spec>", base: Path | None = None) -> SweepSpec:
+    def fail(key: str, expected: str, got: Any = None, *, cause: Exception | None = None) -> ConfigError:
+        if cause is not None:      # a parser's own message, less the CLI option it names
+            return ConfigError(f"{source}: key '{key}': {_CLI_OPTION.sub('', str(cause))}")
         shown = "" if got is None else f", got {got!r}"
         return ConfigError(f"{source}: key '{key}': expected {expected}{shown}")
 
@@ -134,33 +157,50 @@ def parse_spec(data: dict, *, source: str = "<spec>") -> SweepSpec:
     seeds = _int_list(data.get("seeds", [0]), "seeds", fail)
     num_requests = data.get("num_requests", workload.get("num_requests", 1000))
     horizons = num_requests if isinstance(num_requests, list) else [num_requests]
-    if not horizons or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in horizons):
-        raise fail("num_requests", "an integer >= 1 or a non-empty list of them", num_requests)
+    if not horizons or not all(_is_int(n) and 1 <= n <= MAX_NUM_REQUESTS for n in horizons):
+        raise fail("num_requests", f"an integer in [1, {MAX_NUM_REQUESTS}] or a non-empty list of them",
+                   num_requests)
     kind = workload.get("kind", "default")
     if kind not in _KINDS:
         raise fail("workload.kind", " | ".join(_KINDS), kind)
     if kind == "trace" and not isinstance(workload.get("path"), str):
         raise fail("workload.path", "a trace file path (string) when kind = 'trace'")
+    if kind == "trace":
+        workload["path"] = _trace_path(workload["path"], base, fail)
     if kind == "typed" and not (isinstance(workload.get("types"), list) and workload["types"]):
         raise fail("workload.types", "a non-empty list of {share, prompt, output} tables")
+    if kind == "typed":
+        _check_types(workload["types"], fail)
     rates = workload.get("rates")
     if rates is not None:
         if not isinstance(rates, list) or not rates or not all(
-                isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in rates):
+                isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r >= 0
+                for r in rates):
             raise fail("workload.rates", "a non-empty list of numbers >= 0 (0: all at time 0)", rates)
-    if not isinstance(engine.get("cost", "unit"), str):
-        raise fail("engine.cost", "a string such as 'unit' or 'linear:d0=0.01,d1=2e-7'")
-    if "preset:" not in str(engine.get("cost", "")) and "kv_capacity" not in engine:
+    engine.setdefault("cost", DEFAULT_COST)       # the command line's default, not 'unit'
+    if not isinstance(engine["cost"], str):
+        raise fail("engine.cost", "a string such as 'unit' or 'linear:d0=0.01,d1=2e-7'", engine["cost"])
+    if "preset:" not in engine["cost"] and "kv_capacity" not in engine:
         raise fail("engine.kv_capacity", "KV capacity in tokens (required without a preset)")
+    _check_engine(engine, fail)
     predictors = data.get("predictors", [None])
-    if not isinstance(predictors, list) or not predictors:
-        raise fail("predictors", "a non-empty list of predictor specs", predictors)
+    if not isinstance(predictors, list) or not predictors or not all(
+            p is None or isinstance(p, str) for p in predictors):
+        raise fail("predictors", "a non-empty list of predictor specs (strings)", predictors)
+    _check_predictors(predictors, fail)
     policies = _policies(data.get("policy"), fail)
     bound = data.get("bound")
     if bound is not None and not isinstance(bound, str):
-        raise fail("bound", "a bound name such as 'ip' or 'fluid'", bound)
-    return SweepSpec(name=str(data.get("name", "sweep")), seeds=tuple(seeds), num_requests=tuple(horizons),
-                     per_request=bool(data.get("per_request", False)), predictors=tuple(predictors),
+        raise fail("bound", "a bound name such as 'ip' or 'exact'", bound)
+    _check_bound(bound, fail)
+    per_request = data.get("per_request", False)
+    if not isinstance(per_request, bool):
+        raise fail("per_request", "true or false", per_request)
+    name = data.get("name", "sweep")
+    if not isinstance(name, str) or not name:
+        raise fail("name", "a non-empty string", name)
+    return SweepSpec(name=name, seeds=tuple(seeds), num_requests=tuple(horizons),
+                     per_request=per_request, predictors=tuple(predictors),
                      workload={**workload, "kind": kind}, engine=engine, policies=policies, bound=bound,
                      source=source)
 
@@ -179,11 +219,73 @@ def _table(data: dict, key: str, fail) -> dict:
     return dict(value)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _int_list(value, key: str, fail) -> list[int]:
-    if not isinstance(value, list) or not value or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise fail(key, "a non-empty list of integers", value)
+    if not isinstance(value, list) or not value or not all(_is_int(v) and 0 <= v < 2 ** 63 for v in value):
+        raise fail(key, "a non-empty list of integers >= 0", value)
     return value
+
+
+def _trace_path(text: str, base: Path | None, fail) -> str:
+    """The trace file, relative to the spec's folder; it must exist (read at run time)."""
+    path = Path(text).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise fail("workload.path", "an existing trace file (relative paths start at the spec's folder)",
+                   str(path))
+    from ..workload.traces import load_trace
+    load_trace(path)              # a bad row fails now (WorkloadError names it), not at run time
+    return str(path)
+
+
+def _check_engine(engine: dict, fail) -> None:
+    """Types and ranges of the [engine] table, then the cost and convention as the CLI parses them."""
+    from .scenario import parse_convention, parse_cost
+    for key, low in (("kv_capacity", 1), ("block_size", 1), ("max_num_batched_tokens", 1)):
+        if key in engine and not (_is_int(engine[key]) and low <= engine[key] <= MAX_TOKENS):
+            raise fail(f"engine.{key}", f"an integer in [{low}, 2^53]", engine[key])
+    if "kv_convention" in engine and not isinstance(engine["kv_convention"], str):
+        raise fail("engine.kv_convention", "'computed' or 'emitted'", engine["kv_convention"])
+    try:
+        cost = parse_cost(engine["cost"])
+    except UserError as exc:
+        raise fail("engine.cost", "", cause=exc) from None
+    try:
+        parse_convention(engine.get("kv_convention", "computed"))
+    except UserError as exc:
+        raise fail("engine.kv_convention", "", cause=exc) from None
+    capacity = engine.get("kv_capacity", cost.kv_capacity_tokens)
+    block = engine.get("block_size", cost.block_size) or 16
+    if capacity is not None and capacity < block:
+        raise fail("engine.kv_capacity", f"at least one block ({block} tokens)", capacity)
+
+
+def _check_predictors(predictors: list, fail) -> None:
+    from ..workload.predictors import parse_predictor
+    for i, spec in enumerate(predictors):
+        if spec is not None:
+            try:
+                parse_predictor(spec)
+            except UserError as exc:
+                raise fail(f"predictors[{i}]", "", cause=exc) from None
+
+
+def _check_types(types: list, fail) -> None:
+    from ..workload.typed import mix_from_tables
+    try:
+        mix_from_tables(types, 1.0)
+    except UserError as exc:
+        raise fail("workload.types", "", cause=exc) from None
+
+
+def _check_bound(bound: str | None, fail) -> None:
+    from ..bounds import BOUND_METHODS
+    if bound is not None and bound not in BOUND_METHODS:
+        raise fail("bound", "one of " + ", ".join(BOUND_METHODS), bound)
 
 
 def _policies(value, fail) -> tuple[dict, ...]:
@@ -207,5 +309,20 @@ def _policies(value, fail) -> tuple[dict, ...]:
                            ", ".join(sorted(known)))
             if isinstance(values, list) and not values:
                 raise fail(f"{where}.params.{key}", "a non-empty list (empty grid)")
-        out.append({"id": policy["id"], "params": params, "label": policy.get("label")})
+        label = policy.get("label")
+        if label is not None and not isinstance(label, str):
+            raise fail(f"{where}.label", "a string", label)
+        _build_variants(policy["id"], params, where, fail)
+        out.append({"id": policy["id"], "params": params, "label": label})
     return tuple(out)
+
+
+def _build_variants(policy_id: str, params: dict, where: str, fail) -> None:
+    """Build every parameter combination once, so a bad value fails now, not after hours."""
+    from ..policies import make
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in params.items()}
+    for values in itertools.product(*axes.values()):
+        try:
+            make(policy_id, **dict(zip(axes, values)))
+        except UserError as exc:
+            raise fail(f"{where}.params", "", cause=exc) from None

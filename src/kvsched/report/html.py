@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import math
 import os
 from pathlib import Path
@@ -13,7 +12,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from . import figures
-from .stats import _multiples, by_series_and_rate, mean_ci, paired_ratios, series_label
+from .stats import (MIN_CI_SEEDS, _multiples, by_panel, by_series_and_rate, mean_ci, num_seeds,
+                    paired_ratios, series_label)
 
 _CURVES = (("mean_latency", "mean latency (s)", "Mean end-to-end latency"),
            ("p99_latency", "p99 latency (s)", "p99 end-to-end latency"),
@@ -54,7 +54,7 @@ def _summary_table(rows: list[dict]) -> str:
             cells = []
             for m in metrics:
                 mean, half, n = mean_ci(grouped[m][label][rate])
-                cells.append(f"{mean:.4g}" + ("" if math.isnan(half) else f" ± {half:.2g}"))
+                cells.append(f"{mean:.4g}" + (f" ± {half:.2g}" if n >= MIN_CI_SEEDS else ""))
             out.append([label, rate, n] + cells)
     return _table(["policy", "rate", "seeds"] + list(metrics), out)
 
@@ -67,7 +67,7 @@ def _bound_table(rows: list[dict]) -> str:
     for label, per_rate in by_series_and_rate(ratios, "gap").items():
         for rate in sorted(per_rate):
             mean, half, n = mean_ci(per_rate[rate])
-            out.append([label, rate, n, mean, half])
+            out.append([label, rate, n, mean, half if n >= MIN_CI_SEEDS else None])
     return _table(["policy", "rate", "seeds", "total latency / bound", "± 95% CI"], out)
 
 
@@ -77,16 +77,42 @@ def _cdf_section(requests, rows: list[dict], rate: float | None, fig_dir: Path) 
     rates = sorted({r.get("rate") for r in rows if r.get("rate") is not None})
     if rate is None:
         rate = rates[len(rates) // 2] if rates else None
-    multi = _multiples(rows)
-    labels = {r["config_hash"]: series_label(r, *multi) for r in rows if r.get("rate") == rate}
     hashes = np.asarray(requests.column("config_hash").to_pylist())
     latency = requests.column("latency").to_numpy(zero_copy_only=False)
-    pooled = {}
-    for h, label in labels.items():
-        pooled.setdefault(label, []).append(latency[hashes == h])
-    data = {k: np.concatenate(v) for k, v in pooled.items()}
-    fig = figures.latency_cdf(data, rate or 0.0)
+    panels = []
+    for title, panel_rows in by_panel([r for r in rows if r.get("rate") == rate]):
+        multi = _multiples(panel_rows)
+        pooled: dict[str, list] = {}
+        for r in panel_rows:
+            pooled.setdefault(series_label(r, *multi), []).append(latency[hashes == r["config_hash"]])
+        panels.append((title, {k: np.concatenate(v) for k, v in pooled.items()}))
+    fig = figures.latency_cdf(panels, rate or 0.0)
     return _save_and_embed(fig, fig_dir / "latency_cdf.svg")
+
+
+def _check_cdf_rate(rows: list[dict], rate: float | None) -> None:
+    rates = sorted({r.get("rate") for r in rows if r.get("rate") is not None})
+    if rate is not None and rates and rate not in rates:
+        raise ConfigError(f"--cdf-rate: got {rate:g}, expected one of the sweep's rates: "
+                          f"{', '.join(f'{r:g}' for r in rates)}")
+
+
+def _paired_section(rows: list[dict]) -> str:
+    """Only the series that have pairs; a CI only with enough seeds, and a sentence saying so."""
+    paired = paired_ratios(rows, "mean_latency") + paired_ratios(rows, "p99_latency")
+    if not paired:
+        return "<p>No two series ran on the same request streams; nothing to pair.</p>"
+    grouped = any(p["panel"] for p in paired)
+    headers = (["panel"] if grouped else []) + ["policy", "vs", "metric", "mean ratio", "± 95% CI",
+                                                "pairs", "seeds"]
+    body = [([p["panel"]] if grouped else []) + [p["series"], p["baseline"], p["metric"], p["mean_ratio"],
+                                                  p["ci95"], p["pairs"], p["seeds"]] for p in paired]
+    seeds = num_seeds(rows)
+    note = (f"<p>Ratios pool every rate and seed of a panel; baseline: the panel's first series. "
+            f"A 95% CI is shown with at least {MIN_CI_SEEDS} seeds")
+    note += ("." if seeds >= MIN_CI_SEEDS else
+             f"; this sweep has {seeds} seed{'s' if seeds != 1 else ''}, so the ratios are point estimates.")
+    return _table(headers, body) + note + "</p>"
 
 
 def _save_and_embed(fig, path: Path) -> str:
@@ -101,18 +127,21 @@ def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | No
 
     ``headline``: (title, headers, rows, note) shown first, e.g. a reproduction's figures beside
     the paper's."""
-    from ..experiments.store import load_requests, load_runs
+    from ..experiments.store import load_requests, load_runs, load_spec_record
     sweep_dir, out = Path(sweep_dir), Path(out)
+    _check_out(out)
     # In the spec's order, so that its first policy is the baseline of the paired comparison.
     rows = sorted(load_runs(sweep_dir).to_pylist(), key=lambda r: r.get("point_index") or 0)
+    spec = load_spec_record(sweep_dir)
     if not rows:
         raise ConfigError(f"{sweep_dir}: the sweep has no finished points yet")
-    spec = json.loads((sweep_dir / "spec.json").read_text())
+    requests = load_requests(sweep_dir)
+    _check_cdf_rate(rows, cdf_rate)
     fig_dir = out.with_name(out.stem + "_figures")
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir.mkdir(exist_ok=True)
     sections = [f"<h1>kvsched report: {html.escape(spec.get('name', 'sweep'))}</h1>",
                 f"<p>{len(rows)} runs from <code>{html.escape(str(sweep_dir))}</code>; spec hash "
-                f"<code>{spec.get('hash')}</code>. Bands and ± are 95% confidence intervals across seeds.</p>"]
+                f"<code>{spec.get('hash')}</code>. {_ci_note(rows)}</p>"]
     if headline is not None:
         title, headers, table_rows, note = headline
         sections += [f"<h2>{html.escape(title)}</h2>", _table(headers, table_rows),
@@ -122,23 +151,44 @@ def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | No
         fig = figures.metric_vs_rate(rows, metric, ylabel, title)
         sections.append(_save_and_embed(fig, fig_dir / f"{metric}_vs_rate.svg"))
     sections.append("<h2>Latency CDF</h2>")
-    sections.append(_cdf_section(load_requests(sweep_dir), rows, cdf_rate, fig_dir))
+    sections.append(_cdf_section(requests, rows, cdf_rate, fig_dir))
     sections.append("<h2>Paired comparison (same requests and predictions)</h2>")
-    paired = paired_ratios(rows, "mean_latency") + paired_ratios(rows, "p99_latency")
-    sections.append(_table(["policy", "vs", "metric", "mean ratio", "± 95% CI", "pairs"],
-                           [[p["series"], p["baseline"], p["metric"], p["mean_ratio"], p["ci95"], p["pairs"]]
-                            for p in paired]))
+    sections.append(_paired_section(rows))
     sections.append("<h2>Gap to the bound</h2>")
     sections.append(_bound_table(rows))
     sections.append("<h2>All figures per policy and rate</h2>")
     sections.append(_summary_table(rows))
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>kvsched report</title><style>"
-            "body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
+            "body{font-family:sans-serif;max-width:1280px;margin:2em auto;color:#222}"
             "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
             "th{background:#f3f3f3}figure{margin:1em 0}svg{max-width:100%;height:auto}"
             "</style></head><body>" + "\n".join(sections) + "</body></html>")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(page)
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
+
+
+def _ci_note(rows: list[dict]) -> str:
+    seeds = num_seeds(rows)
+    if seeds >= MIN_CI_SEEDS:
+        return f"Bands and ± are 95% confidence intervals across the {seeds} seeds."
+    return (f"This sweep has {seeds} seed{'s' if seeds != 1 else ''}: figures and tables show means only "
+            f"(confidence intervals need at least {MIN_CI_SEEDS} seeds).")
+
+
+def _check_out(out: Path) -> None:
+    """Before any work: the report goes to a file in an existing, writable folder."""
+    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; expected the HTML file to write, e.g. {out / 'report.html'}")
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {out}: folder {str(folder)!r} is not writable")

@@ -53,9 +53,55 @@ def by_series_and_rate(rows: list[dict], metric: str) -> dict[str, dict[float, l
     return out
 
 
+#: Seeds a 95% confidence interval needs before the report shows one: with two, the t quantile
+#: (12.7) makes the interval wider than most effects, which reads as noise, not as a result.
+MIN_CI_SEEDS = 3
+
+
+def panel_axis(rows: list[dict]) -> str | None:
+    """The dimension the report splits into small multiples: the horizon when the rows span
+    several, else the predictor when they span several, else none (one panel)."""
+    multiple_predictors, multiple_horizons = _multiples(rows)
+    if multiple_horizons:
+        return "num_requests_config"
+    return "predictor" if multiple_predictors else None
+
+
+def panel_title(axis: str | None, value) -> str | None:
+    if axis is None:
+        return None
+    return f"n = {value}" if axis == "num_requests_config" else f"predictor {value or 'none'}"
+
+
+def by_panel(rows: list[dict]) -> list[tuple[str | None, list[dict]]]:
+    """(panel title, its rows) in the order the values first appear (one panel when no axis).
+    Within a panel the axis takes one value, so labels computed on a panel's rows leave it out."""
+    axis = panel_axis(rows)
+    if axis is None:
+        return [(None, rows)]
+    panels: dict = {}
+    for row in rows:
+        panels.setdefault(row.get(axis), []).append(row)
+    return [(panel_title(axis, value), panel_rows) for value, panel_rows in panels.items()]
+
+
+def num_seeds(rows: list[dict]) -> int:
+    return len({r.get("seed") for r in rows})
+
+
 def paired_ratios(rows: list[dict], metric: str) -> list[dict]:
-    """For each series vs the first one: the ratio of `metric` on identical request streams
-    (same workload, rate, predictor and seed), with a 95% CI across the pairs."""
+    """For each series vs the first one of its panel (`by_panel`): the ratio of `metric` on
+    identical request streams (same workload, rate, predictor, seed and horizon), pooled over
+    rates and seeds. Series without a single pair are left out; ``ci95`` (across the pairs) is
+    NaN unless the pairs come from at least `MIN_CI_SEEDS` seeds."""
+    out = []
+    for title, panel_rows in by_panel(rows):
+        for entry in _paired_in_panel(panel_rows, metric):
+            out.append({**entry, "panel": title})
+    return out
+
+
+def _paired_in_panel(rows: list[dict], metric: str) -> list[dict]:
     multi = _multiples(rows)
     keyed: dict[str, dict[tuple, float]] = defaultdict(dict)
     order: list[str] = []
@@ -71,9 +117,12 @@ def paired_ratios(rows: list[dict], metric: str) -> list[dict]:
     base = order[0]
     out = []
     for label in order[1:]:
-        pairs = [keyed[label][k] / keyed[base][k] for k in keyed[label]
-                 if k in keyed[base] and keyed[base][k] and keyed[label][k] is not None]
-        mean, half, n = mean_ci(pairs)
+        keys = [k for k in keyed[label]
+                if k in keyed[base] and keyed[base][k] and keyed[label][k] is not None]
+        mean, half, n = mean_ci([keyed[label][k] / keyed[base][k] for k in keys])
+        if n == 0:
+            continue
+        seeds = len({k[3] for k in keys})
         out.append({"series": label, "baseline": base, "metric": metric, "mean_ratio": mean,
-                    "ci95": half, "pairs": n})
+                    "ci95": half if seeds >= MIN_CI_SEEDS else float("nan"), "pairs": n, "seeds": seeds})
     return out

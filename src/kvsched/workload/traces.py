@@ -44,6 +44,8 @@ VIDUR_COLUMNS = ("num_prefill_tokens", "num_decode_tokens", "arrived_at")
 #: Tokens per whitespace-separated word in the ShareGPT approximation.
 TOKENS_PER_WORD = 1.3
 SUFFIXES = (".csv", ".jsonl", ".parquet", ".json")
+#: The largest token count a row may hold: exact in float64, far from int64's limit.
+MAX_TOKENS = 2 ** 53
 
 
 def load_trace(path: str | Path, *, rate: float | None = None, seed: int = 0,
@@ -109,8 +111,8 @@ def _csv_columns(path: Path) -> Columns:
 
 def _jsonl_columns(path: Path) -> Columns:
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
+    with path.open("rb") as handle:       # decoded line by line, so an error names its row
+        for line in _utf8_lines(handle, path, records):
             if line.strip():
                 row = len(records) + 1
                 try:
@@ -124,6 +126,16 @@ def _jsonl_columns(path: Path) -> Columns:
                 records.append(record)
     header = list(records[0]) if records else []
     return header, records
+
+
+def _utf8_lines(handle, path: Path, records: list) -> Iterable[str]:
+    """The file's lines as text; a line that is not UTF-8 is an error naming its row."""
+    for raw in handle:
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WorkloadError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); expected UTF-8 JSON lines",
+                                path=str(path), row=len(records) + 1) from None
 
 
 def _parquet_columns(path: Path) -> Columns:
@@ -198,6 +210,9 @@ def _token_count(value: Any, path: Path, row: int, field: str) -> int:
         raise WorkloadError(f"got {value!r}, expected {expected}", path=str(path), row=row, field=field)
     if number < 1:
         raise WorkloadError(f"got {int(number)}, expected {expected}", path=str(path), row=row, field=field)
+    if number > MAX_TOKENS:     # beyond int64 the engine's arrays would wrap around
+        raise WorkloadError(f"got {value!r}, expected an integer in [1, 2^53]", path=str(path), row=row,
+                            field=field)
     return int(number)
 
 
