@@ -71,6 +71,7 @@ def simulate(
     workload: cc.WorkloadOpt = "default", trace: cc.TraceOpt = None, rate: cc.RateOpt = None,
     num_requests: cc.NumRequestsOpt = None, kv_capacity: cc.KvCapacityOpt = None,
     block_size: cc.BlockSizeOpt = None, kv_convention: cc.KvConventionOpt = "computed",
+    eviction: cc.EvictionOpt = "recompute",
     cost: cc.CostOpt = cc.DEFAULT_COST, predictor: cc.PredictorOpt = None, seed: cc.SeedOpt = 0,
     slo: cc.SloOpt = None, json_out: cc.JsonOpt = False, output: cc.OutputOpt = None,
 ) -> None:
@@ -84,7 +85,7 @@ def simulate(
         raise ConfigError(f"--policy: expected one policy, got {len(policies)} (use 'kvsched compare')")
     setup = cc.build_setup(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
                            kv_capacity=kv_capacity, block_size=block_size, kv_convention=kv_convention,
-                           cost=cost, predictor=predictor, seed=seed)
+                           cost=cost, predictor=predictor, seed=seed, eviction=eviction)
     _warn_rejections(setup)
     row = _run_all(setup, policies, targets)[0]
 
@@ -133,6 +134,7 @@ def compare(
     workload: cc.WorkloadOpt = "default", trace: cc.TraceOpt = None, rate: cc.RateOpt = None,
     num_requests: cc.NumRequestsOpt = None, kv_capacity: cc.KvCapacityOpt = None,
     block_size: cc.BlockSizeOpt = None, kv_convention: cc.KvConventionOpt = "computed",
+    eviction: cc.EvictionOpt = "recompute",
     cost: cc.CostOpt = cc.DEFAULT_COST, predictor: cc.PredictorOpt = None, seed: cc.SeedOpt = 0,
     bound: Annotated[str | None, typer.Option("--bound", help="Add each policy's total latency / this "
                                               "lower bound on the optimum (kvsched.bounds).")] = None,
@@ -150,7 +152,7 @@ def compare(
     chosen = cc.parse_policies(policies)
     setup = cc.build_setup(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
                            kv_capacity=kv_capacity, block_size=block_size, kv_convention=kv_convention,
-                           cost=cost, predictor=predictor, seed=seed)
+                           cost=cost, predictor=predictor, seed=seed, eviction=eviction)
     _warn_rejections(setup)
     rows = _run_all(setup, chosen, targets)
     if bound is not None:

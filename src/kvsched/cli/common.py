@@ -95,6 +95,10 @@ BlockSizeOpt = Annotated[int | None, typer.Option(
 KvConventionOpt = Annotated[str, typer.Option(
     "--kv-convention", help="KV accounting: 'computed' (vLLM: s+j-1 while emitting token j) or "
                             "'emitted' (the papers: s+j).")]
+EvictionOpt = Annotated[str, typer.Option(
+    "--eviction", help="What an evicted request keeps: 'recompute' (vLLM: its generated tokens, "
+                       "recomputed with the prompt) or 'restart' (the theory papers: nothing; it "
+                       "generates its output again). Restart runs use the Python engine.")]
 CostOpt = Annotated[str, typer.Option(
     "--cost", help="Iteration time: 'unit', 'linear:d0=SECONDS,d1=SECONDS_PER_KV_TOKEN', 'preset:NAME' "
                    "(kvsched presets) or 'roofline:model=NAME|PATH,gpu=h100-sxm,tp=4[,dtype=bf16]' "

@@ -18,7 +18,7 @@ import numpy as np
 from ..cost.models import CostModel, LinearCost, UnitTime
 from ..engine.simulator import Simulator
 from ..errors import ConfigError
-from ..engine.rules import KVConvention, peak_kv_tokens
+from ..engine.rules import Eviction, KVConvention, peak_kv_tokens
 from ..workload.synthetic import DEFAULT_NUM_REQUESTS, DEFAULT_RATE, Workload, default_workload
 
 DEFAULT_COST = "linear:d0=0.022,d1=8.7e-7"
@@ -131,6 +131,13 @@ def parse_convention(text: str) -> KVConvention:
         raise ConfigError(f"--kv-convention: got {text!r}, expected 'computed' or 'emitted'") from None
 
 
+def parse_eviction(text: str) -> Eviction:
+    try:
+        return Eviction(text.strip().lower())
+    except ValueError:
+        raise ConfigError(f"--eviction: got {text!r}, expected 'recompute' or 'restart'") from None
+
+
 def parse_policies(text: str) -> list[tuple[str, Any]]:
     """'vllm:watermark=0.01,sarathi' → [(label, policy), ...] (label = the spec as given)."""
     from ..policies import make
@@ -171,7 +178,7 @@ def build_workload(*, workload: str = "default", trace: Path | None = None, rate
 
 
 def build_simulator(cost: CostSpec, *, kv_capacity: int | None = None, block_size: int | None = None,
-                    kv_convention: str = "computed") -> Simulator:
+                    kv_convention: str = "computed", eviction: str = "recompute") -> Simulator:
     """Options win over the preset's KV capacity / block size, which win over the defaults."""
     capacity = kv_capacity if kv_capacity is not None else (cost.kv_capacity_tokens or DEFAULT_KV_CAPACITY_TOKENS)
     block = block_size if block_size is not None else (cost.block_size or DEFAULT_BLOCK_SIZE)
@@ -179,7 +186,8 @@ def build_simulator(cost: CostSpec, *, kv_capacity: int | None = None, block_siz
         raise ConfigError(f"--block-size: got {block}, expected at least 1 token")
     if capacity < block:
         raise ConfigError(f"--kv-capacity: got {capacity} tokens, expected at least one block ({block} tokens)")
-    return Simulator(cost.cost, capacity, block_size=block, kv_convention=parse_convention(kv_convention))
+    return Simulator(cost.cost, capacity, block_size=block, kv_convention=parse_convention(kv_convention),
+                     eviction=parse_eviction(eviction))
 
 
 def check_fits(workload: Workload, simulator: Simulator) -> int:
@@ -212,16 +220,18 @@ class Setup:
         preset = f" (preset {self.cost.preset})" if self.cost.preset else ""
         return (f"{len(self.workload)} requests ({self.workload.name}), KV {sim.kv_capacity_tokens} tokens "
                 f"in blocks of {sim.block_size}, {sim.kv_convention.value} convention, "
+                f"{'restart on eviction, ' if sim.eviction is Eviction.RESTART else ''}"
                 f"cost {self.cost.cost}{preset}, seed {self.seed}")
 
 
 def build_setup(*, workload: str = "default", trace: Path | None = None, rate: float | None = None,
                 num_requests: int | None = None, kv_capacity: int | None = None,
                 block_size: int | None = None, kv_convention: str = "computed",
-                cost: str = DEFAULT_COST, predictor: str | None = None, seed: int = 0) -> Setup:
+                cost: str = DEFAULT_COST, predictor: str | None = None, seed: int = 0,
+                eviction: str = "recompute") -> Setup:
     cost_spec = parse_cost(cost)
     simulator = build_simulator(cost_spec, kv_capacity=kv_capacity, block_size=block_size,
-                                kv_convention=kv_convention)
+                                kv_convention=kv_convention, eviction=eviction)
     stream = build_workload(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
                             seed=seed, predictor=predictor)
     too_big = check_fits(stream, simulator)
