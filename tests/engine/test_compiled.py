@@ -225,3 +225,18 @@ def test_each_declared_field_value_runs_compiled_exactly(name, field, value, com
         return
     assert compiled.unsupported(Simulator(**settings_), make(name, **params), workload) is None
     assert_same_outcome(reference, _outcome(Simulator(**settings_, compiled=True), workload, name, params))
+
+
+def test_a_run_the_kernels_cannot_take_never_imports_numba():
+    """The vLLM driver runs its simulator twin with iteration records in the engine's process;
+    numba's LLVM loaded there first breaks the next in-process vLLM engine (its Triton
+    dispatcher), so such runs must not import numba at all."""
+    import subprocess
+    import sys
+    code = ("import sys; from kvsched import Simulator, UnitTime; from kvsched.policies import make; "
+            "from kvsched.workload.synthetic import default_workload; "
+            "Simulator(UnitTime(), 2000, record_iterations=True).run(default_workload(num_requests=20), make('vllm')); "
+            "Simulator(UnitTime(), 2000, eviction='restart').run(default_workload(num_requests=20), make('sarathi')); "
+            "print('numba' in sys.modules, 'llvmlite' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -11,11 +11,12 @@ per-request record and run figure equals the reference loop's bit for bit
 error) falls back to the Python engine, which then reports it. numba comes with the ``fast``
 extra, or with the vLLM CPU build; the simulation core itself never needs it.
 
-Layout: one module per policy family (`vllm`, `sarathi`, `future`) holds the family's `FIELDS`
-(every dataclass field its kernel implements, with the values it covers), its packing and its
-kernel, including the family's ``simulate`` loop; they share `engine` (arrivals, evictions, the
-iteration), `common` (request rules, queues), `cost` (iteration times) and `layout` (the state's
-named fields). A run imports and loads only its own family's kernels. The first run in a fresh
+Layout: per policy family (`vllm`, `sarathi`, `future`), a declaration module (numpy only: the
+family's `FIELDS`, every dataclass field its kernel implements with the values it covers, and its
+packing) beside its kernel module (``<family>_kernel``: numba, the family's ``simulate`` loop);
+the kernels share `engine` (arrivals, evictions, the iteration), `common` (request rules,
+queues) and `cost` (iteration times), and `layout` holds the state's named fields. A run imports
+and loads only its own family's kernel; deciding whether a run can be compiled imports no numba. The first run in a fresh
 environment compiles them (tens of seconds, once; numba caches them on disk).
 """
 
@@ -44,8 +45,13 @@ def available() -> bool:
 
 
 def family(policy_id: str):
-    """The kernel module of `policy_id`'s family (imports numba)."""
+    """The declaration of `policy_id`'s family: its fields and packing (numpy only)."""
     return importlib.import_module(f".{FAMILIES[policy_id]}", __name__)
+
+
+def kernel(policy_id: str):
+    """The kernel module of `policy_id`'s family (imports numba, compiling or loading its kernels)."""
+    return importlib.import_module(f".{FAMILIES[policy_id]}_kernel", __name__)
 
 
 def declared_fields(policy_id: str) -> dict:
@@ -55,10 +61,14 @@ def declared_fields(policy_id: str) -> dict:
 
 
 def compiled_class(policy_id: str) -> type | None:
-    """The exact policy class that has a kernel under this id (None: none has)."""
-    if policy_id not in FAMILIES:
-        return None
-    return {cls.name: cls for cls in family(policy_id).policy_classes()}[policy_id]
+    """The exact policy class that has a kernel under this id (None: none has). Imports the
+    policies only, not numba (an in-process vLLM must not see numba's LLVM first)."""
+    from ...policies.amin import HSF, AMax, AMin
+    from ...policies.mcsf import MCSF, MCBenchmark
+    from ...policies.sarathi import SarathiPolicy
+    from ...policies.vllm import VLLMPolicy
+    classes = (VLLMPolicy, SarathiPolicy, MCSF, MCBenchmark, AMax, AMin, HSF)
+    return {cls.name: cls for cls in classes}.get(policy_id)
 
 
 def compiled_classes() -> dict[str, type]:
@@ -87,24 +97,25 @@ def unsupported(sim, policy, workload=None) -> str | None:
     from ...cost.models import LinearCost, UnitTime
     if not available():
         return "numba is not installed (pip install 'kvsched[fast]')"
+    # The engine settings and the policy's type first: they need no numba import (the family
+    # modules import it; an in-process vLLM engine must not see numba's LLVM loaded first).
     name = getattr(policy, "name", None)
     if not isinstance(name, str) or compiled_class(name) is not type(policy):
         return (f"policy {name or type(policy).__name__!r} has no compiled kernel "
                 "(vllm, sarathi, mcsf, mc-benchmark, amax, amin and hsf do)")
+    if not sim.fast or sim.record_iterations or sim.verify_stable or sim.separate_batching:
+        return "the run asks for the reference loop, iteration records, verification or separate batching"
+    if sim.eviction is not Eviction.RECOMPUTE:
+        return f"the kernels implement eviction by recompute only, not {sim.eviction.value!r}"
+    if type(sim.cost) not in (UnitTime, LinearCost, CalibratedCost):
+        return f"cost model {type(sim.cost).__name__} has no compiled form"
+    if FAMILIES[name] == "future" and sim.max_num_batched_tokens is not None:
+        return f"policy {name!r} runs compiled only without an engine token budget"
     reason = uncovered_field(policy)
     if reason is not None:
         return reason
-    if FAMILIES[name] == "future":
-        if sim.max_num_batched_tokens is not None:
-            return f"policy {name!r} runs compiled only without an engine token budget"
-        if workload is not None and family(name).estimates(policy, workload) is None:
-            return f"the workload lacks the predictions policy {name!r} needs"
-    if type(sim.cost) not in (UnitTime, LinearCost, CalibratedCost):
-        return f"cost model {type(sim.cost).__name__} has no compiled form"
-    if sim.eviction is not Eviction.RECOMPUTE:
-        return f"the kernels implement eviction by recompute only, not {sim.eviction.value!r}"
-    if not sim.fast or sim.record_iterations or sim.verify_stable or sim.separate_batching:
-        return "the run asks for the reference loop, iteration records, verification or separate batching"
+    if FAMILIES[name] == "future" and workload is not None and family(name).estimates(policy, workload) is None:
+        return f"the workload lacks the predictions policy {name!r} needs"
     return None
 
 
@@ -115,7 +126,7 @@ def run(sim, workload, policy, progress=None):
     from .layout import DONE, ENGINE, INVALID, REJECTED, SETTINGS, STALLED, requests
     from ..result import RunResult, num_token_gaps
     started = time.perf_counter()
-    kernels = family(policy.name)
+    declaration, kernels = family(policy.name), kernel(policy.name)
     n, bs = len(workload), sim.block_size
     st = np.zeros(1, dtype=SETTINGS)
     st["cap_blocks"] = cap_blocks = sim.kv_capacity_tokens // bs
@@ -124,14 +135,14 @@ def run(sim, workload, policy, progress=None):
     st["record_gaps"] = sim.record_token_gaps
     rq = requests(workload, sim.record_token_gaps)
     if FAMILIES[policy.name] == "future":
-        rq["estimate"] = kernels.estimates(policy, workload)
+        rq["estimate"] = declaration.estimates(policy, workload)
     engine = np.zeros(1, dtype=ENGINE)
     ids = lambda: np.zeros(n + 1, dtype=np.int64)     # noqa: E731  (running, queues, entries)
     running, front, queue, pq, ent, peaks = ids(), ids(), ids(), ids(), ids(), ids()
     alive = np.zeros(n + 1, dtype=np.bool_)
     tokens, evicted = np.zeros((n + 1, 2), dtype=np.int64), ids()
     gaps = np.full(num_token_gaps(workload.true_output_tokens) if sim.record_token_gaps else 0, np.nan)
-    arguments = (rq, engine, st, kernels.pack(policy, cap_blocks), cost_kernels.pack(sim.cost), running, front,
+    arguments = (rq, engine, st, declaration.pack(policy, cap_blocks), cost_kernels.pack(sim.cost), running, front,
                  queue, alive, pq, ent, peaks, tokens, evicted, gaps, CHUNK_ITERATIONS)
     while True:
         code = kernels.simulate(*arguments)

@@ -1,4 +1,5 @@
-"""`vllm` (`kvsched.policies.vllm.VLLMPolicy`) compiled: its fields, their packing, its kernel.
+"""`vllm` (`kvsched.policies.vllm.VLLMPolicy`) compiled: the fields its kernel (`vllm_kernel`)
+implements and their packing. numpy only: the declaration is read before numba is imported.
 
 `FIELDS` declares every dataclass field of `VLLMPolicy` the kernel implements, with the values it
 covers (None: any value of the field's type) and the values the generated equality tests try
@@ -9,11 +10,7 @@ value outside its set, sends the run to Python (`kvsched.engine.compiled.uncover
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from .common import extra_blocks, front_push, front_remove, front_snapshot, queue_push, running_add, uncomputed
-from .engine import CONTINUE, jump_to_next_arrival, next_arrival, run_decision
-from .layout import DONE, PAUSED
 
 QUEUE_FIELDS = {"max_num_seqs": (None, (1, 3, 256)), "watermark": (None, (0.0, 0.05))}
 FIELDS = {**QUEUE_FIELDS, "max_num_batched_tokens": (None, (8, 64, 8192)),
@@ -34,14 +31,6 @@ PARAMS = np.dtype([
     ("full_prompt_must_fit", _i), ("continue_on_block", _i), ("chunked", _i), ("prefill_first", _i),
     ("padded", _i), ("last_arrived", _i), ("decode_needs_free_block", _i),
 ])
-#: One pass over the waiting queue (VLLMPolicy._schedule_waiting's running totals).
-_PASS = np.dtype([("count", _i), ("free", _i), ("budget", _i), ("pass_budget", _i), ("num_prompts", _i),
-                  ("longest", _i)])
-
-
-def policy_classes() -> tuple[type, ...]:
-    from ...policies.vllm import VLLMPolicy
-    return (VLLMPolicy,)
 
 
 def pack(policy, cap_blocks: int) -> np.ndarray:
@@ -53,109 +42,3 @@ def pack(policy, cap_blocks: int) -> np.ndarray:
     pp["padded"], pp["last_arrived"] = policy.padded_prefill_budget, policy.preempt_victim == "last_arrived"
     pp["decode_needs_free_block"] = policy.decode_needs_free_block
     return pp
-
-
-@njit(cache=True)
-def _admit(pp, rq, st, running, front, e, tokens, r, pass_state):
-    """One candidate of VLLMPolicy._schedule_waiting; returns 0 (admitted), 1 (skip it) or 2 (stop)."""
-    ps = pass_state[0]
-    if ps.budget <= 0 or e.num_running >= pp.max_num_seqs:
-        return 2
-    remaining = rq[r].prompt + rq[r].outputs
-    if pp.padded:
-        if (ps.num_prompts + 1) * max(remaining, ps.longest) > ps.pass_budget:
-            return 2
-    elif not pp.chunked and remaining > ps.budget:
-        return 2
-    n = min(remaining, ps.budget)
-    must_fit = remaining if pp.full_prompt_must_fit else n
-    reserve = pp.reserve if e.num_running > 0 else 0
-    if extra_blocks(rq, r, must_fit, st) > ps.free - reserve:
-        return 1 if pp.continue_on_block else 2
-    tokens[ps.count, 0], tokens[ps.count, 1] = r, n
-    ps.count += 1
-    ps.free -= extra_blocks(rq, r, n, st)
-    ps.budget -= n
-    ps.num_prompts += 1
-    ps.longest = max(ps.longest, n)
-    running_add(running, e, r, pp.last_arrived == 1)
-    front_remove(front, e, r)
-    return 0
-
-
-@njit(cache=True)
-def _waiting(pp, rq, st, running, front, queue, alive, e, tokens, count, free, budget):
-    """VLLMPolicy._schedule_waiting over the front queue, then the arrivals in id order."""
-    # An array, not a record taken from one: numba frees a temporary array under its records.
-    ps = np.zeros(1, dtype=_PASS)
-    ps[0].count, ps[0].free, ps[0].budget, ps[0].pass_budget = count, free, budget, budget
-    for r in front_snapshot(front, e, rq):
-        if _admit(pp, rq, st, running, front, e, tokens, r, ps) == 2:
-            return ps[0].count
-    for j in range(e.queue_head, e.queue_len):
-        if alive[j] and _admit(pp, rq, st, running, front, e, tokens, queue[j], ps) == 2:
-            break
-    return ps[0].count
-
-
-@njit(cache=True)
-def decide(pp, rq, st, running, front, queue, alive, e, tokens, evicted, budget):
-    """VLLMPolicy.schedule; returns (tokens scheduled, evictions)."""
-    count, num_evicted = 0, 0
-    free = st.cap_blocks - e.used
-    if pp.prefill_first:
-        count = _waiting(pp, rq, st, running, front, queue, alive, e, tokens, 0, free, budget)
-        if count:
-            return count, 0
-    floor = pp.decode_needs_free_block
-    i = 0
-    while i < e.num_running and budget > 0:
-        r = running[i]
-        n = min(uncomputed(rq, r), budget)
-        need = extra_blocks(rq, r, n, st)
-        stop = False
-        while max(need, floor) > free:
-            e.num_running -= 1
-            victim = running[e.num_running]
-            evicted[num_evicted] = victim
-            num_evicted += 1
-            free += rq[victim].held
-            front_push(front, e, victim)
-            if victim == r:
-                stop = True
-                break
-        if stop:
-            break
-        tokens[count, 0], tokens[count, 1] = r, n
-        count += 1
-        free -= need
-        budget -= n
-        i += 1
-    if num_evicted == 0 and not pp.prefill_first:
-        count = _waiting(pp, rq, st, running, front, queue, alive, e, tokens, count, free, budget)
-    return count, num_evicted
-
-
-@njit(cache=True)
-def simulate(rq, engine, settings, params, cost, running, front, queue, alive, pq, ent, peaks, tokens,
-             evicted, gaps, max_iterations):
-    """Run (or resume) a simulation for at most `max_iterations` more iterations; returns DONE,
-    PAUSED, STALLED or INVALID (`kvsched.engine.compiled.layout`)."""
-    e, st, pp = engine[0], settings[0], params[0]
-    budget = pp.budget if st.engine_budget < 0 else min(pp.budget, st.engine_budget)
-    stop_at = e.iteration + max_iterations
-    while e.done < rq.shape[0]:
-        if e.iteration >= stop_at:
-            return PAUSED
-        r = next_arrival(rq, e, st)
-        while r >= 0:
-            queue_push(queue, alive, e, r)
-            r = next_arrival(rq, e, st)
-        if e.queue_alive + e.num_front == 0 and e.num_running == 0:
-            jump_to_next_arrival(rq, e)
-            continue
-        count, num_evicted = decide(pp, rq, st, running, front, queue, alive, e, tokens, evicted, budget)
-        code = run_decision(rq, e, st, cost, running, queue, alive, tokens, count, evicted, num_evicted, gaps)
-        if code != CONTINUE:
-            return code
-    return DONE
