@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from . import cost as cost_kernels
-from .common import ceil_div, dequeue, kv_held, running_remove
+from .common import ceil_div, dequeue, kv_held, queue_push, running_remove
 from .layout import FINISHED, INVALID, REJECTED, RUNNING, STALLED, WAITING
 
 CONTINUE = -1     # run_decision: the run goes on
@@ -32,6 +32,20 @@ def next_arrival(rq, e, st):
         rq[r].status = WAITING
         return r
     return -1
+
+
+@njit(cache=True)
+def queue_arrivals(rq, e, st, queue, alive):
+    """The queue families' boundary start: the arrivals visible now join the waiting queue; if
+    nothing waits or runs the clock jumps to the next arrival and False is returned."""
+    r = next_arrival(rq, e, st)
+    while r >= 0:
+        queue_push(queue, alive, e, r)
+        r = next_arrival(rq, e, st)
+    if e.queue_alive + e.num_front == 0 and e.num_running == 0:
+        jump_to_next_arrival(rq, e)
+        return False
+    return True
 
 
 @njit(cache=True)

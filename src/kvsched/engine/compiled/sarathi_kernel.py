@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .common import (extra_blocks, front_push, front_remove, front_snapshot, is_decode, queue_push, running_add,
+from .common import (extra_blocks, front_push, front_remove, front_snapshot, is_decode, running_add,
                      uncomputed)
-from .engine import CONTINUE, jump_to_next_arrival, next_arrival, run_decision
+from .engine import CONTINUE, queue_arrivals, run_decision
 from .layout import DONE, PAUSED
 
 _i = np.int64
@@ -118,12 +118,7 @@ def simulate(rq, engine, settings, params, cost, running, front, queue, alive, p
     while e.done < rq.shape[0]:
         if e.iteration >= stop_at:
             return PAUSED
-        r = next_arrival(rq, e, st)
-        while r >= 0:
-            queue_push(queue, alive, e, r)
-            r = next_arrival(rq, e, st)
-        if e.queue_alive + e.num_front == 0 and e.num_running == 0:
-            jump_to_next_arrival(rq, e)
+        if not queue_arrivals(rq, e, st, queue, alive):
             continue
         count, num_evicted = decide(pp, rq, st, running, front, queue, alive, e, tokens, evicted, budget)
         code = run_decision(rq, e, st, cost, running, queue, alive, tokens, count, evicted, num_evicted, gaps)
