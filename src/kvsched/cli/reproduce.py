@@ -20,6 +20,7 @@ TARGETS: dict[str, str] = {
     "mcsf-synthetic": "kvsched.cli.reproduce:mcsf_synthetic",
     "mcsf-real-trace": "kvsched.cli.sweep:reproduce_mcsf_real_trace",
     "amin-intervals": "kvsched.cli.sweep:reproduce_amin_intervals",
+    "past-future": "kvsched.cli.reproduce:past_future",
 }
 
 
@@ -54,6 +55,36 @@ def mcsf_synthetic(
                                policies=names, arrival_models=models,
                                progress=lambda m, k, n: bar.update(tasks[m], completed=k),
                                note=lambda text: err.print(text))
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        render(report, cc.console())
+
+
+def past_future(
+    num_requests: Annotated[int, typer.Option("--num-requests", min=1, max=10 ** 6,
+                                              help="Requests per distribution (the artifact: 3000).")] = 3000,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=cc.MAX_SEED, help="Seed of the lengths.")] = 0,
+    cost: Annotated[str, typer.Option("--cost", help="'unit' (the artifact's steps) or e.g. "
+                                      "'preset:llama3-8b-a100' (recomputation costs time).")] = "unit",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """LightLLM's Past-Future admission in its artifact's setting, beside the artifact's figures."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ..experiments.past_future import render, reproduce
+    from ..experiments.scenario import parse_cost
+    err = Console(stderr=True)
+    try:
+        parse_cost(cost)
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("runs", total=12)
+            report = reproduce(num_requests=num_requests, seed=seed, cost=cost,
+                               progress=lambda k, n: bar.update(task, completed=k))
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
