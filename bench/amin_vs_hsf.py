@@ -12,6 +12,7 @@ predictions with α ∈ {1, 0.5, 0.25, 0.1} and the naive [1, 1000] interval (pr
 seed), and the evictions A_min needed. The paper's claim: A_min ≈ H-SF; A_max degrades as α falls.
 
     python bench/amin_vs_hsf.py [--seeds 1] [--capacity 16492] [--amin "amin:evict_victim=most-progress"]
+                                [--eviction restart]
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=16_492)
     parser.add_argument("--num-requests", type=int, default=2_000)
     parser.add_argument("--amin", default="amin", help="A_min spec, e.g. amin:refine_rule=double")
+    parser.add_argument("--eviction", default="recompute", choices=["recompute", "restart"],
+                        help="restart: the paper's semantics (an evicted job loses its progress)")
     args = parser.parse_args()
-    sim = Simulator(UnitTime(), args.capacity, kv_convention=KVConvention.EMITTED)
+    sim = Simulator(UnitTime(), args.capacity, kv_convention=KVConvention.EMITTED, eviction=args.eviction)
     amin_name, amin_params = parse_policy_spec(args.amin)
     started = time.perf_counter()
     print(f"{args.num_requests} requests at t=0, UnitTime, EMITTED, block 1, M = {args.capacity} tokens;"
-          f" A_min = {args.amin}")
+          f" A_min = {args.amin}; eviction by {args.eviction}")
     print(f"{'seed':>4} {'predictor':<20}{'hsf TEL':>12}{'amin/hsf':>10}{'amin evict':>11}"
           f"{'amin recomp %':>14}{'amax/hsf':>10}{'amax evict':>11}")
     for seed in range(args.seeds):
