@@ -96,7 +96,7 @@ def decode_extra_blocks(computed: int, kv_extra: int, block_size: int) -> int:
     """`rules.extra_blocks` of a resident decode (one token, ``computed`` = prompt + outputs - 1;
     `kv_extra` = 1 under EMITTED): a new block exactly when its last one is full. The fast form of
     the rule, inlined in `FastForward.validate` and the fast engine view (a call per decode per
-boundary is too dear there); tests/engine/test_fastforward.py ties all three to the plain rule."""
+    boundary is too dear there); tests/engine/test_fastforward.py ties all three to the plain rule."""
     return int((computed + kv_extra) % block_size == 0)
 
 
