@@ -113,12 +113,20 @@ RECORDS = ("first_scheduled_time", "first_token_time", "finish_time", "num_evict
            "num_recomputed_tokens", "total_computed_tokens", "rejected")
 
 
+KERNEL_POLICIES = [(name, params) for name, params in POLICIES if name in compiled.FAMILIES]
+
+
 @pytest.mark.skipif(not compiled.available(), reason="numba is not installed (the `fast` extra)")
 @EXAMPLES
-@given(runs())
-def test_the_compiled_engine_gives_the_python_engines_records(data):
-    workload, sim, (policy_id, params) = data
-    python_sim = dataclasses.replace(sim, record_iterations=False, compiled=False)
+@given(runs(), st.sampled_from(KERNEL_POLICIES))
+def test_the_compiled_engine_gives_the_python_engines_records(data, policy):
+    """A policy with a kernel, on settings the kernels take (recompute; no engine budget for the
+    future-memory family); only runs the Python engine would refuse are filtered out."""
+    workload, sim, _ = data
+    policy_id, params = policy
+    python_sim = dataclasses.replace(sim, record_iterations=False, compiled=False, eviction="recompute")
+    if compiled.FAMILIES[policy_id] == "future":
+        python_sim = dataclasses.replace(python_sim, max_num_batched_tokens=None)
     assume(compiled.unsupported(python_sim, make(policy_id, **params), workload) is None)
     python = python_sim.run(workload, make(policy_id, **params), seed=0)
     kernel = dataclasses.replace(python_sim, compiled=True).run(workload, make(policy_id, **params), seed=0)
