@@ -251,15 +251,24 @@ def fit_all_reduce(profiles: Path, rng, holdout: float) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def fit_arguments(argv: list[str] | None, description: str, default_output: Path) -> argparse.Namespace | None:
+    """The fit scripts' options (--profiles, --output, --seed, --holdout); None (after a one-line
+    error) when the profiles folder is missing."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--profiles", type=Path, default=DEFAULT_PROFILES)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, default=default_output)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", type=float, default=0.2)
     args = parser.parse_args(argv)
     if not args.profiles.is_dir():
         print(f"error: profiles folder {args.profiles} not found", file=sys.stderr)
+        return None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = fit_arguments(argv, __doc__.split("\n")[0], DEFAULT_OUTPUT)
+    if args is None:
         return 2
     rng = np.random.default_rng(args.seed)
     linear, elementwise = fit_compute(args.profiles, rng, args.holdout)

@@ -23,7 +23,6 @@ fits worse and the fidelity run no better.) Profile times are ``time_stats.<op>.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
@@ -198,14 +197,8 @@ def print_report(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profiles", type=Path, default=calibration.DEFAULT_PROFILES)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--holdout", type=float, default=0.2)
-    args = parser.parse_args(argv)
-    if not args.profiles.is_dir():
-        print(f"error: profiles folder {args.profiles} not found", file=sys.stderr)
+    args = calibration.fit_arguments(argv, __doc__.split("\n")[0], DEFAULT_OUTPUT)
+    if args is None:
         return 2
     result = fit_everything(args.profiles, args.seed, args.holdout)
     args.output.write_text(json.dumps(result, indent=1) + "\n")

@@ -316,6 +316,12 @@ class Batch:
         """Tokens the budget still allows (None: no budget), as vLLM's scheduler's ``token_budget``."""
         return self._left
 
+    def tokens_within_budget(self, request: RequestView) -> int:
+        """The tokens `request` would compute next, capped by the `token_budget` (if any)."""
+        left = self._left
+        n = request.num_uncomputed_tokens
+        return n if left is None or n <= left else left
+
     @property
     def num_tokens(self) -> Mapping[int, int]:
         """Request id → tokens added (read-only)."""

@@ -58,10 +58,7 @@ def mcsf_synthetic(
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    if as_json:
-        sys.stdout.write(json.dumps(report) + "\n")
-    else:
-        render(report, cc.console())
+    _print(report, render, as_json)
 
 
 def past_future(
@@ -82,12 +79,17 @@ def past_future(
     try:
         parse_cost(cost)
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
-            task = bar.add_task("runs", total=12)
+            task = bar.add_task("runs", total=None)
             report = reproduce(num_requests=num_requests, seed=seed, cost=cost,
-                               progress=lambda k, n: bar.update(task, completed=k))
+                               progress=lambda k, n: bar.update(task, completed=k, total=n))
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _print(report, render, as_json)
+
+
+def _print(report: dict, render, as_json: bool) -> None:
+    """A reproduction's report: one JSON document, or its tables."""
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:

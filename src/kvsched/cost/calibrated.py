@@ -224,15 +224,9 @@ class CalibratedCost:
         n, p = batch.num_prefill_seqs, batch.num_prefill_tokens
         if n == 0 or p == 0:
             return 0.0
-        work, cached = batch.prefill_attention_work, batch.prefill_context_tokens - p
-        if n == 1:
-            squares = p * p
-        elif cached == 0:
-            squares = work
-        else:
-            squares = min(max(work - p * cached / n, p * p / n), p * p)
+        squares = batch.prefill_chunk_squares
         a, b, c, d = self.prefill_coef
-        ms = a + b * p + c * max(work - squares, 0) + d * squares
+        ms = a + b * p + c * max(batch.prefill_attention_work - squares, 0) + d * squares
         return ms * (1 + self.attention_batching_overhead * (n > 1))
 
 

@@ -44,6 +44,21 @@ class BatchStats:
         """KV tokens in the batch: the context each scheduled request attends to (WAIT's Σ l + s)."""
         return self.prefill_context_tokens + self.decode_context_tokens
 
+    @property
+    def prefill_chunk_squares(self) -> float:
+        """Σ chunk² over the prefill chunks (0 without prefill work): exact for one prefill
+        sequence (P²) or when no chunk has cached context (W); otherwise estimated assuming chunks
+        and cached context are uncorrelated (Σ chunk·kv ≈ P·(C − P)/n), clipped to [P²/n, P²]."""
+        n, p = self.num_prefill_seqs, self.num_prefill_tokens
+        if n == 0 or p == 0:
+            return 0
+        work, cached = self.prefill_attention_work, self.prefill_context_tokens - p
+        if n == 1:
+            return p * p
+        if cached == 0:
+            return work
+        return min(max(work - p * cached / n, p * p / n), p * p)
+
 
 @runtime_checkable
 class CostModel(Protocol):

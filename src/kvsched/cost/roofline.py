@@ -242,19 +242,12 @@ def prefill_kv_passes(batch: BatchStats) -> float:
 def causal_pairs(batch: BatchStats) -> float:
     """Σ over prefill chunks of chunk·cached + chunk·(chunk+1)/2, from `BatchStats`' sums.
 
-    Σ chunk² is exact for one prefill sequence (P²) or when no chunk has cached context (W); else
-    estimated as in `CalibratedCost` (chunks uncorrelated with their cached context)."""
+    Σ chunk² is `BatchStats.prefill_chunk_squares` (exact or estimated, as `CalibratedCost`'s)."""
     n, p = batch.num_prefill_seqs, batch.num_prefill_tokens
     if n == 0 or p == 0:
         return 0.0
-    work, cached = batch.prefill_attention_work, batch.prefill_context_tokens - p
-    if n == 1:
-        squares = p * p
-    elif cached == 0:
-        squares = work
-    else:
-        squares = min(max(work - p * cached / n, p * p / n), p * p)
-    return max(work - squares, 0) + (squares + p) / 2
+    squares = batch.prefill_chunk_squares
+    return max(batch.prefill_attention_work - squares, 0) + (squares + p) / 2
 
 
 # --------------------------------------------------------------------------- efficiencies

@@ -138,8 +138,7 @@ class PastFuture(Policy):
         i = 0
         while i < len(running) and batch.token_budget != 0:
             r = running[i]
-            n = r.num_uncomputed_tokens if batch.token_budget is None else min(r.num_uncomputed_tokens,
-                                                                                batch.token_budget)
+            n = batch.tokens_within_budget(r)
             while not batch.add(r, n):
                 victim = running.pop()
                 batch.evict(victim)
@@ -157,8 +156,7 @@ class PastFuture(Policy):
         for r in self._front.order(view):
             if self.max_prefill_tokens is not None and prefilled >= self.max_prefill_tokens:
                 break
-            n = r.num_uncomputed_tokens if batch.token_budget is None else min(r.num_uncomputed_tokens,
-                                                                                batch.token_budget)
+            n = batch.tokens_within_budget(r)
             if n == 0:
                 break
             for current, remaining in sets:        # one draw per set, as the artifact

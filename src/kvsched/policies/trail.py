@@ -91,8 +91,7 @@ class Trail(Policy):
         for r in sorted([*young, *view.waiting], key=self._key):
             if r.request_id in batch.evicted:
                 continue
-            n = r.num_uncomputed_tokens if batch.token_budget is None else min(r.num_uncomputed_tokens,
-                                                                                batch.token_budget)
+            n = batch.tokens_within_budget(r)
             if n == 0:
                 break                                    # budget spent: the rest pause or wait
             if r.is_resident:
@@ -108,8 +107,7 @@ class Trail(Policy):
         i = 0
         while i < len(queue) and batch.token_budget != 0:
             r = queue[i]
-            n = r.num_uncomputed_tokens if batch.token_budget is None else min(r.num_uncomputed_tokens,
-                                                                                batch.token_budget)
+            n = batch.tokens_within_budget(r)
             while not batch.add(r, n):
                 victims = [v for v in young if v.request_id not in batch.evicted]
                 victim = victims[-1] if victims else queue.pop()
