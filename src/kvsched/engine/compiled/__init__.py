@@ -29,6 +29,7 @@ from importlib.util import find_spec
 
 import numpy as np
 
+from .. import rules
 from ..rules import Eviction, KVConvention
 
 #: Iterations per kernel call between progress reports.
@@ -153,16 +154,15 @@ def run(sim, workload, policy, progress=None):
         if code == DONE:
             break
     rejected = rq["status"] == REJECTED
-    usable = cap_blocks * bs
-    peak_tokens = rq["prompt"] + rq["true_output"] - 1 + int(st["emitted"][0])
     return RunResult(
-        policy=policy.name, workload=workload, kv_capacity_tokens=usable,
+        policy=policy.name, workload=workload, kv_capacity_tokens=cap_blocks * bs,
         first_scheduled_time=rq["scheduled"].copy(), first_token_time=rq["first_token"].copy(),
         finish_time=rq["finish"].copy(), num_evictions=rq["evictions"].copy(),
         num_recomputed_tokens=rq["recomputed"].copy(), total_computed_tokens=rq["total"].copy(),
         rejected=rejected,
-        reject_reasons={int(r): f"needs {int(peak_tokens[r])} KV tokens at its last token; the KV capacity is "
-                                f"{usable} tokens" for r in np.flatnonzero(rejected)},
+        reject_reasons={int(r): rules.rejection_reason(int(rq["prompt"][r]), int(rq["true_output"][r]),
+                                                       sim.kv_convention, cap_blocks, bs)
+                        for r in np.flatnonzero(rejected)},
         num_iterations=int(engine["iteration"][0]), busy_time=float(engine["busy"][0]),
         kv_peak_tokens=int(engine["peak"][0]), kv_token_seconds=float(engine["token_seconds"][0]),
         wall_time=time.perf_counter() - started, token_gaps=gaps if sim.record_token_gaps else None)
