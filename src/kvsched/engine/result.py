@@ -50,6 +50,23 @@ class RunResult:
     #: Per request, the generated tokens discarded by restarts (``Simulator(eviction="restart")``;
     #: None: the run evicted by recompute, nothing discarded).
     num_restarted_tokens: np.ndarray | None = field(default=None, repr=False)
+    #: Per request, with ``Simulator(prefix_caching=True)`` (None otherwise): the prompt tokens
+    #: served from the prefix cache, summed over the request's admissions (a request evicted and
+    #: admitted again looks the cache up again) ...
+    num_cached_tokens: np.ndarray | None = field(default=None, repr=False)
+    #: ... and the tokens it looked up (its ``num_tokens`` at each admission, summed).
+    num_lookup_tokens: np.ndarray | None = field(default=None, repr=False)
+    #: When each request arrived, where that differs from the workload's ``arrival_time``: the
+    #: follow-up turns of a closed-loop workload (`Workload.parent`) arrive a think time after
+    #: their previous turn finishes (NaN: never arrived). None: as the workload says.
+    realized_arrival_time: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def arrival_time(self) -> np.ndarray:
+        """When each request arrived (the realised times of closed-loop follow-ups)."""
+        if self.realized_arrival_time is not None:
+            return self.realized_arrival_time
+        return self.workload.arrival_time
 
     def token_gap_offsets(self) -> np.ndarray:
         """Where each request's gaps start in `token_gaps`."""

@@ -36,7 +36,9 @@ class Simulator:
     the `event_stable` promise (raises `EventStabilityError`). ``compiled``: run the built-in
     policies that have numba kernels (`kvsched.engine.compiled`; same results) compiled — None: when
     numba is installed and the run is supported, True: always (ConfigError if it cannot), False:
-    never.
+    never. ``prefix_caching``: vLLM V1's automatic prefix caching (`kvsched.engine.prefix_cache`;
+    needs the COMPUTED convention); off by default, so the theory models stay as their papers
+    state them.
     """
 
     cost: CostModel
@@ -51,10 +53,14 @@ class Simulator:
     fast: bool = True
     verify_stable: bool = False
     compiled: bool | None = None
+    prefix_caching: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kv_convention", KVConvention(self.kv_convention))
         object.__setattr__(self, "eviction", Eviction(self.eviction))
+        if self.prefix_caching and self.kv_convention is not KVConvention.COMPUTED:
+            raise ConfigError("prefix caching needs kv_convention='computed' (vLLM's convention); "
+                              f"got {self.kv_convention.value!r}")
         if self.kv_capacity_tokens < self.block_size:
             raise ValueError("kv_capacity_tokens must hold at least one block")
 
