@@ -205,9 +205,9 @@ class PromptSegments:
             k = refs[bad[0]]
             j = source[bad[0]]
             named = f"row {number(j)}" if j < len(outputs) else f"request {j}, beyond the last row"
-            fail(rows[k], f"id {self.ids[k]} names the output of {named}; expected an earlier row")
+            fail(rows[k], f"a piece names the output of {named}; expected an earlier row")
         too_long = np.flatnonzero(self.lengths[refs] > outputs[source])
         if too_long.size:
             k, j = refs[too_long[0]], source[too_long[0]]
-            fail(rows[k], f"id {self.ids[k]} takes {self.lengths[k]} tokens of row {number(j)}'s output, "
+            fail(rows[k], f"a piece takes {self.lengths[k]} tokens of row {number(j)}'s output, "
                           f"which has {outputs[j]}; expected at most that")
