@@ -42,6 +42,7 @@ class RequestState:
         "request_id", "arrival_time", "num_prompt_tokens", "true_output_tokens",
         "predicted_output_tokens", "predicted_lo", "predicted_hi", "type_id",
         "status", "num_computed_tokens", "num_output_tokens", "num_evictions",
+        "total_cached_tokens", "total_lookup_tokens",
         "num_recomputed_tokens", "num_restarted_tokens", "high_water_tokens", "total_computed_tokens",
         "first_scheduled_time", "first_token_time", "finish_time", "admitted_seq",
         "reject_reason", "view", "last_token_time",
@@ -63,6 +64,8 @@ class RequestState:
         self.num_computed_tokens = 0
         self.num_output_tokens = 0
         self.num_evictions = 0
+        self.total_cached_tokens = 0    # prefix-cache hits, summed over its admissions (tokens)
+        self.total_lookup_tokens = 0    # its num_tokens at each admission, summed
         self.num_recomputed_tokens = 0
         self.num_restarted_tokens = 0   # generated tokens discarded by restarts (Eviction.RESTART)
         self.high_water_tokens = 0      # the most tokens ever computed: tokens below it are recomputation
@@ -135,6 +138,13 @@ class RequestView:
     @property
     def is_resident(self) -> bool:
         return self._s.status is Status.RUNNING
+
+    @property
+    def num_cached_tokens(self) -> int:
+        """The prefix-cache hit a waiting request would start from if admitted now (tokens; a
+        decision's n counts from it). 0 here: the engine's views with prefix caching on
+        (`kvsched.engine.caching_view`) and the vLLM adapter's give the real figure."""
+        return 0
 
 
 def _empty_mapping() -> Mapping[int, int]:
