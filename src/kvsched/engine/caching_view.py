@@ -1,9 +1,11 @@
 """What a policy sees when prefix caching is on (``Simulator(prefix_caching=True)``).
 
-- `CachingRequestView`: a waiting request's ``num_cached_tokens`` is its hit now, and its
-  ``num_uncomputed_tokens`` what is left to compute after it (a decision's n counts from the hit).
+- The request views (`kvsched.state.RequestView`, through ``RequestState.prefix_cache``): a
+  waiting request's ``num_cached_tokens`` is its hit now, and its ``num_uncomputed_tokens`` what
+  is left to compute after it (a decision's n counts from the hit).
 - `CachingEngineView`: ``extra_blocks`` of a waiting request is `rules.admission_blocks` (its hit
-  blocks others hold cost nothing); ``num_free_blocks`` already counts evictable cached blocks.
+  blocks others hold cost nothing), ``kv_tokens_after`` counts from its hit;
+  ``num_free_blocks`` already counts evictable cached blocks.
 - `CachingBatch`: the same bookkeeping over a tentative decision, block by block: an admission
   takes its hit blocks (a free one costs a block once, however many admissions share it), an
   eviction frees only the blocks nobody else in the batch still holds.
@@ -13,48 +15,35 @@ The engine's validation (`Simulation.plan`) applies the same rules to the decisi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..state import Batch, SchedulerView, Status
 from . import rules
 
 _WAITING = Status.WAITING
 
 
-def hit_tokens(cache, state) -> int:
-    """A request's hit now: its cached leading blocks, in tokens (0 unless it is waiting)."""
-    if state.status is not _WAITING:
-        return 0
-    return cache.hit_tokens(state.request_id, state.num_prompt_tokens + state.num_output_tokens)
-
-
-class CachingViewMixin:
-    """`num_cached_tokens` and the uncomputed tokens after it, for the engine's request views."""
-
-    __slots__ = ()
-
-    @property
-    def num_cached_tokens(self) -> int:
-        """The prefix-cache hit the request would start from if admitted now (tokens; 0 when it is
-        resident)."""
-        return hit_tokens(self._cache, self._s)
-
-    @property
-    def num_uncomputed_tokens(self) -> int:
-        s = self._s
-        computed = s.num_computed_tokens if s.status is not _WAITING else hit_tokens(self._cache, s)
-        return rules.num_uncomputed_tokens(s.num_prompt_tokens, s.num_output_tokens, computed)
-
-
+@dataclass(frozen=True, slots=True)
 class CachingEngineView(SchedulerView):
-    """The engine's `SchedulerView` with prefix caching (the cache in ``oracle``'s company is not a
-    dataclass field: `Simulation.view` sets ``_cache`` after construction)."""
+    """The engine's `SchedulerView` with prefix caching on."""
 
-    __slots__ = ("_cache",)
+    prefix_cache: object = field(default=None, repr=False)
+
+    def kv_tokens_after(self, request, num_new_tokens: int) -> int:
+        """KV tokens the request holds after computing `num_new_tokens` more: a waiting request
+        starts from its hit (its shared blocks counted in full: a projection summed over requests
+        over-counts them, on the safe side)."""
+        s = request._s
+        if s.status is not _WAITING:
+            return SchedulerView.kv_tokens_after(self, request, num_new_tokens)
+        return rules.kv_tokens_after_step(request.num_cached_tokens, s.num_prompt_tokens,
+                                          s.num_output_tokens, num_new_tokens, self.kv_convention)
 
     def extra_blocks(self, request, num_new_tokens: int) -> int:
         s = request._s
         if s.status is not _WAITING:
             return SchedulerView.extra_blocks(self, request, num_new_tokens)
-        cache, num_tokens = self._cache, s.num_prompt_tokens + s.num_output_tokens
+        cache, num_tokens = self.prefix_cache, s.num_prompt_tokens + s.num_output_tokens
         return rules.admission_blocks(cache.hit_tokens(s.request_id, num_tokens),
                                       cache.shared_hit_blocks(s.request_id, num_tokens),
                                       s.num_prompt_tokens, s.num_output_tokens, num_new_tokens,
@@ -62,7 +51,7 @@ class CachingEngineView(SchedulerView):
 
     def new_batch(self, max_num_batched_tokens: int | None = None) -> Batch:
         plain = SchedulerView.new_batch(self, max_num_batched_tokens)
-        return CachingBatch(self, plain.max_num_batched_tokens, self._cache)
+        return CachingBatch(self, plain.max_num_batched_tokens, self.prefix_cache)
 
 
 class CachingBatch(Batch):

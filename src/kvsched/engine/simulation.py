@@ -61,7 +61,7 @@ from .rules import KVConvention
 from .fastforward import FastForward
 from .validation import Tally, Validation
 from .memory import KVCache
-from .caching_view import CachingEngineView, CachingViewMixin
+from .caching_view import CachingEngineView
 from .prefix_cache import DISTINCT_PROMPTS, PrefixCache, TokenStream
 from .result import IterationRecord, RunResult, num_token_gaps, token_gap_offsets
 
@@ -99,14 +99,13 @@ class _EngineRequestView(RequestView):
         return s.num_output_tokens >= 1 and s.num_prompt_tokens + s.num_output_tokens - s.num_computed_tokens == 1
 
 
-class _CachingRequestView(CachingViewMixin, _EngineRequestView):
-    """`_EngineRequestView` with prefix caching: a waiting request's hit (`CachingViewMixin`)."""
+class _CachingRequestView(_EngineRequestView):
+    """`_EngineRequestView` with prefix caching on: `RequestView`'s rules, which count a waiting
+    request's hit, instead of the inlined ones."""
 
-    __slots__ = ("_cache",)
-
-    def __init__(self, state: RequestState, cache: PrefixCache) -> None:
-        super().__init__(state)
-        object.__setattr__(self, "_cache", cache)
+    __slots__ = ()
+    num_uncomputed_tokens = RequestView.num_uncomputed_tokens
+    is_decode = RequestView.is_decode
 
 
 class _EngineView(SchedulerView):
@@ -218,7 +217,8 @@ class Simulation:
             self.cache = PrefixCache(simulator.kv_capacity_tokens, simulator.block_size,
                                      make_stream=self._token_stream)
             for state in self.states:
-                state.view = _CachingRequestView(state, self.cache)
+                state.prefix_cache = self.cache
+                state.view = _CachingRequestView(state)
         else:
             self.cache = KVCache(simulator.kv_capacity_tokens, simulator.block_size)
             for state in self.states:
@@ -300,21 +300,19 @@ class Simulation:
     def view(self) -> SchedulerView:
         """What the policy sees at the current boundary (live: valid until the next step)."""
         sim = self.simulator
+        extra = {"prefix_cache": self.cache} if self.prefix else {}
         if self.prefix:
             view = CachingEngineView
         else:
             view = _EngineView if self.fast_forward is None else _FastEngineView
-        view = view(
+        return view(
             now=self.now, iteration=self.iteration, waiting=self._waiting_window,
             running=self._running_window,
             kv_capacity_tokens=self.cache.usable_tokens,
             kv_used_tokens=self.cache.used_tokens, block_size=sim.block_size,
             kv_convention=sim.kv_convention, max_num_batched_tokens=sim.max_num_batched_tokens,
             separate_batching=sim.separate_batching,
-            has_future_arrivals=self.has_future_arrivals(), oracle=self.oracle)
-        if self.prefix:
-            object.__setattr__(view, "_cache", self.cache)
-        return view
+            has_future_arrivals=self.has_future_arrivals(), oracle=self.oracle, **extra)
 
     def next_arrival_time(self) -> float | None:
         """When the next request not yet seen arrives (None: none is known to come)."""
