@@ -69,7 +69,8 @@ addEventListener("load", () => {
     // tick labels of one axis drawn over each other (e.g. too many bars for the panel's height)
     const ticks = [...svg.querySelectorAll("g[id^='matplotlib.axis_']")].map(
       axis => [...axis.querySelectorAll("g[id^=text_]")].map(box).filter(b => b.width > 0));
-    const tickOverlaps = ticks.map(t => t.filter((a, i) => t.slice(i + 1).some(b => overlap(a, b) > 1)).length)
+    const tickOverlaps = ticks
+      .map(t => t.filter((a, i) => t.slice(i + 1).some(b => overlap(a, b) > 1)).length)
       .reduce((a, b) => a + b, 0);
     return {name: d.dataset.name, width: frame.width, height: frame.height,
             texts: texts.length, textsOutside: texts.filter(t => outside(box(t), frame)).length,
@@ -137,7 +138,8 @@ def page_problems(found: dict, expected_rows: dict[str, int], *, check_scale: bo
     window, a missing or short table (`expected_rows`: heading → number of body rows)."""
     problems = []
     if found["scrollWidth"] > found["innerWidth"]:
-        problems.append(f"page scrolls sideways: {found['scrollWidth']} px wide in a {found['innerWidth']} px window")
+        problems.append(f"page scrolls sideways: {found['scrollWidth']} px wide "
+                        f"in a {found['innerWidth']} px window")
     for image in found["images"]:
         if not (image["complete"] and image["naturalWidth"] > 0 and image["naturalHeight"] > 0):
             problems.append(f"image {image['alt']!r} did not load")
@@ -149,7 +151,8 @@ def page_problems(found: dict, expected_rows: dict[str, int], *, check_scale: bo
         if table is None:
             problems.append(f"no table under {heading!r}")
         elif table["rows"] != rows or table["shownRows"] != rows:
-            problems.append(f"table {heading!r}: {table['shownRows']} of {table['rows']} rows shown, expected {rows}")
+            problems.append(f"table {heading!r}: {table['shownRows']} of {table['rows']} rows shown, "
+                            f"expected {rows}")
     return problems
 
 
@@ -159,7 +162,8 @@ def figure_problems(found: dict) -> list[str]:
     problems = []
     for fig in found["figures"]:
         if fig["width"] <= 0 or fig["height"] <= 0 or fig["texts"] == 0:
-            problems.append(f"{fig['name']}: empty ({fig['width']} × {fig['height']} px, {fig['texts']} texts)")
+            problems.append(f"{fig['name']}: empty ({fig['width']} × {fig['height']} px, "
+                            f"{fig['texts']} texts)")
         if fig["textsOutside"]:
             problems.append(f"{fig['name']}: {fig['textsOutside']} texts cut off at the figure's edge")
         if fig["tickOverlaps"]:

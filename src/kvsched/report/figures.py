@@ -117,7 +117,11 @@ BANDS_MAX = 4
 
 def _lines(ax, series: dict, styles: dict) -> None:
     all_rates = sorted({r for per_rate in series.values() for r in per_rate})
-    gap = min(np.diff(all_rates)) if len(all_rates) > 1 else 1.0
+    # the nudge spreads a rate's error bars over at most 8% of the axis and 30% of the gap to the
+    # next rate, so that a cluster still reads as that rate
+    spread = 0.0
+    if len(all_rates) > 1:
+        spread = min(0.3 * min(np.diff(all_rates)), 0.08 * (all_rates[-1] - all_rates[0]))
     bands = len(series) <= BANDS_MAX
     for i, (label, per_rate) in enumerate(series.items()):
         rates = np.array(sorted(per_rate))
@@ -125,7 +129,7 @@ def _lines(ax, series: dict, styles: dict) -> None:
         mean = np.array([s[0] for s in stats])
         with_ci = all(s[2] >= MIN_CI_SEEDS for s in stats)
         if with_ci and not bands:
-            rates = rates + gap * 0.3 * (i / max(1, len(series) - 1) - 0.5)
+            rates = rates + spread * (i / max(1, len(series) - 1) - 0.5)
         ax.plot(rates, mean, label=label, **styles[label])
         if not with_ci:
             continue
