@@ -391,6 +391,11 @@ class Batch:
             self._left = left - n
         return True
 
+    def num_uncomputed_tokens(self, request: RequestView) -> int:
+        """Tokens the request has left to compute if added now (with prefix caching, a waiting
+        request also hits the blocks requests added before it are computing in this step)."""
+        return request.num_uncomputed_tokens
+
     def evict(self, request: RequestView) -> None:
         """Evict a resident request not added to this batch: its blocks become free now."""
         rid = request.request_id

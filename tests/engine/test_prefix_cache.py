@@ -181,3 +181,35 @@ def test_a_policy_waiting_for_arrivals_is_not_kept_waiting_by_unreleased_turns()
     it must not count as a coming arrival (it did: the run stalled at t = 1)."""
     result = _sim(prefix_caching=True).run(_two_turns(think=0.0), make("nested-wait"))
     assert not result.rejected.any() and result.finish_time[1] > result.finish_time[0]
+
+
+# ---------------------------------------------------------------------------- same-step hits
+def _same_prefix_at_zero() -> Workload:
+    """Two prompts sharing 8 tokens (blocks 0-1), both arriving at 0: 10 tokens, 2 outputs; 11
+    tokens, 1 output."""
+    segments = PromptSegments.from_lists([[(1, 8), (2, 2)], [(1, 8), (3, 3)]])
+    return Workload.build([0.0, 0.0], [10, 11], [2, 1], segments=segments)
+
+
+def test_an_admission_hits_the_blocks_an_earlier_one_computes_in_the_same_step():
+    """As vLLM registers blocks at allocation: request 0 computes its 10 tokens (blocks 0-1 full,
+    registered in the step); request 1, admitted after it in the same decision, hits blocks 0-1 and
+    computes its last 3 tokens. KV: request 0's 3 blocks and request 1's block 2 (16 tokens)."""
+    result = Simulator(UnitTime(), 16 * B, block_size=B, record_iterations=True,
+                       prefix_caching=True).run(_same_prefix_at_zero(), make("vllm"))
+    assert [it.num_tokens for it in result.iterations] == [{0: 10, 1: 3}, {0: 1}]
+    assert result.num_cached_tokens.tolist() == [0, 8]
+    assert [it.kv_used_tokens for it in result.iterations] == [16, 12]
+
+
+@pytest.mark.parametrize("n, cached, kv, rest", [(11, 0, 24, {0: 1}), (5, 4, 20, {0: 1, 1: 2}),
+                                                 (3, 8, 16, {0: 1})])
+def test_a_same_step_hit_takes_as_many_blocks_as_leave_the_scheduled_tokens(n, cached, kv, rest):
+    """A decision that asks request 1 for all 11 tokens (the boundary view's count) computes the
+    shared blocks again; 5 tokens take block 0 and compute tokens 4-8; 3 take both blocks."""
+    policy = Probe(steps=[{0: 10, 1: n}, rest])
+    result = Simulator(UnitTime(), 16 * B, block_size=B, record_iterations=True,
+                       prefix_caching=True).run(_same_prefix_at_zero(), policy)
+    assert result.iterations[0].num_tokens == {0: 10, 1: n}
+    assert result.num_cached_tokens[1] == cached
+    assert result.iterations[0].kv_used_tokens == kv

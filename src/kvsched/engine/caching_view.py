@@ -57,13 +57,34 @@ class CachingEngineView(SchedulerView):
 class CachingBatch(Batch):
     """`Batch` with shared blocks counted once (module docstring)."""
 
-    __slots__ = ("_cache", "_refs")
+    __slots__ = ("_cache", "_refs", "_pending")
 
     def __init__(self, view, max_num_batched_tokens, cache) -> None:
         super().__init__(view, max_num_batched_tokens)
         self._cache = cache
         self._refs: dict[int, int] = {}     # block -> its holders in the tentative decision
+        self._pending: set[int] = set()     # keys of the blocks the batch's entries are allocated
         self._extra_blocks = self._need
+
+    def num_uncomputed_tokens(self, request) -> int:
+        """A waiting request's tokens left after its hit, counting the blocks the requests
+        added before it are computing in this step (vLLM hits them: `prefix_cache`)."""
+        s = request._s
+        if s.status is not _WAITING:
+            return request.num_uncomputed_tokens
+        num_tokens = s.num_prompt_tokens + s.num_output_tokens
+        hit = len(self._cache.hit_blocks(s.request_id, num_tokens))
+        hit += self._cache.pending_run(s.request_id, num_tokens, hit, self._pending)
+        return num_tokens - hit * self._cache.block_size
+
+    def _hit(self, s, n: int) -> tuple[list[int], int]:
+        """A waiting request's boundary hit blocks, and how many blocks of the batch's earlier
+        entries it takes too when it computes `n` tokens (`rules.same_step_hit_blocks`)."""
+        cache, num_tokens = self._cache, s.num_prompt_tokens + s.num_output_tokens
+        hit = cache.hit_blocks(s.request_id, num_tokens)
+        available = cache.pending_run(s.request_id, num_tokens, len(hit), self._pending)
+        return hit, rules.same_step_hit_blocks(available, num_tokens, len(hit) * cache.block_size, n,
+                                               cache.block_size)
 
     def _holders(self, block: int) -> int:
         refs = self._refs
@@ -73,21 +94,26 @@ class CachingBatch(Batch):
         s = request._s
         if s.status is not _WAITING:
             return self._view.extra_blocks(request, n)
-        num_tokens = s.num_prompt_tokens + s.num_output_tokens
-        hit = self._cache.hit_blocks(s.request_id, num_tokens)
-        shared = sum(1 for block in hit if self._holders(block))
-        return rules.admission_blocks(len(hit) * self._cache.block_size, shared, s.num_prompt_tokens,
-                                      s.num_output_tokens, n, self._view.kv_convention,
-                                      self._cache.block_size)
+        hit, more = self._hit(s, n)
+        shared = sum(1 for block in hit if self._holders(block)) + more
+        return rules.admission_blocks((len(hit) + more) * self._cache.block_size, shared,
+                                      s.num_prompt_tokens, s.num_output_tokens, n,
+                                      self._view.kv_convention, self._cache.block_size)
 
     def add(self, request, n: int, *, reserve_blocks: int = 0) -> bool:
-        waiting = request.status is _WAITING
+        s = request._s
+        waiting = s.status is _WAITING
+        if waiting:
+            hit, more = self._hit(s, n)          # before this entry's own blocks are pending
         if not super().add(request, n, reserve_blocks=reserve_blocks):
             return False
         if waiting:
-            s = request._s
-            for block in self._cache.hit_blocks(s.request_id, s.num_prompt_tokens + s.num_output_tokens):
+            for block in hit:
                 self._refs[block] = self._holders(block) + 1
+            computed = (len(hit) + more) * self._cache.block_size
+        else:
+            computed = s.num_computed_tokens
+        self._pending.update(self._cache.new_keys(s.request_id, computed, computed + n))
         return True
 
     def _blocks_freed_by_eviction(self, request) -> int:

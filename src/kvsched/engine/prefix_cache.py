@@ -19,17 +19,25 @@ Read from vLLM 0.32's public source (``v1/core/block_pool.py``, ``kv_cache_manag
   request to each hit block's holders, taking a free one out of the free queue; so free memory
   counts the evictable cached blocks as free, and shared blocks count once.
 
-Two choices of ours, where vLLM's order of operations inside one scheduling step has no
-counterpart in a simulator that validates a whole decision at once:
+How a step runs, where vLLM's order of operations inside one scheduling step has no
+counterpart in a simulator that validates a whole decision at once (our choices; the first and
+the third differ from vLLM, rarely: 1 of 18 memory-bound vLLM comparisons with a 256-token
+budget, none of those in tests/integrations/vllm/test_vllm_prefix_fidelity.py):
 
-- A block becomes hittable when the iteration that computes it ends (vLLM registers it when it is
-  allocated, so a request admitted later *in the same step* can hit it). The two differ only when
-  two requests sharing a prefix nobody has cached yet are admitted in the same iteration: here the
-  second computes the shared blocks too (a duplicate, as vLLM has when they are admitted in
-  different steps before either is cached).
-- A decision's hits are those seen at its boundary (``RequestView.num_cached_tokens``); the engine
-  takes all of them before it allocates the decision's new blocks, so an allocation never evicts a
-  block another request of the same decision was told it hits.
+- A decision's hits seen at its boundary (``RequestView.num_cached_tokens``) are all taken before
+  the decision's new blocks are allocated, so an allocation never evicts a block another request of
+  the same decision was told it hits (vLLM looks each admission up just before allocating it, so
+  an earlier admission's allocation can evict a cached free block a later one would have hit).
+- Then the decision's entries are allocated in its order, and each entry's blocks that become
+  full in the step are registered at once, as vLLM registers them at allocation: a later admission
+  of the same decision also hits them (``Batch.num_uncomputed_tokens`` counts them), taking as
+  many as leave its scheduled tokens to compute (`rules.same_step_hit_blocks`), so a policy that
+  schedules from the boundary view alone computes them again instead. The run of such blocks
+  counts only blocks registered in the decision: a block after them cached since the boundary is
+  not looked up again (vLLM would).
+- A decision's evictions free their blocks before any of its allocations (vLLM preempts inside
+  its running loop, after the allocations of the requests before the one that did not fit), so
+  the two may reuse different free blocks and so evict different cached ones.
 - Requests that finish in an iteration free their blocks when it ends, oldest admission first (vLLM
   frees them in its running order as it processes the step's output); the order decides which
   freed blocks the LRU reuses first, so the reference loop and the fast path both keep it.
@@ -256,6 +264,32 @@ class PrefixCache:
         self.registered[request_id] = len(hit)
         self._hits.pop(request_id, None)
         return len(hit) * self.block_size
+
+    # ------------------------------------------------------------------ same-step hits
+    def new_keys(self, request_id: int, computed: int, after: int) -> list[int]:
+        """Keys of the request's blocks that become full as it goes from `computed` to `after`
+        tokens (registered when they are allocated, as vLLM does)."""
+        stream = self.stream(request_id)
+        return [stream.key(index) for index in range(computed // self.block_size, after // self.block_size)]
+
+    def pending_run(self, request_id: int, num_tokens: int, start: int, pending) -> int:
+        """How many of a waiting request's blocks after its first `start` have keys in `pending`
+        (blocks other requests of the same decision are allocated), within the hit cap."""
+        stream, cap, run = self.stream(request_id), (num_tokens - 1) // self.block_size, 0
+        while start + run < cap and stream.key(start + run) in pending:
+            run += 1
+        return run
+
+    def extend_hit(self, request_id: int, num_blocks: int) -> None:
+        """An admitted request takes its next `num_blocks` blocks from the cache (blocks
+        registered by requests earlier in the same decision, held by them)."""
+        table, stream, pool = self.tables[request_id], self.stream(request_id), self.pool
+        for index in range(len(table), len(table) + num_blocks):
+            # the block the earlier request holds (not an older free copy with the same key)
+            block = next(b for b in pool.cached[stream.key(index)] if pool.ref[b])
+            pool.touch(block)
+            table.append(block)
+        self.registered[request_id] = len(table)
 
     def shared_hit_blocks(self, request_id: int, num_tokens: int, taken=()) -> int:
         """How many of the request's hit blocks are held already (by residents, or in `taken`:

@@ -112,6 +112,16 @@ def admission_blocks(hit: int, shared: int, prompt: int, outputs: int, num_new_t
     return blocks(kv_tokens_after_step(hit, prompt, outputs, num_new_tokens, convention), block_size) - shared
 
 
+def same_step_hit_blocks(available: int, num_tokens: int, hit: int, num_new_tokens: int,
+                         block_size: int) -> int:
+    """Prefix caching: how many of the `available` blocks after a waiting request's hit of `hit`
+    tokens it takes from requests earlier in the same decision that are computing them (vLLM
+    registers a block when it allocates it, so a later admission of the same step hits it): as
+    many as leave its `num_new_tokens` to compute (all of them when the decision asked for at
+    most what is left after them)."""
+    return max(0, min(available, (num_tokens - hit - num_new_tokens) // block_size))
+
+
 def peak_kv_tokens(prompt: int, true_output_tokens: int, convention: KVConvention) -> int:
     """KV tokens a request holds at its last iteration when it is never evicted."""
     return prompt + true_output_tokens - 1 + (convention is KVConvention.EMITTED)

@@ -480,22 +480,32 @@ class Simulation:
     def plan(self, items, evicted: frozenset[int], tally: Tally) -> tuple:
         """Check each (request id, tokens) pair with the plain rules and add it to `tally`."""
         convention, block_size, plan = self.simulator.kv_convention, self.cache.block_size, []
-        taken: set[int] = set()      # prefix caching: hit blocks the decision's admissions take
+        # prefix caching: hit blocks the decision's admissions take, and the keys of the blocks
+        # its entries are allocated (later admissions of the decision hit them too)
+        taken: set[int] = set()
+        pending: set[int] = set()
         for rid, n in items:
             state = self._schedulable(rid, evicted)
             prompt, outputs = state.num_prompt_tokens, state.num_output_tokens
             computed = state.num_computed_tokens
             if self.prefix and state.status is Status.WAITING:
-                hit = self.cache.hit_blocks(rid, prompt + outputs)
+                cache = self.cache
+                hit = cache.hit_blocks(rid, prompt + outputs)
                 computed = len(hit) * block_size
                 n = _token_count(rid, n, rules.num_uncomputed_tokens(prompt, outputs, computed))
-                tally.used_blocks += rules.admission_blocks(
-                    computed, self.cache.shared_hit_blocks(rid, prompt + outputs, taken), prompt,
-                    outputs, n, convention, block_size)
+                more = rules.same_step_hit_blocks(cache.pending_run(rid, prompt + outputs, len(hit), pending),
+                                                  prompt + outputs, computed, n, block_size)
+                shared = cache.shared_hit_blocks(rid, prompt + outputs, taken) + more
+                computed += more * block_size
+                tally.used_blocks += rules.admission_blocks(computed, shared, prompt, outputs, n,
+                                                            convention, block_size)
                 taken.update(hit)
+                pending.update(cache.new_keys(rid, computed, computed + n))
             else:
                 n = _token_count(rid, n, rules.num_uncomputed_tokens(prompt, outputs, computed))
                 tally.used_blocks += rules.extra_blocks(computed, prompt, outputs, n, convention, block_size)
+                if self.prefix:
+                    pending.update(self.cache.new_keys(rid, computed, computed + n))
             tally.num_resident += state.status is Status.RUNNING
             tally.num_partial += not rules.emits(prompt, outputs, computed, n)
             tally.add(n, computed + n, rules.is_decode_step(prompt, outputs, computed, n))
@@ -550,15 +560,34 @@ class Simulation:
         self.iteration += 1
 
     def _take_hits(self, plan) -> None:
-        """Prefix caching: the decision's admissions take their hit blocks, all of them before
-        any new block is allocated (`kvsched.engine.prefix_cache`)."""
+        """Prefix caching (`kvsched.engine.prefix_cache`): the decision's admissions take their
+        boundary hits, all of them before any new block is allocated; then, in the decision's
+        order, each entry is allocated its blocks for the step, their full ones registered at
+        once, and an admission first takes the blocks earlier entries registered
+        (`rules.same_step_hit_blocks`, as `plan` counted them)."""
+        cache, block_size = self.cache, self.cache.block_size
         for state, _ in plan:
             if state.status is Status.WAITING:
                 num_tokens = state.num_prompt_tokens + state.num_output_tokens
-                hit = self.cache.take_hit(state.request_id, num_tokens)
+                hit = cache.take_hit(state.request_id, num_tokens)
                 state.num_computed_tokens = hit
                 state.total_cached_tokens += hit
                 state.total_lookup_tokens += num_tokens
+        pending: set[int] = set()
+        for state, n in plan:
+            rid, computed = state.request_id, state.num_computed_tokens
+            if state.status is Status.WAITING:
+                num_tokens = state.num_prompt_tokens + state.num_output_tokens
+                more = rules.same_step_hit_blocks(
+                    cache.pending_run(rid, num_tokens, computed // block_size, pending),
+                    num_tokens, computed, n, block_size)
+                if more:
+                    cache.extend_hit(rid, more)
+                    computed += more * block_size
+                    state.num_computed_tokens = computed
+                    state.total_cached_tokens += more * block_size
+            pending.update(cache.new_keys(rid, computed, computed + n))
+            cache.set_tokens(rid, computed + n)
 
     def _advance(self, state: RequestState, n: int, start: float, end: float) -> None:
         """Compute `n` tokens of `state` in the iteration [start, end] (`rules.advance`)."""

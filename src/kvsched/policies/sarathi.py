@@ -145,7 +145,7 @@ class SarathiPolicy(Policy):
         for request in self._queue.order(view):
             if batch.token_budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
-            remaining = request.num_uncomputed_tokens          # all known tokens but its cache hit
+            remaining = batch.num_uncomputed_tokens(request)   # all known tokens but its cache hit
             whole = batch.need(request, remaining)             # the whole prompt, reserved
             keep = reserved + admission_reserve(self.watermark, view, bool(self._running))
             if whole > batch.num_free_blocks - keep:

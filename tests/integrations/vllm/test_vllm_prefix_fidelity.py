@@ -8,9 +8,8 @@ previous turn finished, on the virtual clock, in both. Compared per iteration: b
 preemptions, KV blocks held; per request: admission order, evictions, cached tokens (vLLM's hit at
 each admission, resumptions included) and the realised arrival times.
 
-The token budget (64) is one block pair, so two requests sharing a prefix nobody has cached are
-never admitted in the same step: there the simulator differs from vLLM, which lets the second hit
-the blocks the first is allocated in the same step (`kvsched.engine.prefix_cache`).
+A later admission of a step hits the blocks an earlier entry of the same step is allocated, in
+both (vLLM registers blocks at allocation; `kvsched.engine.prefix_cache`).
 """
 
 from __future__ import annotations
@@ -58,22 +57,27 @@ def _system_prompt(seed: int, *, at_zero: bool, n: int = 10) -> Workload:
     return Workload.build(arrival, prompt, rng.integers(4, 24, n), segments=PromptSegments.from_lists(pieces))
 
 
-#: name -> (workload, vLLM's num_gpu_blocks (the null block included), whether memory forces preemptions)
+#: name -> (workload, vLLM's num_gpu_blocks (the null block included), token budget, whether
+#: memory forces preemptions). With a budget of 64 tokens two requests sharing an uncached prefix
+#: are never admitted in one step; with 256 they are, and the second hits the blocks the first is
+#: computing in that step.
 CASES = {
-    "multiturn-0": (_multiturn(0), 12, True), "multiturn-1": (_multiturn(1), 7, True),
-    "multiturn-2-roomy": (_multiturn(2), 12, False),
-    "multiturn-4-a-turn-rejected": (_multiturn(4), 7, True), "multiturn-4": (_multiturn(4), 12, True),
-    "system-prompt": (_system_prompt(1, at_zero=False), 7, True),
-    "system-prompt-all-at-zero": (_system_prompt(3, at_zero=True), 7, True),
+    "multiturn-0": (_multiturn(0), 12, 64, True), "multiturn-1": (_multiturn(1), 7, 64, True),
+    "multiturn-2-roomy": (_multiturn(2), 12, 64, False),
+    "multiturn-4-a-turn-rejected": (_multiturn(4), 7, 64, True), "multiturn-4": (_multiturn(4), 12, 64, True),
+    "system-prompt": (_system_prompt(1, at_zero=False), 7, 64, True),
+    "system-prompt-all-at-zero": (_system_prompt(3, at_zero=True), 7, 64, True),
+    "same-step-hits": (_system_prompt(2, at_zero=True), 12, 256, True),
+    "same-step-hits-roomy": (_system_prompt(0, at_zero=True), 20, 512, False),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_vllm_with_prefix_caching_matches_the_simulator_step_by_step(tiny_model, case):
     from kvsched.integrations.vllm import driver
-    workload, num_gpu_blocks, preempts = CASES[case]
+    workload, num_gpu_blocks, budget, preempts = CASES[case]
     settings = driver.EngineSettings(model=tiny_model, num_gpu_blocks=num_gpu_blocks, block_size=32,
-                                     max_num_batched_tokens=64, max_num_seqs=8, prefix_caching=True)
+                                     max_num_batched_tokens=budget, max_num_seqs=8, prefix_caching=True)
     engine = driver.run_engine(workload, settings, None).result
     sim = driver.simulate_like(workload, settings, None)
     cmp = driver.compare(engine, sim)
