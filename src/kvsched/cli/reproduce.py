@@ -32,9 +32,20 @@ def mcsf_synthetic(
     policies: Annotated[str, typer.Option("--policies", help="Comma-separated policy ids.")] =
         "mcsf,hsf,mc-benchmark,amin,vllm,sarathi",
     arrivals: Annotated[str, typer.Option("--arrivals", help="zero, poisson or both.")] = "both",
+    small_n_trials: Annotated[int, typer.Option(
+        "--small-n-trials", min=0, max=10 ** 4,
+        help="Instances per n in the certified table (n = 4..12, at most --trials; 0: no table).")] = 10,
+    small_n_time_limit: Annotated[float, typer.Option(
+        "--small-n-time-limit", help="Solver seconds per certified instance (unproven ones are counted, not used).")] = 300.0,
+    small_n_bound: Annotated[str, typer.Option(
+        "--small-n-bound", help="Bound method that certifies the small-n optima (ip-strong: HiGHS's MIP alone).")] = "exact",
+    protocol_trials: Annotated[int, typer.Option(
+        "--protocol-trials", min=0, max=10 ** 4,
+        help="Instances of the paper-protocol row (plain IP from MC-SF, --time-limit each; at most --trials).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """MC-SF paper, synthetic experiment (R1): policy / optimum, beside the paper's figures."""
+    """MC-SF paper, synthetic experiment (R1): policy / optimum, beside the paper's figures, with a
+    certified small-n table and the paper-protocol row (arrivals at 0)."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -49,12 +60,16 @@ def mcsf_synthetic(
         names = _policy_names(policies)
         _check_bound(method)
         cc.check_time_limit("--time-limit", time_limit)
+        cc.check_time_limit("--small-n-time-limit", small_n_time_limit)
+        _check_bound(small_n_bound, "--small-n-bound")
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
             tasks = {m: bar.add_task(f"{m} instances", total=trials) for m in models}
             report = reproduce(trials=trials, seed=seed, method=method, time_limit=time_limit,
                                policies=names, arrival_models=models,
                                progress=lambda m, k, n: bar.update(tasks[m], completed=k),
-                               note=lambda text: err.print(text))
+                               note=lambda text: err.print(text), small_n_trials=small_n_trials,
+                               small_n_time_limit=small_n_time_limit, small_n_method=small_n_bound,
+                               protocol_trials=protocol_trials)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -109,10 +124,10 @@ def _policy_names(text: str) -> list[str]:
     return names
 
 
-def _check_bound(method: str) -> None:
+def _check_bound(method: str, option: str = "--bound") -> None:
     from ..bounds import BOUND_METHODS
     if method not in BOUND_METHODS:
-        raise ConfigError(f"--bound: unknown bound {method!r}; expected one of: {', '.join(BOUND_METHODS)}")
+        raise ConfigError(f"{option}: unknown bound {method!r}; expected one of: {', '.join(BOUND_METHODS)}")
 
 
 def register(app: typer.Typer, bound_app: typer.Typer | None = None) -> None:
