@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 import pytest
@@ -74,7 +73,10 @@ def test_an_unproven_instance_is_counted_and_left_out(monkeypatch):
     monkeypatch.setattr(bounds, "compute_bound", lambda *a, **k: unproven)
     (row,) = rm.certified_small_n(seed=0, sizes=(5,), trials=2)
     assert row["num_trials"] == 2 and row["num_certified"] == 0
-    assert math.isnan(row["mean"]) and row["num_optimal"] == 0
+    assert row["mean"] is None and row["worst"] is None and row["num_optimal"] == 0   # JSON has no NaN
+    out = io.StringIO()
+    rm._render_small_n([row], rm.PAPER_FIGURES["zero"], Console(file=out, width=200))
+    assert "0/2" in out.getvalue()
 
 
 def test_the_paper_protocol_starts_at_mcsf_so_it_never_reports_worse(monkeypatch):
@@ -116,3 +118,19 @@ def test_zero_trials_leave_the_additions_out(monkeypatch):
     report = rm.reproduce(trials=1, time_limit=10, policies=("mcsf",), arrival_models=("zero",),
                           small_n_trials=0, protocol_trials=0, note=lambda t: None)
     assert "certified_small_n" not in report["zero"] and "paper_protocol" not in report["zero"]
+
+
+def test_a_policy_that_evicts_gets_a_restart_row_that_never_beats_the_bound(monkeypatch):
+    small = rm.paper_instance
+    monkeypatch.setattr(rm, "paper_instance", lambda rng, model, *a: small(rng, model, 10, 20))
+    report = rm.reproduce(trials=2, time_limit=5, policies=("mcsf", "vllm"), arrival_models=("zero",),
+                          small_n_trials=0, protocol_trials=0, note=lambda t: None)
+    rows = {r["policy"]: r for r in report["zero"]["rows"]}
+    assert "mcsf" + rm.RESTART not in rows                 # MC-SF never evicts: one row stands for both
+    restart = rows["vllm" + rm.RESTART]                   # vLLM evicts on these memory-bound instances
+    assert restart["mean_vs_bound"] >= 1 - 1e-9 and restart["mean"] > rows["vllm"]["mean"]
+    for inst in report["zero"]["instances"]:
+        assert inst["total_latency"]["vllm" + rm.RESTART] >= inst["bound"] - 1e-6
+    out = io.StringIO()
+    rm.render(report, Console(file=out, width=200))
+    assert "vllm (restart)" in out.getvalue()
