@@ -96,7 +96,6 @@ from pathlib import Path
 import numpy as np
 
 from kvsched import LinearCost, Simulator
-from kvsched.cost.models import BatchStats
 from kvsched.cost.presets import LLAMA2_7B, LLAMA3_8B, get_preset
 from kvsched.bounds.fluid import fluid_bound, max_stable_rate
 from kvsched.analysis.capacity import find_capacity
@@ -199,42 +198,13 @@ def policy_factory(policy: str, mix, cost: LinearCost):
     return lambda rate: policy_obj
 
 
-# --- the WAIT authors' Vidur settings (see the module docstring) ---
+# --- the WAIT authors' Vidur settings (see the module docstring; the code is the `kvsched reproduce
+# wait-limits` target's, kvsched.experiments.wait_limits) ---
+from kvsched.experiments.wait_limits import (  # noqa: E402
+    VIDUR_BLOCK, VIDUR_SARATHI, VIDUR_V0, authors_wait_threshold, vidur_kv_capacity)
+from kvsched.experiments.wait_limits import WORKLOAD as AUTHORS_WORKLOAD  # noqa: E402
+
 AUTHORS_MODELS = {"llama3-8b": ("llama3-8b-a100", LLAMA3_8B), "llama2-7b": ("llama2-7b-a100", LLAMA2_7B)}
-AUTHORS_WORKLOAD = "p512d19@1"          # Vidur's prefill 512, decode 20: 20 output tokens
-VIDUR_BLOCK = 16
-VIDUR_V0 = dict(enable_chunked_prefill=False, prefill_first=True, padded_prefill_budget=True,
-                preempt_victim="last_arrived", decode_needs_free_block=True, watermark=0.01,
-                max_num_batched_tokens=4096, max_num_seqs=128)
-VIDUR_SARATHI = dict(chunk_size=512, max_num_seqs=128, watermark=0.01)
-
-
-def vidur_kv_capacity(shape, *, gpu_bytes: int = 80 * 1024**3, margin: float = 0.1, max_tokens: int = 4096,
-                      block_size: int = VIDUR_BLOCK) -> int:
-    """Vidur's MemoryPlanner capacity in tokens (TP 1): request slots of ``max_tokens`` KV tokens
-    in what the weights (attention and gated MLP only, fp16) leave of (1 − margin) of the GPU."""
-    head = shape.hidden_size // shape.num_q_heads
-    per_layer = shape.hidden_size * head * (2 * shape.num_q_heads + 2 * shape.num_kv_heads) \
-        + 3 * shape.hidden_size * shape.intermediate_size
-    free = gpu_bytes * (1 - margin) - 2 * per_layer * shape.num_layers
-    slot = 2 * 2 * head * shape.num_kv_heads * max_tokens * shape.num_layers
-    return int(free // slot) * (max_tokens // block_size) * block_size
-
-
-def wait_batch(n: int, prompt: int, stages: int) -> BatchStats:
-    """WAIT's steady batch at threshold n: n prompts of each type prefilled, n requests per decode stage."""
-    contexts = [prompt + s for s in range(1, stages + 1)]
-    return BatchStats(num_prefill_tokens=n * prompt, num_prefill_seqs=n, num_decode_seqs=n * stages,
-                      prefill_context_tokens=n * prompt, prefill_attention_work=n * prompt * prompt,
-                      decode_context_tokens=n * sum(contexts))
-
-
-def authors_wait_threshold(cost, capacity: int, prompt: int, stages: int) -> int:
-    """The n maximising the sustainable rate n / τ(n) with τ the preset's own batch time, under
-    the KV bound n·Σ_s (l + s) ≤ C (rounded up to blocks per request)."""
-    per_request = sum(-(-(prompt + s) // VIDUR_BLOCK) * VIDUR_BLOCK for s in range(stages + 1))
-    top = max(1, capacity // per_request)
-    return max(range(1, top + 1), key=lambda n: n / cost.iteration_time(wait_batch(n, prompt, stages)))
 
 
 def run_authors(args) -> int:

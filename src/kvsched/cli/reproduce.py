@@ -21,6 +21,7 @@ TARGETS: dict[str, str] = {
     "mcsf-real-trace": "kvsched.cli.sweep:reproduce_mcsf_real_trace",
     "amin-intervals": "kvsched.cli.sweep:reproduce_amin_intervals",
     "past-future": "kvsched.cli.reproduce:past_future",
+    "wait-limits": "kvsched.cli.reproduce:wait_limits",
 }
 
 
@@ -101,6 +102,46 @@ def past_future(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     _print(report, render, as_json)
+
+
+def wait_limits(
+    models: Annotated[str, typer.Option("--models", help="Comma-separated: llama2-7b (the paper's text), "
+                                        "llama3-8b (the authors' scripts).")] = "llama2-7b,llama3-8b",
+    policies: Annotated[str, typer.Option("--policies", help="Comma-separated: vllm, sarathi, wait.")] =
+        "vllm,sarathi,wait",
+    num_requests: Annotated[int, typer.Option("--num-requests", min=100, max=10 ** 6,
+                                              help="n of the n vs 2n stability test.")] = 3000,
+    num_seeds: Annotated[int, typer.Option("--num-seeds", min=1, max=100, help="Seeds averaged per rate.")] = 3,
+    precision: Annotated[float, typer.Option("--precision", min=0.001, max=0.5,
+                                             help="Relative width of the final bracket.")] = 0.02,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """WAIT paper (R5): stability limits of vllm, sarathi and wait in the authors' Vidur settings."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ..experiments import wait_limits as wl
+    err = Console(stderr=True)
+    try:
+        chosen_models = _choices("--models", models, wl.MODELS)
+        chosen_policies = _choices("--policies", policies, wl.POLICIES)
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("limits", total=len(chosen_models) * len(chosen_policies))
+            report = wl.reproduce(models=chosen_models, policies=chosen_policies, num_requests=num_requests,
+                                  num_seeds=num_seeds, precision=precision,
+                                  progress=lambda m, p: bar.advance(task))
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _print(report, wl.render, as_json)
+
+
+def _choices(option: str, text: str, allowed) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [n for n in names if n not in allowed]
+    if not names or bad:
+        raise ConfigError(f"{option}: got {text!r}, expected a comma-separated list of: {', '.join(allowed)}")
+    return names
 
 
 def _print(report: dict, render, as_json: bool) -> None:
