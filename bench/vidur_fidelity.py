@@ -23,11 +23,17 @@ V0 rules are worth.
 
 Run: ``.venv/bin/python bench/vidur_fidelity.py`` (about 15 s on one core).
 
-Results (Vidur capacity 53,248 tokens; relative error of kvsched against Vidur):
+Results (Vidur capacity 53,248 tokens; relative error of kvsched against Vidur; re-measured
+2026-12-03 with the current calibration):
 
-    sarathi   e2e mean +0.1 %, p50 +0.8 %, p99 −0.4 %; TTFT mean −1.4 %, p50 +0.3 %, p99 −0.0 %
-    vllm      e2e mean −2.1 %, p50 −2.4 %, p99 −2.5 %; TTFT mean −9.3 %, p50 −32 %,  p99 −7.8 %
-    vllm-v1   e2e mean +2.8 %, p50 +4.2 %, p99 +5.8 %; TTFT mean +35 %,  p50 +11 %,  p99 +53 %
+    sarathi   e2e mean −0.5 %, p50 −0.0 %, p99 −0.8 %; TTFT mean −3.1 %,  p50 +0.2 %,  p99 −1.3 %
+    vllm      e2e mean −2.8 %, p50 −3.6 %, p99 −2.2 %; TTFT mean −10.4 %, p50 −34 %,  p99 −7.8 %
+    vllm-v1   e2e mean +0.9 %, p50 +1.4 %, p99 +4.1 %; TTFT mean +28 %,   p50 −4.3 %, p99 +47 %
+
+The ``vllm`` row's scheduler is Vidur's rule for rule: ``bench/vidur_vllm_reference.py`` re-expresses
+Vidur's ``VLLMReplicaScheduler`` and ``Request`` on kvsched's cost model, and the two agree iteration
+for iteration on this run (21,692 iterations, 27 evictions each) and on Vidur's own 10k stream
+(192,161 iterations, 467 evictions); tests/test_vidur_fidelity.py checks it on random small runs.
 
 What the V0 rules do (each switched off alone from the ``vllm`` row, mean e2e / mean TTFT):
 
@@ -39,9 +45,11 @@ What the V0 rules do (each switched off alone from the ``vllm`` row, mean e2e / 
 - ``padded_prefill_budget`` (``num_seqs · max(prompt) <= max_tokens_in_batch``): off (summed
   tokens), −3.7 % / −15.0 % — more prompts fit one prefill batch, so a queue clears sooner.
 - ``decode_needs_free_block`` (Vidur's and V0's "at least one free block" before every decode):
-  off, −2.6 % / −10.8 % (27 evictions instead of 31; Vidur restarts 26).
-- ``preempt_victim="last_arrived"``: no effect on this run (with ``"last_admitted"`` every
-  iteration is the same).
+  off, −2.6 % / −10.8 % (figures of an earlier calibration; Vidur restarts 26).
+- ``preempt_victim="last_arrived"``: no effect, and none possible with the other V0 rules: the
+  victim is always the newest running request, it goes to the queue's front and blocks admission
+  (head of line) until it is back, so admission order stays arrival order (600 random small runs
+  of tests/test_vidur_fidelity.py's property found no difference either).
 
 With these options the policy reproduces, iteration for iteration, the bench-only re-expression
 of Vidur's ``VLLMReplicaScheduler`` that this bench used before (on this run, and on random small
@@ -56,7 +64,7 @@ batches are a little faster than Vidur's random-forest predictions, which round 
 up to a multiple of 8 and the decode context up to a multiple of 64 (emulating that rounding,
 outside the model, moves ``vllm`` to −1.1 % e2e and −6.5 % mean TTFT, and sarathi to +1.1 % /
 +0.2 %), so a memory-bound stretch drains sooner; and that stretch is chaotic (a few different
-preemptions change who waits: 31 evictions here, 26 restarts in Vidur). The median TTFT sits on
+preemptions change who waits: 27 evictions here, 26 restarts in Vidur). The median TTFT sits on
 the steep part of a bimodal distribution (a short wait vs. waiting for memory), so small shifts
 move it a lot (−32 %).
 

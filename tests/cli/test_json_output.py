@@ -46,7 +46,8 @@ COMMANDS = [
     pytest.param(["capacity", "--policy", "vllm", "--types", "p64d8", "--num-requests", "50",
                   "--precision", "0.3", "--json"], dict, id="capacity"),
     pytest.param(["reproduce", "mcsf-synthetic", "--trials", "1", "--time-limit", "5", "--arrivals", "zero",
-                  "--policies", "mcsf,vllm", "--json"], dict, id="reproduce-mcsf-synthetic"),
+                  "--policies", "mcsf,vllm", "--small-n-time-limit", "1", "--json"], dict,
+                 id="reproduce-mcsf-synthetic"),
 ]
 
 

@@ -27,6 +27,8 @@ SLOW = {
         "tests/cli/test_cli_bounds.py::test_reproduce_command_prints_both_tables",
     "kvsched reproduce mcsf-real-trace": "tests/cli/test_readme_commands.py::test_reproduce_sweep_targets",
     "kvsched reproduce amin-intervals": "tests/cli/test_readme_commands.py::test_reproduce_sweep_targets",
+    "kvsched reproduce wait-limits":
+        "tests/experiments/test_reproduce_wait_limits.py::test_the_target_runs_and_prints_beside_the_paper",
     "kvsched reproduce past-future":
         "tests/experiments/test_reproduce_past_future.py::test_every_distribution_and_rule_beside_the_artifacts_figures",
     "kvsched engine-run --tiny-model --policy mcsf --predictor exact --num-requests 20 --prompt-tokens 20:200 "

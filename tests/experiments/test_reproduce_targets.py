@@ -21,18 +21,54 @@ def test_r2_growth_is_the_slope_of_mean_latency_against_the_horizon():
                          "mean_latency": 5.0 + slope * n})
     _, headers, table, _ = summarize_r2(rows, None)
     (row,) = table
-    assert row[0] == 10.0 and row[1] == pytest.approx(0.01)
-    assert row[2] == "alpha-protection(alpha=0.21)" and row[3] == pytest.approx(0.03)
-    assert row[4] == pytest.approx(1 / 3)
-    assert row[5] == pytest.approx(35.0)
+    assert row[0] == "recompute"          # rows stored without the setting
+    assert row[1] == 10.0 and row[2] == pytest.approx(0.01)
+    assert row[3] == "alpha-protection(alpha=0.21)" and row[4] == pytest.approx(0.03)
+    assert row[5] == pytest.approx(1 / 3)
+    assert row[6] == pytest.approx(35.0)
+
+
+def test_r2_keeps_each_eviction_semantics_apart_restart_first():
+    rows = []
+    for eviction, bench_slope in (("recompute", 0.04), ("restart", 0.08)):
+        for n in (1000, 2000):
+            for label, slope in (("mcsf", 0.02), ("mc-benchmark", bench_slope)):
+                rows.append({"label": label, "rate": 50.0, "num_requests_config": n, "eviction": eviction,
+                             "mean_latency": 1.0 + slope * n})
+    _, _, table, note = summarize_r2(rows, None)
+    assert [r[0] for r in table] == ["restart", "recompute"]
+    assert [r[5] for r in table] == [pytest.approx(0.25), pytest.approx(0.5)]
+    assert "restart" in note
+
+
+def test_r2_spec_runs_both_semantics():
+    evictions = {p["engine"]["eviction"] for p in bundled_spec("mcsf-real-trace").points()}
+    assert evictions == {"restart", "recompute"}
 
 
 def test_r3_ratios_are_relative_to_hsf_in_interval_order():
-    rows = [{"predictor": p, "label": label, "total_latency": value}
+    rows = [{"predictor": p, "label": label, "total_latency": value, "num_evictions": 7}
             for p, values in (("naive", (100, 150, 400)), ("interval:alpha=0.5", (100, 90, 120)),
                               ("interval:alpha=1", (100, 100, 100)))
             for label, value in zip(("hsf", "amin", "amax"), values)]
+    _, headers, table, _ = summarize_r3(rows, None)
+    assert headers[:2] == ["eviction", "predictor"]
+    assert [r[:2] for r in table] == [["recompute", "interval:alpha=1"], ["recompute", "interval:alpha=0.5"],
+                                      ["recompute", "naive"]]      # rows stored without the setting
+    assert table[1][2:4] == [pytest.approx(0.9), pytest.approx(1.2)]
+    assert table[2][2:] == [pytest.approx(1.5), pytest.approx(4.0), 7]
+
+
+def test_r3_prints_restart_first_then_recompute_each_against_its_own_hsf():
+    rows = [{"predictor": "naive", "label": label, "total_latency": value, "num_evictions": ev,
+             "eviction": eviction}
+            for eviction, values in (("recompute", (100, 170, 400, 3)), ("restart", (100, 180, 400, 5)))
+            for label, value, ev in zip(("hsf", "amin", "amax"), values[:3], (0, values[3], 0))]
     _, _, table, _ = summarize_r3(rows, None)
-    assert [r[0] for r in table] == ["interval:alpha=1", "interval:alpha=0.5", "naive"]
-    assert table[1][1:] == [pytest.approx(0.9), pytest.approx(1.2)]
-    assert table[2][1:] == [pytest.approx(1.5), pytest.approx(4.0)]
+    assert table == [["restart", "naive", pytest.approx(1.8), pytest.approx(4.0), 5],
+                     ["recompute", "naive", pytest.approx(1.7), pytest.approx(4.0), 3]]
+
+
+def test_r3_spec_runs_both_semantics():
+    evictions = {p["engine"]["eviction"] for p in bundled_spec("amin-intervals").points()}
+    assert evictions == {"restart", "recompute"}

@@ -29,16 +29,17 @@ FIGURES = ["latency_cdf.svg", "mean_latency_vs_rate.svg", "mean_ttft_vs_rate.svg
 @pytest.fixture(scope="module")
 def r2_report(tmp_path_factory):
     """`reproduce mcsf-real-trace` on its bundled spec cut to three short horizons: 8 policy
-    variants × 3 horizons = 24 series, one panel per horizon. Returns (page, expected rows)."""
+    variants × 2 evictions × 3 horizons = 48 series, one panel per horizon. Returns (page, expected rows)."""
     out = tmp_path_factory.mktemp("r2") / "out"
     real = reproduce_module.bundled_spec
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reproduce_module, "bundled_spec",
                       lambda name: dataclasses.replace(real(name), num_requests=(40, 60, 80)))
         title, _, _, _ = reproduce_module.reproduce("mcsf-real-trace", out, jobs=2)
-    # by hand: the headline has a row per rate (10, 50); 3 panels × 7 series vs mcsf × 2 metrics
-    # are paired; the summary has 24 series × 2 rates
-    return out / "report.html", {title: 2, PAIRED: 42, SUMMARY: 48}
+    # by hand: the headline has a row per eviction semantics (restart, recompute) and rate (10, 50);
+    # each of 3 panels has 8 variants × 2 evictions = 16 series, 15 paired with the first × 2
+    # metrics; the summary has 48 series × 2 rates
+    return out / "report.html", {title: 4, PAIRED: 90, SUMMARY: 96}
 
 
 _ONE_PANEL_SPEC = """
@@ -106,7 +107,8 @@ def test_the_headline_table_comes_first(r2_report, chromium):
     title = next(iter(expected))
     assert found["headings"][0] == title
     headline = next(t for t in found["tables"] if t["heading"] == title)
-    assert [row[0] for row in headline["cells"]] == ["10", "50"]          # the two rates
+    assert [row[:2] for row in headline["cells"]] == [["restart", "10"], ["restart", "50"],
+                                                      ["recompute", "10"], ["recompute", "50"]]
 
 
 def test_figures_keep_text_inside_and_legends_off_the_plots(report, chromium):
@@ -146,7 +148,7 @@ def test_the_page_check_fails_on_a_broken_page(r2_report, chromium, tmp_path):
     assert len(problems) == 3, problems
     assert problems[0].startswith("page scrolls sideways")
     assert problems[1] == "image 'Mean end-to-end latency' did not load"
-    assert problems[2] == f"table '{SUMMARY}': 47 of 47 rows shown, expected 48"
+    assert problems[2] == f"table '{SUMMARY}': 95 of 95 rows shown, expected 96"
 
 
 def test_the_figure_check_fails_on_broken_figures(chromium, tmp_path):

@@ -175,3 +175,13 @@ def test_bar_panels_grow_with_the_number_of_series():
     assert fig.get_figheight() == pytest.approx(0.2 * 24 + 1.0 + 0.6)
     few = metric_vs_rate(rows[:3], "mean_latency", "s", "t")
     assert few.get_figheight() == pytest.approx(3.0 + 0.6)
+
+
+def test_series_of_different_eviction_semantics_stay_apart():
+    from kvsched.report.stats import by_series_and_rate
+    rows = [{"label": "vllm", "rate": 1.0, "eviction": e, "mean_latency": v, "predictor": None,
+             "num_requests_config": 10} for e, v in (("restart", 3.0), ("recompute", 2.0), (None, 1.0))]
+    series = by_series_and_rate(rows, "mean_latency")
+    assert {k: dict(v) for k, v in series.items()} == {"vllm (restart)": {1.0: [3.0]},
+                                                       "vllm (recompute)": {1.0: [2.0, 1.0]}}
+    assert list(by_series_and_rate(rows[1:2], "mean_latency")) == ["vllm"]     # one semantics: no suffix

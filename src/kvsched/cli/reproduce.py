@@ -21,6 +21,7 @@ TARGETS: dict[str, str] = {
     "mcsf-real-trace": "kvsched.cli.sweep:reproduce_mcsf_real_trace",
     "amin-intervals": "kvsched.cli.sweep:reproduce_amin_intervals",
     "past-future": "kvsched.cli.reproduce:past_future",
+    "wait-limits": "kvsched.cli.reproduce:wait_limits",
 }
 
 
@@ -32,9 +33,20 @@ def mcsf_synthetic(
     policies: Annotated[str, typer.Option("--policies", help="Comma-separated policy ids.")] =
         "mcsf,hsf,mc-benchmark,amin,vllm,sarathi",
     arrivals: Annotated[str, typer.Option("--arrivals", help="zero, poisson or both.")] = "both",
+    small_n_trials: Annotated[int, typer.Option(
+        "--small-n-trials", min=0, max=10 ** 4,
+        help="Instances per n in the certified table (n = 4..12, at most --trials; 0: no table).")] = 10,
+    small_n_time_limit: Annotated[float, typer.Option(
+        "--small-n-time-limit", help="Solver seconds per certified instance (unproven ones are counted, not used).")] = 300.0,
+    small_n_bound: Annotated[str, typer.Option(
+        "--small-n-bound", help="Bound method that certifies the small-n optima (ip-strong: HiGHS's MIP alone).")] = "exact",
+    protocol_trials: Annotated[int, typer.Option(
+        "--protocol-trials", min=0, max=10 ** 4,
+        help="Instances of the paper-protocol row (plain IP from MC-SF, --time-limit each; at most --trials).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """MC-SF paper, synthetic experiment (R1): policy / optimum, beside the paper's figures."""
+    """MC-SF paper, synthetic experiment (R1): policy / optimum, beside the paper's figures, with a
+    certified small-n table and the paper-protocol row (arrivals at 0)."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -49,12 +61,16 @@ def mcsf_synthetic(
         names = _policy_names(policies)
         _check_bound(method)
         cc.check_time_limit("--time-limit", time_limit)
+        cc.check_time_limit("--small-n-time-limit", small_n_time_limit)
+        _check_bound(small_n_bound, "--small-n-bound")
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
             tasks = {m: bar.add_task(f"{m} instances", total=trials) for m in models}
             report = reproduce(trials=trials, seed=seed, method=method, time_limit=time_limit,
                                policies=names, arrival_models=models,
                                progress=lambda m, k, n: bar.update(tasks[m], completed=k),
-                               note=lambda text: err.print(text))
+                               note=lambda text: err.print(text), small_n_trials=small_n_trials,
+                               small_n_time_limit=small_n_time_limit, small_n_method=small_n_bound,
+                               protocol_trials=protocol_trials)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -88,6 +104,46 @@ def past_future(
     _print(report, render, as_json)
 
 
+def wait_limits(
+    models: Annotated[str, typer.Option("--models", help="Comma-separated: llama2-7b (the paper's text), "
+                                        "llama3-8b (the authors' scripts).")] = "llama2-7b,llama3-8b",
+    policies: Annotated[str, typer.Option("--policies", help="Comma-separated: vllm, sarathi, wait.")] =
+        "vllm,sarathi,wait",
+    num_requests: Annotated[int, typer.Option("--num-requests", min=100, max=10 ** 6,
+                                              help="n of the n vs 2n stability test.")] = 3000,
+    num_seeds: Annotated[int, typer.Option("--num-seeds", min=1, max=100, help="Seeds averaged per rate.")] = 3,
+    precision: Annotated[float, typer.Option("--precision", min=0.001, max=0.5,
+                                             help="Relative width of the final bracket.")] = 0.02,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """WAIT paper (R5): stability limits of vllm, sarathi and wait in the authors' Vidur settings."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ..experiments import wait_limits as wl
+    err = Console(stderr=True)
+    try:
+        chosen_models = _choices("--models", models, wl.MODELS)
+        chosen_policies = _choices("--policies", policies, wl.POLICIES)
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("limits", total=len(chosen_models) * len(chosen_policies))
+            report = wl.reproduce(models=chosen_models, policies=chosen_policies, num_requests=num_requests,
+                                  num_seeds=num_seeds, precision=precision,
+                                  progress=lambda m, p: bar.advance(task))
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _print(report, wl.render, as_json)
+
+
+def _choices(option: str, text: str, allowed) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [n for n in names if n not in allowed]
+    if not names or bad:
+        raise ConfigError(f"{option}: got {text!r}, expected a comma-separated list of: {', '.join(allowed)}")
+    return names
+
+
 def _print(report: dict, render, as_json: bool) -> None:
     """A reproduction's report: one JSON document, or its tables."""
     if as_json:
@@ -109,10 +165,10 @@ def _policy_names(text: str) -> list[str]:
     return names
 
 
-def _check_bound(method: str) -> None:
+def _check_bound(method: str, option: str = "--bound") -> None:
     from ..bounds import BOUND_METHODS
     if method not in BOUND_METHODS:
-        raise ConfigError(f"--bound: unknown bound {method!r}; expected one of: {', '.join(BOUND_METHODS)}")
+        raise ConfigError(f"{option}: unknown bound {method!r}; expected one of: {', '.join(BOUND_METHODS)}")
 
 
 def register(app: typer.Typer, bound_app: typer.Typer | None = None) -> None:

@@ -43,7 +43,8 @@ def build_simulator(config: dict):
     engine = config["engine"]
     simulator = build(parse_cost(engine.get("cost", DEFAULT_COST)), kv_capacity=engine.get("kv_capacity"),
                       block_size=engine.get("block_size"),
-                      kv_convention=engine.get("kv_convention", "computed"))
+                      kv_convention=engine.get("kv_convention", "computed"),
+                      eviction=engine.get("eviction", "recompute"))
     budget = engine.get("max_num_batched_tokens")
     return simulator if budget is None else dataclasses.replace(simulator, max_num_batched_tokens=budget)
 
@@ -84,7 +85,7 @@ def _flatten(config: dict) -> dict:
             "workload_types": json.dumps(w.get("types")) if w.get("types") else None,
             "rate": w.get("rate"), "cost": e.get("cost"), "kv_capacity": e.get("kv_capacity"),
             "block_size": e.get("block_size"), "kv_convention": e.get("kv_convention", "computed"),
-            "max_num_batched_tokens": e.get("max_num_batched_tokens"),
+            "max_num_batched_tokens": e.get("max_num_batched_tokens"), "eviction": e.get("eviction", "recompute"),
             "policy_id": config["policy"], "params": json.dumps(config["params"], sort_keys=True),
             "label": config["label"], "predictor": config.get("predictor"), "seed": config["seed"],
             "num_requests_config": config["num_requests"]}

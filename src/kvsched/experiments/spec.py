@@ -23,6 +23,7 @@ names its results, which is what makes sweeps resumable. Example::
     kv_capacity = 16492              # optional with a preset
     block_size = 16
     kv_convention = "computed"
+    eviction = "recompute"           # or "restart"; a list (["recompute", "restart"]) is a grid axis
 
     [[policy]]
     id = "vllm"
@@ -53,7 +54,8 @@ from .scenario import DEFAULT_COST
 _TOP = {"name", "seeds", "num_requests", "per_request", "predictors", "workload", "engine", "policy",
         "bound"}
 _WORKLOAD = {"kind", "rates", "path", "types", "num_requests"}
-_ENGINE = {"cost", "kv_capacity", "block_size", "kv_convention", "max_num_batched_tokens"}
+_ENGINE = {"cost", "kv_capacity", "block_size", "kv_convention", "max_num_batched_tokens", "eviction"}
+_EVICTIONS = ("recompute", "restart")
 _POLICY = {"id", "params", "label"}
 _KINDS = ("default", "trace", "typed")
 #: The command line's limits (`kvsched.cli.common`): ten million requests, token amounts to 2^53.
@@ -99,14 +101,23 @@ class SweepSpec:
         rates = self.workload.get("rates") or [None]
         base_workload = {k: v for k, v in self.workload.items() if k != "rates"}
         out = []
-        for horizon, rate, policy, predictor, seed in itertools.product(
-                self.num_requests, rates, self._policy_variants(), self.predictors, self.seeds):
-            out.append({"workload": {**base_workload, "rate": rate}, "engine": dict(self.engine),
+        for horizon, rate, engine, policy, predictor, seed in itertools.product(
+                self.num_requests, rates, self._engine_variants(), self._policy_variants(), self.predictors,
+                self.seeds):
+            out.append({"workload": {**base_workload, "rate": rate}, "engine": engine,
                         "policy": policy["id"], "params": policy["params"],
                         "label": policy["label"], "predictor": predictor, "seed": seed,
                         "num_requests": horizon, "per_request": self.per_request,
                         "bound": self.bound})
         return out
+
+    def _engine_variants(self) -> list[dict]:
+        """One engine table per eviction semantics when ``eviction`` is a list (a grid axis); a
+        spec without the key keeps its table (and so its points' hashes) unchanged."""
+        eviction = self.engine.get("eviction")
+        if not isinstance(eviction, list):
+            return [dict(self.engine)]
+        return [{**self.engine, "eviction": e} for e in eviction]
 
     def _policy_variants(self) -> list[dict]:
         variants = []
@@ -248,6 +259,11 @@ def _check_engine(engine: dict, fail) -> None:
     for key, low in (("kv_capacity", 1), ("block_size", 1), ("max_num_batched_tokens", 1)):
         if key in engine and not (_is_int(engine[key]) and low <= engine[key] <= MAX_TOKENS):
             raise fail(f"engine.{key}", f"an integer in [{low}, 2^53]", engine[key])
+    if "eviction" in engine:
+        evictions = engine["eviction"] if isinstance(engine["eviction"], list) else [engine["eviction"]]
+        if not evictions or any(e not in _EVICTIONS for e in evictions) or len(set(evictions)) < len(evictions):
+            raise fail("engine.eviction", "'recompute', 'restart' or a list of them (each once)",
+                       engine["eviction"])
     if "kv_convention" in engine and not isinstance(engine["kv_convention"], str):
         raise fail("engine.kv_convention", "'computed' or 'emitted'", engine["kv_convention"])
     try:

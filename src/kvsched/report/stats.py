@@ -29,19 +29,23 @@ def mean_ci(values) -> tuple[float, float, int]:
     return float(x.mean()), t95(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size), int(x.size)
 
 
-def series_label(row: dict, multiple_predictors: bool, multiple_horizons: bool = False) -> str:
+def series_label(row: dict, multiple_predictors: bool, multiple_horizons: bool = False,
+                 multiple_evictions: bool = False) -> str:
     label = row.get("label") or row.get("policy_id")
     if multiple_predictors:
         label = f"{label} [{row.get('predictor') or 'none'}]"
     if multiple_horizons:
         label = f"{label} n={row.get('num_requests_config')}"
+    if multiple_evictions:          # points stored before the setting existed evicted by recompute
+        label = f"{label} ({row.get('eviction') or 'recompute'})"
     return label
 
 
-def _multiples(rows: list[dict]) -> tuple[bool, bool]:
-    """Whether the rows span several predictors, and several horizons."""
+def _multiples(rows: list[dict]) -> tuple[bool, bool, bool]:
+    """Whether the rows span several predictors, several horizons, and several eviction semantics."""
     return (len({r.get("predictor") for r in rows}) > 1,
-            len({r.get("num_requests_config") for r in rows}) > 1)
+            len({r.get("num_requests_config") for r in rows}) > 1,
+            len({r.get("eviction") or "recompute" for r in rows}) > 1)
 
 
 def by_series_and_rate(rows: list[dict], metric: str) -> dict[str, dict[float, list[float]]]:
@@ -61,7 +65,7 @@ MIN_CI_SEEDS = 3
 def panel_axis(rows: list[dict]) -> str | None:
     """The dimension the report splits into small multiples: the horizon when the rows span
     several, else the predictor when they span several, else none (one panel)."""
-    multiple_predictors, multiple_horizons = _multiples(rows)
+    multiple_predictors, multiple_horizons, _ = _multiples(rows)
     if multiple_horizons:
         return "num_requests_config"
     return "predictor" if multiple_predictors else None
