@@ -391,6 +391,25 @@ class Batch:
             self._left = left - n
         return True
 
+    def add_in_order(self, requests: Sequence[RequestView], start: int = 0, stop: int | None = None, *,
+                     min_free_blocks: int = 0, reserve_blocks: int = 0) -> int:
+        """Add ``requests[start:stop]`` one after another, each for `tokens_within_budget` of it
+        (its uncomputed tokens, capped by the budget left), until one is not added: the token
+        budget is spent (``token_budget <= 0``), fewer than `min_free_blocks` blocks are free, or
+        `add` (with `reserve_blocks`) refuses it. Returns that request's index (`stop`, or
+        ``len(requests)``, when all were added). The loop of a policy that schedules its
+        residents in order (vllm, sarathi), in one call; it is exactly that loop of `add` calls,
+        so a misuse raises `add`'s error with the requests before it added."""
+        stop = len(requests) if stop is None else stop
+        for i in range(start, stop):
+            request = requests[i]
+            left = self._left
+            if left is not None and left <= 0 or self._free < min_free_blocks:
+                return i
+            if not self.add(request, self.tokens_within_budget(request), reserve_blocks=reserve_blocks):
+                return i
+        return max(start, stop)
+
     def evict(self, request: RequestView) -> None:
         """Evict a resident request not added to this batch: its blocks become free now."""
         rid = request.request_id
