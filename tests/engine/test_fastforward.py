@@ -490,3 +490,91 @@ def test_pricer_falls_back_to_the_loop_when_a_vector_form_is_off():
     settings_ = dict(cost=Off(), kv_capacity_tokens=900, block_size=16)
     assert_same_outcome(_outcome(Simulator(**settings_, fast=False), workload, "vllm"),
                         _outcome(Simulator(**settings_), workload, "vllm"))
+
+
+# ----------------------------------------------------------------------------- the stepped check
+
+_PLAN_STATUSES = ["running"] * 6 + ["waiting"] * 4 + ["finished", "future"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data())
+def test_fast_plan_is_the_plain_plan(data):
+    """`FastForward._plan` (the stepped check's non-decode entries, rules inlined) gives
+    `Simulation.plan`'s plan, tally and errors: random request states, both conventions, three
+    block sizes, valid and invalid entries (unknown ids, numpy and bool ids, evicted requests,
+    finished ones, token counts out of range or not ints)."""
+    from kvsched.engine.simulation import Simulation
+    from kvsched.engine.validation import Tally
+    from kvsched.errors import InfeasibleDecisionError
+    from kvsched.state import Status
+    from sim_helpers import tiny
+    block_size = data.draw(st.sampled_from([1, 3, 16]))
+    convention = data.draw(st.sampled_from(list(KVConvention)))
+    num = data.draw(st.integers(1, 6))
+    rows = [(0.0, data.draw(st.integers(1, 30)), 8) for _ in range(num)]
+    sim = Simulator(UnitTime(), 4096, block_size=block_size, kv_convention=convention)
+    s = Simulation(sim, tiny(*rows), make("vllm"))
+    for state in s.states:
+        status = data.draw(st.sampled_from(_PLAN_STATUSES))
+        state.num_output_tokens = outputs = data.draw(st.sampled_from([0, 1, 1, 2, 3]))
+        known = state.num_prompt_tokens + outputs
+        state.status = {"running": Status.RUNNING, "waiting": Status.WAITING,
+                        "finished": Status.FINISHED, "future": Status.FUTURE}[status]
+        if status == "running":
+            state.num_computed_tokens = data.draw(st.one_of(st.just(known - 1), st.integers(0, known - 1)))
+        elif status == "finished":
+            state.num_computed_tokens = known
+    valid = st.integers(0, num - 1)
+    ids = st.one_of(valid, valid, valid, valid, st.integers(-1, num),
+                    st.builds(np.int64, st.integers(0, num - 1)), st.just(True))
+    counts = st.one_of(st.integers(1, 3), st.integers(1, 35), st.integers(-1, 0), st.just(1.0),
+                       st.builds(np.int64, st.integers(1, 5)))
+    others = {}
+    for rid in data.draw(st.lists(ids, max_size=num + 1)):
+        state = s.states[int(rid)] if 0 <= rid < num else None
+        uncomputed = state.num_prompt_tokens + state.num_output_tokens - state.num_computed_tokens if state else 1
+        near = st.sampled_from([uncomputed, uncomputed - 1, uncomputed - 1, uncomputed + 1])
+        others[rid] = data.draw(st.one_of(near, near, near, counts))
+    others = list(others.items())
+    evicted = frozenset(data.draw(st.sets(st.integers(0, num - 1), max_size=2)))
+
+    def outcome(plan):
+        tally = Tally(7)
+        try:
+            result = plan(others, evicted, tally)
+        except InfeasibleDecisionError as error:
+            return ("raised", str(error))
+        return ([(state.request_id, n, type(n)) for state, n in result],
+                [getattr(tally, name) for name in Tally.__slots__])
+
+    if others:
+        assert outcome(s.fast_forward._plan) == outcome(s.plan)
+
+
+def test_fast_plan_every_small_state_alone():
+    """`FastForward._plan` = `Simulation.plan` on one entry, exhaustively over small states:
+    both conventions, four block sizes, resident (any computed count) and waiting requests, every
+    token count from 1 to the uncomputed ones."""
+    from kvsched.engine.simulation import Simulation
+    from kvsched.engine.validation import Tally
+    from kvsched.state import Status
+    from sim_helpers import tiny
+    checked = 0
+    for convention in KVConvention:
+        for block_size in (1, 2, 3, 16):
+            sim = Simulator(UnitTime(), 4096, block_size=block_size, kv_convention=convention)
+            s = Simulation(sim, tiny(*[(0.0, prompt, 8) for prompt in range(1, 18)]), make("vllm"))
+            for state in s.states:
+                for outputs in range(0, 4):
+                    known = state.num_prompt_tokens + outputs
+                    for status, computed in [(Status.WAITING, 0), *((Status.RUNNING, c) for c in range(known))]:
+                        state.status, state.num_output_tokens, state.num_computed_tokens = status, outputs, computed
+                        for n in range(1, known - computed + 1):
+                            fast, plain = Tally(5), Tally(5)
+                            assert s.fast_forward._plan([(state.request_id, n)], frozenset(), fast) == \
+                                s.plan([(state.request_id, n)], frozenset(), plain)
+                            assert [getattr(fast, name) for name in Tally.__slots__] == \
+                                [getattr(plain, name) for name in Tally.__slots__]
+                            checked += 1
+    assert checked > 10_000

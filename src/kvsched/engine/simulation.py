@@ -543,7 +543,7 @@ class Simulation:
         if self.prefix:
             self._take_hits(checked.plan)
         if checked.decodes:
-            self.fast_forward.advance_decodes(checked.decodes, 1, end)
+            self.fast_forward.advance_one(checked.decodes, end)
         for state, n in checked.plan:
             self._advance(state, n, start, end)
         self.now = end
