@@ -578,3 +578,56 @@ def test_fast_plan_every_small_state_alone():
                                 [getattr(plain, name) for name in Tally.__slots__]
                             checked += 1
     assert checked > 10_000
+
+
+def test_advance_step_is_advance():
+    """`FastForward.advance_step` (stepped entries, rules inlined) leaves the request and the
+    engine as `Simulation._advance` does: every small state (waiting or resident, recomputing
+    below the high-water mark or not, emitting, finishing), both conventions, three block sizes,
+    token gaps recorded or not, prefix caching on or off."""
+    from kvsched.engine.simulation import Simulation
+    from kvsched.state import RequestState, Status
+    from sim_helpers import tiny
+    fields = [name for name in RequestState.__slots__ if name not in ("view", "prefix_cache")]
+
+    def snapshot(s, state):
+        return ([getattr(state, name) for name in fields], s.progressed, s.admit_counter, list(s.running),
+                [w.request_id for w in s.waiting], s.num_done, s.cache.used_blocks,
+                None if s.token_gaps is None else np.nan_to_num(s.token_gaps, nan=-1.0).tolist())
+
+    checked = 0
+    for convention in KVConvention:
+        for block_size in (1, 3, 16):
+            for gaps, prefix in ((False, False), (True, False), (False, True)):
+                if prefix and convention is not KVConvention.COMPUTED:
+                    continue                   # prefix caching takes vLLM's convention only
+                sim = Simulator(UnitTime(), 4096, block_size=block_size, kv_convention=convention,
+                                record_token_gaps=gaps, prefix_caching=prefix)
+                for prompt in range(1, 7):
+                    for outputs in range(0, 3):
+                        known = prompt + outputs
+                        for status, computed in [(Status.WAITING, 0), *((Status.RUNNING, c) for c in range(known))]:
+                            for high in sorted({0, computed, computed + 1, known, known + 2}):
+                                for n in range(1, known - computed + 1):
+                                    after = []
+                                    for use_fast in (False, True):
+                                        s = Simulation(sim, tiny((0.0, prompt, outputs + 2)), make("vllm"))
+                                        state = s.states[0]
+                                        state.num_output_tokens, state.high_water_tokens = outputs, high
+                                        state.last_token_time = 0.5 if outputs else None
+                                        if status is Status.WAITING:
+                                            state.status = Status.WAITING
+                                            s._enqueue(state)
+                                        else:
+                                            state.status, state.num_computed_tokens = Status.RUNNING, computed
+                                            state.admitted_seq = 0
+                                            s.running[0] = state
+                                            s.running_views.append(state.view)
+                                            s.cache.set_tokens(0, computed)
+                                        step = s.fast_forward.advance_step if use_fast else s._advance
+                                        step(state, n, 1.0, 2.0)
+                                        after.append(snapshot(s, state))
+                                    assert after[0] == after[1], (convention, block_size, gaps, prefix,
+                                                                  prompt, outputs, status, computed, high, n)
+                                    checked += 1
+    assert checked > 3_000

@@ -460,6 +460,45 @@ class FastForward:
         for state in finished:
             s.finish(state, end)
 
+    def advance_step(self, state, n: int, start: float, end: float) -> None:
+        """`Simulation._advance` (any entry of a stepped iteration's plan) with `rules.advance`,
+        `rules.is_decode_step` and `rules.kv_tokens_held` inlined; tests/engine/test_fastforward.py
+        compares the two on every small state."""
+        s = self.s
+        rid = state.request_id
+        if state.status is _WAITING:
+            s._dequeue(state)
+            state.status = _RUNNING
+            state.admitted_seq = s.admit_counter
+            s.admit_counter += 1
+            s.running[rid] = state
+            s.running_views.append(state.view)
+            if state.first_scheduled_time is None:
+                state.first_scheduled_time = start
+        prompt, outputs, computed = state.num_prompt_tokens, state.num_output_tokens, state.num_computed_tokens
+        high = state.high_water_tokens
+        state.num_computed_tokens = after = computed + n
+        if after > high:
+            state.high_water_tokens = after
+        state.total_computed_tokens += n
+        if computed < high:
+            state.num_recomputed_tokens += n if n < high - computed else high - computed
+        if after == prompt + outputs:                           # it emits
+            if n != 1 or outputs < 1:
+                s.progressed = True                             # a prefill (or recomputation) completed
+            state.num_output_tokens = outputs = outputs + 1
+            if state.first_token_time is None:
+                state.first_token_time = end
+            if outputs >= 2 and s.token_gaps is not None:
+                s.token_gaps[s.gap_offsets[rid] + outputs - 2] = end - state.last_token_time
+            state.last_token_time = end
+            if outputs == state.true_output_tokens:
+                if s.prefix:      # its last blocks are allocated (and cached) before it frees them
+                    s.cache.set_tokens(rid, after)
+                s.finish(state, end)
+                return
+        s.cache.set_tokens(rid, after + (self.kv_extra and outputs >= 1 and after == prompt + outputs - 1))
+
     def _record_gaps(self, states, length: int, end: float, ends) -> None:
         """The token gaps of `advance_decodes`: each state's first token here follows its last
         one before; the others follow one another, one per iteration."""

@@ -544,8 +544,9 @@ class Simulation:
             self._take_hits(checked.plan)
         if checked.decodes:
             self.fast_forward.advance_one(checked.decodes, end)
+        advance = self._advance if self.fast_forward is None else self.fast_forward.advance_step
         for state, n in checked.plan:
-            self._advance(state, n, start, end)
+            advance(state, n, start, end)
         self.now = end
         self.iteration += 1
 
