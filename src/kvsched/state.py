@@ -288,7 +288,8 @@ class Batch:
     Typical use: ``n = min(r.num_uncomputed_tokens, batch.token_budget)``, then ``while not
     batch.add(r, n): batch.evict(victim)``. ``add(..., reserve_blocks=k)`` also keeps k blocks free
     (a watermark, a policy's own reservation); `need` gives the blocks an `add` would take, for
-    checks on more than is allocated (vLLM's whole-prompt admission rule).
+    checks on more than is allocated (vLLM's whole-prompt admission rule); `add_in_order` adds a
+    run of requests in order, each for what the budget allows, up to the first one refused.
 
     Edge cases, decided here: `add` refuses (returns False, records nothing) only for lack of
     blocks or budget; a misuse raises `ValueError` naming the request — adding a request twice,

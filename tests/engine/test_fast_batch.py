@@ -112,7 +112,7 @@ def call(batch: Batch, requests, op: tuple):
         return ("raised", type(error), str(error))
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fast_batch_answers_as_batch(data):
     requests, fields, policy_budget = data.draw(engine_states())

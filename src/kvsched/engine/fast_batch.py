@@ -4,7 +4,9 @@ Every policy builds its decision in a `Batch`, and asks it for every request it 
 vllm: once per resident decode per boundary), so `Batch.add` and the extra blocks it asks the
 view for are the fast path's hottest calls. `FastBatch` answers `add` and `need` from the engine's
 request state behind the view (``request._s``), with the extra-blocks rule computed inline: one
-Python call per `add` instead of the view's property reads and a second call.
+Python call per `add` instead of the view's property reads and a second call. `add_in_order` (the
+residents' loop of vllm and sarathi) runs that `add` inline over a whole run of requests, with the
+batch's figures in locals: one call per run instead of two per request.
 
 `Batch` is the definition: `FastBatch` changes no answer, return value, recorded field or error
 (tests/engine/test_fast_batch.py drives both with the same random call sequences and compares
