@@ -554,7 +554,7 @@ class FastForward:
         block_size, num_seqs, base_blocks = cache.block_size, len(gaps), cache.used_blocks
         now, busy, token_seconds = s.now, s.busy_time, s.kv_token_seconds
         tokens = {rid: 1 for rid in s.running} if s.iterations is not None else None
-        evicted = s.take_evicted()
+        evicted = s.take_evicted() if s.evicted_since else ()
         ends = [] if s.token_gaps is not None else None
         for k, duration in enumerate(durations):
             m, r = divmod(k, block_size)

@@ -153,7 +153,7 @@ class SarathiPolicy(Policy):
             if whole > batch.num_free_blocks - keep:
                 break
             n = min(remaining, batch.token_budget)
-            need = batch.need(request, n)
+            need = whole if n == remaining else batch.need(request, n)
             batch.add(request, n)              # fits: need <= whole <= free - keep
             reserved += whole - need
             self._running.append(request)
