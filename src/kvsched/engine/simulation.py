@@ -287,13 +287,18 @@ class Simulation:
                 self._ask_policy(known)
         if self.finished_now:
             self._release_finished()
-        self._report_progress()
+        if self.progress is not None:
+            self._report_progress()
         self._wall_time += time.perf_counter() - started
-        return not self.done
+        return self.num_done != len(self.states)
 
     def run(self, until: float | None = None) -> None:
         """Step until the run is done, or until the clock reaches `until` (seconds)."""
-        while not self.done and (until is None or self.now < until):
+        if until is None:
+            while self.step():
+                pass
+            return
+        while not self.done and self.now < until:
             self.step()
 
     def view(self) -> SchedulerView:
