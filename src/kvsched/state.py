@@ -421,7 +421,10 @@ class Batch:
         if rid in self._evicted:
             raise ValueError(f"request {rid} is already evicted in this batch")
         self._evicted[rid] = None
-        self._free += self._view.blocks(self._view.kv_tokens(request))
+        self._free += self._blocks_freed_by_eviction(request)
+
+    def _blocks_freed_by_eviction(self, request: RequestView) -> int:
+        return self._view.blocks(self._view.kv_tokens(request))
 
     def decision(self, wake_time: float | None = None) -> Decision:
         """The batch as a `Decision` (a copy: later calls do not change it)."""

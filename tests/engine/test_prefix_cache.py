@@ -12,6 +12,9 @@ import pytest
 from kvsched import Decision, Simulator, UnitTime
 from kvsched.engine.prefix_cache import BlockPool, PrefixCache, TokenStream
 from kvsched.errors import InfeasibleDecisionError
+from kvsched.policies import make
+from kvsched.workload.segments import PromptSegments
+from kvsched.workload.synthetic import Workload
 
 from sim_helpers import Scripted, tiny
 
@@ -147,3 +150,34 @@ def test_the_compiled_engine_hands_prefix_caching_runs_to_python():
     assert reason is not None and "prefix caching" in reason
     assert np.isnan(Simulator(UnitTime(), 64, prefix_caching=True, compiled=None)
                     .run(tiny((0, 4, 2)), make("vllm")).finish_time).sum() == 0
+
+
+# ---------------------------------------------------------------------------- closed-loop turns
+def _two_turns(think: float = 1.0) -> Workload:
+    """Turn 1: 8 prompt tokens (segment 7), 2 outputs. Turn 2, `think` s after turn 1 finishes:
+    turn 1's prompt and answer and a 3-token message (13 tokens), 1 output."""
+    segments = PromptSegments.from_lists([[(7, 8)], [(7, 8), (-1, 2), (9, 3)]])
+    return Workload.build([0.0, 0.0], [8, 13], [2, 1], parent=[-1, 0], think_time=[0.0, think],
+                          segments=segments)
+
+
+def test_a_follow_up_turn_arrives_after_its_previous_turn_and_hits_its_prompt():
+    """Turn 1 prefills at 0-1 and decodes output 1 (token 8) at 1-2: finished at 2 with blocks 0-1
+    full (cached) and token 8 in block 2. Turn 2 arrives at 2 + 1 = 3; its blocks 0-1 are turn
+    1's, block 2 (turn 1's outputs 1-2 and the message) is not cached: it computes 13 - 8 = 5
+    tokens at 3-4 and finishes with its only output."""
+    result = _sim(prefix_caching=True).run(_two_turns(), make("vllm"))
+    assert result.realized_arrival_time.tolist() == [0.0, 3.0]
+    assert result.finish_time.tolist() == [2.0, 4.0]
+    assert result.num_cached_tokens.tolist() == [0, 8] and result.num_lookup_tokens.tolist() == [8, 13]
+    assert result.total_computed_tokens.tolist() == [8 + 1, 5]
+    assert [it.kv_used_tokens for it in result.iterations] == [8, 12, 16]
+    off = _sim().run(_two_turns(), make("vllm"))
+    assert off.finish_time.tolist() == [2.0, 4.0] and off.total_computed_tokens.tolist() == [9, 13]
+
+
+def test_a_policy_waiting_for_arrivals_is_not_kept_waiting_by_unreleased_turns():
+    """Nested WAIT drains when no arrival is to come; turn 2 comes only once turn 1 is served, so
+    it must not count as a coming arrival (it did: the run stalled at t = 1)."""
+    result = _sim(prefix_caching=True).run(_two_turns(think=0.0), make("nested-wait"))
+    assert not result.rejected.any() and result.finish_time[1] > result.finish_time[0]

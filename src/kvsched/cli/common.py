@@ -91,7 +91,8 @@ PrefixCachingOpt = Annotated[bool, typer.Option(
     "--prefix-caching", help="vLLM V1's automatic prefix caching: prompts sharing leading blocks (a "
                              "trace's hash_ids, multi-turn history, a shared system prompt) reuse cached KV. "
                              "Default off, so the theory papers' models are reproduced as they state them. "
-                             "Needs --kv-convention computed.")]
+                             "Needs --kv-convention computed. Runs in the Python engine (the numba kernels "
+                             "have no prefix cache), as do multi-turn workloads.")]
 SharedPrefixTokensOpt = Annotated[int | None, typer.Option(
     "--shared-prefix-tokens", min=1, max=MAX_TOKENS,
     help="Put one system prompt of this many tokens in front of a fraction of the prompts (they grow by "

@@ -90,16 +90,11 @@ class CachingBatch(Batch):
                 self._refs[block] = self._holders(block) + 1
         return True
 
-    def evict(self, request) -> None:
-        rid = request.request_id
-        if not request.is_resident:
-            raise ValueError(f"request {rid} is not resident; only resident requests can be evicted")
-        if rid in self._tokens:
-            raise ValueError(f"request {rid} is in the batch; evict before adding, not after")
-        if rid in self._evicted:
-            raise ValueError(f"request {rid} is already evicted in this batch")
-        self._evicted[rid] = None
-        for block in self._cache.tables.get(rid, ()):
+    def _blocks_freed_by_eviction(self, request) -> int:
+        """Only the blocks no other request of the batch holds become free."""
+        freed = 0
+        for block in self._cache.tables.get(request.request_id, ()):
             holders = self._holders(block) - 1
             self._refs[block] = holders
-            self._free += holders == 0
+            freed += holders == 0
+        return freed

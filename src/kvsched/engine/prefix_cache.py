@@ -30,6 +30,9 @@ counterpart in a simulator that validates a whole decision at once:
 - A decision's hits are those seen at its boundary (``RequestView.num_cached_tokens``); the engine
   takes all of them before it allocates the decision's new blocks, so an allocation never evicts a
   block another request of the same decision was told it hits.
+- Requests that finish in an iteration free their blocks when it ends, oldest admission first (vLLM
+  frees them in its running order as it processes the step's output); the order decides which
+  freed blocks the LRU reuses first, so the reference loop and the fast path both keep it.
 
 Keys are Python's 64-bit hashes of (previous key, pieces) tuples of integers (deterministic: no
 string hashing). Two different blocks collide with probability about n² / 2⁶⁵ for n distinct

@@ -230,7 +230,6 @@ class Simulation:
                               if self.followups else self.states)
         self.released: list[tuple[float, int]] = []
         self.closed_loop = bool(self.followups)
-        self.num_unreleased = sum(map(len, self.followups.values()))
         self.oracle = Oracle(self.states) if policy.tags.clairvoyant else None
         self.waiting: list[RequestState] = []
         self.waiting_views: list = []
@@ -327,8 +326,10 @@ class Simulation:
         return arrival
 
     def has_future_arrivals(self) -> bool:
-        return (self.next_arrival < len(self.arrival_queue) or bool(self.released)
-                or self.num_unreleased > 0)
+        """Some request will arrive whatever the policy does. Follow-up turns not released yet
+        do not count: they arrive only after work the policy must schedule, so a policy that
+        waits for arrivals (WAIT's drain rule) would wait for them forever."""
+        return self.next_arrival < len(self.arrival_queue) or bool(self.released)
 
     def result(self) -> RunResult:
         """The records so far (requests not finished yet: NaN times)."""
@@ -411,7 +412,6 @@ class Simulation:
         state.reject_reason = reason
         self.num_done += 1
         for child in self.followups.pop(state.request_id, ()):
-            self.num_unreleased -= 1
             self.states[child].arrival_time = float("nan")      # it never arrives
             self._reject(self.states[child], f"its previous turn, request {state.request_id}, was rejected")
 
@@ -419,7 +419,6 @@ class Simulation:
         """`state` finished at `end`: its follow-up turns arrive a think time later."""
         think = self.workload.think_time
         for child in self.followups.pop(state.request_id, ()):
-            self.num_unreleased -= 1
             arrival = end + float(think[child])
             self.states[child].arrival_time = arrival
             heapq.heappush(self.released, (arrival, child))
@@ -635,7 +634,7 @@ class Simulation:
     def _token_stream(self, request_id: int) -> TokenStream:
         """Request `request_id`'s token content (`prefix_cache.TokenStream`): its prompt's
         segments (`Workload.segments`; a fresh segment when the workload has none)."""
-        segments = getattr(self.workload, "segments", None)
+        segments = self.workload.segments
         if segments is None:
             pieces = [(DISTINCT_PROMPTS + request_id, self.states[request_id].num_prompt_tokens)]
         else:
@@ -652,7 +651,7 @@ def _token_count(rid, n, uncomputed: int) -> int:
 
 def _followups(workload: Workload) -> dict[int, list[int]]:
     """Closed-loop workloads (`Workload.parent`): previous turn -> its follow-up turns."""
-    parent = getattr(workload, "parent", None)
+    parent = workload.parent
     followups: dict[int, list[int]] = {}
     if parent is not None:
         for child in np.flatnonzero(parent >= 0).tolist():

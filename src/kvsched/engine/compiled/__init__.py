@@ -108,7 +108,7 @@ def unsupported(sim, policy, workload=None) -> str | None:
         return "the run asks for the reference loop, iteration records, verification or separate batching"
     if sim.prefix_caching:
         return "prefix caching runs in the Python engine (the kernels have no prefix cache)"
-    if workload is not None and getattr(workload, "parent", None) is not None and (workload.parent >= 0).any():
+    if workload is not None and workload.is_closed_loop:
         return "closed-loop follow-up turns (Workload.parent) run in the Python engine"
     if sim.eviction is not Eviction.RECOMPUTE:
         return f"the kernels implement eviction by recompute only, not {sim.eviction.value!r}"
