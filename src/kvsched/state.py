@@ -288,7 +288,8 @@ class Batch:
     Typical use: ``n = min(r.num_uncomputed_tokens, batch.token_budget)``, then ``while not
     batch.add(r, n): batch.evict(victim)``. ``add(..., reserve_blocks=k)`` also keeps k blocks free
     (a watermark, a policy's own reservation); `need` gives the blocks an `add` would take, for
-    checks on more than is allocated (vLLM's whole-prompt admission rule).
+    checks on more than is allocated (vLLM's whole-prompt admission rule); `add_in_order` adds a
+    run of requests in order, each for what the budget allows, up to the first one refused.
 
     Edge cases, decided here: `add` refuses (returns False, records nothing) only for lack of
     blocks or budget; a misuse raises `ValueError` naming the request — adding a request twice,
@@ -395,6 +396,25 @@ class Batch:
         """Tokens the request has left to compute if added now (with prefix caching, a waiting
         request also hits the blocks requests added before it are computing in this step)."""
         return request.num_uncomputed_tokens
+
+    def add_in_order(self, requests: Sequence[RequestView], start: int = 0, stop: int | None = None, *,
+                     min_free_blocks: int = 0, reserve_blocks: int = 0) -> int:
+        """Add ``requests[start:stop]`` one after another, each for `tokens_within_budget` of it
+        (its uncomputed tokens, capped by the budget left), until one is not added: the token
+        budget is spent (``token_budget <= 0``), fewer than `min_free_blocks` blocks are free, or
+        `add` (with `reserve_blocks`) refuses it. Returns that request's index (`stop`, or
+        ``len(requests)``, when all were added). The loop of a policy that schedules its
+        residents in order (vllm, sarathi), in one call; it is exactly that loop of `add` calls,
+        so a misuse raises `add`'s error with the requests before it added."""
+        stop = len(requests) if stop is None else stop
+        for i in range(start, stop):
+            request = requests[i]
+            left = self._left
+            if left is not None and left <= 0 or self._free < min_free_blocks:
+                return i
+            if not self.add(request, self.tokens_within_budget(request), reserve_blocks=reserve_blocks):
+                return i
+        return max(start, stop)
 
     def evict(self, request: RequestView) -> None:
         """Evict a resident request not added to this batch: its blocks become free now."""

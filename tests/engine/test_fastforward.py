@@ -490,3 +490,144 @@ def test_pricer_falls_back_to_the_loop_when_a_vector_form_is_off():
     settings_ = dict(cost=Off(), kv_capacity_tokens=900, block_size=16)
     assert_same_outcome(_outcome(Simulator(**settings_, fast=False), workload, "vllm"),
                         _outcome(Simulator(**settings_), workload, "vllm"))
+
+
+# ----------------------------------------------------------------------------- the stepped check
+
+_PLAN_STATUSES = ["running"] * 6 + ["waiting"] * 4 + ["finished", "future"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data())
+def test_fast_plan_is_the_plain_plan(data):
+    """`FastForward._plan` (the stepped check's non-decode entries, rules inlined) gives
+    `Simulation.plan`'s plan, tally and errors: random request states, both conventions, three
+    block sizes, valid and invalid entries (unknown ids, numpy and bool ids, evicted requests,
+    finished ones, token counts out of range or not ints)."""
+    from kvsched.engine.simulation import Simulation
+    from kvsched.engine.validation import Tally
+    from kvsched.errors import InfeasibleDecisionError
+    from kvsched.state import Status
+    from sim_helpers import tiny
+    block_size = data.draw(st.sampled_from([1, 3, 16]))
+    convention = data.draw(st.sampled_from(list(KVConvention)))
+    num = data.draw(st.integers(1, 6))
+    rows = [(0.0, data.draw(st.integers(1, 30)), 8) for _ in range(num)]
+    sim = Simulator(UnitTime(), 4096, block_size=block_size, kv_convention=convention)
+    s = Simulation(sim, tiny(*rows), make("vllm"))
+    for state in s.states:
+        status = data.draw(st.sampled_from(_PLAN_STATUSES))
+        state.num_output_tokens = outputs = data.draw(st.sampled_from([0, 1, 1, 2, 3]))
+        known = state.num_prompt_tokens + outputs
+        state.status = {"running": Status.RUNNING, "waiting": Status.WAITING,
+                        "finished": Status.FINISHED, "future": Status.FUTURE}[status]
+        if status == "running":
+            state.num_computed_tokens = data.draw(st.one_of(st.just(known - 1), st.integers(0, known - 1)))
+        elif status == "finished":
+            state.num_computed_tokens = known
+    valid = st.integers(0, num - 1)
+    ids = st.one_of(valid, valid, valid, valid, st.integers(-1, num),
+                    st.builds(np.int64, st.integers(0, num - 1)), st.just(True))
+    counts = st.one_of(st.integers(1, 3), st.integers(1, 35), st.integers(-1, 0), st.just(1.0),
+                       st.builds(np.int64, st.integers(1, 5)))
+    others = {}
+    for rid in data.draw(st.lists(ids, max_size=num + 1)):
+        state = s.states[int(rid)] if 0 <= rid < num else None
+        uncomputed = state.num_prompt_tokens + state.num_output_tokens - state.num_computed_tokens if state else 1
+        near = st.sampled_from([uncomputed, uncomputed - 1, uncomputed - 1, uncomputed + 1])
+        others[rid] = data.draw(st.one_of(near, near, near, counts))
+    others = list(others.items())
+    evicted = frozenset(data.draw(st.sets(st.integers(0, num - 1), max_size=2)))
+
+    def outcome(plan):
+        tally = Tally(7)
+        try:
+            result = plan(others, evicted, tally)
+        except InfeasibleDecisionError as error:
+            return ("raised", str(error))
+        return ([(state.request_id, n, type(n)) for state, n in result],
+                [getattr(tally, name) for name in Tally.__slots__])
+
+    if others:
+        assert outcome(s.fast_forward._plan) == outcome(s.plan)
+
+
+def test_fast_plan_every_small_state_alone():
+    """`FastForward._plan` = `Simulation.plan` on one entry, exhaustively over small states:
+    both conventions, four block sizes, resident (any computed count) and waiting requests, every
+    token count from 1 to the uncomputed ones."""
+    from kvsched.engine.simulation import Simulation
+    from kvsched.engine.validation import Tally
+    from kvsched.state import Status
+    from sim_helpers import tiny
+    checked = 0
+    for convention in KVConvention:
+        for block_size in (1, 2, 3, 16):
+            sim = Simulator(UnitTime(), 4096, block_size=block_size, kv_convention=convention)
+            s = Simulation(sim, tiny(*[(0.0, prompt, 8) for prompt in range(1, 18)]), make("vllm"))
+            for state in s.states:
+                for outputs in range(0, 4):
+                    known = state.num_prompt_tokens + outputs
+                    for status, computed in [(Status.WAITING, 0), *((Status.RUNNING, c) for c in range(known))]:
+                        state.status, state.num_output_tokens, state.num_computed_tokens = status, outputs, computed
+                        for n in range(1, known - computed + 1):
+                            fast, plain = Tally(5), Tally(5)
+                            assert s.fast_forward._plan([(state.request_id, n)], frozenset(), fast) == \
+                                s.plan([(state.request_id, n)], frozenset(), plain)
+                            assert [getattr(fast, name) for name in Tally.__slots__] == \
+                                [getattr(plain, name) for name in Tally.__slots__]
+                            checked += 1
+    assert checked > 10_000
+
+
+def test_advance_step_is_advance():
+    """`FastForward.advance_step` (stepped entries, rules inlined) leaves the request and the
+    engine as `Simulation._advance` does: every small state (waiting or resident, recomputing
+    below the high-water mark or not, emitting, finishing), both conventions, three block sizes,
+    token gaps recorded or not, prefix caching on or off."""
+    from kvsched.engine.simulation import Simulation
+    from kvsched.state import RequestState, Status
+    from sim_helpers import tiny
+    fields = [name for name in RequestState.__slots__ if name not in ("view", "prefix_cache")]
+
+    def snapshot(s, state):
+        return ([getattr(state, name) for name in fields], s.progressed, s.admit_counter, list(s.running),
+                [w.request_id for w in s.waiting], s.num_done, s.cache.used_blocks,
+                None if s.token_gaps is None else np.nan_to_num(s.token_gaps, nan=-1.0).tolist())
+
+    checked = 0
+    for convention in KVConvention:
+        for block_size in (1, 3, 16):
+            for gaps, prefix in ((False, False), (True, False), (False, True)):
+                if prefix and convention is not KVConvention.COMPUTED:
+                    continue                   # prefix caching takes vLLM's convention only
+                sim = Simulator(UnitTime(), 4096, block_size=block_size, kv_convention=convention,
+                                record_token_gaps=gaps, prefix_caching=prefix)
+                for prompt in range(1, 7):
+                    for outputs in range(0, 3):
+                        known = prompt + outputs
+                        for status, computed in [(Status.WAITING, 0), *((Status.RUNNING, c) for c in range(known))]:
+                            for high in sorted({0, computed, computed + 1, known, known + 2}):
+                                for n in range(1, known - computed + 1):
+                                    after = []
+                                    for use_fast in (False, True):
+                                        s = Simulation(sim, tiny((0.0, prompt, outputs + 2)), make("vllm"))
+                                        state = s.states[0]
+                                        state.num_output_tokens, state.high_water_tokens = outputs, high
+                                        state.last_token_time = 0.5 if outputs else None
+                                        if status is Status.WAITING:
+                                            state.status = Status.WAITING
+                                            s._enqueue(state)
+                                        else:
+                                            state.status, state.num_computed_tokens = Status.RUNNING, computed
+                                            state.admitted_seq = 0
+                                            s.running[0] = state
+                                            s.running_views.append(state.view)
+                                            s.cache.set_tokens(0, computed)
+                                        step = s.fast_forward.advance_step if use_fast else s._advance
+                                        step(state, n, 1.0, 2.0)
+                                        after.append(snapshot(s, state))
+                                    assert after[0] == after[1], (convention, block_size, gaps, prefix,
+                                                                  prompt, outputs, status, computed, high, n)
+                                    checked += 1
+    assert checked > 3_000

@@ -87,7 +87,10 @@ from ..policies.base import Policy
 from .memory import block_gaps, first_overflow_iteration, new_blocks_by_iteration  # noqa: F401
 from .result import IterationRecord
 from .rules import KVConvention
+from ..state import Status
 from .validation import Tally, Validation
+
+_RUNNING, _WAITING = Status.RUNNING, Status.WAITING
 
 SHORT_STRETCH = 32      # stretches up to this long are priced and folded in plain Python
 
@@ -328,6 +331,10 @@ class FastForward:
         """`Simulation._validate` with resident decodes (1 token, an int, the common case)
         checked in one tight loop; every other entry goes through the plain rules."""
         s = self.s
+        if s.prefix:
+            # with prefix caching every entry is allocated in the decision's order, decodes too
+            # (the order decides the blocks reused and the same-step hits): the plain rules
+            return s._validate(decision, evicted)
         running, block_size, held_extra = s.running, s.cache.block_size, self.kv_extra
         decodes, others, new_blocks, context = [], [], 0, 0      # locals: the loop runs per decode
         for rid, n in decision.num_tokens.items():
@@ -343,8 +350,56 @@ class FastForward:
         tally = Tally(s.cache.used_blocks + new_blocks)
         tally.decode_seqs, tally.decode_context = len(decodes), context
         tally.num_tokens = tally.num_resident = len(decodes)
-        plan = s.plan(others, evicted, tally) if others else ()
+        plan = self._plan(others, evicted, tally) if others else ()
         return s.checked(decodes, plan, tally)
+
+    def _plan(self, others, evicted: frozenset[int], tally: Tally) -> tuple:
+        """`Simulation.plan` without prefix caching, its rules inlined for the entries that pass
+        its checks (an int id of a waiting or resident request not evicted, an int n from 1 to
+        its uncomputed tokens); from the first entry that does not, the plain `plan` goes on (it
+        raises the error). tests/engine/test_fastforward.py compares the two."""
+        states, num_states, emitted = self.s.states, len(self.s.states), self.kv_extra
+        block_size, plan = self.s.cache.block_size, []
+        used = resident = partial = num_tokens = 0
+        for i, (rid, n) in enumerate(others):
+            state = states[rid] if type(rid) is int and 0 <= rid < num_states else None
+            if state is None or type(n) is not int or rid in evicted:
+                break
+            status = state.status
+            prompt, outputs, computed = state.num_prompt_tokens, state.num_output_tokens, state.num_computed_tokens
+            known = prompt + outputs
+            if not (status is _RUNNING or status is _WAITING) or not 1 <= n <= known - computed:
+                break
+            # rules.extra_blocks(computed, prompt, outputs, n, ...), as `fast_batch.extra_blocks`
+            held, after = computed, computed + n
+            emits = after == known
+            if emitted:
+                held += outputs >= 1 and computed == known - 1
+                kv_after = after + (emits or (outputs >= 1 and after == known - 1))
+            else:
+                kv_after = after
+            used += (-held // block_size) - (-kv_after // block_size)
+            resident += status is _RUNNING
+            partial += not emits
+            num_tokens += n
+            if n == 1 and outputs >= 1 and emits:          # a decode (Tally.add)
+                tally.decode_seqs += 1
+                tally.decode_context += after
+            else:
+                tally.prefill_seqs += 1
+                tally.prefill_tokens += n
+                tally.prefill_context += after
+                tally.prefill_work += n * after
+            plan.append((state, n))
+        else:
+            i = len(others)
+        tally.used_blocks += used
+        tally.num_resident += resident
+        tally.num_partial += partial
+        tally.num_tokens += num_tokens
+        if i < len(others):
+            return (*plan, *self.s.plan(others[i:], evicted, tally))
+        return tuple(plan)
 
     def advance_decodes(self, states, length: int, end: float, ends=None) -> None:
         """Each of `states` (resident decodes) decoded `length` tokens by `end` (the iterations
@@ -376,6 +431,72 @@ class FastForward:
                 cache.set_tokens(state.request_id, after + conv_extra)      # it crossed into a new block
         for state in finished:
             s.finish(state, end)
+
+    def advance_one(self, states, end: float) -> None:
+        """`advance_decodes(states, 1, end)`: one stepped iteration's resident decodes, in
+        fewer steps when neither token gaps nor prefix caching are recorded (the same updates:
+        with one token, recomputation is that token, and the KV crosses into a new block iff
+        ``after + kv_extra - 1`` is a multiple of the block size)."""
+        s = self.s
+        if s.token_gaps is not None or s.prefix:
+            self.advance_decodes(states, 1, end)
+            return
+        cache, conv_extra, finished = s.cache, self.kv_extra, []
+        block_size, set_tokens = cache.block_size, cache.set_tokens
+        for state in states:
+            before = state.num_computed_tokens
+            state.num_computed_tokens = after = before + 1
+            state.total_computed_tokens += 1
+            if before < state.high_water_tokens:
+                state.num_recomputed_tokens += 1
+            elif after > state.high_water_tokens:
+                state.high_water_tokens = after
+            state.num_output_tokens += 1
+            if state.num_output_tokens == state.true_output_tokens:
+                finished.append(state)
+            elif (after + conv_extra - 1) % block_size == 0:
+                set_tokens(state.request_id, after + conv_extra)    # it crossed into a new block
+        for state in finished:
+            s.finish(state, end)
+
+    def advance_step(self, state, n: int, start: float, end: float) -> None:
+        """`Simulation._advance` (any entry of a stepped iteration's plan) with `rules.advance`,
+        `rules.is_decode_step` and `rules.kv_tokens_held` inlined; tests/engine/test_fastforward.py
+        compares the two on every small state."""
+        s = self.s
+        rid = state.request_id
+        if state.status is _WAITING:
+            s._dequeue(state)
+            state.status = _RUNNING
+            state.admitted_seq = s.admit_counter
+            s.admit_counter += 1
+            s.running[rid] = state
+            s.running_views.append(state.view)
+            if state.first_scheduled_time is None:
+                state.first_scheduled_time = start
+        prompt, outputs, computed = state.num_prompt_tokens, state.num_output_tokens, state.num_computed_tokens
+        high = state.high_water_tokens
+        state.num_computed_tokens = after = computed + n
+        if after > high:
+            state.high_water_tokens = after
+        state.total_computed_tokens += n
+        if computed < high:
+            state.num_recomputed_tokens += n if n < high - computed else high - computed
+        if after == prompt + outputs:                           # it emits
+            if n != 1 or outputs < 1:
+                s.progressed = True                             # a prefill (or recomputation) completed
+            state.num_output_tokens = outputs = outputs + 1
+            if state.first_token_time is None:
+                state.first_token_time = end
+            if outputs >= 2 and s.token_gaps is not None:
+                s.token_gaps[s.gap_offsets[rid] + outputs - 2] = end - state.last_token_time
+            state.last_token_time = end
+            if outputs == state.true_output_tokens:
+                if s.prefix:      # its last blocks are allocated (and cached) before it frees them
+                    s.cache.set_tokens(rid, after)
+                s.finish(state, end)
+                return
+        s.cache.set_tokens(rid, after + (self.kv_extra and outputs >= 1 and after == prompt + outputs - 1))
 
     def _record_gaps(self, states, length: int, end: float, ends) -> None:
         """The token gaps of `advance_decodes`: each state's first token here follows its last
@@ -432,7 +553,7 @@ class FastForward:
         block_size, num_seqs, base_blocks = cache.block_size, len(gaps), cache.used_blocks
         now, busy, token_seconds = s.now, s.busy_time, s.kv_token_seconds
         tokens = {rid: 1 for rid in s.running} if s.iterations is not None else None
-        evicted = s.take_evicted()
+        evicted = s.take_evicted() if s.evicted_since else ()
         ends = [] if s.token_gaps is not None else None
         for k, duration in enumerate(durations):
             m, r = divmod(k, block_size)

@@ -58,6 +58,7 @@ from ..state import Decision, Oracle, RequestState, RequestView, SchedulerView, 
 from ..workload.synthetic import Workload
 from . import rules
 from .rules import KVConvention
+from .fast_batch import FastBatch, extra_blocks as fast_extra_blocks
 from .fastforward import FastForward
 from .validation import Tally, Validation
 from .memory import KVCache
@@ -144,10 +145,11 @@ class _EngineView(SchedulerView):
 
 
 class _FastEngineView(_EngineView):
-    """The fast path's `_EngineView` (``Simulator(fast=True)``): `extra_blocks`, which every
-    policy's batch asks for every request it adds, in one function instead of the rules' five
-    calls. The reference loop keeps the plain rules, so reference-vs-fast tests compare the two,
-    and tests/engine/test_fastforward.py compares this view with the plain one on random states."""
+    """The fast path's `_EngineView` (``Simulator(fast=True)``): its batches are `FastBatch`es and
+    `extra_blocks` is `fast_batch.extra_blocks` (one function instead of the rules' five calls):
+    every policy's batch asks for every request it adds. The reference loop keeps the plain
+    `Batch` and rules, so reference-vs-fast tests compare the two; tests/engine/test_fast_batch.py
+    ties `FastBatch` to `Batch` and tests/engine/test_fastforward.py this view to the plain one."""
 
     __slots__ = ()
 
@@ -155,19 +157,16 @@ class _FastEngineView(_EngineView):
         s = getattr(request, "_s", None)
         if s is None:
             return SchedulerView.extra_blocks(self, request, num_new_tokens)
-        # rules.extra_blocks, inlined: the KV held before and after, in blocks
-        emitted = self.kv_convention is _EMITTED
-        prompt, outputs = s.num_prompt_tokens, s.num_output_tokens
-        computed = s.num_computed_tokens if s.status is _RUNNING else 0
-        held = computed + (emitted and outputs >= 1 and computed == prompt + outputs - 1)
-        after = computed + num_new_tokens
-        if after == prompt + outputs:            # it emits a token
-            outputs += 1
-        after += emitted and outputs >= 1 and after == prompt + outputs - 1
-        return (-held // self.block_size) - (-after // self.block_size)    # ceil(after) - ceil(held)
+        return fast_extra_blocks(s, num_new_tokens, self.kv_convention is KVConvention.EMITTED,
+                                 self.block_size)
 
-
-_RUNNING, _EMITTED = Status.RUNNING, KVConvention.EMITTED
+    def new_batch(self, max_num_batched_tokens: int | None = None) -> FastBatch:
+        # SchedulerView.new_batch's budget (the smaller of the engine's and the policy's), without
+        # building a plain Batch first; tests/engine/test_fast_batch.py compares the two.
+        budget = self.max_num_batched_tokens
+        if max_num_batched_tokens is not None:
+            budget = max_num_batched_tokens if budget is None else min(budget, max_num_batched_tokens)
+        return FastBatch(self, budget)
 
 
 class _ReadOnlyList(Sequence):
@@ -287,13 +286,18 @@ class Simulation:
                 self._ask_policy(known)
         if self.finished_now:
             self._release_finished()
-        self._report_progress()
+        if self.progress is not None:
+            self._report_progress()
         self._wall_time += time.perf_counter() - started
-        return not self.done
+        return self.num_done != len(self.states)
 
     def run(self, until: float | None = None) -> None:
         """Step until the run is done, or until the clock reaches `until` (seconds)."""
-        while not self.done and (until is None or self.now < until):
+        if until is None:
+            while self.step():
+                pass
+            return
+        while not self.done and self.now < until:
             self.step()
 
     def view(self) -> SchedulerView:
@@ -553,9 +557,10 @@ class Simulation:
         if self.prefix:
             self._take_hits(checked.plan)
         if checked.decodes:
-            self.fast_forward.advance_decodes(checked.decodes, 1, end)
+            self.fast_forward.advance_one(checked.decodes, end)
+        advance = self._advance if self.fast_forward is None else self.fast_forward.advance_step
         for state, n in checked.plan:
-            self._advance(state, n, start, end)
+            advance(state, n, start, end)
         self.now = end
         self.iteration += 1
 

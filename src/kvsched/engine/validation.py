@@ -38,9 +38,10 @@ class Tally:
                           self.prefill_work, self.decode_context)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Validation:
-    """A decision the engine accepted.
+    """A decision the engine accepted (not frozen: one is made per stepped iteration, and a
+    frozen dataclass's constructor costs five times as much; nothing writes it).
 
     ``decodes``: resident decodes the fast path advances in one loop (empty in the reference
     loop); ``plan``: the other (request state, tokens) pairs, in decision order; ``batch``: the

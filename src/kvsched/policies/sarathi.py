@@ -107,18 +107,20 @@ class SarathiPolicy(Policy):
         The victim of a failed allocation is the latest-arrived running request: always one not
         processed yet (they come later in arrival order) or the request itself.
         """
-        evicted = batch.evicted
-        for request in decodes:
-            if batch.token_budget <= 0:
-                break
-            rid = request.request_id
-            if evicted and rid in evicted:
-                continue
-            while not batch.add(request, 1, reserve_blocks=reserved):   # budget > 0: no blocks
-                reserved -= self._preempt(view, batch, self._running[-1])
-                if rid in evicted:
-                    return reserved
-        return reserved
+        # Victims are the latest-arrived, so the evicted decodes are always the last ones of
+        # `decodes` (arrival order): `stop` leaves them out. A decode's uncomputed tokens are 1,
+        # so `add_in_order` adds each for 1 token, and stops at a spent budget or a refusal.
+        i, stop = 0, len(decodes)
+        while True:
+            i = batch.add_in_order(decodes, i, stop, reserve_blocks=reserved)
+            if i == stop or batch.token_budget <= 0:
+                return reserved
+            request, victim = decodes[i], self._running[-1]     # refused: no blocks
+            reserved -= self._preempt(view, batch, victim)
+            if victim is request:
+                return reserved
+            if victim is decodes[stop - 1]:
+                stop -= 1
 
     def _preempt(self, view, batch, victim) -> int:
         """Evict `victim` (the batch frees the blocks it holds); return the blocks it had reserved."""
@@ -151,7 +153,7 @@ class SarathiPolicy(Policy):
             if whole > batch.num_free_blocks - keep:
                 break
             n = min(remaining, batch.token_budget)
-            need = batch.need(request, n)
+            need = whole if n == remaining else batch.need(request, n)
             batch.add(request, n)              # fits: need <= whole <= free - keep
             reserved += whole - need
             self._running.append(request)

@@ -143,16 +143,16 @@ class VLLMPolicy(Policy):
         running = self._running
         floor = int(self.decode_needs_free_block)      # blocks a request must find free
         i = 0
-        while i < len(running) and (budget := batch.token_budget) > 0:
-            request = running[i]
-            n = min(request.num_uncomputed_tokens, budget)
-            while not ((not floor or batch.num_free_blocks >= floor) and batch.add(request, n)):
-                victim = running.pop()
-                batch.evict(victim)
-                self._queue.push(victim)
-                if victim is request:
-                    return
-            i += 1
+        while True:
+            # each request for min(its uncomputed tokens, the budget left), until one is refused
+            i = batch.add_in_order(running, i, min_free_blocks=floor)
+            if i == len(running) or batch.token_budget <= 0:
+                return
+            request, victim = running[i], running.pop()       # refused: no blocks
+            batch.evict(victim)
+            self._queue.push(victim)
+            if victim is request:
+                return
 
     def _schedule_waiting(self, view: SchedulerView, batch: Batch) -> None:
         queue = self._queue.order(view)
