@@ -82,9 +82,7 @@ class CachingBatch(Batch):
         entries it takes too when it computes `n` tokens (`rules.same_step_hit_blocks`)."""
         cache, num_tokens = self._cache, s.num_prompt_tokens + s.num_output_tokens
         hit = cache.hit_blocks(s.request_id, num_tokens)
-        available = cache.pending_run(s.request_id, num_tokens, len(hit), self._pending)
-        return hit, rules.same_step_hit_blocks(available, num_tokens, len(hit) * cache.block_size, n,
-                                               cache.block_size)
+        return hit, cache.same_step_hit(s.request_id, num_tokens, len(hit), n, self._pending)
 
     def _holders(self, block: int) -> int:
         refs = self._refs

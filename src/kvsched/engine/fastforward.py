@@ -466,14 +466,7 @@ class FastForward:
         s = self.s
         rid = state.request_id
         if state.status is _WAITING:
-            s._dequeue(state)
-            state.status = _RUNNING
-            state.admitted_seq = s.admit_counter
-            s.admit_counter += 1
-            s.running[rid] = state
-            s.running_views.append(state.view)
-            if state.first_scheduled_time is None:
-                state.first_scheduled_time = start
+            s.admit(state, start)
         prompt, outputs, computed = state.num_prompt_tokens, state.num_output_tokens, state.num_computed_tokens
         high = state.high_water_tokens
         state.num_computed_tokens = after = computed + n
@@ -492,8 +485,6 @@ class FastForward:
                 s.token_gaps[s.gap_offsets[rid] + outputs - 2] = end - state.last_token_time
             state.last_token_time = end
             if outputs == state.true_output_tokens:
-                if s.prefix:      # its last blocks are allocated (and cached) before it frees them
-                    s.cache.set_tokens(rid, after)
                 s.finish(state, end)
                 return
         s.cache.set_tokens(rid, after + (self.kv_extra and outputs >= 1 and after == prompt + outputs - 1))

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from . import rules
 from .rules import blocks as ceil_blocks
 
 ROOT_KEY = 0                 # the "previous key" of a request's first block
@@ -279,6 +280,15 @@ class PrefixCache:
         while start + run < cap and stream.key(start + run) in pending:
             run += 1
         return run
+
+    def same_step_hit(self, request_id: int, num_tokens: int, hit_blocks: int, num_new_tokens: int,
+                      pending) -> int:
+        """How many blocks after its `hit_blocks` boundary hit a waiting request takes from
+        requests earlier in the same decision (their keys in `pending`) when it computes
+        `num_new_tokens` (`rules.same_step_hit_blocks`)."""
+        available = self.pending_run(request_id, num_tokens, hit_blocks, pending)
+        return rules.same_step_hit_blocks(available, num_tokens, hit_blocks * self.block_size,
+                                          num_new_tokens, self.block_size)
 
     def extend_hit(self, request_id: int, num_blocks: int) -> None:
         """An admitted request takes its next `num_blocks` blocks from the cache (blocks

@@ -225,8 +225,8 @@ class Simulation:
         self.finished_now: list[RequestState] = []   # finished this step, KV still held (caching)
         # Arrivals: `arrival_queue` (sorted) and, for closed-loop workloads, the follow-up turns,
         # released when their previous turn finishes (`followups`) into the heap `released`.
-        self.followups: dict[int, list[int]] = _followups(workload)
-        self.arrival_queue = ([state for state in self.states if not _is_followup(workload, state)]
+        self.followups = workload.follow_ups()
+        self.arrival_queue = ([state for state in self.states if workload.parent[state.request_id] < 0]
                               if self.followups else self.states)
         self.released: list[tuple[float, int]] = []
         self.closed_loop = bool(self.followups)
@@ -497,8 +497,7 @@ class Simulation:
                 hit = cache.hit_blocks(rid, prompt + outputs)
                 computed = len(hit) * block_size
                 n = _token_count(rid, n, rules.num_uncomputed_tokens(prompt, outputs, computed))
-                more = rules.same_step_hit_blocks(cache.pending_run(rid, prompt + outputs, len(hit), pending),
-                                                  prompt + outputs, computed, n, block_size)
+                more = cache.same_step_hit(rid, prompt + outputs, len(hit), n, pending)
                 shared = cache.shared_hit_blocks(rid, prompt + outputs, taken) + more
                 computed += more * block_size
                 tally.used_blocks += rules.admission_blocks(computed, shared, prompt, outputs, n,
@@ -555,7 +554,7 @@ class Simulation:
                                                    self.take_evicted(), used_tokens))
         self.evicted_since.clear()
         if self.prefix:
-            self._take_hits(checked.plan)
+            self._take_hits_and_allocate(checked.plan)
         if checked.decodes:
             self.fast_forward.advance_one(checked.decodes, end)
         advance = self._advance if self.fast_forward is None else self.fast_forward.advance_step
@@ -564,7 +563,7 @@ class Simulation:
         self.now = end
         self.iteration += 1
 
-    def _take_hits(self, plan) -> None:
+    def _take_hits_and_allocate(self, plan) -> None:
         """Prefix caching (`kvsched.engine.prefix_cache`): the decision's admissions take their
         boundary hits, all of them before any new block is allocated; then, in the decision's
         order, each entry is allocated its blocks for the step, their full ones registered at
@@ -583,9 +582,7 @@ class Simulation:
             rid, computed = state.request_id, state.num_computed_tokens
             if state.status is Status.WAITING:
                 num_tokens = state.num_prompt_tokens + state.num_output_tokens
-                more = rules.same_step_hit_blocks(
-                    cache.pending_run(rid, num_tokens, computed // block_size, pending),
-                    num_tokens, computed, n, block_size)
+                more = cache.same_step_hit(rid, num_tokens, computed // block_size, n, pending)
                 if more:
                     cache.extend_hit(rid, more)
                     computed += more * block_size
@@ -594,18 +591,22 @@ class Simulation:
             pending.update(cache.new_keys(rid, computed, computed + n))
             cache.set_tokens(rid, computed + n)
 
+    def admit(self, state: RequestState, start: float) -> None:
+        """A waiting request scheduled in the iteration starting at `start` becomes resident."""
+        self._dequeue(state)
+        state.status = Status.RUNNING
+        state.admitted_seq = self.admit_counter
+        self.admit_counter += 1
+        self.running[state.request_id] = state
+        self.running_views.append(state.view)
+        if state.first_scheduled_time is None:
+            state.first_scheduled_time = start
+
     def _advance(self, state: RequestState, n: int, start: float, end: float) -> None:
         """Compute `n` tokens of `state` in the iteration [start, end] (`rules.advance`)."""
         rid = state.request_id
         if state.status is Status.WAITING:
-            self._dequeue(state)
-            state.status = Status.RUNNING
-            state.admitted_seq = self.admit_counter
-            self.admit_counter += 1
-            self.running[rid] = state
-            self.running_views.append(state.view)
-            if state.first_scheduled_time is None:
-                state.first_scheduled_time = start
+            self.admit(state, start)
         prompt, outputs = state.num_prompt_tokens, state.num_output_tokens
         decode = rules.is_decode_step(prompt, outputs, state.num_computed_tokens, n)
         step = rules.advance(prompt, outputs, state.num_computed_tokens, state.high_water_tokens, n)
@@ -622,8 +623,6 @@ class Simulation:
                 self.token_gaps[self.gap_offsets[rid] + step.outputs - 2] = end - state.last_token_time
             state.last_token_time = end
             if state.num_output_tokens == state.true_output_tokens:
-                if self.prefix:        # its last blocks are allocated (and cached) before it frees them
-                    self.cache.set_tokens(rid, state.num_computed_tokens)
                 self.finish(state, end)
                 return
         self.cache.set_tokens(rid, rules.kv_tokens_held(state.num_computed_tokens, prompt,
@@ -676,20 +675,6 @@ def _token_count(rid, n, uncomputed: int) -> int:
         raise InfeasibleDecisionError(
             f"request {rid}: {n!r} tokens scheduled, expected an integer in [1, {uncomputed}]")
     return int(n)
-
-
-def _followups(workload: Workload) -> dict[int, list[int]]:
-    """Closed-loop workloads (`Workload.parent`): previous turn -> its follow-up turns."""
-    parent = workload.parent
-    followups: dict[int, list[int]] = {}
-    if parent is not None:
-        for child in np.flatnonzero(parent >= 0).tolist():
-            followups.setdefault(int(parent[child]), []).append(child)
-    return followups
-
-
-def _is_followup(workload: Workload, state: RequestState) -> bool:
-    return int(workload.parent[state.request_id]) >= 0
 
 
 def _make_state(workload: Workload, i: int) -> RequestState:

@@ -170,6 +170,14 @@ class Workload:
         return ("arrival_time", "num_prompt_tokens", "true_output_tokens", "predicted_output_tokens",
                 "predicted_lo", "predicted_hi", "type_id", "parent", "think_time")
 
+    def follow_ups(self) -> dict[int, list[int]]:
+        """Closed-loop workloads: each request -> its follow-up turns (rows whose ``parent`` it is)."""
+        follow_ups: dict[int, list[int]] = {}
+        if self.parent is not None:
+            for child in np.flatnonzero(self.parent >= 0).tolist():
+                follow_ups.setdefault(int(self.parent[child]), []).append(child)
+        return follow_ups
+
     @property
     def is_closed_loop(self) -> bool:
         """Some request arrives a think time after another finishes."""

@@ -221,16 +221,14 @@ class _Arrivals:
     def __init__(self, workload: Workload, rejected: np.ndarray) -> None:
         self.arrival = workload.arrival_time.astype(np.float64).copy()      # realised for follow-ups
         self.think = workload.think_time
-        parent = workload.parent if workload.is_closed_loop else None
-        self.closed_loop = parent is not None
-        self.followups: dict[int, list[int]] = {}
-        if parent is not None:
-            for child in np.flatnonzero(parent >= 0).tolist():
-                self.followups.setdefault(int(parent[child]), []).append(child)
-                if rejected[parent[child]]:          # rows are sorted: a parent comes first
-                    rejected[child] = True
-                    self.arrival[child] = np.nan
-        self.open = [i for i in range(len(workload)) if parent is None or parent[i] < 0]
+        self.followups = workload.follow_ups()
+        self.closed_loop = bool(self.followups)
+        parent = workload.parent
+        for request, children in sorted(self.followups.items()):     # a parent's row comes first
+            if rejected[request]:
+                rejected[children] = True
+                self.arrival[children] = np.nan
+        self.open = [i for i in range(len(workload)) if not self.closed_loop or parent[i] < 0]
         self.next = 0
         self.released: list[tuple[float, int]] = []
 
