@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,19 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a headless-capable Chromium, for the rendered-page tests (tests/report). Skipped
+    when there is none, unless ``KVSCHED_REQUIRE_BROWSER=1`` (set by .ci/run after installing it),
+    where a missing browser fails the tests instead."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    if os.environ.get("KVSCHED_REQUIRE_BROWSER") == "1":
+        pytest.fail("KVSCHED_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)")
+    pytest.skip("needs Chromium (apt-get install chromium); KVSCHED_REQUIRE_BROWSER=1 makes this a failure")
 
 
 def pytest_collection_modifyitems(config, items):

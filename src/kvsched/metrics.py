@@ -11,6 +11,15 @@ Two inter-token latencies, named apart:
   (``Simulator(record_token_gaps=True)``, what the CLI runs) or per-iteration records
   (``record_iterations=True``); NaN without them.
 
+Prefix caching (``Simulator(prefix_caching=True)``): ``num_cached_tokens`` is the prompt tokens
+served from the cache, summed over requests and their admissions (an evicted request looks the
+cache up again when readmitted); ``prefix_hit_rate`` is that over the tokens looked up
+(``RunResult.num_lookup_tokens``: each admission's ``num_tokens``, so recomputation counts). Both
+are None when the run had caching off.
+
+Times are measured from each request's *realised* arrival (`RunResult.arrival_time`): a
+closed-loop follow-up turn arrives a think time after its previous turn finished.
+
 SLO (`Slo`, e.g. ``Slo.parse("ttft=2,tpot=0.1,e2e=30")``): a request meets it when it finished
 and each given target holds (TTFT ≤ ttft, TPOT ≤ tpot — a one-token request has no TPOT and
 meets it —, latency ≤ e2e). ``slo_attainment`` is the fraction of all requests (rejected ones
@@ -71,6 +80,8 @@ class RunSummary:
     slo_attainment: float = float("nan")
     goodput_requests_per_s: float = float("nan")
     num_restarted_tokens: int = 0      # generated tokens discarded by restarts (eviction = restart)
+    num_cached_tokens: int | None = None       # prompt tokens served from the prefix cache
+    prefix_hit_rate: float | None = None       # cached / looked-up tokens (None: caching off)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -170,16 +181,39 @@ def run_token_gaps(result) -> np.ndarray:
     return np.empty(0)
 
 
+def arrival_times(result) -> np.ndarray:
+    """When each request arrived: the run's realised times (`RunResult.arrival_time`), or the
+    workload's for result-like objects without them."""
+    realised = getattr(result, "arrival_time", None)
+    return result.workload.arrival_time if realised is None else realised
+
+
+def prefix_cache_fields(result) -> dict:
+    """``num_cached_tokens`` and ``prefix_hit_rate`` (None when the run had caching off; the hit
+    rate is NaN when nothing was looked up)."""
+    cached = getattr(result, "num_cached_tokens", None)
+    if cached is None:
+        return {}
+    total = int(np.sum(cached))
+    lookup = getattr(result, "num_lookup_tokens", None)
+    looked_up = int(np.sum(lookup)) if lookup is not None else 0
+    return {"num_cached_tokens": total,
+            "prefix_hit_rate": total / looked_up if looked_up else float("nan")}
+
+
 def summarize(result, slo: Slo | None = None) -> RunSummary:
     w = result.workload
     done = ~result.rejected
-    arrival = w.arrival_time[done]
+    arrived = arrival_times(result)
+    arrival = arrived[done]
     latency = result.finish_time[done] - arrival
     ttft = result.first_token_time[done] - arrival
     outputs = w.true_output_tokens[done]
     multi = outputs > 1
     tpot = ((result.finish_time[done] - result.first_token_time[done])[multi] / (outputs[multi] - 1))
-    start = float(w.arrival_time.min()) if len(w) else 0.0
+    # nanmin: a follow-up whose previous turn was rejected never arrives (NaN); request 0 has no
+    # previous turn, so some time is finite
+    start = float(np.nanmin(arrived)) if len(w) else 0.0
     end = float(np.nanmax(result.finish_time)) if done.any() else start
     makespan = end - start
     useful = int((w.num_prompt_tokens[done] + outputs - 1).sum())
@@ -208,6 +242,7 @@ def summarize(result, slo: Slo | None = None) -> RunSummary:
         p50_token_gap=p50_g, p90_token_gap=p90_g, p99_token_gap=p99_g,
         num_restarted_tokens=(0 if getattr(result, "num_restarted_tokens", None) is None
                               else int(result.num_restarted_tokens.sum())),
+        **prefix_cache_fields(result),
         **_slo_fields(slo, ttft, latency, outputs, done, per_s))
 
 

@@ -42,9 +42,10 @@ class RequestState:
         "request_id", "arrival_time", "num_prompt_tokens", "true_output_tokens",
         "predicted_output_tokens", "predicted_lo", "predicted_hi", "type_id",
         "status", "num_computed_tokens", "num_output_tokens", "num_evictions",
+        "total_cached_tokens", "total_lookup_tokens",
         "num_recomputed_tokens", "num_restarted_tokens", "high_water_tokens", "total_computed_tokens",
         "first_scheduled_time", "first_token_time", "finish_time", "admitted_seq",
-        "reject_reason", "view", "last_token_time",
+        "reject_reason", "view", "last_token_time", "prefix_cache",
     )
 
     def __init__(self, request_id: int, arrival_time: float, num_prompt_tokens: int,
@@ -63,6 +64,8 @@ class RequestState:
         self.num_computed_tokens = 0
         self.num_output_tokens = 0
         self.num_evictions = 0
+        self.total_cached_tokens = 0    # prefix-cache hits, summed over its admissions (tokens)
+        self.total_lookup_tokens = 0    # its num_tokens at each admission, summed
         self.num_recomputed_tokens = 0
         self.num_restarted_tokens = 0   # generated tokens discarded by restarts (Eviction.RESTART)
         self.high_water_tokens = 0      # the most tokens ever computed: tokens below it are recomputation
@@ -73,6 +76,7 @@ class RequestState:
         self.admitted_seq: int | None = None   # order of the latest admission (resident since)
         self.reject_reason: str | None = None
         self.last_token_time: float | None = None   # when it emitted its latest output token
+        self.prefix_cache = None        # the engine's `PrefixCache` when prefix caching is on
         self.view = RequestView(self)
 
     @property
@@ -122,9 +126,11 @@ class RequestView:
 
     @property
     def num_uncomputed_tokens(self) -> int:
-        """Tokens still to compute before the next output token (1 for a decode)."""
+        """Tokens still to compute before the next output token (1 for a decode); for a waiting
+        request, all its known tokens but its prefix-cache hit (`num_cached_tokens`)."""
         s = self._s
-        return rules.num_uncomputed_tokens(s.num_prompt_tokens, s.num_output_tokens, s.num_computed_tokens)
+        computed = s.num_computed_tokens if s.prefix_cache is None else self.num_cached_tokens or s.num_computed_tokens
+        return rules.num_uncomputed_tokens(s.num_prompt_tokens, s.num_output_tokens, computed)
 
     @property
     def is_decode(self) -> bool:
@@ -135,6 +141,15 @@ class RequestView:
     @property
     def is_resident(self) -> bool:
         return self._s.status is Status.RUNNING
+
+    @property
+    def num_cached_tokens(self) -> int:
+        """The prefix-cache hit a waiting request would start from if admitted now (tokens; a
+        decision's n counts from it); 0 when it is resident or prefix caching is off."""
+        s = self._s
+        if s.prefix_cache is None or s.status is not _WAITING:
+            return 0
+        return s.prefix_cache.hit_tokens(s.request_id, s.num_prompt_tokens + s.num_output_tokens)
 
 
 def _empty_mapping() -> Mapping[int, int]:
@@ -386,7 +401,10 @@ class Batch:
         if rid in self._evicted:
             raise ValueError(f"request {rid} is already evicted in this batch")
         self._evicted[rid] = None
-        self._free += self._view.blocks(self._view.kv_tokens(request))
+        self._free += self._blocks_freed_by_eviction(request)
+
+    def _blocks_freed_by_eviction(self, request: RequestView) -> int:
+        return self._view.blocks(self._view.kv_tokens(request))
 
     def decision(self, wake_time: float | None = None) -> Decision:
         """The batch as a `Decision` (a copy: later calls do not change it)."""

@@ -107,6 +107,9 @@ def adversarial_scenarios() -> list[Scenario]:
     for wl, cap in ((burst, 80), (huge, tight)):    # an engine token budget below the big prompt
         sim = Simulator(UnitTime(), cap, max_num_batched_tokens=7, record_iterations=True)
         out.append(Scenario(f"{wl.name}/budget7", wl, sim))
+    for wl, cap in ((burst, 80), (long_out, 120), (poisson, 100)):   # evicted requests hit their own blocks
+        sim = Simulator(linear, cap, block_size=4, prefix_caching=True, record_iterations=True)
+        out.append(Scenario(f"{wl.name}/prefix-caching", wl, sim))
     return out
 
 

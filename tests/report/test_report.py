@@ -21,8 +21,9 @@ def test_report_has_every_section_and_inline_figures(tmp_path):
     for heading in ("Mean end-to-end latency", "p99 end-to-end latency", "Mean time to first token",
                     "Throughput", "Latency CDF", "Paired comparison", "Gap to the bound"):
         assert heading in page
-    assert page.count("<svg") == 5
-    assert "src=" not in page and "href=\"http" not in page      # nothing loaded from outside
+    # the five figures as SVG data URIs: nothing loaded from outside
+    assert page.count('src="data:image/svg+xml;base64,') == page.count("src=") == 5
+    assert "http" not in page
     for label in ("vllm(watermark=0.0)", "vllm(watermark=0.05)", "sarathi"):
         assert label in page
     figures = sorted(p.name for p in (tmp_path / "report_figures").iterdir())
@@ -110,7 +111,7 @@ def many_series(tmp_path_factory):
 def _paired_rows(page: str) -> list[list[str]]:
     import re
     section = page[page.index("Paired comparison"):page.index("Gap to the bound")]
-    return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", section)
+    return [re.findall(r"<td(?: class=\"num\")?>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", section)
             if "<td>" in row]
 
 
@@ -146,3 +147,31 @@ def test_paired_ratios_drop_series_without_pairs():
     rows = [{"label": "a", "rate": 1.0, "seed": 0, "mean_latency": 2.0},
             {"label": "b", "rate": 2.0, "seed": 0, "mean_latency": 3.0}]   # never on the same stream
     assert paired_ratios(rows, "mean_latency") == []
+
+
+def test_every_series_gets_its_own_look():
+    """Beyond tab10's ten colours the line style and marker change: 50 series, 50 looks."""
+    from kvsched.report.figures import _styles
+    styles = _styles([f"series {i}" for i in range(50)])
+    looks = {(s["color"], str(s["linestyle"]), s["marker"]) for s in styles.values()}
+    assert len(looks) == 50
+    assert styles["series 0"]["color"] == styles["series 10"]["color"]
+    assert styles["series 0"]["linestyle"] != styles["series 10"]["linestyle"]
+
+
+def test_tables_align_numbers_right_and_text_left():
+    from kvsched.report.html import _table
+    page = _table(["policy", "rate", "mean"], [["a", 1.0, "2.1 ± 0.3"], ["b", 2, None]])
+    assert page.startswith('<div class="table"><table>')
+    assert '<th>policy</th><th class="num">rate</th><th class="num">mean</th>' in page
+    assert '<td>b</td><td class="num">2</td><td class="num">–</td>' in page
+
+
+def test_bar_panels_grow_with_the_number_of_series():
+    """One rate: a bar per series, 0.2 in each, so that 24 names do not overlap (seen in Chromium)."""
+    from kvsched.report.figures import metric_vs_rate
+    rows = [{"label": f"p{i}", "rate": 1.0, "seed": 0, "mean_latency": 1.0 + i} for i in range(24)]
+    fig = metric_vs_rate(rows, "mean_latency", "s", "t")
+    assert fig.get_figheight() == pytest.approx(0.2 * 24 + 1.0 + 0.6)
+    few = metric_vs_rate(rows[:3], "mean_latency", "s", "t")
+    assert few.get_figheight() == pytest.approx(3.0 + 0.6)

@@ -71,7 +71,9 @@ def simulate(
     workload: cc.WorkloadOpt = "default", trace: cc.TraceOpt = None, rate: cc.RateOpt = None,
     num_requests: cc.NumRequestsOpt = None, kv_capacity: cc.KvCapacityOpt = None,
     block_size: cc.BlockSizeOpt = None, kv_convention: cc.KvConventionOpt = "computed",
-    eviction: cc.EvictionOpt = "recompute",
+    eviction: cc.EvictionOpt = "recompute", prefix_caching: cc.PrefixCachingOpt = False,
+    shared_prefix_tokens: cc.SharedPrefixTokensOpt = None,
+    shared_prefix_fraction: cc.SharedPrefixFractionOpt = None, think_time: cc.ThinkTimeOpt = None,
     cost: cc.CostOpt = cc.DEFAULT_COST, predictor: cc.PredictorOpt = None, seed: cc.SeedOpt = 0,
     slo: cc.SloOpt = None, json_out: cc.JsonOpt = False, output: cc.OutputOpt = None,
 ) -> None:
@@ -85,7 +87,9 @@ def simulate(
         raise ConfigError(f"--policy: expected one policy, got {len(policies)} (use 'kvsched compare')")
     setup = cc.build_setup(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
                            kv_capacity=kv_capacity, block_size=block_size, kv_convention=kv_convention,
-                           cost=cost, predictor=predictor, seed=seed, eviction=eviction)
+                           cost=cost, predictor=predictor, seed=seed, eviction=eviction,
+                           prefix_caching=prefix_caching, shared_prefix_tokens=shared_prefix_tokens,
+                           shared_prefix_fraction=shared_prefix_fraction, think_time=think_time)
     _warn_rejections(setup)
     row = _run_all(setup, policies, targets)[0]
 
@@ -134,7 +138,9 @@ def compare(
     workload: cc.WorkloadOpt = "default", trace: cc.TraceOpt = None, rate: cc.RateOpt = None,
     num_requests: cc.NumRequestsOpt = None, kv_capacity: cc.KvCapacityOpt = None,
     block_size: cc.BlockSizeOpt = None, kv_convention: cc.KvConventionOpt = "computed",
-    eviction: cc.EvictionOpt = "recompute",
+    eviction: cc.EvictionOpt = "recompute", prefix_caching: cc.PrefixCachingOpt = False,
+    shared_prefix_tokens: cc.SharedPrefixTokensOpt = None,
+    shared_prefix_fraction: cc.SharedPrefixFractionOpt = None, think_time: cc.ThinkTimeOpt = None,
     cost: cc.CostOpt = cc.DEFAULT_COST, predictor: cc.PredictorOpt = None, seed: cc.SeedOpt = 0,
     bound: Annotated[str | None, typer.Option("--bound", help="Add each policy's total latency / this "
                                               "lower bound on the optimum (kvsched.bounds).")] = None,
@@ -152,11 +158,15 @@ def compare(
     chosen = cc.parse_policies(policies)
     setup = cc.build_setup(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
                            kv_capacity=kv_capacity, block_size=block_size, kv_convention=kv_convention,
-                           cost=cost, predictor=predictor, seed=seed, eviction=eviction)
+                           cost=cost, predictor=predictor, seed=seed, eviction=eviction,
+                           prefix_caching=prefix_caching, shared_prefix_tokens=shared_prefix_tokens,
+                           shared_prefix_fraction=shared_prefix_fraction, think_time=think_time)
     _warn_rejections(setup)
     rows = _run_all(setup, chosen, targets)
     if bound is not None:
         _bound_columns(rows, bound, setup, bound_time_limit)
+
+    caching = setup.simulator.prefix_caching     # the hit rate is a column only when caching is on
 
     def render() -> None:
         table = Table(title=setup.describe(), title_justify="left")
@@ -168,12 +178,16 @@ def compare(
         if targets is not None:
             table.add_column("SLO met", justify="right")
             table.add_column("goodput req/s", justify="right")
+        if caching:
+            table.add_column("hit rate", justify="right")
         for row in rows:
             cells = [row["policy"]] + [cc.fmt(row[key]) for key, _ in TABLE_COLUMNS]
             if bound is not None:
                 cells.append(cc.fmt(row["bound_ratio"]))
             if targets is not None:
                 cells += [cc.fmt(row["slo_attainment"]), cc.fmt(row["goodput_requests_per_s"])]
+            if caching:
+                cells.append(cc.fmt(row["prefix_hit_rate"]))
             table.add_row(*cells)
         cc.console().print(table)
 

@@ -75,13 +75,35 @@ MAX_NUM_REQUESTS = 10 ** 7
 # --------------------------------------------------------------------------- option types
 
 WorkloadOpt = Annotated[str, typer.Option(
-    "--workload", help="Built-in workload: 'default' (LMSYS-Chat-1M-like lengths). Ignored with --trace.")]
+    "--workload", help="Built-in workload: 'default' (LMSYS-Chat-1M-like lengths, independent requests) or "
+                       "'multiturn' (LMSYS-Chat-1M-like conversations: 2.0 turns on average, each turn's "
+                       "prompt the previous prompt + answer + a new message, sent a think time after the "
+                       "previous turn finishes). Ignored with --trace.")]
 TraceOpt = Annotated[Path | None, typer.Option(
     "--trace", help="Trace file: .csv/.jsonl/.parquet (num_prompt_tokens, num_output_tokens[, arrival_time] "
-                    "or Vidur's columns) or ShareGPT .json.", dir_okay=False)]
+                    "or Vidur's columns), Mooncake .jsonl (timestamp in ms, input_length, output_length, "
+                    "hash_ids) or ShareGPT .json.", dir_okay=False)]
 RateOpt = Annotated[float | None, typer.Option(
     "--rate", help=f"Poisson arrivals per second (0: all at time 0). Default: {DEFAULT_RATE:g} for the "
-                   "default workload; a trace keeps its own arrival times (all at 0 if it has none).")]
+                   "built-in workloads (multiturn: requests/s, conversations start at rate / 2.0 per "
+                   "second); a trace keeps its own arrival times (all at 0 if it has none).")]
+PrefixCachingOpt = Annotated[bool, typer.Option(
+    "--prefix-caching", help="vLLM V1's automatic prefix caching: prompts sharing leading blocks (a "
+                             "trace's hash_ids, multi-turn history, a shared system prompt) reuse cached KV. "
+                             "Default off, so the theory papers' models are reproduced as they state them. "
+                             "Needs --kv-convention computed. Runs in the Python engine (the numba kernels "
+                             "have no prefix cache), as do multi-turn workloads.")]
+SharedPrefixTokensOpt = Annotated[int | None, typer.Option(
+    "--shared-prefix-tokens", min=1, max=MAX_TOKENS,
+    help="Put one system prompt of this many tokens in front of a fraction of the prompts (they grow by "
+         "it; multiturn: all turns of a chosen conversation). Default: none.")]
+SharedPrefixFractionOpt = Annotated[float | None, typer.Option(
+    "--shared-prefix-fraction", help="Share of requests (of conversations, for multiturn) that get the "
+                                     "--shared-prefix-tokens system prompt, each drawn independently "
+                                     "(default 1: all).")]
+ThinkTimeOpt = Annotated[float | None, typer.Option(
+    "--think-time", help="--workload multiturn: mean seconds between a turn's finish and the next turn "
+                         "(exponential; default 10, our assumption).")]
 NumRequestsOpt = Annotated[int | None, typer.Option(
     "--num-requests", min=1, max=MAX_NUM_REQUESTS,
     help=f"Number of requests (default workload: {DEFAULT_NUM_REQUESTS}; a trace: its first N rows, "

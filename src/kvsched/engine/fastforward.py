@@ -351,7 +351,7 @@ class FastForward:
         ended at `ends`, needed when token gaps are recorded and length > 1); those whose last
         token came finish. `rules.advance` applied `length` times, in closed form."""
         s, conv_extra = self.s, self.kv_extra
-        cache, finished, block_size = s.cache, [], s.cache.block_size
+        cache, finished, block_size, prefix = s.cache, [], s.cache.block_size, s.prefix
         if s.token_gaps is not None:
             self._record_gaps(states, length, end, ends)
         for state in states:
@@ -363,7 +363,14 @@ class FastForward:
             if after > state.high_water_tokens:
                 state.high_water_tokens = after
             state.num_output_tokens += length
-            if state.num_output_tokens == state.true_output_tokens:
+            if prefix:
+                # `PrefixCache.set_tokens`: a new block, or a full one to cache (finishing ones
+                # too: their last blocks are allocated and cached before they free them)
+                if (before - 1) // block_size != after // block_size:
+                    cache.set_tokens(state.request_id, after)
+                if state.num_output_tokens == state.true_output_tokens:
+                    finished.append(state)
+            elif state.num_output_tokens == state.true_output_tokens:
                 finished.append(state)
             elif (before + conv_extra - 1) // block_size != (after + conv_extra - 1) // block_size:
                 cache.set_tokens(state.request_id, after + conv_extra)      # it crossed into a new block
@@ -449,7 +456,7 @@ class FastForward:
         priced one iteration at a time in Python and returned as a list, until it turns out
         longer; the rest is priced with numpy, in growing chunks."""
         s, price = self.s, self.price
-        arrival = s.states[s.next_arrival].arrival_time if s.next_arrival < len(s.states) else None
+        arrival = s.next_arrival_time()
         short, start = [price.one(seqs, context)], s.now
         if limit > SHORT_STRETCH and (arrival is None or arrival - start > SHORT_STRETCH * short[0]):
             short = []                                           # looks long: numpy from the start

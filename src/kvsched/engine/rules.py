@@ -18,6 +18,9 @@ generated so far) and ``computed`` (the tokens whose KV exists; 0 when it holds 
 - KV held (`KVConvention`): COMPUTED counts the computed tokens (vLLM); EMITTED also counts the
   newest output token once the request has caught up with it (the papers' s + j).
 - Blocks: with ``block_size`` B, a request holding t KV tokens occupies ceil(t / B) blocks.
+- Prefix caching (optional, `kvsched.engine.prefix_cache`): a waiting request may start with a
+  hit of whole cached blocks; it computes from there (``computed`` = the hit) and takes from the
+  free blocks only those of its blocks no other request holds (`admission_blocks`).
 - Rejection: a request whose KV at its last token (never evicted) needs more blocks than the
   cache has can never run; it is rejected on arrival.
 - Eviction (`Eviction`): the KV is dropped (computed = 0). RECOMPUTE (vLLM) keeps the generated
@@ -98,6 +101,15 @@ def extra_blocks(computed: int, prompt: int, outputs: int, num_new_tokens: int,
     held = blocks(kv_tokens_held(computed, prompt, outputs, convention), block_size)
     return blocks(kv_tokens_after_step(computed, prompt, outputs, num_new_tokens, convention),
                   block_size) - held
+
+
+def admission_blocks(hit: int, shared: int, prompt: int, outputs: int, num_new_tokens: int,
+                     convention: KVConvention, block_size: int) -> int:
+    """Free blocks a waiting request takes when admitted with a prefix-cache hit of `hit` tokens
+    (whole blocks; `kvsched.engine.prefix_cache`) and `num_new_tokens` more to compute: all its
+    blocks after the step but the `shared` hit blocks other requests hold already (shared blocks
+    count once). With no hit, `extra_blocks` of a request holding nothing."""
+    return blocks(kv_tokens_after_step(hit, prompt, outputs, num_new_tokens, convention), block_size) - shared
 
 
 def peak_kv_tokens(prompt: int, true_output_tokens: int, convention: KVConvention) -> int:

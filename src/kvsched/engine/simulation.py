@@ -47,6 +47,7 @@ per-request records, bit for bit).
 from __future__ import annotations
 
 import bisect
+import heapq
 import time
 from collections.abc import Callable, Sequence
 
@@ -60,6 +61,8 @@ from .rules import KVConvention
 from .fastforward import FastForward
 from .validation import Tally, Validation
 from .memory import KVCache
+from .caching_view import CachingEngineView
+from .prefix_cache import DISTINCT_PROMPTS, PrefixCache, TokenStream
 from .result import IterationRecord, RunResult, num_token_gaps, token_gap_offsets
 
 ProgressCallback = Callable[[int, int], None]
@@ -79,7 +82,7 @@ class _EngineRequestView(RequestView):
 
     def __init__(self, state: RequestState) -> None:
         super().__init__(state)
-        for name in self.__slots__:
+        for name in _EngineRequestView.__slots__:
             object.__setattr__(self, name, getattr(state, name))
 
     @property
@@ -94,6 +97,15 @@ class _EngineRequestView(RequestView):
         # rules.is_decode inlined, as num_uncomputed_tokens.
         s = self._s
         return s.num_output_tokens >= 1 and s.num_prompt_tokens + s.num_output_tokens - s.num_computed_tokens == 1
+
+
+class _CachingRequestView(_EngineRequestView):
+    """`_EngineRequestView` with prefix caching on: `RequestView`'s rules, which count a waiting
+    request's hit, instead of the inlined ones."""
+
+    __slots__ = ()
+    num_uncomputed_tokens = RequestView.num_uncomputed_tokens
+    is_decode = RequestView.is_decode
 
 
 class _EngineView(SchedulerView):
@@ -199,10 +211,26 @@ class Simulation:
         if reset:
             policy.reset(seed=seed)
         self.simulator, self.workload, self.policy, self.progress = simulator, workload, policy, progress
-        self.cache = KVCache(simulator.kv_capacity_tokens, simulator.block_size)
+        self.prefix = simulator.prefix_caching
         self.states = [_make_state(workload, i) for i in range(len(workload))]
-        for state in self.states:
-            state.view = _EngineRequestView(state)
+        if self.prefix:
+            self.cache = PrefixCache(simulator.kv_capacity_tokens, simulator.block_size,
+                                     make_stream=self._token_stream)
+            for state in self.states:
+                state.prefix_cache = self.cache
+                state.view = _CachingRequestView(state)
+        else:
+            self.cache = KVCache(simulator.kv_capacity_tokens, simulator.block_size)
+            for state in self.states:
+                state.view = _EngineRequestView(state)
+        self.finished_now: list[RequestState] = []   # finished this step, KV still held (caching)
+        # Arrivals: `arrival_queue` (sorted) and, for closed-loop workloads, the follow-up turns,
+        # released when their previous turn finishes (`followups`) into the heap `released`.
+        self.followups: dict[int, list[int]] = _followups(workload)
+        self.arrival_queue = ([state for state in self.states if not _is_followup(workload, state)]
+                              if self.followups else self.states)
+        self.released: list[tuple[float, int]] = []
+        self.closed_loop = bool(self.followups)
         self.oracle = Oracle(self.states) if policy.tags.clairvoyant else None
         self.waiting: list[RequestState] = []
         self.waiting_views: list = []
@@ -215,7 +243,7 @@ class Simulation:
         # Events since the policy was last asked (the fast path reads them):
         self.arrived = False       # an arrival became visible
         self.progressed = False    # a request finished or completed its prefill (or recomputation)
-        self.next_arrival = 0
+        self.next_arrival = 0      # index in arrival_queue
         self.num_done = 0
         self.now = 0.0
         self.iteration = 0
@@ -247,8 +275,9 @@ class Simulation:
         started = time.perf_counter()
         self._admit_arrivals()
         if not self.waiting and not self.running:
-            if self.next_arrival < len(self.states):   # else the last arrivals were all rejected
-                self.now = max(self.now, self.states[self.next_arrival].arrival_time)
+            arrival = self.next_arrival_time()
+            if arrival is not None:                     # else the last arrivals were all rejected
+                self.now = max(self.now, arrival)
         else:
             ff = self.fast_forward
             known = ff.known_length() if ff is not None else 0
@@ -256,6 +285,8 @@ class Simulation:
                 ff.forward_known(known)
             else:
                 self._ask_policy(known)
+        if self.finished_now:
+            self._release_finished()
         self._report_progress()
         self._wall_time += time.perf_counter() - started
         return not self.done
@@ -268,7 +299,11 @@ class Simulation:
     def view(self) -> SchedulerView:
         """What the policy sees at the current boundary (live: valid until the next step)."""
         sim = self.simulator
-        view = _EngineView if self.fast_forward is None else _FastEngineView
+        extra = {"prefix_cache": self.cache} if self.prefix else {}
+        if self.prefix:
+            view = CachingEngineView
+        else:
+            view = _EngineView if self.fast_forward is None else _FastEngineView
         return view(
             now=self.now, iteration=self.iteration, waiting=self._waiting_window,
             running=self._running_window,
@@ -276,7 +311,21 @@ class Simulation:
             kv_used_tokens=self.cache.used_tokens, block_size=sim.block_size,
             kv_convention=sim.kv_convention, max_num_batched_tokens=sim.max_num_batched_tokens,
             separate_batching=sim.separate_batching,
-            has_future_arrivals=self.next_arrival < len(self.states), oracle=self.oracle)
+            has_future_arrivals=self.has_future_arrivals(), oracle=self.oracle, **extra)
+
+    def next_arrival_time(self) -> float | None:
+        """When the next request not yet seen arrives (None: none is known to come)."""
+        queue, released = self.arrival_queue, self.released
+        arrival = queue[self.next_arrival].arrival_time if self.next_arrival < len(queue) else None
+        if released and (arrival is None or released[0][0] < arrival):
+            return released[0][0]
+        return arrival
+
+    def has_future_arrivals(self) -> bool:
+        """Some request will arrive whatever the policy does. Follow-up turns not released yet
+        do not count: they arrive only after work the policy must schedule, so a policy that
+        waits for arrivals (WAIT's drain rule) would wait for them forever."""
+        return self.next_arrival < len(self.arrival_queue) or bool(self.released)
 
     def result(self) -> RunResult:
         """The records so far (requests not finished yet: NaN times)."""
@@ -299,7 +348,10 @@ class Simulation:
             kv_token_seconds=self.kv_token_seconds, wall_time=self._wall_time,
             iterations=self.iterations, token_gaps=None if self.token_gaps is None else self.token_gaps.copy(),
             num_restarted_tokens=(column("num_restarted_tokens", np.int64)
-                                  if self.simulator.eviction is rules.Eviction.RESTART else None))
+                                  if self.simulator.eviction is rules.Eviction.RESTART else None),
+            num_cached_tokens=column("total_cached_tokens", np.int64) if self.prefix else None,
+            num_lookup_tokens=column("total_lookup_tokens", np.int64) if self.prefix else None,
+            realized_arrival_time=column("arrival_time") if self.closed_loop else None)
 
     # ------------------------------------------------------------------ one boundary
     def _ask_policy(self, known: int) -> None:
@@ -329,21 +381,43 @@ class Simulation:
 
     # ------------------------------------------------------------------ arrivals
     def _admit_arrivals(self) -> None:
-        states, n = self.states, len(self.states)
-        cache, convention = self.cache, self.simulator.kv_convention
-        while self.next_arrival < n and states[self.next_arrival].arrival_time <= self.now:
-            state = states[self.next_arrival]
+        queue, n = self.arrival_queue, len(self.arrival_queue)
+        while self.next_arrival < n and queue[self.next_arrival].arrival_time <= self.now:
             self.next_arrival += 1
-            self.arrived = True
-            reason = rules.rejection_reason(state.num_prompt_tokens, state.true_output_tokens, convention,
-                                            cache.capacity_blocks, cache.block_size)
-            if reason is not None:
-                state.status = Status.REJECTED
-                state.reject_reason = reason
-                self.num_done += 1
-                continue
-            state.status = Status.WAITING
-            self._enqueue(state)
+            self._arrive(queue[self.next_arrival - 1])
+        released = self.released
+        while released and released[0][0] <= self.now:
+            self._arrive(self.states[heapq.heappop(released)[1]])
+
+    def _arrive(self, state: RequestState) -> None:
+        """`state` arrived: it waits, or is rejected on the spot (`rules.rejection_reason`)."""
+        self.arrived = True
+        cache = self.cache
+        reason = rules.rejection_reason(state.num_prompt_tokens, state.true_output_tokens,
+                                        self.simulator.kv_convention, cache.capacity_blocks,
+                                        cache.block_size)
+        if reason is not None:
+            self._reject(state, reason)
+            return
+        state.status = Status.WAITING
+        self._enqueue(state)
+
+    def _reject(self, state: RequestState, reason: str) -> None:
+        """Reject `state`, and the later turns of its conversation with it (they never arrive)."""
+        state.status = Status.REJECTED
+        state.reject_reason = reason
+        self.num_done += 1
+        for child in self.followups.pop(state.request_id, ()):
+            self.states[child].arrival_time = float("nan")      # it never arrives
+            self._reject(self.states[child], f"its previous turn, request {state.request_id}, was rejected")
+
+    def _release_followups(self, state: RequestState, end: float) -> None:
+        """`state` finished at `end`: its follow-up turns arrive a think time later."""
+        think = self.workload.think_time
+        for child in self.followups.pop(state.request_id, ()):
+            arrival = end + float(think[child])
+            self.states[child].arrival_time = arrival
+            heapq.heappush(self.released, (arrival, child))
 
     def _enqueue(self, state: RequestState) -> None:
         index = bisect.bisect_right(self.waiting, _queue_key(state), key=_queue_key)
@@ -358,8 +432,9 @@ class Simulation:
     def _idle(self, wake_time: float | None) -> None:
         """Nothing scheduled: jump to the next arrival or the policy's wake-up time."""
         candidates = []
-        if self.next_arrival < len(self.states):
-            candidates.append(self.states[self.next_arrival].arrival_time)
+        arrival = self.next_arrival_time()
+        if arrival is not None:
+            candidates.append(arrival)
         if wake_time is not None:
             if not wake_time > self.now:
                 raise InfeasibleDecisionError(f"wake_time {wake_time} is not after now ({self.now})")
@@ -405,12 +480,22 @@ class Simulation:
     def plan(self, items, evicted: frozenset[int], tally: Tally) -> tuple:
         """Check each (request id, tokens) pair with the plain rules and add it to `tally`."""
         convention, block_size, plan = self.simulator.kv_convention, self.cache.block_size, []
+        taken: set[int] = set()      # prefix caching: hit blocks the decision's admissions take
         for rid, n in items:
             state = self._schedulable(rid, evicted)
             prompt, outputs = state.num_prompt_tokens, state.num_output_tokens
             computed = state.num_computed_tokens
-            n = _token_count(rid, n, rules.num_uncomputed_tokens(prompt, outputs, computed))
-            tally.used_blocks += rules.extra_blocks(computed, prompt, outputs, n, convention, block_size)
+            if self.prefix and state.status is Status.WAITING:
+                hit = self.cache.hit_blocks(rid, prompt + outputs)
+                computed = len(hit) * block_size
+                n = _token_count(rid, n, rules.num_uncomputed_tokens(prompt, outputs, computed))
+                tally.used_blocks += rules.admission_blocks(
+                    computed, self.cache.shared_hit_blocks(rid, prompt + outputs, taken), prompt,
+                    outputs, n, convention, block_size)
+                taken.update(hit)
+            else:
+                n = _token_count(rid, n, rules.num_uncomputed_tokens(prompt, outputs, computed))
+                tally.used_blocks += rules.extra_blocks(computed, prompt, outputs, n, convention, block_size)
             tally.num_resident += state.status is Status.RUNNING
             tally.num_partial += not rules.emits(prompt, outputs, computed, n)
             tally.add(n, computed + n, rules.is_decode_step(prompt, outputs, computed, n))
@@ -455,12 +540,25 @@ class Simulation:
                                                                      decision.num_tokens.items()},
                                                    self.take_evicted(), used_tokens))
         self.evicted_since.clear()
+        if self.prefix:
+            self._take_hits(checked.plan)
         if checked.decodes:
             self.fast_forward.advance_decodes(checked.decodes, 1, end)
         for state, n in checked.plan:
             self._advance(state, n, start, end)
         self.now = end
         self.iteration += 1
+
+    def _take_hits(self, plan) -> None:
+        """Prefix caching: the decision's admissions take their hit blocks, all of them before
+        any new block is allocated (`kvsched.engine.prefix_cache`)."""
+        for state, _ in plan:
+            if state.status is Status.WAITING:
+                num_tokens = state.num_prompt_tokens + state.num_output_tokens
+                hit = self.cache.take_hit(state.request_id, num_tokens)
+                state.num_computed_tokens = hit
+                state.total_cached_tokens += hit
+                state.total_lookup_tokens += num_tokens
 
     def _advance(self, state: RequestState, n: int, start: float, end: float) -> None:
         """Compute `n` tokens of `state` in the iteration [start, end] (`rules.advance`)."""
@@ -490,6 +588,8 @@ class Simulation:
                 self.token_gaps[self.gap_offsets[rid] + step.outputs - 2] = end - state.last_token_time
             state.last_token_time = end
             if state.num_output_tokens == state.true_output_tokens:
+                if self.prefix:        # its last blocks are allocated (and cached) before it frees them
+                    self.cache.set_tokens(rid, state.num_computed_tokens)
                 self.finish(state, end)
                 return
         self.cache.set_tokens(rid, rules.kv_tokens_held(state.num_computed_tokens, prompt,
@@ -503,14 +603,38 @@ class Simulation:
         return evicted
 
     def finish(self, state: RequestState, end: float) -> None:
-        """`state` emitted its last token at `end`: record it and free its KV."""
+        """`state` emitted its last token at `end`: record it and free its KV (with prefix
+        caching, at the end of the step: `_release_finished`)."""
         self.progressed = True
         state.finish_time = end
         state.status = Status.FINISHED
         del self.running[state.request_id]
         self.running_views.remove(state.view)
-        self.cache.free(state.request_id)
+        if self.prefix:
+            self.finished_now.append(state)
+        else:
+            self.cache.free(state.request_id)
         self.num_done += 1
+        if self.followups:
+            self._release_followups(state, end)
+
+    def _release_finished(self) -> None:
+        """Free the blocks of the requests that finished in this step, oldest admission first
+        (vLLM frees them in its running order): the order decides which freed blocks the LRU
+        reuses first, so it must not depend on the path (reference loop or fast path)."""
+        for state in sorted(self.finished_now, key=lambda state: state.admitted_seq):
+            self.cache.free(state.request_id)
+        self.finished_now.clear()
+
+    def _token_stream(self, request_id: int) -> TokenStream:
+        """Request `request_id`'s token content (`prefix_cache.TokenStream`): its prompt's
+        segments (`Workload.segments`; a fresh segment when the workload has none)."""
+        segments = self.workload.segments
+        if segments is None:
+            pieces = [(DISTINCT_PROMPTS + request_id, self.states[request_id].num_prompt_tokens)]
+        else:
+            pieces = segments.of(request_id)
+        return TokenStream(pieces, request_id, self.cache.block_size)
 
 
 def _token_count(rid, n, uncomputed: int) -> int:
@@ -518,6 +642,20 @@ def _token_count(rid, n, uncomputed: int) -> int:
         raise InfeasibleDecisionError(
             f"request {rid}: {n!r} tokens scheduled, expected an integer in [1, {uncomputed}]")
     return int(n)
+
+
+def _followups(workload: Workload) -> dict[int, list[int]]:
+    """Closed-loop workloads (`Workload.parent`): previous turn -> its follow-up turns."""
+    parent = workload.parent
+    followups: dict[int, list[int]] = {}
+    if parent is not None:
+        for child in np.flatnonzero(parent >= 0).tolist():
+            followups.setdefault(int(parent[child]), []).append(child)
+    return followups
+
+
+def _is_followup(workload: Workload, state: RequestState) -> bool:
+    return int(workload.parent[state.request_id]) >= 0
 
 
 def _make_state(workload: Workload, i: int) -> RequestState:

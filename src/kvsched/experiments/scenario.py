@@ -24,7 +24,7 @@ from ..workload.synthetic import DEFAULT_NUM_REQUESTS, DEFAULT_RATE, Workload, d
 DEFAULT_COST = "linear:d0=0.022,d1=8.7e-7"
 DEFAULT_KV_CAPACITY_TOKENS = 12288
 DEFAULT_BLOCK_SIZE = 16
-WORKLOADS = ("default",)
+WORKLOADS = ("default", "multiturn")
 
 
 # --------------------------------------------------------------------------- specs
@@ -155,39 +155,94 @@ def parse_policies(text: str) -> list[tuple[str, Any]]:
 
 # --------------------------------------------------------------------------- workload and simulator
 
+def check_workload_options(*, workload: str = "default", trace: Path | None = None,
+                           shared_prefix_tokens: int | None = None,
+                           shared_prefix_fraction: float | None = None,
+                           think_time: float | None = None) -> None:
+    """The workload options that need no drawing, checked before any work (`ConfigError`)."""
+    if trace is None and workload not in WORKLOADS:
+        raise ConfigError(f"--workload: unknown workload {workload!r}; expected one of: "
+                          f"{', '.join(WORKLOADS)} (or give --trace FILE)")
+    if shared_prefix_tokens is not None and (isinstance(shared_prefix_tokens, bool)
+                                             or not isinstance(shared_prefix_tokens, int)
+                                             or shared_prefix_tokens < 1):
+        raise ConfigError(f"--shared-prefix-tokens: got {shared_prefix_tokens!r}, expected an integer >= 1")
+    if shared_prefix_fraction is not None:
+        if shared_prefix_tokens is None:
+            raise ConfigError("--shared-prefix-fraction: needs --shared-prefix-tokens N (the system prompt's "
+                              "length)")
+        if not (math.isfinite(shared_prefix_fraction) and 0 <= shared_prefix_fraction <= 1):
+            raise ConfigError(f"--shared-prefix-fraction: got {shared_prefix_fraction}, expected a fraction "
+                              "in [0, 1]")
+    if think_time is not None:
+        if trace is not None or workload != "multiturn":
+            raise ConfigError("--think-time: only for --workload multiturn (the mean think time between "
+                              "a turn's finish and the next turn)")
+        if not (math.isfinite(think_time) and think_time >= 0):
+            raise ConfigError(f"--think-time: got {think_time}, expected a mean number of seconds >= 0")
+
+
 def build_workload(*, workload: str = "default", trace: Path | None = None, rate: float | None = None,
-                   num_requests: int | None = None, seed: int = 0, predictor: str | None = None) -> Workload:
-    """The request stream every policy of a command sees (predictions included)."""
+                   num_requests: int | None = None, seed: int = 0, predictor: str | None = None,
+                   shared_prefix_tokens: int | None = None, shared_prefix_fraction: float | None = None,
+                   think_time: float | None = None) -> Workload:
+    """The request stream every policy of a command sees (predictions included).
+
+    ``shared_prefix_tokens``/``shared_prefix_fraction`` (default 1.0): that fraction of the
+    requests (of the conversations, for multiturn) get one system prompt of that many tokens
+    (`kvsched.workload.multiturn.with_shared_prefix`, seeded by ``seed``). ``think_time``: the
+    mean think time of ``workload="multiturn"`` (seconds; default
+    `kvsched.workload.multiturn.THINK_TIME_MEAN`).
+    """
     if rate is not None and not (math.isfinite(rate) and rate >= 0):
         raise ConfigError(f"--rate: got {rate}, expected a number of requests per second >= 0")
     if num_requests is not None and num_requests < 1:
         raise ConfigError(f"--num-requests: got {num_requests}, expected at least 1")
+    check_workload_options(workload=workload, trace=trace, shared_prefix_tokens=shared_prefix_tokens,
+                           shared_prefix_fraction=shared_prefix_fraction, think_time=think_time)
     if trace is not None:
         from ..workload.traces import load_trace
         loaded = load_trace(trace, rate=rate or None, seed=seed, num_requests=num_requests)
         if rate == 0:
             loaded = loaded.with_arrivals(np.zeros(len(loaded)))
     else:
-        if workload not in WORKLOADS:
-            raise ConfigError(f"--workload: unknown workload {workload!r}; expected one of: "
-                              f"{', '.join(WORKLOADS)} (or give --trace FILE)")
         chosen_rate = DEFAULT_RATE if rate is None else (rate or None)
-        loaded = default_workload(num_requests or DEFAULT_NUM_REQUESTS, rate=chosen_rate, seed=seed)
+        loaded = _built_in(workload, num_requests or DEFAULT_NUM_REQUESTS, chosen_rate, seed, think_time)
+    if shared_prefix_tokens is not None:
+        from ..workload.multiturn import with_shared_prefix
+        fraction = 1.0 if shared_prefix_fraction is None else shared_prefix_fraction
+        # its own stream (seed, 1): the lengths and arrivals stay those drawn without the option
+        loaded = with_shared_prefix(loaded, shared_prefix_tokens, fraction, np.random.default_rng([seed, 1]))
     from ..workload.predictors import apply_predictor
     return apply_predictor(loaded, predictor, seed)
 
 
+def _built_in(workload: str, num_requests: int, rate: float | None, seed: int,
+              think_time: float | None) -> Workload:
+    if workload == "multiturn":
+        from ..workload.multiturn import THINK_TIME_MEAN, multiturn_workload
+        return multiturn_workload(num_requests, rate=rate, seed=seed,
+                                  think_time_mean=THINK_TIME_MEAN if think_time is None else think_time)
+    return default_workload(num_requests, rate=rate, seed=seed)
+
+
 def build_simulator(cost: CostSpec, *, kv_capacity: int | None = None, block_size: int | None = None,
-                    kv_convention: str = "computed", eviction: str = "recompute") -> Simulator:
-    """Options win over the preset's KV capacity / block size, which win over the defaults."""
+                    kv_convention: str = "computed", eviction: str = "recompute",
+                    prefix_caching: bool = False) -> Simulator:
+    """Options win over the preset's KV capacity / block size, which win over the defaults.
+    ``prefix_caching``: vLLM V1's automatic prefix caching (needs the computed convention)."""
     capacity = kv_capacity if kv_capacity is not None else (cost.kv_capacity_tokens or DEFAULT_KV_CAPACITY_TOKENS)
     block = block_size if block_size is not None else (cost.block_size or DEFAULT_BLOCK_SIZE)
     if block < 1:
         raise ConfigError(f"--block-size: got {block}, expected at least 1 token")
     if capacity < block:
         raise ConfigError(f"--kv-capacity: got {capacity} tokens, expected at least one block ({block} tokens)")
-    return Simulator(cost.cost, capacity, block_size=block, kv_convention=parse_convention(kv_convention),
-                     eviction=parse_eviction(eviction))
+    convention = parse_convention(kv_convention)
+    if prefix_caching and convention is not KVConvention.COMPUTED:
+        raise ConfigError(f"--prefix-caching: needs --kv-convention computed (vLLM's accounting), got "
+                          f"{convention.value!r}")
+    return Simulator(cost.cost, capacity, block_size=block, kv_convention=convention,
+                     eviction=parse_eviction(eviction), prefix_caching=prefix_caching)
 
 
 def check_fits(workload: Workload, simulator: Simulator) -> int:
@@ -221,6 +276,7 @@ class Setup:
         return (f"{len(self.workload)} requests ({self.workload.name}), KV {sim.kv_capacity_tokens} tokens "
                 f"in blocks of {sim.block_size}, {sim.kv_convention.value} convention, "
                 f"{'restart on eviction, ' if sim.eviction is Eviction.RESTART else ''}"
+                f"{'prefix caching, ' if sim.prefix_caching else ''}"
                 f"cost {self.cost.cost}{preset}, seed {self.seed}")
 
 
@@ -228,11 +284,16 @@ def build_setup(*, workload: str = "default", trace: Path | None = None, rate: f
                 num_requests: int | None = None, kv_capacity: int | None = None,
                 block_size: int | None = None, kv_convention: str = "computed",
                 cost: str = DEFAULT_COST, predictor: str | None = None, seed: int = 0,
-                eviction: str = "recompute") -> Setup:
+                eviction: str = "recompute", prefix_caching: bool = False,
+                shared_prefix_tokens: int | None = None, shared_prefix_fraction: float | None = None,
+                think_time: float | None = None) -> Setup:
+    workload_options = {"shared_prefix_tokens": shared_prefix_tokens,
+                        "shared_prefix_fraction": shared_prefix_fraction, "think_time": think_time}
+    check_workload_options(workload=workload, trace=trace, **workload_options)
     cost_spec = parse_cost(cost)
     simulator = build_simulator(cost_spec, kv_capacity=kv_capacity, block_size=block_size,
-                                kv_convention=kv_convention, eviction=eviction)
+                                kv_convention=kv_convention, eviction=eviction, prefix_caching=prefix_caching)
     stream = build_workload(workload=workload, trace=trace, rate=rate, num_requests=num_requests,
-                            seed=seed, predictor=predictor)
+                            seed=seed, predictor=predictor, **workload_options)
     too_big = check_fits(stream, simulator)
     return Setup(stream, simulator, seed, cost_spec, too_big)

@@ -55,7 +55,7 @@ class PlanReplayPolicy(Policy):
             if start < view.now - _EPS:
                 raise ValueError(f"plan-replay: request {request.request_id} was planned at {start:g} "
                                  f"but the engine first offered it at {view.now:g}")
-            tokens[request.request_id] = request.num_tokens
+            tokens[request.request_id] = request.num_uncomputed_tokens
             del self._pending[request.request_id]
         if tokens:
             return Decision(num_tokens=tokens)

@@ -145,11 +145,12 @@ class SarathiPolicy(Policy):
         for request in self._queue.order(view):
             if batch.token_budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
-            whole = batch.need(request, request.num_tokens)    # the whole prompt, reserved
+            remaining = request.num_uncomputed_tokens          # all known tokens but its cache hit
+            whole = batch.need(request, remaining)             # the whole prompt, reserved
             keep = reserved + admission_reserve(self.watermark, view, bool(self._running))
             if whole > batch.num_free_blocks - keep:
                 break
-            n = min(request.num_tokens, batch.token_budget)
+            n = min(remaining, batch.token_budget)
             need = batch.need(request, n)
             batch.add(request, n)              # fits: need <= whole <= free - keep
             reserved += whole - need

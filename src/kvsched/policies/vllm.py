@@ -162,7 +162,7 @@ class VLLMPolicy(Policy):
             budget = batch.token_budget
             if budget <= 0 or len(self._running) >= self.max_num_seqs:
                 break
-            remaining = request.num_tokens     # a waiting request holds no KV: all known tokens
+            remaining = request.num_uncomputed_tokens   # all known tokens but its prefix-cache hit
             if self.padded_prefill_budget:
                 if (len(prompts) + 1) * max([remaining, *prompts]) > pass_budget:
                     break

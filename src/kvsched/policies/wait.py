@@ -192,8 +192,8 @@ def _stage(r: RequestView) -> int:
 def _num_tokens(r: RequestView, restart: str) -> int:
     """Tokens for the prompt's next stage (see ``restart`` in the module docstring)."""
     if restart == "stages":
-        if not r.is_resident:
-            return r.num_prompt_tokens
+        if not r.is_resident:          # its prompt, less a prefix-cache hit
+            return min(r.num_uncomputed_tokens, max(1, r.num_prompt_tokens - r.num_cached_tokens))
         return max(1, r.num_prompt_tokens - r.num_computed_tokens)    # rest of a chunked prompt
     return r.num_uncomputed_tokens
 

@@ -1,7 +1,9 @@
-"""The HTML report of a sweep: self-contained (figures inline as SVG), figures also saved as files."""
+"""The HTML report of a sweep: self-contained (each figure an SVG image in a data URI, so that the
+figures' element ids cannot clash with each other's), figures also saved as files."""
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import math
@@ -22,9 +24,13 @@ _CURVES = (("mean_latency", "mean latency (s)", "Mean end-to-end latency"),
 
 
 def _svg(fig) -> str:
+    """The figure as SVG text, its box grown to everything drawn (a legend below the panels may be
+    wider than they are), with no date and fixed ids so that a rerun writes the same file."""
+    import matplotlib
     import matplotlib.pyplot as plt
     buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    with matplotlib.rc_context({"svg.hashsalt": "kvsched"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.1, metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
@@ -39,9 +45,25 @@ def _fmt(x) -> str:
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    """Numbers right-aligned, text left-aligned, by column; in a box that scrolls sideways by
+    itself if the table is wider than the page, so that the page never does."""
+    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
+    align = [' class="num"' if n else "" for n in numeric]
+    head = "".join(f"<th{a}>{html.escape(h)}</th>" for h, a in zip(headers, align))
+    body = "".join("<tr>" + "".join(f"<td{a}>{_fmt(c)}</td>" for c, a in zip(row, align)) + "</tr>"
+                   for row in rows)
+    return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _is_number(cell) -> bool:
+    """A number, a missing value, or a number with its interval ("2.1 ± 0.3")."""
+    if cell is None or isinstance(cell, (int, float)):
+        return True
+    try:
+        float(str(cell).split(" ± ")[0])
+        return True
+    except ValueError:
+        return False
 
 
 def _summary_table(rows: list[dict]) -> str:
@@ -67,7 +89,7 @@ def _bound_table(rows: list[dict]) -> str:
     for label, per_rate in by_series_and_rate(ratios, "gap").items():
         for rate in sorted(per_rate):
             mean, half, n = mean_ci(per_rate[rate])
-            out.append([label, rate, n, mean, half if n >= MIN_CI_SEEDS else None])
+            out.append([label, rate, n, mean, _fmt_ci(half) if n >= MIN_CI_SEEDS else None])
     return _table(["policy", "rate", "seeds", "total latency / bound", "± 95% CI"], out)
 
 
@@ -87,7 +109,7 @@ def _cdf_section(requests, rows: list[dict], rate: float | None, fig_dir: Path) 
             pooled.setdefault(series_label(r, *multi), []).append(latency[hashes == r["config_hash"]])
         panels.append((title, {k: np.concatenate(v) for k, v in pooled.items()}))
     fig = figures.latency_cdf(panels, rate or 0.0)
-    return _save_and_embed(fig, fig_dir / "latency_cdf.svg")
+    return _save_and_embed(fig, fig_dir / "latency_cdf.svg", f"Latency CDF at {rate or 0.0:g} req/s")
 
 
 def _check_cdf_rate(rows: list[dict], rate: float | None) -> None:
@@ -106,7 +128,7 @@ def _paired_section(rows: list[dict]) -> str:
     headers = (["panel"] if grouped else []) + ["policy", "vs", "metric", "mean ratio", "± 95% CI",
                                                 "pairs", "seeds"]
     body = [([p["panel"]] if grouped else []) + [p["series"], p["baseline"], p["metric"], p["mean_ratio"],
-                                                  p["ci95"], p["pairs"], p["seeds"]] for p in paired]
+                                                  _fmt_ci(p["ci95"]), p["pairs"], p["seeds"]] for p in paired]
     seeds = num_seeds(rows)
     note = (f"<p>Ratios pool every rate and seed of a panel; baseline: the panel's first series. "
             f"A 95% CI is shown with at least {MIN_CI_SEEDS} seeds")
@@ -115,10 +137,17 @@ def _paired_section(rows: list[dict]) -> str:
     return _table(headers, body) + note + "</p>"
 
 
-def _save_and_embed(fig, path: Path) -> str:
+def _fmt_ci(half: float) -> str | None:
+    """A CI half-width to two significant figures, as in the summary table's "mean ± half"."""
+    return None if math.isnan(half) else f"{half:.2g}"
+
+
+def _save_and_embed(fig, path: Path, alt: str) -> str:
     svg = _svg(fig)
     path.write_text(svg)
-    return f'<figure>{svg}<figcaption>{html.escape(path.name)}</figcaption></figure>'
+    uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return (f'<figure><img src="{uri}" alt="{html.escape(alt)}">'
+            f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
 
 
 def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | None = None,
@@ -149,7 +178,7 @@ def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | No
     for metric, ylabel, title in _CURVES:
         sections.append(f"<h2>{title}</h2>")
         fig = figures.metric_vs_rate(rows, metric, ylabel, title)
-        sections.append(_save_and_embed(fig, fig_dir / f"{metric}_vs_rate.svg"))
+        sections.append(_save_and_embed(fig, fig_dir / f"{metric}_vs_rate.svg", title))
     sections.append("<h2>Latency CDF</h2>")
     sections.append(_cdf_section(requests, rows, cdf_rate, fig_dir))
     sections.append("<h2>Paired comparison (same requests and predictions)</h2>")
@@ -161,8 +190,9 @@ def write_report(sweep_dir: str | Path, out: str | Path, *, cdf_rate: float | No
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>kvsched report</title><style>"
             "body{font-family:sans-serif;max-width:1280px;margin:2em auto;color:#222}"
             "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-            "th{background:#f3f3f3}figure{margin:1em 0}svg{max-width:100%;height:auto}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.num{text-align:right}"
+            "th{background:#f3f3f3}div.table{overflow-x:auto}figure{margin:1em 0}"
+            "figure img{max-width:100%;height:auto}"
             "</style></head><body>" + "\n".join(sections) + "</body></html>")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:

@@ -2,7 +2,15 @@
 
 A `Workload` is immutable and columnar (numpy arrays, one entry per request). Request ids are the
 row indices after sorting by arrival time (stable). Times in seconds (or rounds under `UnitTime`).
-Trace loaders live in `kvsched.workload.traces`, predictors in `kvsched.workload.predictors`.
+Trace loaders live in `kvsched.workload.traces`, predictors in `kvsched.workload.predictors`,
+multi-turn conversations in `kvsched.workload.multiturn`.
+
+For prefix caching a workload may say which prompts share which tokens (``segments``, a
+`kvsched.workload.segments.PromptSegments`; None: every prompt distinct), and which requests are
+closed-loop follow-ups (``parent``/``think_time``: request i arrives ``think_time[i]`` seconds after
+request ``parent[i]`` *finishes*; ``parent[i] = -1``, the contract's marker, for an ordinary
+request, whose ``think_time`` is ignored). For a follow-up, ``arrival_time[i]`` is only a lower
+bound used for sorting (the engine uses the realised arrival).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import WorkloadError
+from .segments import PromptSegments
 
 _INT = np.int64
 
@@ -30,18 +39,20 @@ class Request:
     predicted_lo: int | None = None
     predicted_hi: int | None = None
     type_id: int | None = None
+    parent: int | None = None            # the previous turn of a follow-up (closed loop)
+    think_time: float | None = None      # seconds after the parent finishes
 
 
 _DTYPES = {"arrival_time": np.float64, "num_prompt_tokens": _INT, "true_output_tokens": _INT,
            "predicted_output_tokens": np.float64, "predicted_lo": _INT, "predicted_hi": _INT,
-           "type_id": _INT}
+           "type_id": _INT, "parent": _INT, "think_time": np.float64}
 
 
 def _column(values, name: str) -> np.ndarray | None:
     """`values` as an array of the column's dtype; token counts must be whole numbers."""
     if values is None:
         return None
-    if name not in ("num_prompt_tokens", "true_output_tokens"):
+    if name not in ("num_prompt_tokens", "true_output_tokens", "parent"):
         return np.asarray(values, dtype=_DTYPES[name])
     if np.asarray(values).dtype.kind in "iub":
         return np.asarray(values, dtype=_INT)
@@ -69,6 +80,43 @@ def _check_columns(cols: dict) -> None:
         if bad.size:
             raise WorkloadError(f"got {col[bad[0]]}, expected a finite number >= {low}",
                                 row=int(bad[0]) + 1, field=name)
+    _check_follow_ups(cols.get("parent"), cols.get("think_time"), n)
+
+
+def _check_follow_ups(parent, think_time, n: int) -> None:
+    """parent: -1 or a row index (0-based); think_time: finite >= 0; both or neither."""
+    if (parent is None) != (think_time is None):
+        given, missing = ("parent", "think_time") if think_time is None else ("think_time", "parent")
+        raise WorkloadError(f"given without {missing}; expected both columns or neither", field=given)
+    if parent is None:
+        return
+    bad = np.flatnonzero((parent < -1) | (parent >= n))
+    if bad.size:
+        raise WorkloadError(f"got {parent[bad[0]]}, expected -1 (none) or a row index in [0, {n})",
+                            row=int(bad[0]) + 1, field="parent")
+    bad = np.flatnonzero(parent == np.arange(n))
+    if bad.size:
+        raise WorkloadError("a request cannot follow itself", row=int(bad[0]) + 1, field="parent")
+    bad = np.flatnonzero(~np.isfinite(think_time) | (think_time < 0))
+    if bad.size:
+        raise WorkloadError(f"got {think_time[bad[0]]}, expected a finite number of seconds >= 0",
+                            row=int(bad[0]) + 1, field="think_time")
+
+
+def _check_order(parent, segments, prompts, outputs, row_numbers=None) -> None:
+    """What depends on the (sorted) order: a follow-up comes after its parent, an output
+    reference names an earlier row. ``row_numbers[i]``: the 1-based row to report for request i."""
+    if parent is not None:
+        bad = np.flatnonzero(parent >= np.arange(len(parent)))
+        if bad.size:
+            i = int(bad[0])
+            row = i + 1 if row_numbers is None else int(row_numbers[i])
+            parent_row = int(parent[i]) + 1 if row_numbers is None else int(row_numbers[parent[i]])
+            raise WorkloadError(f"follows row {parent_row}, which does not arrive before it; expected "
+                                "a follow-up's arrival_time (a lower bound) >= its parent's",
+                                row=row, field="parent")
+    if segments is not None:
+        segments.check(prompts, outputs, row_numbers)
 
 
 @dataclass(frozen=True)
@@ -76,7 +124,10 @@ class Workload:
     """A request stream. Arrays have one entry per request, sorted by arrival time.
 
     ``predicted_output_tokens`` (point predictions) and ``predicted_lo``/``predicted_hi``
-    (intervals) are optional; ``type_id`` marks finite request types (WAIT).
+    (intervals) are optional; ``type_id`` marks finite request types (WAIT). ``parent`` (int64,
+    -1 = none) and ``think_time`` (seconds) mark closed-loop follow-ups, always together; a
+    follow-up comes after its parent. ``segments`` (`PromptSegments`, or None: every prompt
+    distinct) says which prompts share which tokens; its pieces sum to ``num_prompt_tokens``.
     """
 
     arrival_time: np.ndarray
@@ -86,38 +137,52 @@ class Workload:
     predicted_lo: np.ndarray | None = None
     predicted_hi: np.ndarray | None = None
     type_id: np.ndarray | None = None
+    parent: np.ndarray | None = None
+    think_time: np.ndarray | None = None
+    segments: PromptSegments | None = None
     name: str = "workload"
     meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name in self._columns():
             object.__setattr__(self, name, _column(getattr(self, name), name))
+        if self.segments is not None and not isinstance(self.segments, PromptSegments):
+            raise WorkloadError(f"got {type(self.segments).__name__}, expected PromptSegments or None",
+                                field="segments")
         self._validate()
 
     def _validate(self) -> None:
         _check_columns({name: getattr(self, name) for name in self._columns()})
         if len(self) > 1 and np.any(np.diff(self.arrival_time) < 0):
             raise WorkloadError("arrival times must be sorted; use Workload.build", field="arrival_time")
+        _check_order(self.parent, self.segments, self.num_prompt_tokens, self.true_output_tokens)
 
     def __eq__(self, other: object) -> bool:
-        """Same name and same columns (the generated dataclass `==` fails on arrays)."""
+        """Same name, same columns and same segments (the generated `==` fails on arrays)."""
         if not isinstance(other, Workload):
             return NotImplemented
-        return self.name == other.name and all(
+        return self.name == other.name and self.segments == other.segments and all(
             (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
             for a, b in ((getattr(self, c), getattr(other, c)) for c in self._columns()))
 
     @staticmethod
     def _columns() -> tuple[str, ...]:
         return ("arrival_time", "num_prompt_tokens", "true_output_tokens", "predicted_output_tokens",
-                "predicted_lo", "predicted_hi", "type_id")
+                "predicted_lo", "predicted_hi", "type_id", "parent", "think_time")
+
+    @property
+    def is_closed_loop(self) -> bool:
+        """Some request arrives a think time after another finishes."""
+        return self.parent is not None and bool(np.any(self.parent >= 0))
 
     @classmethod
     def build(cls, arrival_time, num_prompt_tokens, true_output_tokens, *, name: str = "workload",
-              meta: dict | None = None, **optional) -> Workload:
+              meta: dict | None = None, segments: PromptSegments | None = None, **optional) -> Workload:
         """Make a workload from unsorted columns: rows are sorted stably by arrival time.
 
-        Bad values are reported with their row in the order given (1-based).
+        ``parent`` and the output references in ``segments`` name rows in the order given; they are
+        renumbered to the sorted order. Bad values are reported with their row in the order given
+        (1-based).
         """
         unknown = sorted(set(optional) - set(cls._columns()))
         if unknown:
@@ -128,7 +193,22 @@ class Workload:
         _check_columns(cols)
         order = np.argsort(cols["arrival_time"], kind="stable")
         sorted_cols = {k: (None if v is None else v[order]) for k, v in cols.items()}
-        return cls(**sorted_cols, name=name, meta=dict(meta or {}))
+        position = np.empty(len(order), dtype=_INT)
+        position[order] = np.arange(len(order), dtype=_INT)
+        if sorted_cols.get("parent") is not None:
+            parent = sorted_cols["parent"]
+            sorted_cols["parent"] = np.where(parent >= 0, position[np.maximum(parent, 0)], -1)
+        if segments is not None:
+            if not isinstance(segments, PromptSegments):
+                raise WorkloadError(f"got {type(segments).__name__}, expected PromptSegments",
+                                    field="segments")
+            if len(segments) != len(order):
+                raise WorkloadError(f"has {len(segments)} prompts, expected one per request ({len(order)})",
+                                    field="segments")
+            segments = segments.permuted(order)
+        _check_order(sorted_cols.get("parent"), segments, sorted_cols["num_prompt_tokens"],
+                     sorted_cols["true_output_tokens"], row_numbers=order + 1)
+        return cls(**sorted_cols, segments=segments, name=name, meta=dict(meta or {}))
 
     def __len__(self) -> int:
         return len(self.arrival_time)
@@ -140,9 +220,12 @@ class Workload:
     def request(self, i: int) -> Request:
         def opt(col, cast):
             return None if col is None else cast(col[i])
+        follows = self.parent is not None and self.parent[i] >= 0
         return Request(i, float(self.arrival_time[i]), int(self.num_prompt_tokens[i]),
                        int(self.true_output_tokens[i]), opt(self.predicted_output_tokens, float),
-                       opt(self.predicted_lo, int), opt(self.predicted_hi, int), opt(self.type_id, int))
+                       opt(self.predicted_lo, int), opt(self.predicted_hi, int), opt(self.type_id, int),
+                       int(self.parent[i]) if follows else None,
+                       float(self.think_time[i]) if follows else None)
 
     def __iter__(self) -> Iterator[Request]:
         return (self.request(i) for i in range(len(self)))
@@ -150,17 +233,19 @@ class Workload:
     def head(self, n: int) -> Workload:
         """The first n requests."""
         cols = {k: (None if getattr(self, k) is None else getattr(self, k)[:n]) for k in self._columns()}
-        return Workload(**cols, name=self.name, meta=dict(self.meta))
+        segments = None if self.segments is None else self.segments.head(n)
+        return Workload(**cols, segments=segments, name=self.name, meta=dict(self.meta))
 
     def with_columns(self, **cols) -> Workload:
         """A copy with some columns replaced (e.g. predictions)."""
         return replace(self, **cols, meta=dict(self.meta))
 
     def with_arrivals(self, arrival_time) -> Workload:
-        """The same lengths with new arrival times (re-sorted stably)."""
+        """The same lengths with new arrival times (re-sorted stably; follow-ups and segments
+        renumbered). For a follow-up the new time is again only a lower bound."""
         extra = {k: getattr(self, k) for k in self._columns()[3:]}
         return Workload.build(arrival_time, self.num_prompt_tokens, self.true_output_tokens,
-                              name=self.name, meta=self.meta, **extra)
+                              name=self.name, meta=self.meta, segments=self.segments, **extra)
 
 
 # --------------------------------------------------------------------------- arrival processes

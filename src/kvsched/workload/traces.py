@@ -7,6 +7,13 @@
   trace columns ``num_prefill_tokens, num_decode_tokens[, arrived_at]`` (other columns, such as
   Vidur's ``num_total_tokens`` and ``pd_ratio``, are ignored). Parquet needs pyarrow (the
   ``parquet`` extra).
+- ``.jsonl`` in Mooncake's format (Qin et al., FAST 2025; the ``kvcache-ai/Mooncake`` traces): rows
+  ``{"timestamp": ms, "input_length": n, "output_length": n, "hash_ids": [id, ...]}``. The
+  timestamp is in **milliseconds** (converted to seconds); ``hash_ids`` has one non-negative
+  integer per 512 prompt tokens (``ceil(input_length / 512)`` of them), and rows that share a
+  leading run of ids share those tokens. They become the workload's ``segments``: one piece
+  ``(id, 512)`` per id, the last covering the remainder (`kvsched.workload.segments`), so a
+  prefix-caching run sees the sharing. Rows without ``timestamp`` get arrivals as below.
 - ``.json``: ShareGPT-style conversations, a list of ``{"conversations": [{"from": "human" |
   "gpt", "value": text}, ...]}``. As vLLM's serving benchmark does, each conversation gives one
   request: its first human turn is the prompt and the reply that follows is the output; a
@@ -36,11 +43,20 @@ from typing import Any
 import numpy as np
 
 from ..errors import WorkloadError
+from .segments import PromptSegments
 from .synthetic import AllAtZero, Poisson, Workload
 
-#: Column names: (prompt, output, arrival) in our format and in Vidur's.
+#: Column names: (prompt, output, arrival) in our format, in Vidur's and in Mooncake's.
 OUR_COLUMNS = ("num_prompt_tokens", "num_output_tokens", "arrival_time")
 VIDUR_COLUMNS = ("num_prefill_tokens", "num_decode_tokens", "arrived_at")
+MOONCAKE_COLUMNS = ("input_length", "output_length", "timestamp")
+#: Mooncake's prefix-block column, and the prompt tokens each of its ids covers.
+MOONCAKE_HASHES = "hash_ids"
+MOONCAKE_BLOCK_TOKENS = 512
+#: Seconds per unit of each format's arrival column (Mooncake's timestamps are milliseconds).
+TIME_UNITS = {"arrival_time": 1.0, "arrived_at": 1.0, "timestamp": 1e-3}
+#: The largest hash id we take: an int64.
+MAX_HASH_ID = 2 ** 63 - 1
 #: Tokens per whitespace-separated word in the ShareGPT approximation.
 TOKENS_PER_WORD = 1.3
 SUFFIXES = (".csv", ".jsonl", ".parquet", ".json")
@@ -65,11 +81,12 @@ def load_trace(path: str | Path, *, rate: float | None = None, seed: int = 0,
         raise WorkloadError("no such file", path=str(path))
     if num_requests is not None and num_requests < 1:
         raise WorkloadError(f"got {num_requests}, expected at least 1 request", field="num_requests")
+    segments = None
     if suffix == ".json":
         prompts, outputs, arrivals, meta = _read_sharegpt(path, count_tokens, num_requests)
     else:
         reader = {".csv": _csv_columns, ".jsonl": _jsonl_columns, ".parquet": _parquet_columns}[suffix]
-        prompts, outputs, arrivals, meta = _read_table(path, reader(path), num_requests)
+        prompts, outputs, arrivals, segments, meta = _read_table(path, reader(path), num_requests)
     if rate is not None:
         if not (rate > 0 and math.isfinite(rate)):
             raise WorkloadError(f"got {rate}, expected a rate > 0 requests per second", field="rate")
@@ -77,7 +94,7 @@ def load_trace(path: str | Path, *, rate: float | None = None, seed: int = 0,
     elif arrivals is None:
         arrivals = AllAtZero().sample(len(prompts), np.random.default_rng(seed))
     meta.update(source=str(path), arrival_rate=rate)
-    return Workload.build(arrivals, prompts, outputs, name=path.stem, meta=meta)
+    return Workload.build(arrivals, prompts, outputs, segments=segments, name=path.stem, meta=meta)
 
 
 # --------------------------------------------------------------------------- tabular formats
@@ -155,7 +172,7 @@ def _parquet_columns(path: Path) -> Columns:
 
 
 def _pick_columns(path: Path, header: list[str]) -> tuple[str, str, str | None]:
-    for prompt, output, arrival in (OUR_COLUMNS, VIDUR_COLUMNS):
+    for prompt, output, arrival in (OUR_COLUMNS, VIDUR_COLUMNS, MOONCAKE_COLUMNS):
         if prompt in header or output in header:
             for name in (prompt, output):
                 if name not in header:
@@ -167,25 +184,64 @@ def _pick_columns(path: Path, header: list[str]) -> tuple[str, str, str | None]:
                             path=str(path))
     raise WorkloadError(f"missing column; expected {OUR_COLUMNS[0]}, {OUR_COLUMNS[1]}"
                         f"[, {OUR_COLUMNS[2]}] or Vidur's {VIDUR_COLUMNS[0]}, {VIDUR_COLUMNS[1]}"
-                        f"[, {VIDUR_COLUMNS[2]}]; found {', '.join(header)}",
-                        path=str(path), field=OUR_COLUMNS[0])
+                        f"[, {VIDUR_COLUMNS[2]}] or Mooncake's {MOONCAKE_COLUMNS[0]}, "
+                        f"{MOONCAKE_COLUMNS[1]}, {MOONCAKE_HASHES}[, {MOONCAKE_COLUMNS[2]}]; "
+                        f"found {', '.join(header)}", path=str(path), field=OUR_COLUMNS[0])
 
 
 def _read_table(path: Path, columns: Columns, limit: int | None):
     header, rows = columns
     prompt_col, output_col, arrival_col = _pick_columns(path, header)
-    prompts, outputs, arrivals = [], [], []
+    hashes = prompt_col == MOONCAKE_COLUMNS[0] and MOONCAKE_HASHES in header
+    unit = TIME_UNITS.get(arrival_col, 1.0)
+    prompts, outputs, arrivals, pieces = [], [], [], []
     for row_number, record in enumerate(rows, start=1):
         if limit is not None and row_number > limit:
             break
         prompts.append(_token_count(record.get(prompt_col), path, row_number, prompt_col))
         outputs.append(_token_count(record.get(output_col), path, row_number, output_col))
         if arrival_col is not None:
-            arrivals.append(_arrival(record.get(arrival_col), path, row_number, arrival_col))
+            arrivals.append(_arrival(record.get(arrival_col), path, row_number, arrival_col) * unit)
+        if hashes:
+            pieces.append(_hash_ids(record.get(MOONCAKE_HASHES), prompts[-1], path, row_number))
     if not prompts:
         raise WorkloadError("empty file: a header but no data rows", path=str(path))
-    columns_used = "vidur" if prompt_col == VIDUR_COLUMNS[0] else "kvsched"
-    return prompts, outputs, (arrivals if arrival_col else None), {"columns": columns_used}
+    columns_used = {VIDUR_COLUMNS[0]: "vidur", MOONCAKE_COLUMNS[0]: "mooncake"}.get(prompt_col, "kvsched")
+    segments = _block_segments(pieces, prompts) if hashes else None
+    return prompts, outputs, (arrivals if arrival_col else None), segments, {"columns": columns_used}
+
+
+def _hash_ids(value: Any, num_prompt_tokens: int, path: Path, row: int) -> list[int]:
+    """A Mooncake row's ``hash_ids``: ceil(prompt / 512) integers in [0, 2^63), no id twice in a row."""
+    expected = (f"a list of ceil(input_length / {MOONCAKE_BLOCK_TOKENS}) = "
+                f"{-(-num_prompt_tokens // MOONCAKE_BLOCK_TOKENS)} integer ids >= 0")
+    if not isinstance(value, list):
+        shown = "an empty value" if value is None else f"a {type(value).__name__}"
+        raise WorkloadError(f"got {shown}, expected {expected}", path=str(path), row=row, field=MOONCAKE_HASHES)
+    for position, item in enumerate(value, start=1):
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= MAX_HASH_ID:
+            raise WorkloadError(f"id {position} is {item!r}, expected {expected}", path=str(path), row=row,
+                                field=MOONCAKE_HASHES)
+    if len(value) != -(-num_prompt_tokens // MOONCAKE_BLOCK_TOKENS):
+        raise WorkloadError(f"got {len(value)} ids for input_length {num_prompt_tokens}, expected {expected}",
+                            path=str(path), row=row, field=MOONCAKE_HASHES)
+    for position, (a, b) in enumerate(zip(value, value[1:]), start=1):
+        if a == b:
+            raise WorkloadError(f"ids {position} and {position + 1} are both {a}, expected one id per "
+                                "block (a prefix hash names its block)", path=str(path), row=row,
+                                field=MOONCAKE_HASHES)
+    return value
+
+
+def _block_segments(pieces: list[list[int]], prompts: list[int]) -> PromptSegments:
+    """One piece (id, 512) per hash id; the last piece of a prompt covers its remainder."""
+    counts = np.array([len(p) for p in pieces], dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    ids = np.fromiter((h for p in pieces for h in p), dtype=np.int64, count=int(offsets[-1]))
+    lengths = np.full(int(offsets[-1]), MOONCAKE_BLOCK_TOKENS, dtype=np.int64)
+    prompt = np.asarray(prompts, dtype=np.int64)
+    lengths[offsets[1:] - 1] = prompt - MOONCAKE_BLOCK_TOKENS * (counts - 1)
+    return PromptSegments(offsets, ids, lengths)
 
 
 def _number(value: Any, path: Path, row: int, field: str, expected: str) -> float:
@@ -217,7 +273,7 @@ def _token_count(value: Any, path: Path, row: int, field: str) -> int:
 
 
 def _arrival(value: Any, path: Path, row: int, field: str) -> float:
-    expected = "a finite time in seconds >= 0"
+    expected = f"a finite time in {'milliseconds' if TIME_UNITS.get(field) == 1e-3 else 'seconds'} >= 0"
     number = _number(value, path, row, field, expected)
     if not math.isfinite(number) or number < 0:
         raise WorkloadError(f"got {value!r}, expected {expected}", path=str(path), row=row, field=field)

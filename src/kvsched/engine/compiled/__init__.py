@@ -106,6 +106,10 @@ def unsupported(sim, policy, workload=None) -> str | None:
                 "(vllm, sarathi, mcsf, mc-benchmark, amax, amin and hsf do)")
     if not sim.fast or sim.record_iterations or sim.verify_stable or sim.separate_batching:
         return "the run asks for the reference loop, iteration records, verification or separate batching"
+    if sim.prefix_caching:
+        return "prefix caching runs in the Python engine (the kernels have no prefix cache)"
+    if workload is not None and workload.is_closed_loop:
+        return "closed-loop follow-up turns (Workload.parent) run in the Python engine"
     if sim.eviction is not Eviction.RECOMPUTE:
         return f"the kernels implement eviction by recompute only, not {sim.eviction.value!r}"
     if type(sim.cost) not in (UnitTime, LinearCost, CalibratedCost):

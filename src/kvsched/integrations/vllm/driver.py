@@ -26,6 +26,7 @@ KV blocks used per step, admission order and per-request eviction counts.
 from __future__ import annotations
 
 import gc
+import heapq
 import os
 import time
 from collections.abc import Callable
@@ -54,7 +55,9 @@ class EngineSettings:
     a block size that is a multiple of 32 (hence the default; a GPU build also takes 16).
     ``reserve_full_isl`` is vLLM's ``scheduler_reserve_full_isl`` (True by default in vLLM
     0.32): a waiting request is admitted only if its whole input (prompt + generated tokens) fits,
-    not just its first chunk — kvsched's ``vllm`` policy calls this ``full_prompt_must_fit``."""
+    not just its first chunk — kvsched's ``vllm`` policy calls this ``full_prompt_must_fit``.
+    ``prefix_caching``: vLLM's automatic prefix caching (``enable_prefix_caching``), and the
+    simulator's (``Simulator(prefix_caching=True)``) in `simulate_like`."""
 
     model: str
     num_gpu_blocks: int
@@ -63,6 +66,7 @@ class EngineSettings:
     max_num_seqs: int = 64
     max_model_len: int | None = None
     reserve_full_isl: bool = True
+    prefix_caching: bool = False
     dtype: str = "bfloat16"
     seed: int = 0
     vocab_size: int = TINY_VOCAB_SIZE
@@ -111,6 +115,8 @@ class _Replay:
         self.total = np.zeros(n, np.int64)
         self.recomputed = np.zeros(n, np.int64)
         self.evictions = np.zeros(n, np.int64)
+        self.cached = np.zeros(n, np.int64)
+        self.lookup = np.zeros(n, np.int64)
         self.first_scheduled = np.full(n, np.nan)
         self.first_token = np.full(n, np.nan)
         self.finish = np.full(n, np.nan)
@@ -121,6 +127,13 @@ class _Replay:
             self.computed[r] = 0
             self.evictions[r] += 1
 
+    def admit(self, hits: dict[int, int]) -> None:
+        """Requests admitted with a prefix-cache hit start from it (`StepRecord.num_cached_tokens`)."""
+        for r, hit in hits.items():
+            self.computed[r] = hit
+            self.cached[r] += hit
+            self.lookup[r] += self.prompt[r] + self.generated[r]
+
     def batch(self, num_tokens: dict[int, int]) -> BatchStats:
         tally = Tally(0)
         for r, n in num_tokens.items():
@@ -128,7 +141,9 @@ class _Replay:
             tally.add(n, computed + n, rules.is_decode_step(prompt, outputs, computed, n))
         return tally.batch()
 
-    def advance(self, num_tokens: dict[int, int], start: float, end: float) -> None:
+    def advance(self, num_tokens: dict[int, int], start: float, end: float) -> list[int]:
+        """Advance the requests of one step; returns those that finished in it."""
+        finished = []
         for r, n in num_tokens.items():
             step = rules.advance(int(self.prompt[r]), int(self.generated[r]), int(self.computed[r]),
                                  int(self.high_water[r]), n)
@@ -143,6 +158,8 @@ class _Replay:
                 if self.generated[r] == self.true_output[r]:
                     self.finish[r] = end
                     self.num_done += 1
+                    finished.append(r)
+        return finished
 
 
 # --------------------------------------------------------------------------- the engine
@@ -161,7 +178,7 @@ def _make_engine(settings: EngineSettings, scheduler_cls: str, policy: str | Non
         kv_cache_memory_bytes=settings.num_gpu_blocks * kv_bytes_per_block(settings.block_size),
         gpu_memory_utilization=0.05, max_model_len=max_model_len,
         max_num_batched_tokens=settings.max_num_batched_tokens, max_num_seqs=settings.max_num_seqs,
-        enable_prefix_caching=False, async_scheduling=False, enable_chunked_prefill=True,
+        enable_prefix_caching=settings.prefix_caching, async_scheduling=False, enable_chunked_prefill=True,
         scheduler_cls=scheduler_cls,
         scheduler_reserve_full_isl=settings.reserve_full_isl,
         additional_config=additional)
@@ -172,9 +189,75 @@ def _scheduler_of(engine):
     return engine.engine_core.engine_core.scheduler
 
 
-def _prompt_ids(workload: Workload, i: int, vocab_size: int) -> list[int]:
-    rng = np.random.default_rng(1_000_003 + i)
-    return rng.integers(3, vocab_size, size=int(workload.num_prompt_tokens[i])).tolist()
+SEGMENT_SEED = 1_000_033      # token ids of segment x: default_rng([SEGMENT_SEED, x]), a prefix per length
+
+
+def _prompt_ids(workload: Workload, i: int, vocab_size: int, outputs: dict[int, list[int]]) -> list[int]:
+    """Request i's prompt as token ids. Without `Workload.segments`, random ids of its own; with
+    them, each piece (x, L) is segment x's first L ids (the same in every prompt that names it), or,
+    for x = -(j + 1), the first L tokens the engine generated for request j (a follow-up turn's
+    previous answer; j has finished by then)."""
+    if workload.segments is None:
+        rng = np.random.default_rng(1_000_003 + i)
+        return rng.integers(3, vocab_size, size=int(workload.num_prompt_tokens[i])).tolist()
+    ids: list[int] = []
+    for segment, length in workload.segments.of(i):
+        if segment >= 0:
+            ids += np.random.default_rng([SEGMENT_SEED, segment]).integers(3, vocab_size, size=length).tolist()
+            continue
+        j = -segment - 1
+        if j not in outputs:
+            raise ConfigError(f"request {i}'s prompt holds request {j}'s output, which the engine has not "
+                              "generated yet (only a follow-up turn, Workload.parent, may name an output)")
+        ids += outputs[j][:length]
+    return ids
+
+
+class _Arrivals:
+    """The requests still to come, as the simulator releases them: open-loop requests at their
+    arrival times; follow-up turns (`Workload.parent`) a think time after their previous turn
+    finishes; a rejected request's follow-ups are rejected with it and never arrive."""
+
+    def __init__(self, workload: Workload, rejected: np.ndarray) -> None:
+        self.arrival = workload.arrival_time.astype(np.float64).copy()      # realised for follow-ups
+        self.think = workload.think_time
+        parent = workload.parent if workload.is_closed_loop else None
+        self.closed_loop = parent is not None
+        self.followups: dict[int, list[int]] = {}
+        if parent is not None:
+            for child in np.flatnonzero(parent >= 0).tolist():
+                self.followups.setdefault(int(parent[child]), []).append(child)
+                if rejected[parent[child]]:          # rows are sorted: a parent comes first
+                    rejected[child] = True
+                    self.arrival[child] = np.nan
+        self.open = [i for i in range(len(workload)) if parent is None or parent[i] < 0]
+        self.next = 0
+        self.released: list[tuple[float, int]] = []
+
+    def next_time(self) -> float | None:
+        times = [self.arrival[self.open[self.next]]] if self.next < len(self.open) else []
+        if self.released:
+            times.append(self.released[0][0])
+        return min(times) if times else None
+
+    def has_future(self) -> bool:
+        """As `Simulation.has_future_arrivals`: follow-ups not released yet do not count."""
+        return self.next < len(self.open) or bool(self.released)
+
+    def due(self, now: float) -> list[int]:
+        """The requests arrived by `now`, in (arrival, id) order (the simulator's queue order)."""
+        due = []
+        while self.next < len(self.open) and self.arrival[self.open[self.next]] <= now:
+            due.append(self.open[self.next])
+            self.next += 1
+        while self.released and self.released[0][0] <= now:
+            due.append(heapq.heappop(self.released)[1])
+        return sorted(due, key=lambda i: (self.arrival[i], i))
+
+    def finished(self, request: int, end: float) -> None:
+        for child in self.followups.pop(request, ()):
+            self.arrival[child] = end + float(self.think[child])
+            heapq.heappush(self.released, (self.arrival[child], child))
 
 
 def _extra_args(workload: Workload, i: int, arrival_time: float) -> dict:
@@ -224,34 +307,35 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
         scheduler.kvsched_clock = lambda: time.perf_counter() - t0
     else:
         scheduler.kvsched_clock = lambda: state["now"]
-    scheduler.kvsched_has_future_arrivals = lambda: state["next"] < n
+    arrivals = _Arrivals(workload, rejected)
+    scheduler.kvsched_has_future_arrivals = arrivals.has_future
     replay = _Replay(workload)
     replay.num_done = int(rejected.sum())
+    output_ids: dict[int, list[int]] = {}
     iterations: list[IterationRecord] = []
     returned: dict[str, int] = {}
     busy = kv_token_seconds = 0.0
     kv_peak = 0
     pending_preempted: list[int] = []
-    arrival = workload.arrival_time
 
     def now() -> float:
         return time.perf_counter() - t0 if clock == "wall" else state["now"]
 
     try:
         while replay.num_done < n:
-            while state["next"] < n and arrival[state["next"]] <= now():
-                i = state["next"]
-                state["next"] += 1
+            for i in arrivals.due(now()):
                 if rejected[i]:
                     continue
                 params = SamplingParams(max_tokens=int(workload.true_output_tokens[i]), ignore_eos=True,
-                                        detokenize=False, extra_args=_extra_args(workload, i, float(arrival[i])))
-                engine.add_request(str(i), TokensPrompt(prompt_token_ids=_prompt_ids(workload, i, settings.vocab_size)),
-                                   params)
+                                        detokenize=False,
+                                        extra_args=_extra_args(workload, i, float(arrivals.arrival[i])))
+                prompt_ids = _prompt_ids(workload, i, settings.vocab_size, output_ids)
+                engine.add_request(str(i), TokensPrompt(prompt_token_ids=prompt_ids), params)
             if not engine.has_unfinished_requests():
-                if state["next"] >= n:
+                upcoming = arrivals.next_time()
+                if upcoming is None:
                     break
-                _wait_until(state, float(arrival[state["next"]]), clock, t0)
+                _wait_until(state, upcoming, clock, t0)
                 continue
             start = now()
             num_records = len(scheduler.kvsched_trace)
@@ -259,9 +343,11 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
             for out in outputs:
                 if out.finished:
                     returned[out.request_id] = len(out.outputs[0].token_ids)
+                    output_ids[int(out.request_id)] = list(out.outputs[0].token_ids)
             for record in scheduler.kvsched_trace[num_records:]:
                 replay.preempt(record.preempted)
                 pending_preempted.extend(record.preempted)
+                replay.admit(record.num_cached_tokens)
                 if not record.num_tokens:
                     continue
                 batch = replay.batch(record.num_tokens)
@@ -273,14 +359,15 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
                 iterations.append(IterationRecord(start, duration, dict(record.num_tokens),
                                                   tuple(pending_preempted), used))
                 pending_preempted = []
-                replay.advance(record.num_tokens, start, start + duration)
+                for r in replay.advance(record.num_tokens, start, start + duration):
+                    arrivals.finished(r, start + duration)
                 busy += duration
                 kv_peak = max(kv_peak, used)
                 kv_token_seconds += used * duration
                 if clock == "virtual":
                     state["now"] = start + duration
             if not scheduler.kvsched_trace[num_records:] or not scheduler.kvsched_trace[-1].num_tokens:
-                _idle(state, scheduler, arrival, clock, t0, n - replay.num_done)
+                _idle(state, scheduler, arrivals, clock, t0, n - replay.num_done)
             if progress is not None:
                 progress(replay.num_done, n)
         trace = list(scheduler.kvsched_trace)
@@ -295,7 +382,10 @@ def run_engine(workload: Workload, settings: EngineSettings, policy: str | None 
         num_recomputed_tokens=replay.recomputed, total_computed_tokens=replay.total, rejected=rejected,
         reject_reasons={int(i): _reject_reason(workload, int(i), settings) for i in np.flatnonzero(rejected)},
         num_iterations=len(iterations), busy_time=busy, kv_peak_tokens=kv_peak,
-        kv_token_seconds=kv_token_seconds, wall_time=wall_time, iterations=iterations)
+        kv_token_seconds=kv_token_seconds, wall_time=wall_time, iterations=iterations,
+        num_cached_tokens=replay.cached if settings.prefix_caching else None,
+        num_lookup_tokens=replay.lookup if settings.prefix_caching else None,
+        realized_arrival_time=arrivals.arrival if arrivals.closed_loop else None)
     return EngineRun(policy or DEFAULT_SCHEDULER, trace, result, startup_time, wall_time)
 
 
@@ -306,10 +396,11 @@ def _reject_reason(workload: Workload, i: int, settings: EngineSettings) -> str:
             f"max_model_len <= the KV capacity, {settings.kv_capacity_tokens} tokens")
 
 
-def _idle(state: dict, scheduler, arrival: np.ndarray, clock: str, t0: float, num_left: int) -> None:
+def _idle(state: dict, scheduler, arrivals: _Arrivals, clock: str, t0: float, num_left: int) -> None:
     """Nothing scheduled: wait for the next arrival or the policy's wake_time (as the simulator)."""
     now = time.perf_counter() - t0 if clock == "wall" else state["now"]
-    candidates = [float(arrival[state["next"]])] if state["next"] < len(arrival) else []
+    upcoming = arrivals.next_time()
+    candidates = [float(upcoming)] if upcoming is not None else []
     wake = getattr(scheduler, "kvsched_wake_time", None)
     if wake is not None and wake > now:
         candidates.append(float(wake))
@@ -358,7 +449,8 @@ def simulate_like(workload: Workload, settings: EngineSettings, policy: str | No
     pol, _, _ = policy_for_engine(policy or "vllm", settings.limits)
     sim = Simulator(cost or UnitTime(), settings.kv_capacity_tokens, block_size=settings.block_size,
                     kv_convention=KVConvention.COMPUTED,
-                    max_num_batched_tokens=settings.max_num_batched_tokens, record_iterations=True)
+                    max_num_batched_tokens=settings.max_num_batched_tokens, record_iterations=True,
+                    prefix_caching=settings.prefix_caching)
     return sim.run(workload, pol)
 
 
@@ -377,13 +469,16 @@ class Comparison:
     admission_order_equal: bool = True
     evictions_equal: bool = True
     rejections_equal: bool = True
+    cached_tokens_equal: bool = True     # per request, with prefix caching
+    arrivals_equal: bool = True          # realised arrivals of follow-up turns (closed loop)
     differences: list[str] = field(default_factory=list)
 
     @property
     def matches(self) -> bool:
         return (self.num_engine_iterations == self.num_sim_iterations and self.num_batch_mismatches == 0
                 and self.num_preemption_mismatches == 0 and self.num_kv_mismatches == 0
-                and self.admission_order_equal and self.evictions_equal and self.rejections_equal)
+                and self.admission_order_equal and self.evictions_equal and self.rejections_equal
+                and self.cached_tokens_equal and self.arrivals_equal)
 
     def note(self, text: str) -> None:
         if len(self.differences) < MAX_RECORDED_DIFFERENCES:
@@ -441,4 +536,11 @@ def compare(engine: RunResult, sim: RunResult) -> Comparison:
     if not cmp.rejections_equal:
         cmp.note(f"rejected: engine {np.flatnonzero(engine.rejected).tolist()}, "
                  f"simulator {np.flatnonzero(sim.rejected).tolist()}")
+    for name, flag in (("num_cached_tokens", "cached_tokens_equal"), ("num_lookup_tokens", "cached_tokens_equal"),
+                       ("realized_arrival_time", "arrivals_equal")):
+        e, s_ = getattr(engine, name), getattr(sim, name)
+        if (e is None) != (s_ is None) or (e is not None and not np.array_equal(e, s_, equal_nan=True)):
+            setattr(cmp, flag, False)
+            cmp.note(f"{name}: engine {None if e is None else e.tolist()[:20]}, "
+                     f"simulator {None if s_ is None else s_.tolist()[:20]}")
     return cmp

@@ -99,7 +99,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vllm.v1.core.sched.request_queue import create_request_queue
@@ -134,6 +134,8 @@ class StepRecord:
     ``num_tokens`` is in the engine's scheduling order (running requests first, then admissions);
     ``preempted`` is sorted; ``kv_used_blocks`` counts the blocks held after this step's
     allocations (the simulator's ``IterationRecord.kv_used_tokens / block_size``).
+    ``num_cached_tokens``: for each request admitted this step (new, or resumed after a
+    preemption), the tokens it starts from: its prefix-cache hit (0 without prefix caching).
     """
 
     step: int
@@ -144,10 +146,12 @@ class StepRecord:
     num_waiting: int
     num_running: int
     gaps: tuple[str, ...] = ()
+    num_cached_tokens: dict[int, int] = field(default_factory=dict)
 
     def as_json(self) -> str:
         data = asdict(self)
         data["num_tokens"] = [[k, v] for k, v in self.num_tokens.items()]
+        data["num_cached_tokens"] = [[k, v] for k, v in self.num_cached_tokens.items()]
         return json.dumps(data)
 
 
@@ -451,7 +455,7 @@ class _KVSchedTrace:
             preempted=tuple(sorted(ids[r] for r in (output.preempted_req_ids or ()) if r in ids)),
             kv_used_blocks=self._kvsched_used_blocks(),
             num_waiting=sum(len(queue) for queue in self._kvsched_queues()),
-            num_running=len(self.running), gaps=gaps)
+            num_running=len(self.running), gaps=gaps, num_cached_tokens=_admission_hits(output, ids))
         self._kvsched_step += 1
         if output.total_num_scheduled_tokens > 0:
             self._kvsched_iteration += 1
@@ -462,6 +466,18 @@ class _KVSchedTrace:
             with open(self._kvsched_trace_path, "a", encoding="utf-8") as fh:
                 fh.write(record.as_json() + "\n")
         return record
+
+
+def _admission_hits(output, ids: dict[str, int]) -> dict[int, int]:
+    """Requests admitted in `output` (new ones, and resumed ones after a preemption) -> the
+    tokens they start from: what vLLM's prefix cache gave them."""
+    hits = {ids[new.req_id]: int(new.num_computed_tokens)
+            for new in output.scheduled_new_reqs if new.req_id in ids}
+    cached = output.scheduled_cached_reqs
+    for req_id, computed in zip(cached.req_ids, cached.num_computed_tokens):
+        if req_id in cached.resumed_req_ids and req_id in ids:
+            hits[ids[req_id]] = int(computed)
+    return hits
 
 
 class RecordingScheduler(_KVSchedTrace, Scheduler):
