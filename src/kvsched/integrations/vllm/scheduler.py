@@ -60,9 +60,11 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
 - The view's ``has_future_arrivals`` is unknown to a server: True unless a driver sets
   ``scheduler.kvsched_has_future_arrivals``. The oracle of clairvoyant policies returns
   ``max_tokens`` (exact only with ``ignore_eos``).
-- Features whose admission the base loop handles and a policy cannot see: prefix caching (a
-  prompt with a cache hit computes fewer tokens than the view says: run with prefix caching off),
-  speculative decoding, KV connectors (P/D, offloading), LoRA limits, encoder inputs,
+- Prefix caching: the policy sees each waiting request's hit at the step's boundary
+  (`kvsched.integrations.vllm.view`); the admission uses that hit, and admissions of one step
+  that share cached blocks count them once (`view.BlockHolders`), as the simulator does.
+- Features whose admission the base loop handles and a policy cannot see: speculative
+  decoding, KV connectors (P/D, offloading), LoRA limits, encoder inputs,
   ``long_prefill_token_threshold``.
   ``KVSchedScheduler`` refuses speculative decoding, KV connectors and pipeline parallelism at
   start; the others show up as gaps when they change a decision.
@@ -76,8 +78,10 @@ Fidelity (tests/integrations/vllm, vLLM 0.32 CPU build, tiny Llama, KV cache of 
 vLLM's own scheduler and kvsched's ``vllm`` policy in the simulator, and ``vllm``, ``sarathi``,
 ``mcsf``, ``amin``, ``hsf`` and a pausing test policy run through this adapter and in the
 simulator, make the same decisions: batch (requests and tokens) per iteration, preemptions per
-iteration, KV blocks used per iteration, admission order, preemptions per request. Differences
-found, all explained:
+iteration, KV blocks used per iteration, admission order, preemptions per request; with prefix
+caching on (multi-turn and shared-system-prompt workloads), vLLM's own scheduler, and ``vllm`` and
+``sarathi`` through this adapter, also the cached tokens of every admission. Differences found,
+all explained:
 
 - vLLM 0.32 admits a waiting request only if its whole input (prompt + generated tokens) fits
   (``scheduler_reserve_full_isl=True``, the default); kvsched's ``vllm`` policy does this with
@@ -111,7 +115,7 @@ from ...state import Decision, RequestState, SchedulerView, Status
 from .limits import EngineLimits, describe, policy_for_engine
 from .request_args import (EXTRA_ARGS_KEY, RequestArgs, RequestArgsError, missing_predictions,
                            parse_fallback, parse_request_args)
-from .view import EngineView, ServedRequestView, resident_extra_blocks
+from .view import BlockHolders, EngineView, ServedRequestView, resident_extra_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -421,6 +425,18 @@ class _KVSchedTrace:
             self._kvsched_hit_blocks[request.request_id] = (blocks, tuple(b.block_hash for b in group))
         return hit
 
+    def _kvsched_block_refs(self, kid: int) -> tuple[tuple[int, int], ...]:
+        """(block id, ref_cnt) of a waiting request's boundary-time hit blocks (`_kvsched_hit`),
+        or of a resident request's blocks (`EngineView.block_refs`)."""
+        request = self._kvsched_requests[kid]
+        if request.status == RequestStatus.RUNNING:
+            group = self.kv_cache_manager.get_blocks(request.request_id).blocks[0]
+        else:
+            self._kvsched_hit(kid)
+            blocks = self._kvsched_hit_blocks[request.request_id][0].blocks
+            group = blocks[0] if blocks else ()
+        return tuple((b.block_id, b.ref_cnt) for b in group)
+
     def _kvsched_freed_blocks(self, evict: list[Request]) -> int:
         """Blocks that evicting `evict` frees: each request's own blocks; with prefix caching
         only the blocks no other (not evicted) request holds (ref_cnt = holders among `evict`)."""
@@ -628,7 +644,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,
             separate_batching=False, has_future_arrivals=True if future is None else bool(future()),
-            oracle=oracle)
+            oracle=oracle, block_refs=self._kvsched_block_refs if self._kvsched_caching else None)
 
     def _kvsched_plan(self, decision: Decision, view: EngineView) -> _Plan:
         """The part of the decision vLLM can carry out; the rest becomes gaps.
@@ -645,7 +661,11 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 plan.gaps.append(f"evict {kid}: not a running request")
                 continue
             plan.evict.append(request)
-        free += self._kvsched_freed_blocks(plan.evict)
+        holders = BlockHolders(view.block_refs, self.block_size) if view.block_refs is not None else None
+        if holders is None:
+            free += self._kvsched_freed_blocks(plan.evict)
+        else:       # an admission of this step may share blocks with an evicted request
+            free += sum(holders.evict(self._kvsched_states[r.request_id].view) for r in plan.evict)
         evicted = {r.request_id for r in plan.evict}
         budget = self.max_num_scheduled_tokens
         seats = self.max_num_active_reqs - (len(self.running) - len(plan.evict))
@@ -666,14 +686,16 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 plan.gaps.append(f"request {kid}: not schedulable")
                 continue
             rv = self._kvsched_states[request.request_id].view
-            need = view.extra_blocks(rv, n) if type(n) is int and n >= 1 else 0
             waiting = request.status != RequestStatus.RUNNING
+            need = (0 if not (type(n) is int and n >= 1) else
+                    holders.waiting_need(rv, n) if waiting and holders is not None
+                    else view.extra_blocks(rv, n))
             problem = (f"{n!r} tokens, expected 1..{rv.num_uncomputed_tokens}"
                        if not (isinstance(n, int) and 1 <= n <= rv.num_uncomputed_tokens) else
                        f"{n} tokens over the budget left ({budget})" if n > budget else
                        f"needs {need} blocks, {free} free" if need > free else None)
             if problem is None and waiting and self.scheduler_reserve_full_isl:
-                problem = self._kvsched_full_input_problem(request, rv, view, free)
+                problem = self._kvsched_full_input_problem(request, rv, view, free, holders)
             if problem is None and waiting and seats <= 0:
                 if self._kvsched_seats_by_engine:       # the engine's rule, in the policy's order
                     self.kvsched_num_seat_deferred += 1
@@ -688,17 +710,21 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             if waiting:
                 plan.admit.append(request)
                 seats -= 1
+                if holders is not None:
+                    holders.admit(rv)
         return plan
 
     def _kvsched_full_input_problem(self, request: Request, rv: ServedRequestView, view: EngineView,
-                                    free: int) -> str | None:
+                                    free: int, holders: BlockHolders | None = None) -> str | None:
         """vLLM's ``scheduler_reserve_full_isl`` (on by default): a waiting request is admitted
         only if its whole input fits in the free blocks, whatever the chunk (less the blocks of
-        its cache hit that resident requests hold). vLLM would refuse it and stop admitting for
-        this step (its loop breaks), so the plan drops it here and the admissions after it still
-        run. (The watermark of vLLM 0.32's allocation is 0.)"""
+        its cache hit that resident requests, or an earlier admission of this step, hold). vLLM
+        would refuse it and stop admitting for this step (its loop breaks), so the plan drops it
+        here and the admissions after it still run. (The watermark of vLLM 0.32's allocation is
+        0.)"""
         full = min(request.num_tokens, self._kvsched_max_model_len)
-        blocks = view.blocks(full) - rv.cache_hit()[1]
+        blocks = (view.blocks(full) - rv.cache_hit()[1] if holders is None
+                  else holders.full_input_blocks(rv, full))
         if blocks > free:
             return (f"its whole input ({full} tokens, {blocks} blocks) must fit "
                     f"(scheduler_reserve_full_isl), {free} blocks free")

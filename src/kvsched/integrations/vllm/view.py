@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...engine.rules import KVConvention
-from ...state import RequestState, RequestView, SchedulerView, Status
+from ...state import Batch, RequestState, RequestView, SchedulerView, Status
 
 _RUNNING, _WAITING = Status.RUNNING, Status.WAITING
 
@@ -30,6 +30,10 @@ _RUNNING, _WAITING = Status.RUNNING, Status.WAITING
 HitLookup = Callable[[int], "tuple[int, int]"]
 
 _NO_HIT = (0, 0)
+
+#: kvsched request id -> ((block id, ref_cnt), ...) at this step's boundary: a waiting request's
+#: hit blocks, a resident request's blocks (one KV cache group).
+BlockLookup = Callable[[int], "tuple[tuple[int, int], ...]"]
 
 
 class ServedRequestView(RequestView):
@@ -85,6 +89,8 @@ class EngineView(SchedulerView):
     vLLM counts them), so ``num_free_blocks`` is vLLM's ``get_num_free_blocks()``.
     """
 
+    block_refs: BlockLookup | None = None
+
     def __post_init__(self) -> None:
         if self.kv_convention is not KVConvention.COMPUTED:
             raise ValueError("EngineView follows vLLM: kv_convention must be COMPUTED")
@@ -99,6 +105,78 @@ class EngineView(SchedulerView):
             return resident_extra_blocks(request.num_computed_tokens, num_new_tokens, self.block_size)
         hit, shared = _hit(request)
         return waiting_extra_blocks(hit, shared, num_new_tokens, self.block_size)
+
+    def new_batch(self, max_num_batched_tokens: int | None = None) -> Batch:
+        plain = SchedulerView.new_batch(self, max_num_batched_tokens)
+        if self.block_refs is None:
+            return plain
+        return EngineCachingBatch(self, plain.max_num_batched_tokens)
+
+
+class BlockHolders:
+    """Holders of vLLM's blocks over a tentative decision (prefix caching on): a block's count
+    starts at its ``ref_cnt`` at the step's boundary; an admission takes its hit blocks (one
+    nobody holds costs a block once, however many admissions of the step share it: vLLM's
+    ``allocate_slots`` touches it out of the free queue for the first), an eviction frees only
+    the blocks nobody else holds. The simulator's `kvsched.engine.caching_view.CachingBatch`
+    rule, on vLLM's block ids."""
+
+    __slots__ = ("_lookup", "_refs", "_block_size")
+
+    def __init__(self, lookup: BlockLookup, block_size: int) -> None:
+        self._lookup, self._refs, self._block_size = lookup, {}, block_size
+
+    def waiting_need(self, request: RequestView, num_new_tokens: int) -> int:
+        refs = self._refs
+        blocks = self._lookup(request.request_id)
+        shared = sum(1 for block, ref in blocks if refs.get(block, ref) > 0)
+        return waiting_extra_blocks(len(blocks) * self._block_size, shared, num_new_tokens, self._block_size)
+
+    def full_input_blocks(self, request: RequestView, num_tokens: int) -> int:
+        """Blocks the whole input of `num_tokens` needs less the hit blocks others hold."""
+        refs = self._refs
+        shared = sum(1 for block, ref in self._lookup(request.request_id) if refs.get(block, ref) > 0)
+        return -(-num_tokens // self._block_size) - shared
+
+    def admit(self, request: RequestView) -> None:
+        refs = self._refs
+        for block, ref in self._lookup(request.request_id):
+            refs[block] = refs.get(block, ref) + 1
+
+    def evict(self, request: RequestView) -> int:
+        """Drop `request`'s hold on its blocks; the blocks that become free."""
+        refs, freed = self._refs, 0
+        for block, ref in self._lookup(request.request_id):
+            holders = refs[block] = refs.get(block, ref) - 1
+            freed += holders == 0
+        return freed
+
+
+class EngineCachingBatch(Batch):
+    """`Batch` over an `EngineView` with prefix caching on: shared blocks counted once
+    (`BlockHolders`)."""
+
+    __slots__ = ("_holders",)
+
+    def __init__(self, view: EngineView, max_num_batched_tokens: int | None) -> None:
+        super().__init__(view, max_num_batched_tokens)
+        self._holders = BlockHolders(view.block_refs, view.block_size)
+        self._extra_blocks = self._need
+
+    def _need(self, request: RequestView, n: int) -> int:
+        if request.status is not _WAITING:
+            return self._view.extra_blocks(request, n)
+        return self._holders.waiting_need(request, n)
+
+    def add(self, request: RequestView, n: int, *, reserve_blocks: int = 0) -> bool:
+        if not super().add(request, n, reserve_blocks=reserve_blocks):
+            return False
+        if request.status is _WAITING:
+            self._holders.admit(request)
+        return True
+
+    def _blocks_freed_by_eviction(self, request: RequestView) -> int:
+        return self._holders.evict(request)
 
 
 def _hit(request: RequestView) -> tuple[int, int]:
