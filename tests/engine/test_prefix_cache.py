@@ -213,3 +213,23 @@ def test_a_same_step_hit_takes_as_many_blocks_as_leave_the_scheduled_tokens(n, c
     assert result.iterations[0].num_tokens == {0: 10, 1: n}
     assert result.num_cached_tokens[1] == cached
     assert result.iterations[0].kv_used_tokens == kv
+
+
+class _ArrivalsSeen(type(make("vllm"))):
+    """The `vllm` policy, recording the arrival time each waiting request shows the policy."""
+
+    def schedule(self, view):
+        self.seen = getattr(self, "seen", {})
+        self.seen.update({r.request_id: r.arrival_time for r in view.waiting})
+        return super().schedule(view)
+
+
+@pytest.mark.parametrize("prefix_caching", [True, False], ids=["caching", "no-caching"])
+def test_a_follow_up_turn_shows_the_policy_its_realised_arrival(prefix_caching):
+    """A follow-up's view reports its realised arrival (its previous turn's finish + think
+    time: 2 + 1), not its nominal one (the conversation's start, 0): policies order and pick
+    victims by it (`sarathi`'s FCFS; it showed 0 while the engine queued the turn at 3)."""
+    policy = _ArrivalsSeen()
+    result = _sim(prefix_caching=prefix_caching).run(_two_turns(), policy)
+    assert result.realized_arrival_time.tolist() == [0.0, 3.0]
+    assert policy.seen == {0: 0.0, 1: 3.0}

@@ -412,7 +412,7 @@ class Simulation:
         state.reject_reason = reason
         self.num_done += 1
         for child in self.followups.pop(state.request_id, ()):
-            self.states[child].arrival_time = float("nan")      # it never arrives
+            _set_arrival(self.states[child], float("nan"))      # it never arrives
             self._reject(self.states[child], f"its previous turn, request {state.request_id}, was rejected")
 
     def _release_followups(self, state: RequestState, end: float) -> None:
@@ -420,7 +420,7 @@ class Simulation:
         think = self.workload.think_time
         for child in self.followups.pop(state.request_id, ()):
             arrival = end + float(think[child])
-            self.states[child].arrival_time = arrival
+            _set_arrival(self.states[child], arrival)
             heapq.heappush(self.released, (arrival, child))
 
     def _enqueue(self, state: RequestState) -> None:
@@ -675,6 +675,16 @@ def _token_count(rid, n, uncomputed: int) -> int:
         raise InfeasibleDecisionError(
             f"request {rid}: {n!r} tokens scheduled, expected an integer in [1, {uncomputed}]")
     return int(n)
+
+
+def _set_arrival(state: RequestState, arrival: float) -> None:
+    """A follow-up turn's realised arrival, in its state and in its view (`_EngineRequestView`
+    holds ``arrival_time`` in a slot, copied when the view was built: without this the policy saw
+    the turn's nominal arrival, its conversation's start)."""
+    state.arrival_time = arrival
+    view = state.view
+    if isinstance(view, _EngineRequestView):
+        object.__setattr__(view, "arrival_time", arrival)
 
 
 def _make_state(workload: Workload, i: int) -> RequestState:

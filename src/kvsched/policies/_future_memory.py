@@ -54,10 +54,22 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ConfigError
-from ..state import Decision, RequestView, SchedulerView
+from ..state import Decision, RequestView, SchedulerView, Status
 from .base import Policy
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+
+
+# np.insert / np.delete at one index, by concatenation: the same arrays (the value cast to the
+# array's dtype, as np.insert does), several times faster on short arrays, where np.insert's
+# argument handling dominates. The timeline changes at every admission (in a server also at
+# every admission the engine defers).
+def _insert(a: np.ndarray, j: int, value) -> np.ndarray:
+    return np.concatenate((a[:j], np.array((value,), dtype=a.dtype), a[j:]))
+
+
+def _delete(a: np.ndarray, i: int) -> np.ndarray:
+    return np.concatenate((a[:i], a[i + 1:]))
 
 
 class FutureMemory:
@@ -130,10 +142,10 @@ class FutureMemory:
         j = int(np.searchsorted(self.ends, end, "right"))
         peaks = self.peaks.copy()
         peaks[:j] += self._blocks(base + self.ends[:j])
-        self.ends = np.insert(self.ends, j, end)
-        self.bases = np.insert(self.bases, j, base)
-        self.ids = np.insert(self.ids, j, rid)
-        self.peaks = np.insert(peaks, j, own_peak)
+        self.peaks = _insert(peaks, j, own_peak)
+        self.ends = _insert(self.ends, j, end)
+        self.bases = _insert(self.bases, j, base)
+        self.ids = _insert(self.ids, j, rid)
         self._entry[rid] = (base, end)
         self._lists = None
 
@@ -141,8 +153,8 @@ class FutureMemory:
         base, end = self._entry.pop(rid)
         lo = int(np.searchsorted(self.ends, end, "left"))
         i = lo + int(np.flatnonzero(self.ids[lo:] == rid)[0])
-        self.ends, self.bases = np.delete(self.ends, i), np.delete(self.bases, i)
-        self.ids, peaks = np.delete(self.ids, i), np.delete(self.peaks, i)
+        self.ends, self.bases = _delete(self.ends, i), _delete(self.bases, i)
+        self.ids, peaks = _delete(self.ids, i), _delete(self.peaks, i)
         j = int(np.searchsorted(self.ends, end, "right"))
         peaks[:j] -= self._blocks(base + self.ends[:j])
         self.peaks = peaks
@@ -304,6 +316,7 @@ class FutureMemoryPolicy(Policy):
         self._queue: list[tuple] = []          # sorted (priority..., request id)
         self._queued: dict[int, RequestView] = {}
         self._by_size: list[tuple[int, int]] = []   # sorted (tokens to compute, id) of the queue
+        self._dequeued: dict[int, RequestView] = {}  # admitted by the last decision
         self._stepped: frozenset[int] = frozenset()  # computed in full in the last iteration
         self._last_iteration: int | None = None
         self.num_policy_evictions = 0
@@ -405,9 +418,20 @@ class FutureMemoryPolicy(Policy):
         rid = self._queue.pop(index)[-1]
         request = self._queued.pop(rid)
         del self._by_size[bisect.bisect_left(self._by_size, (request.num_tokens, rid))]
+        self._dequeued[rid] = request
 
     def _sync_waiting(self, view: SchedulerView) -> None:
-        """New arrivals are the tail of view.waiting (they arrived after everything queued)."""
+        """New arrivals are the tail of view.waiting (they arrived after everything queued).
+
+        A request the last decision admitted is resident now in the simulator (which accepts the
+        whole decision or raises); an engine that carries out only part of it (the vLLM adapter
+        defers admissions past its last seat) leaves it waiting: it goes back into the queue here
+        (its priority key is what it was), so a deferred admission costs O(log W), not a rebuild
+        of the whole queue."""
+        for r in self._dequeued.values():
+            if r.status is Status.WAITING:
+                self._enqueue(view, r)
+        self._dequeued = {}
         num_new = len(view.waiting) - len(self._queued)
         tail = view.waiting[len(view.waiting) - num_new:] if num_new > 0 else ()
         if num_new < 0 or any(r.request_id in self._queued for r in tail):

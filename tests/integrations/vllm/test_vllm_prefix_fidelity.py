@@ -6,7 +6,8 @@ the engine generated for it, so vLLM's block hashes see exactly the sharing the 
 cache keys see. Multi-turn workloads are closed loop: a turn is submitted a think time after its
 previous turn finished, on the virtual clock, in both. Compared per iteration: batch and tokens,
 preemptions, KV blocks held; per request: admission order, evictions, cached tokens (vLLM's hit at
-each admission, resumptions included) and the realised arrival times.
+each admission, resumptions included) and the realised arrival times. The same through
+`KVSchedScheduler` with the ``vllm`` and ``sarathi`` policies (a subset of the cases).
 
 A later admission of a step hits the blocks an earlier entry of the same step is allocated, in
 both (vLLM registers blocks at allocation; `kvsched.engine.prefix_cache`).
@@ -100,3 +101,37 @@ def test_a_prompt_naming_an_unfinished_requests_output_is_refused(tiny_model):
     settings = driver.EngineSettings(model=tiny_model, num_gpu_blocks=7, prefix_caching=True)
     with pytest.raises(ConfigError, match="request 0's output"):
         driver.run_engine(workload, settings, None)
+
+
+#: policy spec -> the cases it is run on through `KVSchedScheduler` (an engine run costs seconds:
+#: the cases where shared blocks matter most: a shared system prompt all at 0, several
+#: admissions of one step hitting the same free cached blocks; multi-turn with preemptions)
+_VLLM = "vllm:max_num_batched_tokens=64;max_num_seqs=8;full_prompt_must_fit=true"
+ADAPTER_CASES = [
+    (_VLLM, "system-prompt-all-at-zero"),
+    (_VLLM, "multiturn-4-a-turn-rejected"),
+    ("sarathi:chunk_size=64;max_num_seqs=8", "system-prompt"),
+    ("sarathi:chunk_size=64;max_num_seqs=8", "multiturn-0"),
+]
+
+
+@pytest.mark.parametrize("spec, case", ADAPTER_CASES,
+                         ids=[f"{spec.split(':')[0]}-{case}" for spec, case in ADAPTER_CASES])
+def test_the_adapter_with_prefix_caching_matches_the_simulator_step_by_step(tiny_model, spec, case):
+    """The same with a kvsched policy scheduling vLLM (`KVSchedScheduler`): the policy sees vLLM's
+    hits at the step's boundary, two admissions of a step sharing free cached blocks count them
+    once (`kvsched.integrations.vllm.view.BlockHolders`), and no decision is left undone."""
+    from kvsched.integrations.vllm import driver
+    workload, num_gpu_blocks, _, preempts = CASES[case]     # the policy spec sets its budget: 64
+    settings = driver.EngineSettings(model=tiny_model, num_gpu_blocks=num_gpu_blocks, block_size=32,
+                                     max_num_batched_tokens=64, max_num_seqs=8, prefix_caching=True)
+    run = driver.run_engine(workload, settings, spec, strict=True)
+    engine, sim = run.result, driver.simulate_like(workload, settings, spec)
+    cmp = driver.compare(engine, sim)
+    assert cmp.matches, cmp.differences
+    assert all(not rec.gaps for rec in run.trace)
+    assert engine.num_cached_tokens.sum() > 0
+    np.testing.assert_array_equal(engine.num_cached_tokens, sim.num_cached_tokens)
+    np.testing.assert_array_equal(engine.total_computed_tokens, sim.total_computed_tokens)
+    if workload.is_closed_loop:
+        np.testing.assert_array_equal(engine.realized_arrival_time, sim.realized_arrival_time)

@@ -60,9 +60,11 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
 - The view's ``has_future_arrivals`` is unknown to a server: True unless a driver sets
   ``scheduler.kvsched_has_future_arrivals``. The oracle of clairvoyant policies returns
   ``max_tokens`` (exact only with ``ignore_eos``).
-- Features whose admission the base loop handles and a policy cannot see: prefix caching (a
-  prompt with a cache hit computes fewer tokens than the view says: run with prefix caching off),
-  speculative decoding, KV connectors (P/D, offloading), LoRA limits, encoder inputs,
+- Prefix caching: the policy sees each waiting request's hit at the step's boundary
+  (`kvsched.integrations.vllm.view`); the admission uses that hit, and admissions of one step
+  that share cached blocks count them once (`view.BlockHolders`), as the simulator does.
+- Features whose admission the base loop handles and a policy cannot see: speculative
+  decoding, KV connectors (P/D, offloading), LoRA limits, encoder inputs,
   ``long_prefill_token_threshold``.
   ``KVSchedScheduler`` refuses speculative decoding, KV connectors and pipeline parallelism at
   start; the others show up as gaps when they change a decision.
@@ -76,8 +78,10 @@ Fidelity (tests/integrations/vllm, vLLM 0.32 CPU build, tiny Llama, KV cache of 
 vLLM's own scheduler and kvsched's ``vllm`` policy in the simulator, and ``vllm``, ``sarathi``,
 ``mcsf``, ``amin``, ``hsf`` and a pausing test policy run through this adapter and in the
 simulator, make the same decisions: batch (requests and tokens) per iteration, preemptions per
-iteration, KV blocks used per iteration, admission order, preemptions per request. Differences
-found, all explained:
+iteration, KV blocks used per iteration, admission order, preemptions per request; with prefix
+caching on (multi-turn and shared-system-prompt workloads), vLLM's own scheduler, and ``vllm`` and
+``sarathi`` through this adapter, also the cached tokens of every admission. Differences found,
+all explained:
 
 - vLLM 0.32 admits a waiting request only if its whole input (prompt + generated tokens) fits
   (``scheduler_reserve_full_isl=True``, the default); kvsched's ``vllm`` policy does this with
@@ -91,6 +95,7 @@ found, all explained:
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import operator
@@ -110,6 +115,7 @@ from ...state import Decision, RequestState, SchedulerView, Status
 from .limits import EngineLimits, describe, policy_for_engine
 from .request_args import (EXTRA_ARGS_KEY, RequestArgs, RequestArgsError, missing_predictions,
                            parse_fallback, parse_request_args)
+from .view import BlockHolders, EngineView, ServedRequestView, resident_extra_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -201,10 +207,12 @@ class _KVSchedTrace:
         self._kvsched_by_id: dict[int, RequestState] = {}
         self._kvsched_requests: dict[int, Request] = {}      # kvsched id -> vLLM request
         self._kvsched_touched: set[str] = set()              # to sync at the next step
-        # The waiting states in (arrival, id) order, kept across steps (None: rebuild it from the
-        # queues): arrivals append, admissions drop out by status; preemptions and grammar
-        # promotions rebuild. Spares an O(n log n) sort of every queued request per step.
-        self._kvsched_waiting_order: list[RequestState] | None = []
+        # The waiting requests' views in (arrival, id) order, kept across steps (None: rebuild it
+        # from the queues): arrivals append; a request that stops waiting (admitted, finished) is
+        # noted in _kvsched_left and taken out by bisection; preemptions and grammar promotions
+        # rebuild. Spares an O(W log W) sort, or an O(W) filter, of W queued requests per step.
+        self._kvsched_waiting_order: list[ServedRequestView] | None = []
+        self._kvsched_left: list[RequestState] = []
         self._kvsched_next_id = 0
         self._kvsched_refused: set[str] = set()      # vLLM ids finished with an error by the adapter
         self._kvsched_blocked: set[str] = set()      # vLLM ids waiting for their grammar
@@ -217,6 +225,12 @@ class _KVSchedTrace:
         self._kvsched_iteration = 0
         self._kvsched_admissions = 0
         self._kvsched_capacity_blocks = self.kv_cache_manager.block_pool.num_gpu_blocks - 1
+        # Prefix caching: the hits of waiting requests at this step's boundary, looked up when
+        # the policy first asks (kvsched id -> (tokens, shared blocks); vLLM id -> the blocks).
+        self._kvsched_caching = bool(self.cache_config.enable_prefix_caching)
+        self._kvsched_hit_lookup = self._kvsched_hit if self._kvsched_caching else None
+        self._kvsched_hits: dict[int, tuple[int, int]] = {}
+        self._kvsched_hit_blocks: dict[str, tuple[Any, tuple]] = {}
 
     def kvsched_now(self) -> float:
         return self.kvsched_clock() if self.kvsched_clock is not None else time.time() - self._kvsched_t0
@@ -268,6 +282,7 @@ class _KVSchedTrace:
             arrival = request.arrival_time - self._kvsched_t0
         state = RequestState(kid, float(arrival), request.num_prompt_tokens, int(max_tokens),
                              args.predicted_output_tokens, args.predicted_lo, args.predicted_hi, args.type_id)
+        state.view = ServedRequestView(state, self._kvsched_hit_lookup)
         state.status = Status.WAITING
         self._kvsched_ids[request.request_id] = kid
         self._kvsched_states[request.request_id] = state
@@ -284,18 +299,32 @@ class _KVSchedTrace:
             if order and _BY_ARRIVAL(state) < _BY_ARRIVAL(order[-1]):
                 self._kvsched_waiting_order = None          # out of order: rebuild once
             else:
-                order.append(state)
+                order.append(state.view)
 
-    def _kvsched_waiting_states(self) -> list[RequestState]:
-        order = self._kvsched_waiting_order
+    def _kvsched_set_status(self, state: RequestState, status: Status) -> None:
+        """Every status change of a kvsched state goes here (the waiting order follows it)."""
+        if state.status is Status.WAITING and status is not Status.WAITING:
+            self._kvsched_left.append(state)
+        elif status is Status.WAITING and state.status is not Status.WAITING:
+            self._kvsched_waiting_order = None              # back in the queue: rebuild
+        state.status = status
+
+    def _kvsched_waiting_views(self) -> list[ServedRequestView]:
+        order, left = self._kvsched_waiting_order, self._kvsched_left
+        self._kvsched_left = []
+        if order is not None:
+            for state in left:          # sorted by (arrival, id): find each by bisection
+                i = bisect.bisect_left(order, _BY_ARRIVAL(state), key=_BY_ARRIVAL)
+                if i < len(order) and order[i] is state.view:
+                    del order[i]
+                else:
+                    order = None        # it was not in the order (waiting for its grammar): rebuild
+                    break
         if order is None:
             states = self._kvsched_states
-            order = [states[r.request_id] for queue in self._kvsched_queues()
+            order = [states[r.request_id].view for queue in self._kvsched_queues()
                      for r in queue if r.status in _WAITING and r.request_id in states]
             order.sort(key=_BY_ARRIVAL)
-        else:
-            waiting = Status.WAITING
-            order = [state for state in order if state.status is waiting]
         self._kvsched_waiting_order = order
         return order
 
@@ -337,6 +366,7 @@ class _KVSchedTrace:
         touched, self._kvsched_touched = self._kvsched_touched, set()
         touched.update(r.request_id for r in self.running)
         states, requests = self._kvsched_states, self.requests
+        running, set_status = RequestStatus.RUNNING, self._kvsched_set_status
         for rid in touched:
             state, request = states.get(rid), requests.get(rid)
             if state is None or request is None:
@@ -344,14 +374,13 @@ class _KVSchedTrace:
             state.num_computed_tokens = request.num_computed_tokens
             state.num_output_tokens = request.num_output_tokens
             state.num_evictions = request.num_preemptions
-            if request.status == RequestStatus.RUNNING:
-                state.status = Status.RUNNING
+            if request.status == running:
+                if state.status is not Status.RUNNING:
+                    set_status(state, Status.RUNNING)
             elif RequestStatus.is_finished(request.status):
-                state.status = Status.FINISHED
+                set_status(state, Status.FINISHED)
             else:
-                if state.status is not Status.WAITING:
-                    self._kvsched_waiting_order = None      # back in the queue: rebuild
-                state.status = Status.WAITING
+                set_status(state, Status.WAITING)
                 state.admitted_seq = None
 
     def _free_blocks(self, request: Request):
@@ -367,7 +396,7 @@ class _KVSchedTrace:
         kids = []
         for rid in request_ids:
             state = self._kvsched_states.pop(rid)
-            state.status = Status.FINISHED              # drops out of the waiting order
+            self._kvsched_set_status(state, Status.FINISHED)    # drops out of the waiting order
             self._kvsched_by_id.pop(state.request_id, None)
             self._kvsched_ids.pop(rid, None)
             self._kvsched_requests.pop(state.request_id, None)
@@ -379,6 +408,45 @@ class _KVSchedTrace:
             if isinstance(table, dict):
                 for kid in kids:
                     table.pop(kid, None)
+
+    def _kvsched_hit(self, kid: int) -> tuple[int, int]:
+        """A waiting request's prefix-cache hit at this step's boundary: (tokens, blocks of it
+        that resident requests hold, i.e. ref_cnt > 0). vLLM's own lookup
+        (``get_computed_blocks``: the longest run of cached full blocks, capped at
+        ``num_tokens - 1``), done once per step and before any allocation of the step (the
+        policy decides before the adapter preempts or allocates); the blocks are kept for the
+        admission (`_get_local_prefix_cache_hit`). One KV cache group (the adapter's pool)."""
+        hit = self._kvsched_hits.get(kid)
+        if hit is None:
+            request = self._kvsched_requests[kid]
+            blocks, tokens, _ = self.kv_cache_manager.get_computed_blocks(request)
+            group = blocks.blocks[0] if blocks.blocks else ()
+            hit = self._kvsched_hits[kid] = (int(tokens), sum(1 for b in group if b.ref_cnt > 0))
+            self._kvsched_hit_blocks[request.request_id] = (blocks, tuple(b.block_hash for b in group))
+        return hit
+
+    def _kvsched_block_refs(self, kid: int) -> tuple[tuple[int, int], ...]:
+        """(block id, ref_cnt) of a waiting request's boundary-time hit blocks (`_kvsched_hit`),
+        or of a resident request's blocks (`EngineView.block_refs`)."""
+        request = self._kvsched_requests[kid]
+        if request.status == RequestStatus.RUNNING:
+            group = self.kv_cache_manager.get_blocks(request.request_id).blocks[0]
+        else:
+            self._kvsched_hit(kid)
+            blocks = self._kvsched_hit_blocks[request.request_id][0].blocks
+            group = blocks[0] if blocks else ()
+        return tuple((b.block_id, b.ref_cnt) for b in group)
+
+    def _kvsched_freed_blocks(self, evict: list[Request]) -> int:
+        """Blocks that evicting `evict` frees: each request's own blocks; with prefix caching
+        only the blocks no other (not evicted) request holds (ref_cnt = holders among `evict`)."""
+        if not self._kvsched_caching:
+            return sum(-(-r.num_computed_tokens // self.block_size) for r in evict)
+        holders: dict[int, list] = {}
+        for request in evict:
+            for block in self.kv_cache_manager.get_blocks(request.request_id).blocks[0]:
+                holders.setdefault(id(block), [block, 0])[1] += 1
+        return sum(1 for block, count in holders.values() if block.ref_cnt == count)
 
     def _kvsched_queues(self) -> list:
         return [getattr(self, name) for name in _WAITING_QUEUES if hasattr(self, name)]
@@ -394,7 +462,7 @@ class _KVSchedTrace:
             if state is not None and state.admitted_seq is None:
                 state.admitted_seq = self._kvsched_admissions
                 self._kvsched_admissions += 1
-                state.status = Status.RUNNING
+                self._kvsched_set_status(state, Status.RUNNING)
                 if state.first_scheduled_time is None:
                     state.first_scheduled_time = now
         record = StepRecord(
@@ -500,24 +568,45 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             unsupported.append("pipeline parallelism")
         if unsupported:
             raise ValueError(f"KVSchedScheduler does not support {', '.join(unsupported)}")
-        if self.cache_config.enable_prefix_caching:
-            logger.warning("kvsched: prefix caching is on; a cache hit makes vLLM compute fewer "
-                           "tokens than the policy decided (recorded as gaps); start vLLM with "
-                           "--no-enable-prefix-caching for exact decisions")
 
-    # ------------------------------------------------------------------ the hook
+    # ------------------------------------------------------------------ the hooks
     def _reserve_prefill_lookahead(self, request: Request, num_computed_tokens: int,
                                    num_new_tokens: int) -> int:
-        num_new_tokens = super()._reserve_prefill_lookahead(request, num_computed_tokens, num_new_tokens)
-        if self._kvsched_caps is not None:
-            num_new_tokens = min(num_new_tokens, self._kvsched_caps.get(request.request_id, 0))
+        # The base rule only acts for multi-token MTP drafters (lookahead > 1), i.e. speculative
+        # decoding, which the adapter refuses; skipping its call saves a frame per request.
+        if self.num_prefill_lookahead > 1:
+            num_new_tokens = super()._reserve_prefill_lookahead(request, num_computed_tokens, num_new_tokens)
+        caps = self._kvsched_caps
+        if caps is not None:
+            cap = caps.get(request.request_id, 0)
+            if cap < num_new_tokens:
+                return cap
         return num_new_tokens
+
+    def _get_local_prefix_cache_hit(self, request: Request):
+        """The admission's cache hit is the one the policy was told (looked up at the step's
+        boundary, `_kvsched_hit`), not a fresh lookup that would also find the blocks of requests
+        admitted earlier in this step. A block of it that an earlier allocation of this step took
+        from the free queue (LRU eviction) ends the hit there; the difference shows up as a gap."""
+        found = self._kvsched_hit_blocks.get(request.request_id) if self._kvsched_caps is not None else None
+        if found is None:
+            return super()._get_local_prefix_cache_hit(request)
+        blocks, hashes = found
+        group = blocks.blocks[0]
+        kept = next((i for i, (b, h) in enumerate(zip(group, hashes)) if b.block_hash != h), len(group))
+        if kept < len(group):
+            blocks = self.kv_cache_manager.create_kv_cache_blocks((group[:kept],))
+            self._kvsched_hit_shrunk[request.request_id] = kept * self.block_size
+        return blocks, kept * self.block_size, 0, False
 
     # ------------------------------------------------------------------ one step
     def schedule(self, *args, **kwargs):
         if self._kvsched_blocked:
             self._kvsched_promote_blocked()
         self._kvsched_sync()
+        if self._kvsched_hits:
+            self._kvsched_hits, self._kvsched_hit_blocks = {}, {}
+        self._kvsched_hit_shrunk: dict[str, int] = {}
         view = self._kvsched_view()
         decision = self.kvsched_policy.schedule(view)
         self.kvsched_wake_time = decision.wake_time
@@ -533,6 +622,9 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         for rid in output.num_scheduled_tokens:
             if rid not in plan.tokens:
                 plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
+        for rid, tokens in self._kvsched_hit_shrunk.items():
+            plan.gaps.append(f"request {self._kvsched_ids[rid]}: its cache hit shrank to {tokens} tokens "
+                             "(an earlier allocation of this step evicted a cached block of it)")
         self._kvsched_record(output, tuple(plan.gaps))
         if plan.gaps:
             logger.warning("kvsched step %d: %s", self._kvsched_step - 1, "; ".join(plan.gaps))
@@ -540,23 +632,26 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 raise RuntimeError("kvsched: vLLM did not do what the policy decided: " + "; ".join(plan.gaps))
         return output
 
-    def _kvsched_view(self) -> SchedulerView:
+    def _kvsched_view(self) -> EngineView:
         states = self._kvsched_states
-        waiting = self._kvsched_waiting_states()
         running = [states[r.request_id] for r in self.running if r.request_id in states]
         future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
-        return SchedulerView(
+        return EngineView(
             now=self.kvsched_now(), iteration=self._kvsched_iteration,
-            waiting=tuple(map(_VIEW, waiting)), running=tuple(map(_VIEW, running)),
+            waiting=tuple(self._kvsched_waiting_views()), running=tuple(map(_VIEW, running)),
             kv_capacity_tokens=self._kvsched_capacity_blocks * self.block_size,
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,
             separate_batching=False, has_future_arrivals=True if future is None else bool(future()),
-            oracle=oracle)
+            oracle=oracle, block_refs=self._kvsched_block_refs if self._kvsched_caching else None)
 
-    def _kvsched_plan(self, decision: Decision, view: SchedulerView) -> _Plan:
-        """The part of the decision vLLM can carry out; the rest becomes gaps."""
+    def _kvsched_plan(self, decision: Decision, view: EngineView) -> _Plan:
+        """The part of the decision vLLM can carry out; the rest becomes gaps.
+
+        A resident request's entry that fits takes the short path (the block arithmetic of
+        `resident_extra_blocks` on vLLM's own counts): a step schedules up to max_num_seqs of
+        them. Everything else, and every refusal (for its message), takes the general path."""
         by_kid = self._kvsched_requests
         plan = _Plan([], {}, [], [])
         free = view.num_free_blocks
@@ -566,25 +661,41 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 plan.gaps.append(f"evict {kid}: not a running request")
                 continue
             plan.evict.append(request)
-            free += view.blocks(view.kv_tokens(self._kvsched_states[request.request_id].view))
+        holders = BlockHolders(view.block_refs, self.block_size) if view.block_refs is not None else None
+        if holders is None:
+            free += self._kvsched_freed_blocks(plan.evict)
+        else:       # an admission of this step may share blocks with an evicted request
+            free += sum(holders.evict(self._kvsched_states[r.request_id].view) for r in plan.evict)
         evicted = {r.request_id for r in plan.evict}
         budget = self.max_num_scheduled_tokens
         seats = self.max_num_active_reqs - (len(self.running) - len(plan.evict))
+        tokens, running, block = plan.tokens, RequestStatus.RUNNING, self.block_size
         for kid, n in decision.num_tokens.items():
             request = by_kid.get(kid)
+            if request is not None and request.status is running and type(n) is int and 1 <= n <= budget:
+                rid, computed = request.request_id, request.num_computed_tokens
+                if n <= request.num_tokens - computed and not (evicted and rid in evicted):
+                    need = resident_extra_blocks(computed, n, block)
+                    if need <= free:
+                        tokens[rid] = n
+                        budget -= n
+                        free -= need
+                        continue
             if request is None or request.request_id in evicted or not (
                     request.status == RequestStatus.RUNNING or request.status in _WAITING):
                 plan.gaps.append(f"request {kid}: not schedulable")
                 continue
             rv = self._kvsched_states[request.request_id].view
-            need = view.extra_blocks(rv, n) if isinstance(n, int) and n >= 1 else 0
             waiting = request.status != RequestStatus.RUNNING
+            need = (0 if not (type(n) is int and n >= 1) else
+                    holders.waiting_need(rv, n) if waiting and holders is not None
+                    else view.extra_blocks(rv, n))
             problem = (f"{n!r} tokens, expected 1..{rv.num_uncomputed_tokens}"
                        if not (isinstance(n, int) and 1 <= n <= rv.num_uncomputed_tokens) else
                        f"{n} tokens over the budget left ({budget})" if n > budget else
                        f"needs {need} blocks, {free} free" if need > free else None)
             if problem is None and waiting and self.scheduler_reserve_full_isl:
-                problem = self._kvsched_full_input_problem(request, view, free)
+                problem = self._kvsched_full_input_problem(request, rv, view, free, holders)
             if problem is None and waiting and seats <= 0:
                 if self._kvsched_seats_by_engine:       # the engine's rule, in the policy's order
                     self.kvsched_num_seat_deferred += 1
@@ -599,15 +710,21 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             if waiting:
                 plan.admit.append(request)
                 seats -= 1
+                if holders is not None:
+                    holders.admit(rv)
         return plan
 
-    def _kvsched_full_input_problem(self, request: Request, view: SchedulerView, free: int) -> str | None:
+    def _kvsched_full_input_problem(self, request: Request, rv: ServedRequestView, view: EngineView,
+                                    free: int, holders: BlockHolders | None = None) -> str | None:
         """vLLM's ``scheduler_reserve_full_isl`` (on by default): a waiting request is admitted
-        only if its whole input fits in the free blocks, whatever the chunk. vLLM would refuse
-        it and stop admitting for this step (its loop breaks), so the plan drops it here and the
-        admissions after it still run. (The watermark of vLLM 0.32's allocation is 0.)"""
+        only if its whole input fits in the free blocks, whatever the chunk (less the blocks of
+        its cache hit that resident requests, or an earlier admission of this step, hold). vLLM
+        would refuse it and stop admitting for this step (its loop breaks), so the plan drops it
+        here and the admissions after it still run. (The watermark of vLLM 0.32's allocation is
+        0.)"""
         full = min(request.num_tokens, self._kvsched_max_model_len)
-        blocks = view.blocks(full)
+        blocks = (view.blocks(full) - rv.cache_hit()[1] if holders is None
+                  else holders.full_input_blocks(rv, full))
         if blocks > free:
             return (f"its whole input ({full} tokens, {blocks} blocks) must fit "
                     f"(scheduler_reserve_full_isl), {free} blocks free")
@@ -647,7 +764,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         holding = [r for r in admit if self._holds_kv_blocks(r)] if "kv_holding_waiting" in names else []
         plain = [r for r in admit if r not in holding] if holding else admit
         if holding:
-            self.kv_holding_waiting.remove_requests(holding)
+            _remove(self.kv_holding_waiting, holding)
         others = [name for name in names if name not in ("waiting", "kv_holding_waiting")]
         if others:
             ids = {r.request_id for r in plain}
@@ -655,11 +772,11 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 queue = getattr(self, name)
                 found = [r for r in queue if r.request_id in ids]
                 if found:
-                    queue.remove_requests(found)
+                    _remove(queue, found)
                     ids -= {r.request_id for r in found}
             plain = [r for r in plain if r.request_id in ids]
         if plain:
-            self.waiting.remove_requests(plain)
+            _remove(self.waiting, plain)
 
     def _kvsched_home(self, queue, name: str, left: list) -> None:
         """Requests the base loop left in a swapped queue go back to their queue's front; an
@@ -672,3 +789,21 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 left = [r for r in left if not self._holds_kv_blocks(r)]
         if left:
             queue.prepend_requests(reversed(left))
+
+
+def _remove(queue, requests: list[Request]) -> None:
+    """Take `requests` out of a waiting queue. vLLM's FCFS queue is a deque, whose own removals
+    compare each request through ``Request.__eq__`` in Python (``remove``) or rebuild the queue in
+    Python (``remove_requests``), a few hundred µs with 2,000 queued: here the requests at the
+    head are popped (FCFS admissions) and the others found by identity in C (``list.index`` over
+    the ids). Other queues (vLLM's priority heap) use their own ``remove_requests``."""
+    if not isinstance(queue, deque):
+        queue.remove_requests(requests)
+        return
+    targets = {id(r) for r in requests}
+    while targets and queue and id(queue[0]) in targets:
+        targets.discard(id(queue.popleft()))
+    if targets:
+        ids = list(map(id, queue))
+        for i in sorted((ids.index(t) for t in targets), reverse=True):
+            del queue[i]
