@@ -191,6 +191,11 @@ class SchedulerView:
     ``waiting``: arrived requests holding no KV, ordered by (arrival time, request id).
     ``running``: resident requests in admission order (oldest first).
     KV figures are in tokens; with ``block_size > 1`` usage is counted in whole blocks.
+    ``max_num_admissions``: the most waiting requests the engine admits in this iteration (None:
+    no limit, the simulator). A real engine with a seat limit (vLLM's ``max_num_seqs``, less the
+    requests running before this decision's evictions) carries out a decision's admissions in
+    its order up to that many and defers the rest to a later iteration, so a policy may stop its
+    admission scan there: the engine does the same either way (`FutureMemoryPolicy` does).
     """
 
     now: float
@@ -205,6 +210,7 @@ class SchedulerView:
     separate_batching: bool = False
     has_future_arrivals: bool = True
     oracle: Oracle | None = None
+    max_num_admissions: int | None = None
 
     @property
     def kv_capacity_blocks(self) -> int:

@@ -259,7 +259,10 @@ class FutureMemoryPolicy(Policy):
        the check passes with capacity ⌊(1 − protection)·M⌋ blocks. ``rule="stop"`` stops at the
        first failure: a + 1 candidate tests, O(log n) each at block size 1 (O(n) otherwise), plus
        O(n) per admission. ``rule="skip"`` goes on (stopping once even the smallest queued request
-       cannot fit in iteration I), so it is O(W log n) per iteration in the worst case.
+       cannot fit in iteration I), so it is O(W log n) per iteration in the worst case. Either
+       way the scan stops after ``view.max_num_admissions`` admissions (an engine's seats left,
+       past which it defers admissions anyway; None in the simulator): the admissions it makes
+       are the first ones of the unlimited scan, whose later ones would only be undone.
 
     So with ``rule="stop"`` an iteration costs O(n + (a + d)·n) numpy element operations plus
     O((a + 1)·log n) and does not grow with the number of waiting requests W (see
@@ -444,9 +447,9 @@ class FutureMemoryPolicy(Policy):
         memory, now = self._memory, view.iteration
         cap = math.floor((1.0 - self.protection) * view.kv_capacity_blocks)
         load_now = memory.load_at(now)
-        admitted = []
+        admitted, seats = [], view.max_num_admissions
         for index, key in enumerate(self._queue):
-            if budget == 0:
+            if budget == 0 or len(admitted) == seats:
                 break
             request = self._queued[key[-1]]
             n = self._first_tokens(view, request, budget)
@@ -460,7 +463,7 @@ class FutureMemoryPolicy(Policy):
                     continue
             if self.rule == "stop" or load_now + self._smallest_blocks(view, budget) > cap:
                 break
-        if not admitted and not view.running and self._queue:
+        if not admitted and not view.running and self._queue and seats != 0:
             admitted = self._admit_alone(view, tokens, budget)
         for index in reversed(admitted):
             self._dequeue(index)

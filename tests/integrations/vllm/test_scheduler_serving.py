@@ -195,17 +195,42 @@ def test_the_front_end_check_refuses_what_the_engine_would_refuse(h):
         KVSchedArgsCheck.validate_params(SamplingParams(max_tokens=4, extra_args=args))
 
 
-def test_a_policy_without_seats_has_its_admissions_past_the_last_seat_deferred_not_cut(h, tiny_model):
-    scheduler = _scheduler(h, tiny_model, "mcsf", max_num_seqs=3)
-    requests = [h.make_request(30, 6) for _ in range(8)]
+def _serve_with_seats(h, tiny_model, policy, told: bool, max_num_seqs=3):
+    """Serve a fixed set of requests (some predicted too short: evictions) with `max_num_seqs`
+    seats and 7 KV blocks of 32 tokens; `told=False` hides the seats from the policy (the view's ``max_num_admissions``)."""
+    import dataclasses
+    scheduler = _scheduler(h, tiny_model, policy, max_num_seqs=max_num_seqs, num_blocks=8,
+                           extra={"kvsched_trace_keep": "all"})
+    if not told:
+        view = scheduler._kvsched_view
+        scheduler._kvsched_view = lambda: dataclasses.replace(view(), max_num_admissions=None)
+    lengths = [(60, 20, 1), (30, 6, 6), (58, 12, 2), (70, 3, 5), (20, 9, 2), (45, 4, 4), (61, 10, 1),
+               (33, 2, 7), (90, 5, 5), (12, 8, 3), (50, 2, 2), (25, 6, 9), (64, 3, 1)]
+    requests = [h.make_request(p, o, extra_args={"kvsched_predicted_output_tokens": g,
+                                                 "kvsched_predicted_lo": 1, "kvsched_predicted_hi": max(o, g)})
+                for p, o, g in lengths]
     for request in requests:
         scheduler.add_request(request)
     while scheduler.has_requests():
-        output, _ = h.step(scheduler)
+        h.step(scheduler)
         assert not scheduler.kvsched_trace[-1].gaps
-        assert len(scheduler.running) <= 3
-    assert scheduler.kvsched_num_seat_deferred > 0
-    assert all(r.num_output_tokens == 6 for r in requests)
+        assert len(scheduler.running) <= max_num_seqs
+    assert all(r.num_output_tokens == o for r, (_, o, _) in zip(requests, lengths))
+    steps = [(r.num_tokens, r.preempted, r.kv_used_blocks) for r in scheduler.kvsched_trace]
+    return steps, scheduler.kvsched_num_seat_deferred
+
+
+@pytest.mark.parametrize("policy", ["mcsf", "mcsf:rule=skip", "amin"])
+def test_a_policy_without_seats_has_its_admissions_past_the_last_seat_deferred_not_cut(h, tiny_model, policy):
+    """Told the seats left, the future-memory policies stop their scan there; not told, they
+    propose more and the adapter defers the rest (the engine's rule, not a gap). vLLM schedules
+    the same batches, step by step, either way."""
+    told, told_deferred = _serve_with_seats(h, tiny_model, policy, told=True)
+    blind, blind_deferred = _serve_with_seats(h, tiny_model, policy, told=False)
+    assert blind_deferred > 0 and told_deferred == 0
+    assert told == blind
+    if policy.startswith("mcsf"):       # (amin's intervals hold the truth: it never overflows)
+        assert any(step[1] for step in told), "the points predicted too short should cause evictions"
 
 
 def test_the_view_lists_waiting_requests_by_arrival_through_arrivals_and_admissions(h, tiny_model):

@@ -51,9 +51,11 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
   budget ``max_num_batched_tokens``, over the KV blocks free, more running requests than
   ``max_num_seqs``, evicting and scheduling one request): the offending entry is dropped (later
   entries still run). The simulator raises `InfeasibleDecisionError` on such a decision instead.
-  A policy without a ``max_num_seqs`` parameter (``mcsf``, ``amin``, …) cannot see the seats:
-  its admissions past the last seat are deferred in its order (the engine's rule, counted in
-  ``kvsched_num_seat_deferred``, not a gap; the simulator has no seat limit for it).
+  A policy without a ``max_num_seqs`` parameter (``mcsf``, ``amin``, …) does not plan with the
+  seats: its admissions past the last seat are deferred in its order (the engine's rule, counted
+  in ``kvsched_num_seat_deferred``, not a gap; the simulator has no seat limit for it). The view's
+  ``max_num_admissions`` tells it the seats left, and the future-memory policies stop their scan
+  there (the same admissions, without the work of proposing and then re-queueing the rest).
 - ``Decision.wake_time``: vLLM's engine loop calls ``schedule()`` again at once; there is no
   timer. A policy that schedules nothing simply spins until something changes (an in-process
   driver, `kvsched.integrations.vllm.driver`, honours it on its virtual clock).
@@ -637,6 +639,9 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         running = [states[r.request_id] for r in self.running if r.request_id in states]
         future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
+        # A policy without seats has its admissions past the last one deferred (`_kvsched_plan`):
+        # the view says how many the engine admits, so it may stop its scan there.
+        seats = self.max_num_active_reqs - len(self.running) if self._kvsched_seats_by_engine else None
         return EngineView(
             now=self.kvsched_now(), iteration=self._kvsched_iteration,
             waiting=tuple(self._kvsched_waiting_views()), running=tuple(map(_VIEW, running)),
@@ -644,7 +649,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,
             separate_batching=False, has_future_arrivals=True if future is None else bool(future()),
-            oracle=oracle, block_refs=self._kvsched_block_refs if self._kvsched_caching else None)
+            oracle=oracle, max_num_admissions=seats, block_refs=self._kvsched_block_refs if self._kvsched_caching else None)
 
     def _kvsched_plan(self, decision: Decision, view: EngineView) -> _Plan:
         """The part of the decision vLLM can carry out; the rest becomes gaps.
