@@ -327,13 +327,18 @@ class FutureMemoryPolicy(Policy):
     def schedule(self, view: SchedulerView) -> Decision:
         if self._memory is None:
             self._memory = FutureMemory(view.block_size)
-        served = serve_residents(view)
-        self._sync_running(view, served)
+        running = view.running
+        ids = [r.request_id for r in running]
+        uncomputed = [r.num_uncomputed_tokens for r in running]     # read once per iteration
+        served = serve_all_residents(ids, uncomputed, view.max_num_batched_tokens)
+        if served is None:
+            served = serve_residents(view)
+        partial = self._sync_running(view, served, ids, uncomputed)
         evict = self._guard_overflow(view)
         self._sync_waiting(view)
-        tokens = {rid: n for rid, n in served.items() if rid not in evict}
-        self._chunked: set[int] = {r.request_id for r in view.running   # fewer than uncomputed
-                                   if 0 < tokens.get(r.request_id, 0) < r.num_uncomputed_tokens}
+        tokens = {rid: n for rid, n in served.items() if rid not in evict} if evict else dict(served)
+        # served fewer than their uncomputed tokens, and served (a resident is served 1 or more)
+        self._chunked: set[int] = {r.request_id for r in partial if r.request_id in tokens}
         budget = view.max_num_batched_tokens
         if not evict:
             self._admit(view, tokens, None if budget is None else budget - sum(served.values()))
@@ -364,33 +369,39 @@ class FutureMemoryPolicy(Policy):
         remaining = self._estimate(view, request) - request.num_output_tokens
         return first - view.iteration - extra, view.iteration + extra + remaining - 1
 
-    def _sync_running(self, view: SchedulerView, served: dict[int, int]) -> None:
+    def _sync_running(self, view: SchedulerView, served: dict[int, int], ids: list[int],
+                      uncomputed: list[int]) -> list[RequestView]:
         """Re-enter the resident requests whose timeline changed. Requests computed in full now
         first; then those chunked or paused now (in admission order), whose prefill length depends
-        on the predicted ends of the older ones."""
+        on the predicted ends of the older ones. `ids` and `uncomputed`: the residents' ids and
+        uncomputed tokens, in ``view.running``'s order. Returns the residents served fewer than
+        their uncomputed tokens (chunked or paused now), in admission order."""
         memory = self._memory
         memory.drop_before(view.iteration)
-        resident, changed, partial = set(), {}, []
+        entries, changed = memory._entry, {}
         stepped = self._stepped if self._last_iteration == view.iteration - 1 else frozenset()
-        for r in view.running:
-            rid = r.request_id
-            resident.add(rid)
-            if served.get(rid, 0) < r.num_uncomputed_tokens:
-                partial.append(r)
+        # Decoded in full last iteration and still in the timeline (estimate not reached): the
+        # (base, end) is unchanged; found by set operations, not a Python test per resident.
+        unchanged = stepped & entries.keys()
+        get = served.get
+        partial = [r for r, rid, n in zip(view.running, ids, uncomputed) if get(rid, 0) < n]
+        skip = unchanged.union(r.request_id for r in partial) if partial else unchanged
+        for r, rid in zip(view.running, ids):
+            if rid in skip:
                 continue
-            if rid in stepped and rid in memory:   # decoded last iteration, estimate not reached:
-                continue                           # its (base, end) is unchanged
             self.refine(view, r)
             entry = self._timeline(view, r)
-            if memory.entry(rid) != entry:
+            if entries.get(rid) != entry:
                 changed[rid] = entry
-        gone = [rid for rid in memory.request_ids() if rid not in resident]
+        resident = set(ids)
+        gone = [rid for rid in entries if rid not in resident]
         memory.update(gone, changed)
         for r in partial:
             self.refine(view, r)
             older = [memory.entry(o.request_id)[1] for o in itertools.takewhile(
                 lambda o: o.request_id != r.request_id, view.running) if o.request_id in memory]
             memory.update((), {r.request_id: self._timeline(view, r, served.get(r.request_id, 0), older)})
+        return partial
 
     def _guard_overflow(self, view: SchedulerView) -> tuple[int, ...]:
         memory, now = self._memory, view.iteration
@@ -512,6 +523,15 @@ def serve_residents(view: SchedulerView, exclude=()) -> dict[int, int]:
             tokens[r.request_id] = n
             left = None if left is None else left - n
     return tokens
+
+
+def serve_all_residents(ids: list[int], uncomputed: list[int], budget: int | None) -> dict[int, int] | None:
+    """`serve_residents` when the budget holds every resident's uncomputed tokens (the common
+    case: decodes), from the residents' ids and uncomputed tokens in admission order: each gets
+    all of them. None when it does not apply (use `serve_residents`). Tested against it."""
+    if (budget is not None and sum(uncomputed) > budget) or 0 in uncomputed:
+        return None
+    return dict(zip(ids, uncomputed))
 
 
 def prefill_iterations(num_tokens: int, budget: int, older_ends, start: int) -> int:
