@@ -216,6 +216,11 @@ class _KVSchedTrace:
         self._kvsched_waiting_order: list[ServedRequestView] | None = []
         self._kvsched_left: list[RequestState] = []
         self._kvsched_next_id = 0
+        # vLLM id -> the order it was added in: the plain waiting queue is in this order (appends)
+        # but where vLLM put requests back at its front, so an admission is found in it by
+        # bisection (`_remove`).
+        self._kvsched_added: dict[str, int] = {}
+        self._kvsched_num_added = 0
         self._kvsched_refused: set[str] = set()      # vLLM ids finished with an error by the adapter
         self._kvsched_blocked: set[str] = set()      # vLLM ids waiting for their grammar
         self._kvsched_needs_predictions = False
@@ -245,6 +250,8 @@ class _KVSchedTrace:
         rid = request.request_id
         if rid in self._kvsched_states or rid in self._kvsched_refused:
             return                      # a later chunk of a streaming-input session
+        self._kvsched_added[rid] = self._kvsched_num_added
+        self._kvsched_num_added += 1
         try:
             self._kvsched_register(request)
         except RequestArgsError as exc:
@@ -390,6 +397,7 @@ class _KVSchedTrace:
         here): free its kvsched state too."""
         super()._free_blocks(request)
         self._kvsched_refused.discard(request.request_id)
+        self._kvsched_added.pop(request.request_id, None)
         if request.request_id in self._kvsched_states:
             self._kvsched_forget([request.request_id])
 
@@ -781,7 +789,8 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                     ids -= {r.request_id for r in found}
             plain = [r for r in plain if r.request_id in ids]
         if plain:
-            _remove(self.waiting, plain)
+            added = self._kvsched_added
+            _remove(self.waiting, plain, lambda r: added.get(r.request_id, -1))
 
     def _kvsched_home(self, queue, name: str, left: list) -> None:
         """Requests the base loop left in a swapped queue go back to their queue's front; an
@@ -796,19 +805,35 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             queue.prepend_requests(reversed(left))
 
 
-def _remove(queue, requests: list[Request]) -> None:
+def _remove(queue, requests: list[Request], position: Callable[[Request], int] | None = None) -> None:
     """Take `requests` out of a waiting queue. vLLM's FCFS queue is a deque, whose own removals
-    compare each request through ``Request.__eq__`` in Python (``remove``) or rebuild the queue in
-    Python (``remove_requests``), a few hundred µs with 2,000 queued: here the requests at the
-    head are popped (FCFS admissions) and the others found by identity in C (``list.index`` over
-    the ids). Other queues (vLLM's priority heap) use their own ``remove_requests``."""
+    compare each request through rich comparison in Python (``remove``, about 70 ns a request
+    passed) or rebuild the queue in Python (``remove_requests``), a few hundred µs with 2,000
+    queued: here the requests at the head are popped (FCFS admissions), the others found by
+    bisection on `position` (the order requests were added in, which the queue keeps unless vLLM
+    put some back at its front: each find is checked, by identity) or else by identity in C
+    (``list.index`` over the ids). Other queues (vLLM's priority heap) use their own
+    ``remove_requests``."""
     if not isinstance(queue, deque):
         queue.remove_requests(requests)
         return
     targets = {id(r) for r in requests}
     while targets and queue and id(queue[0]) in targets:
         targets.discard(id(queue.popleft()))
-    if targets:
+    if not targets:
+        return
+    found = None
+    if position is not None:
+        found = []
+        for request in requests:
+            if id(request) in targets:
+                i = bisect.bisect_left(queue, position(request), key=position)
+                if i == len(queue) or queue[i] is not request:
+                    found = None            # the queue is out of order here: find them by identity
+                    break
+                found.append(i)
+    if found is None:
         ids = list(map(id, queue))
-        for i in sorted((ids.index(t) for t in targets), reverse=True):
-            del queue[i]
+        found = [ids.index(t) for t in targets]
+    for i in sorted(found, reverse=True):
+        del queue[i]
