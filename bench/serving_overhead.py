@@ -10,7 +10,8 @@ Scheduler level, without a model, as vLLM's own scheduler tests build one
 scheduler; the model's part is played by `harness.fake_model_output` (one token per finished
 prefill, ``ignore_eos`` outputs). Each step's ``schedule()`` is timed alone (perf_counter), and
 ``update_from_output`` apart; the waiting queue is topped up to ``--queued`` requests before every
-step, so every step schedules against that many queued requests. Prompts are uniform on 64..1024
+step, so every step schedules against that many queued requests. The schedulers run in lockstep
+(one step of each in turn), so load from other processes falls on all of them alike. Prompts are uniform on 64..1024
 tokens, outputs on 16..512, drawn with a fixed seed.
 
 Memory: tracemalloc's traced bytes after equal rounds of served requests (each round adds
@@ -18,12 +19,14 @@ Memory: tracemalloc's traced bytes after equal rounds of served requests (each r
 growth from round to round (the test `test_serving_memory_stays_flat_over_2000_requests` asserts
 < 64 KiB over 2,000 requests).
 
-Figures (2 shared CPU cores, load about 4; `python bench/serving_overhead.py`, 200 steps): median
-schedule() per step vLLM's own 1.61 ms, kvsched ``vllm`` 2.92 ms (1.81x), ``sarathi`` 1.07 ms
-(0.66x, smaller batches: chunk 512), ``mcsf`` 13.6 ms (8.45x; MC-SF's own admission scan, in
-`kvsched.policies`, is most of it). Memory over 8 rounds of 250 served requests: +11 KiB
-(``vllm``), +17 KiB (``amin``) from the first round to the largest, all of it in the trace ring
-(its records hold request ids above 256, which Python allocates; bounded by the ring's size).
+Figures (2 CPU cores shared with other work, load about 2; `python bench/serving_overhead.py`,
+200 steps, one invocation, the schedulers in lockstep): median schedule() per step vLLM's own
+2.20 ms, kvsched ``vllm`` 2.83 ms (1.29x), ``sarathi`` 1.23 ms (0.56x, smaller batches: chunk
+512), ``mcsf`` 3.73 ms (1.70x; MC-SF admits 2.6 times as many requests per step as vLLM's FCFS
+here, so vLLM's own allocation work under it is larger too). Memory over 8 rounds of 250 served
+requests: +15.6 KiB (``vllm``), +22.7 KiB (``amin``) from the first round to the largest, all of
+it in the trace ring (its records hold request ids above 256, which Python allocates; bounded by
+the ring's size).
 """
 
 from __future__ import annotations
@@ -60,29 +63,40 @@ def _lengths(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
     return list(zip(rng.integers(64, 1025, n).tolist(), rng.integers(16, 513, n).tolist()))
 
 
-def time_steps(model: str, name: str, queued: int, steps: int, seed: int = 0) -> dict:
-    """Per-step schedule() and update times with `queued` requests waiting before every step."""
-    scheduler = _build(model, name)
-    rng = np.random.default_rng(seed)
-    pending = iter(_lengths(rng, queued + 300 * steps))
-    schedule_ms, update_ms, batch = [], [], []
+def time_steps(model: str, names, queued: int, steps: int, seed: int = 0) -> list[dict]:
+    """Per-step schedule() and update times with `queued` requests waiting before every step.
+
+    The schedulers run in lockstep (step k of each, in turn, then step k + 1), each on its own
+    copy of the same request stream, so a noisy machine slows them alike and the ratios hold."""
+    runs = []
+    for name in names:
+        rng = np.random.default_rng(seed)
+        runs.append({"name": name, "scheduler": _build(model, name),
+                     "pending": iter(_lengths(rng, queued + 300 * steps)),
+                     "schedule_ms": [], "update_ms": [], "batch": []})
     for _ in range(steps + 5):
-        while len(scheduler.waiting) < queued:
-            prompt, output = next(pending)
-            scheduler.add_request(harness.make_request(prompt, output))
-        t0 = time.perf_counter()
-        out = scheduler.schedule()
-        t1 = time.perf_counter()
-        scheduler.update_from_output(out, harness.fake_model_output(scheduler, out))
-        t2 = time.perf_counter()
-        schedule_ms.append(1e3 * (t1 - t0))
-        update_ms.append(1e3 * (t2 - t1))
-        batch.append(len(out.num_scheduled_tokens))
-    schedule_ms, update_ms, batch = schedule_ms[5:], update_ms[5:], batch[5:]     # warm-up dropped
-    return {"scheduler": name, "median_schedule_ms": statistics.median(schedule_ms),
-            "mean_schedule_ms": statistics.fmean(schedule_ms), "p90_schedule_ms": float(np.percentile(schedule_ms, 90)),
-            "median_update_ms": statistics.median(update_ms), "mean_batch": statistics.fmean(batch),
-            "running_at_end": len(scheduler.running)}
+        for run in runs:
+            scheduler, pending = run["scheduler"], run["pending"]
+            while len(scheduler.waiting) < queued:
+                prompt, output = next(pending)
+                scheduler.add_request(harness.make_request(prompt, output))
+            t0 = time.perf_counter()
+            out = scheduler.schedule()
+            t1 = time.perf_counter()
+            scheduler.update_from_output(out, harness.fake_model_output(scheduler, out))
+            t2 = time.perf_counter()
+            run["schedule_ms"].append(1e3 * (t1 - t0))
+            run["update_ms"].append(1e3 * (t2 - t1))
+            run["batch"].append(len(out.num_scheduled_tokens))
+    rows = []
+    for run in runs:
+        schedule_ms, update_ms, batch = run["schedule_ms"][5:], run["update_ms"][5:], run["batch"][5:]
+        rows.append({"scheduler": run["name"], "median_schedule_ms": statistics.median(schedule_ms),
+                     "mean_schedule_ms": statistics.fmean(schedule_ms),
+                     "p90_schedule_ms": float(np.percentile(schedule_ms, 90)),
+                     "median_update_ms": statistics.median(update_ms), "mean_batch": statistics.fmean(batch),
+                     "running_at_end": len(run["scheduler"].running)})     # warm-up steps dropped
+    return rows
 
 
 def memory_rounds(model: str, policy: str, rounds: int, per_round: int) -> list[int]:
@@ -121,7 +135,7 @@ def main() -> None:
     steps = 50 if args.quick else args.steps
     with tempfile.TemporaryDirectory() as folder:
         model = str(build_tiny_llama(folder))
-        rows = [time_steps(model, name, args.queued, steps) for name in SCHEDULERS]
+        rows = time_steps(model, SCHEDULERS, args.queued, steps)
         base = rows[0]["median_schedule_ms"]
         print(f"schedule() per step with {args.queued} queued requests, {steps} steps "
               "(block 16, budget 8192, 256 seats, 16384 blocks):")
