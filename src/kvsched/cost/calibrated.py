@@ -68,9 +68,21 @@ class PiecewiseLinear:
         return _interpolate(self.knots, self.values, x)
 
 
+def _segment(k: tuple[float, ...], x: float) -> tuple[int, float]:
+    """(i, t): x lies at fraction t between knots k[i] and k[i + 1] (the end segments extend
+    beyond the knots: linear extrapolation)."""
+    i = bisect.bisect_right(k, x) - 1
+    # min(max(i, 0), len(k) - 2), without the two builtin calls (this runs at every priced
+    # iteration)
+    if i < 0:
+        i = 0
+    elif i > len(k) - 2:
+        i = len(k) - 2
+    return i, (x - k[i]) / (k[i + 1] - k[i])
+
+
 def _interpolate(k: tuple[float, ...], v: tuple[float, ...], x: float) -> float:
-    i = min(max(bisect.bisect_right(k, x) - 1, 0), len(k) - 2)
-    t = (x - k[i]) / (k[i + 1] - k[i])
+    i, t = _segment(k, x)
     return v[i] + t * (v[i + 1] - v[i])
 
 
@@ -202,7 +214,10 @@ class CalibratedCost:
         context-dependent part scaled by `decode_context_scale`."""
         base, i, t, batching = self._batch_terms(n)
         knots, values = self.decode.context_knots, self.decode.values
-        low, high = _interpolate(knots, values[i], context_per_seq), _interpolate(knots, values[i + 1], context_per_seq)
+        # `_interpolate` of both batch rows at the same context: its segment found once
+        j, u = _segment(knots, context_per_seq)
+        row, next_row = values[i], values[i + 1]
+        low, high = row[j] + u * (row[j + 1] - row[j]), next_row[j] + u * (next_row[j + 1] - next_row[j])
         return (base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching
 
     def decode_run_durations(self, num_decode_seqs: int, decode_context_tokens: int,

@@ -239,6 +239,8 @@ class Simulation:
         self._running_window = _ReadOnlyList(self.running_views)
         fast = simulator.fast or simulator.verify_stable
         self.fast_forward = FastForward(self) if fast else None     # None: the reference loop
+        # a stepped iteration's plan entries: the plain rule, or the fast path's inlined form
+        self._advance_entry = self._advance if self.fast_forward is None else self.fast_forward.advance_step
         # Events since the policy was last asked (the fast path reads them):
         self.arrived = False       # an arrival became visible
         self.progressed = False    # a request finished or completed its prefill (or recomputation)
@@ -561,12 +563,13 @@ class Simulation:
             self.iterations.append(IterationRecord(start, duration, {int(rid): int(n) for rid, n in
                                                                      decision.num_tokens.items()},
                                                    self.take_evicted(), used_tokens))
-        self.evicted_since.clear()
+        if self.evicted_since:
+            self.evicted_since.clear()
         if self.prefix:
             self._take_hits_and_allocate(checked.plan)
         if checked.decodes:
             self.fast_forward.advance_one(checked.decodes, end)
-        advance = self._advance if self.fast_forward is None else self.fast_forward.advance_step
+        advance = self._advance_entry
         for state, n in checked.plan:
             advance(state, n, start, end)
         self.now = end
