@@ -106,8 +106,8 @@ class FastBatch(Batch):
         if self._lent:
             self._own_tokens()
         tokens, evicted, emitted, block_size = self._tokens, self._evicted, self._emitted, self._block_size
-        left, free, i = self._left, self._free, start
-        while i < stop:
+        left, free = self._left, self._free
+        for i in range(start, stop):           # (a for loop: no index arithmetic per request)
             request = requests[i]
             if left is not None and left <= 0 or free < min_free_blocks:
                 break
@@ -118,7 +118,7 @@ class FastBatch(Batch):
                 if not Batch.add(self, request, Batch.tokens_within_budget(self, request),
                                  reserve_blocks=reserve_blocks):
                     return i
-                left, free, i = self._left, self._free, i + 1
+                left, free = self._left, self._free
                 continue
             rid, status = s.request_id, s.status
             prompt, outputs, computed = s.num_prompt_tokens, s.num_output_tokens, s.num_computed_tokens
@@ -143,9 +143,10 @@ class FastBatch(Batch):
             free -= need
             if left is not None:
                 left -= n
-            i += 1
+        else:                                   # all added (or none to add)
+            i = max(start, stop)
         self._left, self._free = left, free
-        return max(i, start)
+        return i
 
     def decision(self, wake_time: float | None = None) -> Decision:
         # Batch.decision without its copy of the tokens (a policy's last call, made at every
