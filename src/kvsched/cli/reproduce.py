@@ -22,6 +22,7 @@ TARGETS: dict[str, str] = {
     "amin-intervals": "kvsched.cli.sweep:reproduce_amin_intervals",
     "past-future": "kvsched.cli.reproduce:past_future",
     "wait-limits": "kvsched.cli.reproduce:wait_limits",
+    "fluid-example": "kvsched.cli.reproduce:fluid_example",
 }
 
 
@@ -137,6 +138,17 @@ def wait_limits(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     _print(report, wl.render, as_json)
+
+
+def fluid_example(
+    num_requests: Annotated[int, typer.Option("--num-requests", min=100, max=10 ** 6,
+                                              help="Requests of the Poisson stream.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=cc.MAX_SEED, help="Seed of the stream.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """WAIT paper (R4): the fluid benchmark's worked example, FCFS's throughput loss beside the paper's."""
+    from ..experiments import fluid_example as fe
+    _print(fe.reproduce(num_requests=num_requests, seed=seed), fe.render, as_json)
 
 
 def _choices(option: str, text: str, allowed) -> list[str]:
