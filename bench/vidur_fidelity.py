@@ -228,6 +228,7 @@ def print_stream(num_requests: int, labels: list[str], vidur_rounding: bool) -> 
     import importlib.util
     spec = importlib.util.spec_from_file_location("vidur_vllm_reference", REPO_ROOT / "bench" / "vidur_vllm_reference.py")
     reference = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("vidur_vllm_reference", reference)    # its dataclasses look their module up
     spec.loader.exec_module(reference)
     workload = reference.vidur_sharegpt_workload(num_requests)
     print(f"Vidur's {num_requests}-request ShareGPT stream, preset {PRESET}, KV capacity {VIDUR_KV_CAPACITY_TOKENS}, "
