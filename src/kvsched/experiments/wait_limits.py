@@ -178,7 +178,8 @@ def render(report: dict, console) -> None:
                   "bind here (the limits equal those at 118,784 tokens and cap 128). Our vLLM's mean latency at "
                   "λ = 22 is 2.5 s where the paper's is 18.2 s (its service rate ≈ 18.5 req/s): no setting or "
                   "scheduling rule of the fork explains it; Vidur's own predictions in the fork (a 512-token prefill "
-                  "37.1 ms, ours 35.8; decode batches cheaper than ours) leave a 25% slower vLLM unexplained. "
+                  "37.1 ms, ours 35.8; decode batches of 1–64 within −8% to +17% of ours) leave a 25% slower "
+                  "vLLM unexplained. "
                   "Our wait is plain WAIT; the paper's is the fork's chunked variant (chunk 256, limit tuned per rate)")
 
 
