@@ -271,14 +271,10 @@ class FastForward:
         s = self.s
         batch = checked.batch
         pure = not evicted and not batch.num_prefill_seqs and batch.num_decode_seqs == len(s.running)
-        if known:                 # (the two calls only where they can do something: once per decision)
-            self._check_stable(pure, known)
+        self._check_stable(pure, known)
         self.skip_ok = not evicted and checked.num_resident == len(s.running)
         self.all_decode = checked.num_partial == 0
-        if not self.skip_ok:
-            self.deadline = 0
-        else:
-            self.deadline = sys.maxsize if self.stable_horizon is None else self._horizon(view)
+        self.deadline = self._horizon(view) if self.skip_ok else 0
         if pure and self.skip_ok and not s.simulator.verify_stable:
             length = self._pure_length()
             if length > 1:

@@ -324,7 +324,7 @@ class Simulation:
         """What the policy sees at the current boundary (live: valid until the next step)."""
         return self._view_type(
             now=self.now, iteration=self.iteration, kv_used_tokens=self.cache.used_tokens,
-            has_future_arrivals=self.next_arrival < len(self.arrival_queue) or bool(self.released),
+            has_future_arrivals=self.has_future_arrivals(),
             **self._view_fields)
 
     def next_arrival_time(self) -> float | None:
@@ -338,8 +338,7 @@ class Simulation:
     def has_future_arrivals(self) -> bool:
         """Some request will arrive whatever the policy does. Follow-up turns not released yet
         do not count: they arrive only after work the policy must schedule, so a policy that
-        waits for arrivals (WAIT's drain rule) would wait for them forever. (`view` repeats
-        this expression inline.)"""
+        waits for arrivals (WAIT's drain rule) would wait for them forever."""
         return self.next_arrival < len(self.arrival_queue) or bool(self.released)
 
     def result(self) -> RunResult:
@@ -563,8 +562,7 @@ class Simulation:
             self.iterations.append(IterationRecord(start, duration, {int(rid): int(n) for rid, n in
                                                                      decision.num_tokens.items()},
                                                    self.take_evicted(), used_tokens))
-        if self.evicted_since:
-            self.evicted_since.clear()
+        self.evicted_since.clear()
         if self.prefix:
             self._take_hits_and_allocate(checked.plan)
         if checked.decodes:
