@@ -36,7 +36,9 @@ the fluid limit (``fluid``: the largest rate with d1·X < 1 and M* ≤ C).
 Extra rows: `separate-threshold` (our rule, ALGORITHMS.md §2) under separate batching, with its
 threshold ⌈2·Λ·τ*⌉ from the fluid model at each rate.
 
-Authors' settings (``--settings authors``): the WAIT authors ran their experiments in Vidur (their
+Authors' settings (``--settings authors``; since 2026-12-03 the paper-facing runner's capacity and Sarathi
+cap of `kvsched.experiments.wait_limits`, 136,224 tokens and 256, which leave the limits below unchanged):
+the WAIT authors ran their experiments in Vidur (their
 fork ``Luoxiaogan/vidur_or`` at 853c943, which holds no LaTeX and no p512d20 config; its experiment
 drivers are ``utils.py`` and ``run_sh_*.py``). Read there:
 - model and GPU: ``--replica_config_model_name meta-llama/Meta-Llama-3-8B``, ``--replica_config_device
@@ -201,7 +203,7 @@ def policy_factory(policy: str, mix, cost: LinearCost):
 # --- the WAIT authors' Vidur settings (see the module docstring; the code is the `kvsched reproduce
 # wait-limits` target's, kvsched.experiments.wait_limits) ---
 from kvsched.experiments.wait_limits import (  # noqa: E402
-    VIDUR_BLOCK, VIDUR_SARATHI, VIDUR_V0, authors_wait_threshold, vidur_kv_capacity)
+    VIDUR_BLOCK, VIDUR_SARATHI, VIDUR_V0, authors_wait_threshold, paper_capacity)
 from kvsched.experiments.wait_limits import WORKLOAD as AUTHORS_WORKLOAD  # noqa: E402
 
 AUTHORS_MODELS = {"llama3-8b": ("llama3-8b-a100", LLAMA3_8B), "llama2-7b": ("llama2-7b-a100", LLAMA2_7B)}
@@ -210,9 +212,9 @@ AUTHORS_MODELS = {"llama3-8b": ("llama3-8b-a100", LLAMA3_8B), "llama2-7b": ("lla
 def run_authors(args) -> int:
     preset_name, shape = AUTHORS_MODELS[args.model]
     cost = get_preset(preset_name).cost
-    capacity = vidur_kv_capacity(shape)
     mix = parse_mix(AUTHORS_WORKLOAD)
     t = mix.types[0]
+    capacity = paper_capacity(shape, t.num_prompt_tokens, t.num_decode_stages + 1)
     n = authors_wait_threshold(cost, capacity, t.num_prompt_tokens, t.num_decode_stages)
     policies = {"vllm": lambda r: make("vllm", **VIDUR_V0), "sarathi": lambda r: make("sarathi", **VIDUR_SARATHI),
                 "wait": lambda r: make("wait", thresholds=str(n))}

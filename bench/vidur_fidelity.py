@@ -86,6 +86,7 @@ import numpy as np
 
 from kvsched.engine.simulator import Simulator
 from kvsched.policies import make
+from kvsched.cost.calibrated import vidur_rounded
 from kvsched.cost.presets import get_preset
 from kvsched.workload.synthetic import Workload
 
@@ -160,9 +161,10 @@ def check_config(run_dir: Path) -> None:
             assert sched["chunk_size"] == 512
 
 
-def run_ours(workload: Workload, label: str, kv_capacity_tokens: int):
+def run_ours(workload: Workload, label: str, kv_capacity_tokens: int, *, vidur_rounding: bool = False):
     preset = get_preset(PRESET)
-    sim = Simulator(preset.cost, kv_capacity_tokens, block_size=preset.block_size)
+    cost = vidur_rounded(preset.cost) if vidur_rounding else preset.cost
+    sim = Simulator(cost, kv_capacity_tokens, block_size=preset.block_size)
     name, parameters, _ = POLICIES[label]
     result = sim.run(workload, make(name, **parameters))
     done = ~result.rejected
@@ -173,10 +175,10 @@ def run_ours(workload: Workload, label: str, kv_capacity_tokens: int):
 
 
 def compare(label: str, run_dir: Path = RUN_DIR, kv_capacity_tokens: int = VIDUR_KV_CAPACITY_TOKENS,
-            workload: Workload | None = None) -> Comparison:
+            workload: Workload | None = None, *, vidur_rounding: bool = False) -> Comparison:
     """Row `label` of `POLICIES`: kvsched's run against Vidur's."""
     workload = workload if workload is not None else load_workload(run_dir)
-    ours, evictions, rejected = run_ours(workload, label, kv_capacity_tokens)
+    ours, evictions, rejected = run_ours(workload, label, kv_capacity_tokens, vidur_rounding=vidur_rounding)
     if rejected:
         raise RuntimeError(f"{rejected} requests rejected at capacity {kv_capacity_tokens}")
     vidur, restarts = vidur_results(run_dir, POLICIES[label][2])
@@ -199,7 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kv-capacity", default="vidur", help="'vidur' (53,248), 'preset', or a token count")
     parser.add_argument("--scheduler", choices=list(POLICIES), action="append",
                         help="row(s) to run (default: all)")
+    parser.add_argument("--vidur-rounding", action="store_true",
+                        help="price batches with Vidur's predictor rounding (kvsched.cost.calibrated.VidurRoundedCost)")
+    parser.add_argument("--num-requests", type=int, default=None,
+                        help="run Vidur's own stream of this many ShareGPT requests (bench/vidur_vllm_reference.py) "
+                             "and print kvsched's figures only (Vidur's output for it is not in the data)")
     args = parser.parse_args(argv)
+    if args.num_requests is not None:
+        return print_stream(args.num_requests, args.scheduler or ["vllm", "sarathi"], args.vidur_rounding)
     if not args.run_dir.is_dir():
         print(f"error: {args.run_dir} not found", file=sys.stderr)
         return 2
@@ -209,7 +218,25 @@ def main(argv: list[str] | None = None) -> int:
     capacity = capacity if capacity is not None else int(args.kv_capacity)
     print(f"preset {PRESET}, KV capacity {capacity} tokens")
     workload = load_workload(args.run_dir)
-    print_table([compare(s, args.run_dir, capacity, workload) for s in args.scheduler or POLICIES])
+    print_table([compare(s, args.run_dir, capacity, workload, vidur_rounding=args.vidur_rounding)
+                 for s in args.scheduler or POLICIES])
+    return 0
+
+
+def print_stream(num_requests: int, labels: list[str], vidur_rounding: bool) -> int:
+    """kvsched's mean e2e and TTFT on Vidur's n-request ShareGPT stream (no Vidur output to compare)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("vidur_vllm_reference", REPO_ROOT / "bench" / "vidur_vllm_reference.py")
+    reference = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("vidur_vllm_reference", reference)    # its dataclasses look their module up
+    spec.loader.exec_module(reference)
+    workload = reference.vidur_sharegpt_workload(num_requests)
+    print(f"Vidur's {num_requests}-request ShareGPT stream, preset {PRESET}, KV capacity {VIDUR_KV_CAPACITY_TOKENS}, "
+          f"Vidur rounding {'on' if vidur_rounding else 'off'}")
+    for label in labels:
+        ours, evictions, rejected = run_ours(workload, label, VIDUR_KV_CAPACITY_TOKENS, vidur_rounding=vidur_rounding)
+        print(f"{label:<8} e2e mean {ours['e2e']['mean']:.3f} s, p50 {ours['e2e']['p50']:.3f}; TTFT mean "
+              f"{ours['ttft']['mean']:.3f} s, p50 {ours['ttft']['p50']:.3f}; evictions {evictions}, rejected {rejected}")
     return 0
 
 

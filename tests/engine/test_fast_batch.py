@@ -5,7 +5,8 @@ both KV conventions, token budgets) and random call sequences drive a `FastBatch
 `_FastEngineView.new_batch` and a plain `Batch` over a plain `SchedulerView` with the same fields,
 on the same request objects. Every return value, every error (type and message) and, after every
 call, every figure of the batch (free blocks, token budget, scheduled tokens, the tokens per
-request, the evicted set, the `Decision`) must be equal.
+request, the evicted set, the `Decision`) must be equal, and every decision made must stay as it
+was made (`FastBatch.decision` lends its dict: the batch copies it before a later change).
 """
 
 from __future__ import annotations
@@ -120,9 +121,16 @@ def test_fast_batch_answers_as_batch(data):
     plain = SchedulerView(**fields).new_batch(policy_budget)
     assert type(fast) is FastBatch and type(plain) is Batch
     assert figures(fast) == figures(plain)
+    decisions = []          # every decision made, fast and plain: later calls must not change them
     for op in data.draw(calls(len(requests))):
-        assert call(fast, requests, op) == call(plain, requests, op), op
+        answers = call(fast, requests, op), call(plain, requests, op)
+        assert answers[0] == answers[1], op
         assert figures(fast) == figures(plain), op
+        decisions.append((fast.decision(), plain.decision()))
+        if op[0] == "decision":
+            decisions.append(answers)
+    for fast_decision, plain_decision in decisions:
+        assert fast_decision == plain_decision
 
 
 def test_add_in_order_is_the_loop_of_adds():

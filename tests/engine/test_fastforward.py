@@ -497,23 +497,37 @@ def test_pricer_falls_back_to_the_loop_when_a_vector_form_is_off():
 _PLAN_STATUSES = ["running"] * 6 + ["waiting"] * 4 + ["finished", "future"]
 
 
-@settings(max_examples=600, deadline=None)
-@given(data=st.data())
-def test_fast_plan_is_the_plain_plan(data):
-    """`FastForward._plan` (the stepped check's non-decode entries, rules inlined) gives
-    `Simulation.plan`'s plan, tally and errors: random request states, both conventions, three
-    block sizes, valid and invalid entries (unknown ids, numpy and bool ids, evicted requests,
-    finished ones, token counts out of range or not ints)."""
-    from kvsched.engine.simulation import Simulation
-    from kvsched.engine.validation import Tally
+def _validation_outcome(validate, decision, evicted):
+    """A check's outcome: the error, or every entry (id, tokens, their type; the fast path's
+    resident decodes and plan together), the batch and the figures of its `Validation`."""
     from kvsched.errors import InfeasibleDecisionError
-    from kvsched.state import Status
+    try:
+        checked = validate(decision, evicted)
+    except InfeasibleDecisionError as error:
+        return ("raised", str(error))
+    entries = {state.request_id: (1, int) for state in checked.decodes}
+    entries.update({state.request_id: (n, type(n)) for state, n in checked.plan})
+    return (entries, checked.batch, checked.used_blocks, checked.num_resident, checked.num_partial)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=st.data())
+def test_fast_validate_is_the_plain_validate(data):
+    """`FastForward.validate` (the stepped check, rules inlined) gives `Simulation._validate`'s
+    entries, batch, KV blocks, counts and errors: random request states, both conventions, three
+    block sizes, token budgets, separate batching, valid and invalid entries (unknown ids, numpy
+    and bool ids, evicted requests, finished ones, token counts out of range or not ints), over
+    the KV capacity or not."""
+    from kvsched.engine.simulation import Simulation
+    from kvsched.state import Decision, Status
     from sim_helpers import tiny
     block_size = data.draw(st.sampled_from([1, 3, 16]))
     convention = data.draw(st.sampled_from(list(KVConvention)))
     num = data.draw(st.integers(1, 6))
     rows = [(0.0, data.draw(st.integers(1, 30)), 8) for _ in range(num)]
-    sim = Simulator(UnitTime(), 4096, block_size=block_size, kv_convention=convention)
+    sim = Simulator(UnitTime(), data.draw(st.sampled_from([48, 4096])), block_size=block_size,
+                    kv_convention=convention, max_num_batched_tokens=data.draw(st.sampled_from([None, None, 6, 40])),
+                    separate_batching=data.draw(st.sampled_from([False, False, True])))
     s = Simulation(sim, tiny(*rows), make("vllm"))
     for state in s.states:
         status = data.draw(st.sampled_from(_PLAN_STATUSES))
@@ -523,6 +537,8 @@ def test_fast_plan_is_the_plain_plan(data):
                         "finished": Status.FINISHED, "future": Status.FUTURE}[status]
         if status == "running":
             state.num_computed_tokens = data.draw(st.one_of(st.just(known - 1), st.integers(0, known - 1)))
+            s.running[state.request_id] = state
+            s.cache.set_tokens(state.request_id, state.num_computed_tokens)
         elif status == "finished":
             state.num_computed_tokens = known
     valid = st.integers(0, num - 1)
@@ -530,35 +546,52 @@ def test_fast_plan_is_the_plain_plan(data):
                     st.builds(np.int64, st.integers(0, num - 1)), st.just(True))
     counts = st.one_of(st.integers(1, 3), st.integers(1, 35), st.integers(-1, 0), st.just(1.0),
                        st.builds(np.int64, st.integers(1, 5)))
-    others = {}
+    entries = {}
     for rid in data.draw(st.lists(ids, max_size=num + 1)):
         state = s.states[int(rid)] if 0 <= rid < num else None
         uncomputed = state.num_prompt_tokens + state.num_output_tokens - state.num_computed_tokens if state else 1
-        near = st.sampled_from([uncomputed, uncomputed - 1, uncomputed - 1, uncomputed + 1])
-        others[rid] = data.draw(st.one_of(near, near, near, counts))
-    others = list(others.items())
+        near = st.sampled_from([1, uncomputed, uncomputed - 1, uncomputed - 1, uncomputed + 1])
+        entries[rid] = data.draw(st.one_of(near, near, near, counts))
+    decision = Decision(num_tokens=entries)
     evicted = frozenset(data.draw(st.sets(st.integers(0, num - 1), max_size=2)))
-
-    def outcome(plan):
-        tally = Tally(7)
-        try:
-            result = plan(others, evicted, tally)
-        except InfeasibleDecisionError as error:
-            return ("raised", str(error))
-        return ([(state.request_id, n, type(n)) for state, n in result],
-                [getattr(tally, name) for name in Tally.__slots__])
-
-    if others:
-        assert outcome(s.fast_forward._plan) == outcome(s.plan)
+    for rid in evicted:          # an evicted request is no longer resident (`Simulation._evict`)
+        s.running.pop(rid, None)
+    assert (_validation_outcome(s.fast_forward.validate, decision, evicted)
+            == _validation_outcome(s._validate, decision, evicted))
 
 
-def test_fast_plan_every_small_state_alone():
-    """`FastForward._plan` = `Simulation.plan` on one entry, exhaustively over small states:
-    both conventions, four block sizes, resident (any computed count) and waiting requests, every
-    token count from 1 to the uncomputed ones."""
+@pytest.mark.parametrize("limits", [dict(separate_batching=True), dict(max_num_batched_tokens=5),
+                                    dict(max_num_batched_tokens=6), dict(kv_capacity_tokens=11),
+                                    dict(kv_capacity_tokens=12)])
+def test_fast_validate_counts_resident_decodes_in_the_limits(limits):
+    """A resident decode (the fast path's own branch) beside a prefill chunk counts in the
+    engine's limits as `Simulation._validate` counts it: separate batching, the token budget
+    (1 + 5 tokens) and the KV capacity (block size 1: the decode holds 6 tokens and takes a 7th,
+    the prompt takes 5: 12 in all)."""
     from kvsched.engine.simulation import Simulation
-    from kvsched.engine.validation import Tally
-    from kvsched.state import Status
+    from kvsched.state import Decision, Status
+    from sim_helpers import tiny
+    settings_ = dict(kv_capacity_tokens=4096, **limits) if "kv_capacity_tokens" not in limits else limits
+    sim = Simulator(UnitTime(), block_size=1, **settings_)
+    s = Simulation(sim, tiny((0.0, 5, 8), (0.0, 5, 8)), make("vllm"))
+    decode, waiting = s.states
+    decode.status, decode.num_output_tokens, decode.num_computed_tokens = Status.RUNNING, 2, 6
+    s.running[0] = decode
+    s.cache.set_tokens(0, 6)
+    waiting.status = Status.WAITING
+    decision = Decision(num_tokens={0: 1, 1: 5})
+    outcome = _validation_outcome(s.fast_forward.validate, decision, frozenset())
+    assert outcome == _validation_outcome(s._validate, decision, frozenset())
+    assert (outcome[0] == "raised") == (limits in (dict(separate_batching=True), dict(max_num_batched_tokens=5),
+                                                   dict(kv_capacity_tokens=11)))
+
+
+def test_fast_validate_every_small_state_alone():
+    """`FastForward.validate` = `Simulation._validate` on one entry, exhaustively over small
+    states: both conventions, four block sizes, resident (any computed count) and waiting
+    requests, every token count from 1 to the uncomputed ones."""
+    from kvsched.engine.simulation import Simulation
+    from kvsched.state import Decision, Status
     from sim_helpers import tiny
     checked = 0
     for convention in KVConvention:
@@ -570,13 +603,18 @@ def test_fast_plan_every_small_state_alone():
                     known = state.num_prompt_tokens + outputs
                     for status, computed in [(Status.WAITING, 0), *((Status.RUNNING, c) for c in range(known))]:
                         state.status, state.num_output_tokens, state.num_computed_tokens = status, outputs, computed
+                        if status is Status.RUNNING:
+                            s.running[state.request_id] = state
+                        else:
+                            s.running.pop(state.request_id, None)
+                        s.cache.set_tokens(state.request_id, computed)
                         for n in range(1, known - computed + 1):
-                            fast, plain = Tally(5), Tally(5)
-                            assert s.fast_forward._plan([(state.request_id, n)], frozenset(), fast) == \
-                                s.plan([(state.request_id, n)], frozenset(), plain)
-                            assert [getattr(fast, name) for name in Tally.__slots__] == \
-                                [getattr(plain, name) for name in Tally.__slots__]
+                            decision = Decision(num_tokens={state.request_id: n})
+                            assert (_validation_outcome(s.fast_forward.validate, decision, frozenset())
+                                    == _validation_outcome(s._validate, decision, frozenset()))
                             checked += 1
+                s.running.pop(state.request_id, None)
+                s.cache.set_tokens(state.request_id, 0)
     assert checked > 10_000
 
 

@@ -64,9 +64,11 @@ def test_cache_rejects_bad_sizes():
 @given(block_size=st.integers(1, 16),
        ops=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 100)), max_size=40))
 def test_used_blocks_is_the_sum_of_held_blocks(block_size, ops):
+    """`KVCache.set_tokens` (its block count inlined) holds `rules.blocks` of the tokens."""
+    from kvsched.engine.rules import blocks
     cache, held = KVCache(10_000, block_size), {}
     for rid, tokens in ops:
         cache.set_tokens(rid, tokens)
-        held[rid] = -(-tokens // block_size)
+        held[rid] = blocks(tokens, block_size)
         assert cache.used_blocks == sum(held.values())
         assert cache.held_blocks(rid) == held[rid]

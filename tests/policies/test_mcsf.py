@@ -181,6 +181,27 @@ def test_alpha_protection_until_fit_newest():
     assert result.num_evictions.tolist() == [0, 1, 0]
 
 
+def test_alpha_protection_clear_all_livelocks_under_restart():
+    """Two requests s=1, o=2 at t=0, M = 5, α = 0.2 (admit while KV ≤ 4). Round 0: 2 + 2 = 4, both
+    admitted. Round 1: 3 + 3 = 6 > 5: overflow, both cleared. Under restart they lose their token, so
+    round 2 is round 0 again, and so on for ever (the R2 sweep's alpha-protection at λ = 50 under
+    restart: 0 of 1,000 requests in 51,000 simulated seconds). Under recompute they keep their token
+    and both finish; ``until-fit`` evicts r1 only (the newest), so r0 finishes."""
+    from kvsched.engine.simulation import Simulation
+    w = workload([(1, 2), (1, 2)])
+
+    def rounds(eviction, clear_mode, limit=200):
+        policy = make("alpha-protection", alpha=0.2, clear_mode=clear_mode)
+        policy.reset(seed=0)
+        sim = Simulation(paper_sim(5, eviction=eviction), w, policy, reset=False)
+        for k in range(1, limit + 1):
+            if not sim.step():
+                return k
+        return None
+    assert rounds("restart", "all") is None
+    assert rounds("restart", "until-fit") is not None and rounds("recompute", "all") is not None
+
+
 @pytest.mark.parametrize("beta, evictions", [(0.5, [0, 1, 0]), (1.0, [1, 1, 0])])
 def test_alpha_beta_clearing(beta, evictions):
     """Round 2 overflow with 2 running: β = 0.5 clears ⌈0.5·2⌉ = 1 (the newest, r1), which suffices;

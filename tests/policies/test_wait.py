@@ -19,36 +19,7 @@ from kvsched.policies.wait import (nested_thresholds, nested_wait_memory_tokens,
 from kvsched.workload.typed import RequestType, TypeMix, parse_mix, synthesize_typed
 
 
-@dataclass(kw_only=True)
-class PaperFCFS(Policy):
-    """FCFS with last-in eviction in the paper's model (a test comparator, not registered).
-
-    Every resident prompt advances one stage; on overflow the last admitted is evicted and restarts
-    from stage 0 (its prompt alone, then one token per stage); then waiting prompts are admitted
-    FCFS while their prompt's KV fits.
-    """
-
-    name: ClassVar[str] = "paper-fcfs"
-    tags: ClassVar[PolicyTags] = PolicyTags(preemptive=True)
-
-    def schedule(self, view):
-        running = sorted(view.running, key=lambda r: r.admitted_seq)
-        need = {r.request_id: view.extra_blocks(r, 1) for r in running}
-        free, total, evict = view.num_free_blocks, sum(need.values()), []
-        for r in reversed(running):
-            if total <= free:
-                break
-            evict.append(r.request_id)
-            free += view.blocks(view.kv_tokens(r))
-            total -= need.pop(r.request_id)
-        tokens, free = {rid: 1 for rid in need}, free - total
-        for r in view.waiting:
-            extra = view.extra_blocks(r, r.num_prompt_tokens)
-            if extra > free:
-                break
-            tokens[r.request_id] = r.num_prompt_tokens
-            free -= extra
-        return Decision(num_tokens=tokens, evict=tuple(evict))
+from kvsched.experiments.fluid_example import PaperFCFS  # noqa: E402  (the paper's FCFS, R4)
 
 
 def test_worked_example_fcfs_loses_throughput_and_wait_does_not():

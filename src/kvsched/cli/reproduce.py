@@ -22,6 +22,7 @@ TARGETS: dict[str, str] = {
     "amin-intervals": "kvsched.cli.sweep:reproduce_amin_intervals",
     "past-future": "kvsched.cli.reproduce:past_future",
     "wait-limits": "kvsched.cli.reproduce:wait_limits",
+    "fluid-example": "kvsched.cli.reproduce:fluid_example",
 }
 
 
@@ -114,6 +115,9 @@ def wait_limits(
     num_seeds: Annotated[int, typer.Option("--num-seeds", min=1, max=100, help="Seeds averaged per rate.")] = 3,
     precision: Annotated[float, typer.Option("--precision", min=0.001, max=0.5,
                                              help="Relative width of the final bracket.")] = 0.02,
+    latency_requests: Annotated[int, typer.Option("--latency-requests", min=100, max=10 ** 6,
+                                                  help="Requests per run of the paper-protocol latency table "
+                                                       "(the paper's 5,000).")] = 5000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """WAIT paper (R5): stability limits of vllm, sarathi and wait in the authors' Vidur settings."""
@@ -128,12 +132,23 @@ def wait_limits(
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task("limits", total=len(chosen_models) * len(chosen_policies))
             report = wl.reproduce(models=chosen_models, policies=chosen_policies, num_requests=num_requests,
-                                  num_seeds=num_seeds, precision=precision,
+                                  num_seeds=num_seeds, precision=precision, latency_requests=latency_requests,
                                   progress=lambda m, p: bar.advance(task))
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     _print(report, wl.render, as_json)
+
+
+def fluid_example(
+    num_requests: Annotated[int, typer.Option("--num-requests", min=100, max=10 ** 6,
+                                              help="Requests of the Poisson stream.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=cc.MAX_SEED, help="Seed of the stream.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """WAIT paper (R4): the fluid benchmark's worked example, FCFS's throughput loss beside the paper's."""
+    from ..experiments import fluid_example as fe
+    _print(fe.reproduce(num_requests=num_requests, seed=seed), fe.render, as_json)
 
 
 def _choices(option: str, text: str, allowed) -> list[str]:

@@ -68,9 +68,21 @@ class PiecewiseLinear:
         return _interpolate(self.knots, self.values, x)
 
 
+def _segment(k: tuple[float, ...], x: float) -> tuple[int, float]:
+    """(i, t): x lies at fraction t between knots k[i] and k[i + 1] (the end segments extend
+    beyond the knots: linear extrapolation)."""
+    i = bisect.bisect_right(k, x) - 1
+    # min(max(i, 0), len(k) - 2), without the two builtin calls (this runs at every priced
+    # iteration)
+    if i < 0:
+        i = 0
+    elif i > len(k) - 2:
+        i = len(k) - 2
+    return i, (x - k[i]) / (k[i + 1] - k[i])
+
+
 def _interpolate(k: tuple[float, ...], v: tuple[float, ...], x: float) -> float:
-    i = min(max(bisect.bisect_right(k, x) - 1, 0), len(k) - 2)
-    t = (x - k[i]) / (k[i + 1] - k[i])
+    i, t = _segment(k, x)
     return v[i] + t * (v[i + 1] - v[i])
 
 
@@ -202,7 +214,10 @@ class CalibratedCost:
         context-dependent part scaled by `decode_context_scale`."""
         base, i, t, batching = self._batch_terms(n)
         knots, values = self.decode.context_knots, self.decode.values
-        low, high = _interpolate(knots, values[i], context_per_seq), _interpolate(knots, values[i + 1], context_per_seq)
+        # `_interpolate` of both batch rows at the same context: its segment found once
+        j, u = _segment(knots, context_per_seq)
+        row, next_row = values[i], values[i + 1]
+        low, high = row[j] + u * (row[j + 1] - row[j]), next_row[j] + u * (next_row[j + 1] - next_row[j])
         return (base + self.decode_context_scale * ((low + t * (high - low)) - base)) * batching
 
     def decode_run_durations(self, num_decode_seqs: int, decode_context_tokens: int,
@@ -228,6 +243,71 @@ class CalibratedCost:
         a, b, c, d = self.prefill_coef
         ms = a + b * p + c * max(batch.prefill_attention_work - squares, 0) + d * squares
         return ms * (1 + self.attention_batching_overhead * (n > 1))
+
+
+@dataclass(frozen=True, slots=True)
+class VidurRoundedCost(CalibratedCost):
+    """`CalibratedCost` with the rounding of Vidur's batch-time predictor, for fidelity comparisons
+    with Vidur only (not a better model of a GPU: Vidur looks its random-forest predictions up at
+    rounded keys, so its batches run as if a little larger).
+
+    Two rules of microsoft/vidur (the same in the WAIT authors' fork ``Luoxiaogan/vidur_or`` at
+    853c943, where the line numbers are):
+
+    - the token count of every linear, elementwise and all-reduce operator is rounded up to a
+      multiple of 8 (``vidur/entities/batch.py`` line 49, ``_total_num_tokens_rounded``, used by every
+      ``_predictions[...][(batch._total_num_tokens_rounded,)]`` lookup of
+      ``vidur/execution_time_predictor/sklearn_execution_time_predictor.py`` lines 783–827);
+    - decode attention is looked up at (decode sequences, the integer mean context rounded up to
+      ``kv_cache_prediction_granularity``, 64 by default) (same file, lines 740–748).
+
+    Not emulated: the same granularity applied to each prefill chunk's cached context (lines
+    766–774; `BatchStats` carries only the sum), which changes nothing for prefills that start from
+    an empty cache (every vLLM-V0 prefill, a restart included: Vidur makes the processed tokens the
+    new prompt). The compiled kernels do not implement it, so runs under it take the Python engine.
+    """
+
+    token_multiple: int = 8
+    context_granularity: int = 64
+
+    def __post_init__(self) -> None:
+        CalibratedCost.__post_init__(self)
+        if self.token_multiple < 1 or self.context_granularity < 1:
+            raise ValueError("token_multiple and context_granularity must be >= 1")
+
+    def rounded_tokens(self, tokens: int) -> int:
+        m = self.token_multiple
+        return -(-tokens // m) * m
+
+    def rounded_context(self, decode_context_tokens: int, num_decode_seqs: int) -> int:
+        g = self.context_granularity
+        return -(-(decode_context_tokens // num_decode_seqs) // g) * g
+
+    def parts_ms(self, batch: BatchStats) -> tuple[float, float, float, float, float]:
+        linear, elementwise, all_reduce = self._token_terms(self.rounded_tokens(batch.num_tokens))
+        n = batch.num_decode_seqs
+        decode = max(self._decode_attention_ms(n, self.rounded_context(batch.decode_context_tokens, n)), 0.0) \
+            if n else 0.0
+        return linear, elementwise, max(self._prefill_ms(batch), 0.0), decode, all_reduce
+
+    def decode_iteration_time(self, num_decode_seqs: int, decode_context_tokens: int) -> float:
+        n = num_decode_seqs
+        linear, elementwise, all_reduce = self._token_terms(self.rounded_tokens(n))
+        decode = max(self._decode_attention_ms(n, self.rounded_context(decode_context_tokens, n)), 0.0)
+        return self._seconds(linear, elementwise, 0.0, decode, all_reduce)
+
+    def decode_run_durations(self, num_decode_seqs: int, decode_context_tokens: int,
+                             num_iterations: int) -> np.ndarray:
+        n = num_decode_seqs
+        return np.array([self.decode_iteration_time(n, decode_context_tokens + k * n)
+                         for k in range(num_iterations)], dtype=np.float64)
+
+
+def vidur_rounded(cost: CalibratedCost, *, token_multiple: int = 8, context_granularity: int = 64) -> VidurRoundedCost:
+    """`cost` with Vidur's predictor rounding (`VidurRoundedCost`)."""
+    fields = {f: getattr(cost, f) for f in CalibratedCost.__dataclass_fields__
+              if CalibratedCost.__dataclass_fields__[f].init}
+    return VidurRoundedCost(**fields, token_multiple=token_multiple, context_granularity=context_granularity)
 
 
 @dataclass(frozen=True, slots=True)

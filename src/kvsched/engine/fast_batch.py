@@ -17,7 +17,7 @@ goes through `Batch`'s own methods.
 
 from __future__ import annotations
 
-from ..state import Batch, Status
+from ..state import Batch, Decision, Status
 from .rules import KVConvention
 
 _RUNNING, _WAITING, _EMITTED = Status.RUNNING, Status.WAITING, KVConvention.EMITTED
@@ -42,7 +42,7 @@ class FastBatch(Batch):
     """`Batch` with `add` and `need` read from the engine's request state (module docstring).
     Made by `_FastEngineView.new_batch`; same invariants, answers and errors as `Batch`."""
 
-    __slots__ = ("_emitted", "_block_size")
+    __slots__ = ("_emitted", "_block_size", "_lent")
 
     def __init__(self, view, max_num_batched_tokens: int | None) -> None:
         # Batch.__init__'s fields, set here (one call fewer per policy call)
@@ -52,6 +52,7 @@ class FastBatch(Batch):
         self._extra_blocks = view.extra_blocks
         self._emitted = view.kv_convention is _EMITTED
         self._block_size = view.block_size
+        self._lent = False      # `decision` handed `_tokens` to a Decision: copy it before a change
 
     def need(self, request, n: int) -> int:
         try:
@@ -63,6 +64,8 @@ class FastBatch(Batch):
         return extra_blocks(s, n, self._emitted, self._block_size)
 
     def add(self, request, n: int, *, reserve_blocks: int = 0) -> bool:
+        if self._lent:
+            self._own_tokens()
         try:
             s = request._s
         except AttributeError:
@@ -100,9 +103,11 @@ class FastBatch(Batch):
         # back before every return and before any error is raised.
         if stop is None:
             stop = len(requests)
+        if self._lent:
+            self._own_tokens()
         tokens, evicted, emitted, block_size = self._tokens, self._evicted, self._emitted, self._block_size
-        left, free, i = self._left, self._free, start
-        while i < stop:
+        left, free = self._left, self._free
+        for i in range(start, stop):           # (a for loop: no index arithmetic per request)
             request = requests[i]
             if left is not None and left <= 0 or free < min_free_blocks:
                 break
@@ -113,7 +118,7 @@ class FastBatch(Batch):
                 if not Batch.add(self, request, Batch.tokens_within_budget(self, request),
                                  reserve_blocks=reserve_blocks):
                     return i
-                left, free, i = self._left, self._free, i + 1
+                left, free = self._left, self._free
                 continue
             rid, status = s.request_id, s.status
             prompt, outputs, computed = s.num_prompt_tokens, s.num_output_tokens, s.num_computed_tokens
@@ -138,6 +143,17 @@ class FastBatch(Batch):
             free -= need
             if left is not None:
                 left -= n
-            i += 1
+        else:                                   # all added (or none to add)
+            i = max(start, stop)
         self._left, self._free = left, free
-        return max(i, start)
+        return i
+
+    def decision(self, wake_time: float | None = None) -> Decision:
+        # Batch.decision without its copy of the tokens (a policy's last call, made at every
+        # policy call): the Decision takes the batch's dict, and an `add` after this copies it
+        # first (`_own_tokens`), so later calls still do not change the decision.
+        self._lent = True
+        return Decision(num_tokens=self._tokens, evict=tuple(self._evicted), wake_time=wake_time)
+
+    def _own_tokens(self) -> None:
+        self._tokens, self._lent = dict(self._tokens), False

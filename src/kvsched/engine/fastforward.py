@@ -88,7 +88,7 @@ from .memory import block_gaps, first_overflow_iteration, new_blocks_by_iteratio
 from .result import IterationRecord
 from .rules import KVConvention
 from ..state import Status
-from .validation import Tally, Validation
+from .validation import Validation
 
 _RUNNING, _WAITING = Status.RUNNING, Status.WAITING
 
@@ -328,78 +328,64 @@ class FastForward:
 
     # ------------------------------------------------------------------ stepped iterations
     def validate(self, decision, evicted: frozenset[int]) -> Validation:
-        """`Simulation._validate` with resident decodes (1 token, an int, the common case)
-        checked in one tight loop; every other entry goes through the plain rules."""
+        """`Simulation._validate` in one pass, the plain rules inlined: resident decodes (1
+        token, an int, the common case) in a few operations, every other entry with the checks
+        and arithmetic of `Simulation.plan` (an int id of a waiting or resident request not
+        evicted, an int n from 1 to its uncomputed tokens; `fast_batch.extra_blocks` for its
+        blocks) and the sums in locals (no `Tally`: one pass per stepped iteration is what this
+        path is for). Any entry that fails those checks, and any decision over one of the
+        engine's limits, is handed whole to the plain `_validate`: it raises the error, or
+        accepts what only it accepts (numpy ints). tests/engine/test_fastforward.py compares
+        the two."""
         s = self.s
         if s.prefix:
             # with prefix caching every entry is allocated in the decision's order, decodes too
             # (the order decides the blocks reused and the same-step hits): the plain rules
             return s._validate(decision, evicted)
-        running, block_size, held_extra = s.running, s.cache.block_size, self.kv_extra
-        decodes, others, new_blocks, context = [], [], 0, 0      # locals: the loop runs per decode
+        running, states, emitted = s.running, s.states, self.kv_extra
+        cache = s.cache
+        block_size, num_states = cache.block_size, len(states)
+        decodes, plan = [], []
+        used, decode_context = cache.used_blocks, 0
+        resident = partial = prefill_tokens = prefill_context = prefill_work = 0
         for rid, n in decision.num_tokens.items():
             state = running.get(rid)
             if (n == 1 and type(n) is int and state is not None and state.num_output_tokens >= 1
                     and state.num_computed_tokens == state.num_prompt_tokens + state.num_output_tokens - 1):
                 computed = state.num_computed_tokens
-                new_blocks += (computed + held_extra) % block_size == 0   # decode_extra_blocks, inlined
-                context += computed + 1
+                used += (computed + emitted) % block_size == 0      # decode_extra_blocks, inlined
+                decode_context += computed + 1
                 decodes.append(state)
-            else:
-                others.append((rid, n))
-        tally = Tally(s.cache.used_blocks + new_blocks)
-        tally.decode_seqs, tally.decode_context = len(decodes), context
-        tally.num_tokens = tally.num_resident = len(decodes)
-        plan = self._plan(others, evicted, tally) if others else ()
-        return s.checked(decodes, plan, tally)
-
-    def _plan(self, others, evicted: frozenset[int], tally: Tally) -> tuple:
-        """`Simulation.plan` without prefix caching, its rules inlined for the entries that pass
-        its checks (an int id of a waiting or resident request not evicted, an int n from 1 to
-        its uncomputed tokens); from the first entry that does not, the plain `plan` goes on (it
-        raises the error). tests/engine/test_fastforward.py compares the two."""
-        states, num_states, emitted = self.s.states, len(self.s.states), self.kv_extra
-        block_size, plan = self.s.cache.block_size, []
-        used = resident = partial = num_tokens = 0
-        for i, (rid, n) in enumerate(others):
+                continue
             state = states[rid] if type(rid) is int and 0 <= rid < num_states else None
             if state is None or type(n) is not int or rid in evicted:
-                break
+                return s._validate(decision, evicted)
             status = state.status
             prompt, outputs, computed = state.num_prompt_tokens, state.num_output_tokens, state.num_computed_tokens
             known = prompt + outputs
             if not (status is _RUNNING or status is _WAITING) or not 1 <= n <= known - computed:
-                break
+                return s._validate(decision, evicted)
+            # Not a resident decode (those took the branch above; a waiting request has computed
+            # nothing): a prefill chunk, holding its computed tokens under both conventions.
             # rules.extra_blocks(computed, prompt, outputs, n, ...), as `fast_batch.extra_blocks`
-            held, after = computed, computed + n
+            after = computed + n
             emits = after == known
-            if emitted:
-                held += outputs >= 1 and computed == known - 1
-                kv_after = after + (emits or (outputs >= 1 and after == known - 1))
-            else:
-                kv_after = after
-            used += (-held // block_size) - (-kv_after // block_size)
+            kv_after = after + (emitted and (emits or (outputs >= 1 and after == known - 1)))
+            used += (-computed // block_size) - (-kv_after // block_size)
             resident += status is _RUNNING
             partial += not emits
-            num_tokens += n
-            if n == 1 and outputs >= 1 and emits:          # a decode (Tally.add)
-                tally.decode_seqs += 1
-                tally.decode_context += after
-            else:
-                tally.prefill_seqs += 1
-                tally.prefill_tokens += n
-                tally.prefill_context += after
-                tally.prefill_work += n * after
+            prefill_tokens += n
+            prefill_context += after
+            prefill_work += n * after
             plan.append((state, n))
-        else:
-            i = len(others)
-        tally.used_blocks += used
-        tally.num_resident += resident
-        tally.num_partial += partial
-        tally.num_tokens += num_tokens
-        if i < len(others):
-            return (*plan, *self.s.plan(others[i:], evicted, tally))
-        return tuple(plan)
+        num_decodes, num_prefills = len(decodes), len(plan)
+        budget = s.simulator.max_num_batched_tokens
+        if ((budget is not None and num_decodes + prefill_tokens > budget) or used > cache.capacity_blocks
+                or (s.simulator.separate_batching and num_prefills and num_decodes)):
+            return s._validate(decision, evicted)              # over a limit: the plain check raises
+        batch = BatchStats(prefill_tokens, num_prefills, num_decodes, prefill_context, prefill_work,
+                           decode_context)
+        return Validation(tuple(decodes), tuple(plan), batch, used, resident + num_decodes, partial)
 
     def advance_decodes(self, states, length: int, end: float, ends=None) -> None:
         """Each of `states` (resident decodes) decoded `length` tokens by `end` (the iterations

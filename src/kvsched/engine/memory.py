@@ -67,7 +67,7 @@ class KVCache:
 
     def set_tokens(self, request_id: int, tokens: int) -> None:
         """Record that `request_id` now holds `tokens` KV tokens (0 frees it)."""
-        new = self.blocks(tokens)
+        new = -(-tokens // self.block_size)     # rules.blocks, inlined (a call per new block)
         self.used_blocks += new - self._held.get(request_id, 0)
         if new:
             self._held[request_id] = new

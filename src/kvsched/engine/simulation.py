@@ -239,6 +239,8 @@ class Simulation:
         self._running_window = _ReadOnlyList(self.running_views)
         fast = simulator.fast or simulator.verify_stable
         self.fast_forward = FastForward(self) if fast else None     # None: the reference loop
+        # a stepped iteration's plan entries: the plain rule, or the fast path's inlined form
+        self._advance_entry = self._advance if self.fast_forward is None else self.fast_forward.advance_step
         # Events since the policy was last asked (the fast path reads them):
         self.arrived = False       # an arrival became visible
         self.progressed = False    # a request finished or completed its prefill (or recomputation)
@@ -258,6 +260,18 @@ class Simulation:
         self.evicted_since: list[int] = []   # evicted since the last iteration (its record lists them)
         self._next_progress = 0
         self._wall_time = 0.0
+        # `view`: its type and the fields fixed for the run, gathered once (a view is made at
+        # every policy call)
+        if self.prefix:
+            self._view_type = CachingEngineView
+        else:
+            self._view_type = _EngineView if self.fast_forward is None else _FastEngineView
+        self._view_fields = dict(
+            waiting=self._waiting_window, running=self._running_window,
+            kv_capacity_tokens=self.cache.usable_tokens, block_size=simulator.block_size,
+            kv_convention=simulator.kv_convention, max_num_batched_tokens=simulator.max_num_batched_tokens,
+            separate_batching=simulator.separate_batching, oracle=self.oracle,
+            **({"prefix_cache": self.cache} if self.prefix else {}))
 
     # ------------------------------------------------------------------ public
     @property
@@ -272,6 +286,23 @@ class Simulation:
         if self.done:
             return False
         started = time.perf_counter()
+        self._step()
+        self._wall_time += time.perf_counter() - started
+        return not self.done
+
+    def run(self, until: float | None = None) -> None:
+        """Step until the run is done, or until the clock reaches `until` (seconds)."""
+        # `step` without its clock reads: the run is timed once (two reads per boundary are a
+        # few per cent of a fast run)
+        started, total = time.perf_counter(), len(self.states)
+        try:
+            while self.num_done != total and (until is None or self.now < until):
+                self._step()
+        finally:
+            self._wall_time += time.perf_counter() - started
+
+    def _step(self) -> None:
+        """`step` of a run not done yet."""
         self._admit_arrivals()
         if not self.waiting and not self.running:
             arrival = self.next_arrival_time()
@@ -288,34 +319,13 @@ class Simulation:
             self._release_finished()
         if self.progress is not None:
             self._report_progress()
-        self._wall_time += time.perf_counter() - started
-        return self.num_done != len(self.states)
-
-    def run(self, until: float | None = None) -> None:
-        """Step until the run is done, or until the clock reaches `until` (seconds)."""
-        if until is None:
-            while self.step():
-                pass
-            return
-        while not self.done and self.now < until:
-            self.step()
 
     def view(self) -> SchedulerView:
         """What the policy sees at the current boundary (live: valid until the next step)."""
-        sim = self.simulator
-        extra = {"prefix_cache": self.cache} if self.prefix else {}
-        if self.prefix:
-            view = CachingEngineView
-        else:
-            view = _EngineView if self.fast_forward is None else _FastEngineView
-        return view(
-            now=self.now, iteration=self.iteration, waiting=self._waiting_window,
-            running=self._running_window,
-            kv_capacity_tokens=self.cache.usable_tokens,
-            kv_used_tokens=self.cache.used_tokens, block_size=sim.block_size,
-            kv_convention=sim.kv_convention, max_num_batched_tokens=sim.max_num_batched_tokens,
-            separate_batching=sim.separate_batching,
-            has_future_arrivals=self.has_future_arrivals(), oracle=self.oracle, **extra)
+        return self._view_type(
+            now=self.now, iteration=self.iteration, kv_used_tokens=self.cache.used_tokens,
+            has_future_arrivals=self.has_future_arrivals(),
+            **self._view_fields)
 
     def next_arrival_time(self) -> float | None:
         """When the next request not yet seen arrives (None: none is known to come)."""
@@ -557,7 +567,7 @@ class Simulation:
             self._take_hits_and_allocate(checked.plan)
         if checked.decodes:
             self.fast_forward.advance_one(checked.decodes, end)
-        advance = self._advance if self.fast_forward is None else self.fast_forward.advance_step
+        advance = self._advance_entry
         for state, n in checked.plan:
             advance(state, n, start, end)
         self.now = end

@@ -34,6 +34,12 @@ def _growth_slopes(rows: list[dict]) -> dict[tuple[str, str, float], float]:
     return out
 
 
+#: The MC-SF paper's R2 figure per rate: MC-SF's latency growth / the best benchmark's (ALGORITHMS.md §5).
+PAPER_R2 = {10.0: "1/8 ≈ 0.125", 50.0: "1/3 ≈ 0.333"}
+#: The A_min paper's R3 figure: A_min ≈ H-SF with the naive [1, 1000] interval; otherwise no number.
+PAPER_R3 = {"naive": "≈ 1"}
+
+
 def summarize_r2(rows: list[dict], requests):
     slopes = _growth_slopes(rows)
     benchmarks = ("mc-benchmark", "alpha-protection", "alpha-beta-clearing")
@@ -49,9 +55,10 @@ def summarize_r2(rows: list[dict], requests):
         mean = {r["label"]: r["mean_latency"] for r in rows
                 if eviction_of(r) == eviction and r["rate"] == rate and r["num_requests_config"] == horizon}
         table.append([eviction, rate, mcsf, best_label, best, mcsf / best if best else float("nan"),
+                      PAPER_R2.get(float(rate), "–"),
                       mean.get("mcsf"), mean.get(best_label), mean.get("vllm"), mean.get("sarathi")])
     headers = ["eviction", "rate", "MC-SF slope (s/req)", "best benchmark", "its slope", "ratio (ours)",
-               f"MC-SF mean latency (n={horizon})", "benchmark's", "vllm's", "sarathi's"]
+               "ratio (paper)", f"MC-SF mean latency (n={horizon})", "benchmark's", "vllm's", "sarathi's"]
     note = ("paper: MC-SF's latency grows ~1/3 as fast as the best benchmark at λ = 50, ~1/8 at λ = 10. "
             "Its benchmarks clear (restart) what they evict: restart is the paper's semantics, recompute "
             "(vLLM's) is shown beside it; MC-SF never evicts, so its rows agree")
@@ -87,8 +94,9 @@ def summarize_r3(rows: list[dict], requests):
             totals.items(), key=lambda kv: (_eviction_order(kv[0][0]), _predictor_order(kv[0][1]))):
         hsf = by_policy.get("hsf", float("nan"))
         table.append([eviction, predictor, by_policy.get("amin", float("nan")) / hsf,
-                      by_policy.get("amax", float("nan")) / hsf, evictions[(eviction, predictor)]])
-    headers = ["eviction", "predictor", "A_min / H-SF", "A_max / H-SF", "A_min evictions"]
+                      PAPER_R3.get(predictor, "–"), by_policy.get("amax", float("nan")) / hsf,
+                      evictions[(eviction, predictor)]])
+    headers = ["eviction", "predictor", "A_min / H-SF", "A_min / H-SF (paper)", "A_max / H-SF", "A_min evictions"]
     note = ("paper: A_min ≈ H-SF with [1, 1000] intervals; A_max degrades as α falls, up to 5× "
             "worse than A_min under wide intervals. The paper's semantics is restart (an evicted job "
             "loses its progress); recompute is shown beside it. The A_min rules we reconstructed "

@@ -142,6 +142,11 @@ class AlphaProtection(_ProtectionBase):
     resident request, default) or "until-fit" (victims in ``evict_victim`` order until the rest fit);
     the (1 − α)·M test is on the KV after the iteration; liveness: with nothing resident the head is
     admitted if it fits M. Paper's values: α = 0.21 (high demand), 0.24 (low demand).
+
+    Under ``eviction="restart"`` the default ``clear_mode="all"`` can livelock: the cleared requests lose
+    their tokens, FCFS readmits the same set, and it overflows at the same round again (no request
+    ever finishes; the R2 sweep at λ = 50, and tests/policies/test_mcsf.py, show it). ``until-fit``
+    keeps the oldest running and makes progress.
     """
 
     name: ClassVar[str] = "alpha-protection"
