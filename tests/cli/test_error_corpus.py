@@ -351,6 +351,20 @@ REPRODUCE_CASES = [
     _case("reproduce-r2-out-other-sweep", "reproduce", "mcsf-real-trace", "--out", T + "not_a_sweep"),
     _case("reproduce-r2-jobs-zero", "reproduce", "mcsf-real-trace", "--jobs", "0"),
     _case("reproduce-r3-out-under-a-file", "reproduce", "amin-intervals", "--out", T + "good.csv/r3"),
+    _case("reproduce-past-future-requests-zero", "reproduce", "past-future", "--num-requests", "0"),
+    _case("reproduce-past-future-seed-negative", "reproduce", "past-future", "--seed", "-1"),
+    _case("reproduce-past-future-cost-unknown", "reproduce", "past-future", "--cost", "quadratic"),
+    _case("reproduce-r5-models-unknown", "reproduce", "wait-limits", "--models", "gpt-9"),
+    _case("reproduce-r5-models-empty", "reproduce", "wait-limits", "--models", ","),
+    _case("reproduce-r5-policies-unknown", "reproduce", "wait-limits", "--policies", "mcsf"),
+    _case("reproduce-r5-requests-small", "reproduce", "wait-limits", "--num-requests", "99"),
+    _case("reproduce-r5-seeds-zero", "reproduce", "wait-limits", "--num-seeds", "0"),
+    _case("reproduce-r5-precision-nan", "reproduce", "wait-limits", "--precision", "nan"),
+    _case("reproduce-r5-precision-zero", "reproduce", "wait-limits", "--precision", "0"),
+    _case("reproduce-r5-latency-requests-small", "reproduce", "wait-limits", "--latency-requests", "50"),
+    _case("reproduce-r4-requests-small", "reproduce", "fluid-example", "--num-requests", "5"),
+    _case("reproduce-r4-requests-huge", "reproduce", "fluid-example", "--num-requests", BIG),
+    _case("reproduce-r4-seed-negative", "reproduce", "fluid-example", "--seed", "-1"),
 ]
 
 SWEEP_FILES = [name for name in FILES if name.startswith("sweep_") and name != "sweep_ok.toml"]
