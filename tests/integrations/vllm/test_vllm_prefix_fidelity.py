@@ -107,11 +107,16 @@ def test_a_prompt_naming_an_unfinished_requests_output_is_refused(tiny_model):
 #: the cases where shared blocks matter most: a shared system prompt all at 0, several
 #: admissions of one step hitting the same free cached blocks; multi-turn with preemptions)
 _VLLM = "vllm:max_num_batched_tokens=64;max_num_seqs=8;full_prompt_must_fit=true"
+#: mcsf takes the engine's budget (the case's); noisy point predictions make it evict, and in
+#: "same-step-hits" an admission cut by the budget takes one block another admission of its step
+#: is computing (before the adapter took same-step hits, its engine batch diverged at step 1)
 ADAPTER_CASES = [
     (_VLLM, "system-prompt-all-at-zero"),
     (_VLLM, "multiturn-4-a-turn-rejected"),
     ("sarathi:chunk_size=64;max_num_seqs=8", "system-prompt"),
     ("sarathi:chunk_size=64;max_num_seqs=8", "multiturn-0"),
+    ("mcsf", "system-prompt-all-at-zero"),
+    ("mcsf", "same-step-hits"),
 ]
 
 
@@ -120,11 +125,18 @@ ADAPTER_CASES = [
 def test_the_adapter_with_prefix_caching_matches_the_simulator_step_by_step(tiny_model, spec, case):
     """The same with a kvsched policy scheduling vLLM (`KVSchedScheduler`): the policy sees vLLM's
     hits at the step's boundary, two admissions of a step sharing free cached blocks count them
-    once (`kvsched.integrations.vllm.view.BlockHolders`), and no decision is left undone."""
+    once (`kvsched.integrations.vllm.view.BlockHolders`), an admission also takes the blocks
+    earlier admissions of its step are computing where its tokens leave room for them, and no
+    decision is left undone."""
     from kvsched.integrations.vllm import driver
-    workload, num_gpu_blocks, _, preempts = CASES[case]     # the policy spec sets its budget: 64
+    from kvsched.workload.predictors import apply_predictor
+    workload, num_gpu_blocks, budget, preempts = CASES[case]
+    if spec == "mcsf":
+        workload = apply_predictor(workload, "point:sigma=0.6", seed=3)
+    else:
+        budget = 64     # the policy spec sets it
     settings = driver.EngineSettings(model=tiny_model, num_gpu_blocks=num_gpu_blocks, block_size=32,
-                                     max_num_batched_tokens=64, max_num_seqs=8, prefix_caching=True)
+                                     max_num_batched_tokens=budget, max_num_seqs=8, prefix_caching=True)
     run = driver.run_engine(workload, settings, spec, strict=True)
     engine, sim = run.result, driver.simulate_like(workload, settings, spec)
     cmp = driver.compare(engine, sim)
@@ -135,3 +147,5 @@ def test_the_adapter_with_prefix_caching_matches_the_simulator_step_by_step(tiny
     np.testing.assert_array_equal(engine.total_computed_tokens, sim.total_computed_tokens)
     if workload.is_closed_loop:
         np.testing.assert_array_equal(engine.realized_arrival_time, sim.realized_arrival_time)
+    if spec == "mcsf":
+        assert sim.num_evictions.sum() > 0

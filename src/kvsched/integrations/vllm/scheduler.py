@@ -64,7 +64,9 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
   ``max_tokens`` (exact only with ``ignore_eos``).
 - Prefix caching: the policy sees each waiting request's hit at the step's boundary
   (`kvsched.integrations.vllm.view`); the admission uses that hit, and admissions of one step
-  that share cached blocks count them once (`view.BlockHolders`), as the simulator does.
+  that share cached blocks count them once (`view.BlockHolders`), as the simulator does. An
+  admission also takes the blocks earlier admissions of its step are computing, as many as leave
+  the policy's tokens to compute (the simulator's same-step hit, `rules.same_step_hit_blocks`).
 - Features whose admission the base loop handles and a policy cannot see: speculative
   decoding, KV connectors (P/D, offloading), LoRA limits, encoder inputs,
   ``long_prefill_token_threshold``.
@@ -112,7 +114,7 @@ from vllm.v1.core.sched.request_queue import create_request_queue
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
-from ...engine.rules import KVConvention
+from ...engine.rules import KVConvention, same_step_hit_blocks
 from ...state import Decision, RequestState, SchedulerView, Status
 from .limits import EngineLimits, describe, policy_for_engine
 from .request_args import (EXTRA_ARGS_KEY, RequestArgs, RequestArgsError, missing_predictions,
@@ -595,9 +597,11 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     def _get_local_prefix_cache_hit(self, request: Request):
         """The admission's cache hit is the one the policy was told (looked up at the step's
-        boundary, `_kvsched_hit`), not a fresh lookup that would also find the blocks of requests
-        admitted earlier in this step. A block of it that an earlier allocation of this step took
-        from the free queue (LRU eviction) ends the hit there; the difference shows up as a gap."""
+        boundary, `_kvsched_hit`), then the simulator's same-step hit: the blocks after it that
+        admissions earlier in this step registered, as many as leave the policy's tokens to
+        compute (`_kvsched_same_step_blocks`). A block of the boundary hit that an earlier
+        allocation of this step took from the free queue (LRU eviction) ends the hit there; the
+        difference shows up as a gap."""
         found = self._kvsched_hit_blocks.get(request.request_id) if self._kvsched_caps is not None else None
         if found is None:
             return super()._get_local_prefix_cache_hit(request)
@@ -607,7 +611,36 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         if kept < len(group):
             blocks = self.kv_cache_manager.create_kv_cache_blocks((group[:kept],))
             self._kvsched_hit_shrunk[request.request_id] = kept * self.block_size
+        else:
+            more = self._kvsched_same_step_blocks(request, group)
+            if more:
+                kept += len(more)
+                blocks = self.kv_cache_manager.create_kv_cache_blocks((list(group) + more,))
         return blocks, kept * self.block_size, 0, False
+
+    def _kvsched_same_step_blocks(self, request: Request, group) -> list:
+        """vLLM registers a block when it allocates it, so a fresh lookup also finds the blocks
+        admissions earlier in this step are computing. The simulator's rule
+        (`rules.same_step_hit_blocks`) takes them only where the policy's tokens still fit after
+        them: a policy that asked for all that is left recomputes them instead. Blocks the fresh
+        run finds free (cached before this step, but not in the boundary hit) end the run, as the
+        simulator counts only the blocks its decision registered."""
+        hit = len(group) * self.block_size
+        # `available` unbounded here (a request has fewer blocks than tokens): the fresh lookup
+        # below, which finds them, runs only when the policy's tokens leave room for one
+        room = same_step_hit_blocks(request.num_tokens, request.num_tokens, hit,
+                                    self._kvsched_caps.get(request.request_id, 0), self.block_size)
+        if not room:
+            return []
+        fresh = super()._get_local_prefix_cache_hit(request)[0].blocks[0]
+        if len(fresh) <= len(group) or any(a is not b for a, b in zip(fresh, group)):
+            return []
+        more = []
+        for block in fresh[len(group):len(group) + room]:
+            if not block.ref_cnt:
+                break
+            more.append(block)
+        return more
 
     # ------------------------------------------------------------------ one step
     def schedule(self, *args, **kwargs):
