@@ -75,7 +75,7 @@ def server(server_model, tmp_path_factory):
             "--scheduler-cls", "kvsched.integrations.vllm.KVSchedScheduler",
             "--block-size", "32", "--num-gpu-blocks-override", "64", "--kv-cache-memory-bytes", str(4 << 20),
             "--max-model-len", "512", "--max-num-seqs", "8", "--max-num-batched-tokens", "256",
-            "--no-enable-prefix-caching", "--enforce-eager", "--dtype", "bfloat16"]
+            "--enforce-eager", "--dtype", "bfloat16"]              # prefix caching on: vLLM's default
     with open(log_path, "w") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -88,6 +88,13 @@ def server(server_model, tmp_path_factory):
         yield base, proc, log_path
     finally:
         _stop(proc)
+
+
+def _metric(base: str, name: str) -> float:
+    """The sum of a counter over its labels, from the server's Prometheus /metrics."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{"))
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -146,6 +153,11 @@ def test_the_server_serves_ordinary_requests_and_survives_malformed_ones(server)
     assert isinstance(json.loads(json.loads(results["structured json"][1])["choices"][0]["text"])["ok"], bool)
     status, events = _stream(base, _completion(max_tokens=6, vllm_xargs={"kvsched_predicted_output_tokens": 6}))
     assert status == 200 and events and events[-1]["choices"][0]["finish_reason"] == "length"
+    shared = " ".join(f"w{i}" for i in range(40))         # over a 32-token block: later ones hit it
+    for i in range(3):
+        status, text = _post(base + "/v1/completions", _completion(f"{shared} tail {i}", 4))
+        assert status == 200, text
+    assert _metric(base, "vllm:prefix_cache_hits_total") > 0
 
     malformed = [
         {"kvsched": "a string"}, {"kvsched": 5}, {"kvsched": ["x", "y"]}, {"kvsched": {"predicted_lo": 1}},
@@ -173,3 +185,4 @@ def test_the_server_serves_ordinary_requests_and_survives_malformed_ones(server)
     log = log_path.read_text()
     assert "kvsched: request" in log and "refused" in log          # the reasons are in the log
     assert "EngineDeadError" not in log and "Traceback" not in log, log[-4000:]
+    assert "kvsched step" not in log, log[-4000:]          # no step the engine did differently (a gap)
