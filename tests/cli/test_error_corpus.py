@@ -350,6 +350,10 @@ REPRODUCE_CASES = [
     _case("reproduce-r2-out-file", "reproduce", "mcsf-real-trace", "--out", T + "good.csv"),
     _case("reproduce-r2-out-other-sweep", "reproduce", "mcsf-real-trace", "--out", T + "not_a_sweep"),
     _case("reproduce-r2-jobs-zero", "reproduce", "mcsf-real-trace", "--jobs", "0"),
+    _case("reproduce-r2-horizons-zero", "reproduce", "mcsf-real-trace", "--horizons", "0", "--horizons", "10"),
+    _case("reproduce-r2-horizons-text", "reproduce", "mcsf-real-trace", "--horizons", "10k"),
+    _case("reproduce-r2-horizons-one", "reproduce", "mcsf-real-trace", "--horizons", "1000",
+          "--horizons", "1000", "--out", T + "r2"),
     _case("reproduce-r3-out-under-a-file", "reproduce", "amin-intervals", "--out", T + "good.csv/r3"),
 ]
 
