@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from kvsched.experiments.reproduce import TARGETS, bundled_spec, summarize_r2, summarize_r3
+from kvsched.errors import ConfigError
+from kvsched.experiments.reproduce import TARGETS, bundled_spec, summarize_r2, summarize_r3, with_horizons
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
@@ -48,6 +51,26 @@ def test_r2_spec_runs_both_semantics():
     assert evictions == {"restart", "recompute"}
 
 
+def test_r2_horizons_replace_only_the_horizon_axis_and_leave_the_bundled_default():
+    spec = bundled_spec("mcsf-real-trace")
+    assert spec.num_requests == (1000, 2000, 3000)
+    longer = with_horizons(spec, [10000, 2000, 6000, 2000])
+    assert longer.num_requests == (2000, 6000, 10000)       # sorted, duplicates merged
+    assert {p["num_requests"] for p in longer.points()} == {2000, 6000, 10000}
+    strip = lambda points: [{k: v for k, v in p.items() if k != "num_requests"} for p in points]
+    assert strip(longer.points()[:len(spec.points()) // 3]) == strip(spec.points()[:len(spec.points()) // 3])
+    assert longer.hash != spec.hash                        # another sweep: its own --out
+    assert bundled_spec("mcsf-real-trace").num_requests == (1000, 2000, 3000)
+
+
+@pytest.mark.parametrize("horizons, message", [([1000], "two distinct"), ([3000, 3000], "two distinct"),
+                                               ([0, 1000], "in [1, "), ([1000, 10 ** 8], "in [1, "),
+                                               ([1000, True], "in [1, ")])
+def test_r2_horizons_refuse_what_gives_no_slope(horizons, message):
+    with pytest.raises(ConfigError, match=r"--horizons: .*" + re.escape(message)):
+        with_horizons(bundled_spec("mcsf-real-trace"), horizons)
+
+
 def test_r2_alpha_protection_clears_until_fit_so_restart_runs_end():
     # clear_mode "all" livelocks under restart (tests/policies/test_mcsf.py); the R2 sweep must finish
     modes = {p["params"].get("clear_mode") for p in bundled_spec("mcsf-real-trace").points()
@@ -82,3 +105,18 @@ def test_r3_prints_restart_first_then_recompute_each_against_its_own_hsf():
 def test_r3_spec_runs_both_semantics():
     evictions = {p["engine"]["eviction"] for p in bundled_spec("amin-intervals").points()}
     assert evictions == {"restart", "recompute"}
+
+
+def test_r2_command_runs_the_horizons_given_into_its_own_sweep(tmp_path):
+    import json
+
+    from cli_helpers import runner
+    from kvsched.cli.app import app
+    out = tmp_path / "r2"
+    result = runner.invoke(app, ["reproduce", "mcsf-real-trace", "--horizons", "10", "--horizons", "5",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert json.loads((out / "spec.json").read_text())["spec"]["num_requests"] == [5, 10]
+    assert "n=10" in result.stdout                       # the table's largest horizon
+    refused = runner.invoke(app, ["reproduce", "mcsf-real-trace", "--horizons", "10", "--out", str(out)])
+    assert refused.exit_code == 2 and "--horizons" in refused.stderr and "two distinct" in refused.stderr

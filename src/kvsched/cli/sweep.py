@@ -6,12 +6,13 @@ import contextlib
 import math
 import signal
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from . import common as cc
 from ..errors import ConfigError
+from ..experiments.spec import MAX_NUM_REQUESTS
 
 
 def _progress_bar(description: str):
@@ -84,7 +85,7 @@ def register(app: typer.Typer, bound_app: typer.Typer) -> None:
     app.command("report")(report)
 
 
-def _reproduce(target: str, out: Path, jobs: int) -> None:
+def _reproduce(target: str, out: Path, jobs: int, horizons=None) -> None:
     """Run a bundled reproduction sweep (resumable), write its report, print ours beside the paper's."""
     from rich.table import Table
 
@@ -92,7 +93,7 @@ def _reproduce(target: str, out: Path, jobs: int) -> None:
     with _stop_on_sigterm(), _progress_bar(target) as bar:
         task = bar.add_task("points", total=None)
         title, headers, rows, note = reproduce(
-            target, out, jobs=jobs, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            target, out, jobs=jobs, horizons=horizons, progress=lambda done, total: bar.update(task, completed=done, total=total))
     table = Table(title=title)
     for header in headers:
         table.add_column(header, justify="right")
@@ -107,9 +108,13 @@ def _reproduce(target: str, out: Path, jobs: int) -> None:
 @cc.user_errors
 def reproduce_mcsf_real_trace(
         out: Path = typer.Option(Path("results/r2-mcsf-lmsys"), "--out", help="Result directory."),
-        jobs: int = typer.Option(1, "--jobs", min=1, max=1024, help="Parallel processes.")):
+        jobs: int = typer.Option(1, "--jobs", min=1, max=1024, help="Parallel processes."),
+        horizons: Optional[List[int]] = typer.Option(
+            None, "--horizons", min=1, max=MAX_NUM_REQUESTS,
+            help="Horizon (requests per run); repeat for each, at least two distinct "
+                 "(default: the bundled spec's 1000, 2000, 3000). Another sweep: give it its own --out.")):
     """R2: MC-SF vs its benchmarks on an LMSYS-like stream (Llama-2-70B TP2, M = 16,492)."""
-    _reproduce("mcsf-real-trace", out, jobs)
+    _reproduce("mcsf-real-trace", out, jobs, horizons or None)
 
 
 @cc.user_errors

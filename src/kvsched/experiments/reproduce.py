@@ -7,13 +7,14 @@ writes the HTML report, and prints our figures beside the paper's.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .spec import SweepSpec, load_spec
+from ..errors import ConfigError
+from .spec import MAX_NUM_REQUESTS, SweepSpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,29 @@ def bundled_spec(target: str) -> SweepSpec:
         return load_spec(path)
 
 
-def reproduce(target: str, out_dir: Path, *, jobs: int = 1, progress=None):
-    """Run (or resume) the target's sweep, write its report; return (title, headers, rows, note)."""
+def with_horizons(spec: SweepSpec, horizons, option: str = "--horizons") -> SweepSpec:
+    """`spec` with its horizon axis (``num_requests``) replaced by `horizons`, sorted: at least two
+    distinct request counts in [1, MAX_NUM_REQUESTS], since a growth slope needs two points."""
+    values = list(horizons)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_NUM_REQUESTS for n in values):
+        raise ConfigError(f"{option}: got {values}, expected request counts in [1, {MAX_NUM_REQUESTS}]")
+    if len(set(values)) < 2:
+        raise ConfigError(f"{option}: got {values}, expected at least two distinct horizons "
+                          "(the growth rate is a slope over them)")
+    return replace(spec, num_requests=tuple(sorted(set(values))))
+
+
+def reproduce(target: str, out_dir: Path, *, jobs: int = 1, progress=None, horizons=None):
+    """Run (or resume) the target's sweep, write its report; return (title, headers, rows, note).
+
+    `horizons` (request counts) replaces the bundled spec's horizon axis (`with_horizons`); the
+    result is another sweep, so it needs its own `out_dir`."""
     from ..report import write_report
     from .runner import run_sweep
     from .store import ResultStore, load_requests, load_runs
     spec = bundled_spec(target)
+    if horizons is not None:
+        spec = with_horizons(spec, horizons)
     store = ResultStore.open(out_dir, spec)
     run_sweep(spec, store, jobs=jobs, progress=progress)
     summary = TARGETS[target].summary(load_runs(out_dir).to_pylist(), load_requests(out_dir))
