@@ -369,28 +369,44 @@ class _KVSchedTrace:
 
     def _kvsched_sync(self) -> None:
         """Copy the engine's progress into the kvsched states of the requests it can have changed:
-        those running, and those scheduled or preempted in the previous step (a request that has
-        only waited since its last sync is as it was; finished ones are freed in `_free_blocks`).
-        O(running + batch) per step, not O(requests): 2,000 queued requests cost nothing here."""
+        those running, and those preempted in the previous step (a request that has only waited
+        since its last sync is as it was; finished ones are freed in `_free_blocks`).
+        O(running + preempted) per step, not O(requests): 2,000 queued requests cost nothing here.
+        The running requests are read straight from ``self.running`` (no set of their ids); a
+        request scheduled in the previous step is running now unless it finished (vLLM appends
+        every admission to ``self.running``), so `_kvsched_record` notes only the preempted."""
         touched, self._kvsched_touched = self._kvsched_touched, set()
-        touched.update(r.request_id for r in self.running)
-        states, requests = self._kvsched_states, self.requests
-        running, set_status = RequestStatus.RUNNING, self._kvsched_set_status
+        states, running, resident = self._kvsched_states, RequestStatus.RUNNING, Status.RUNNING
+        for request in self.running:
+            state = states.get(request.request_id)
+            if state is not None and request.status == running:
+                state.num_computed_tokens = request.num_computed_tokens
+                state.num_output_tokens = request.num_output_tokens
+                state.num_evictions = request.num_preemptions
+                if state.status is not resident:
+                    self._kvsched_set_status(state, resident)
+            elif state is not None:
+                touched.add(request.request_id)
         for rid in touched:
-            state, request = states.get(rid), requests.get(rid)
-            if state is None or request is None:
-                continue
-            state.num_computed_tokens = request.num_computed_tokens
-            state.num_output_tokens = request.num_output_tokens
-            state.num_evictions = request.num_preemptions
-            if request.status == running:
-                if state.status is not Status.RUNNING:
-                    set_status(state, Status.RUNNING)
-            elif RequestStatus.is_finished(request.status):
-                set_status(state, Status.FINISHED)
-            else:
-                set_status(state, Status.WAITING)
-                state.admitted_seq = None
+            self._kvsched_sync_one(rid)
+
+    def _kvsched_sync_one(self, request_id: str) -> None:
+        """`_kvsched_sync` for one request that is not running (or not as vLLM's running list
+        says), by its status."""
+        state, request = self._kvsched_states.get(request_id), self.requests.get(request_id)
+        if state is None or request is None:
+            return
+        state.num_computed_tokens = request.num_computed_tokens
+        state.num_output_tokens = request.num_output_tokens
+        state.num_evictions = request.num_preemptions
+        if request.status == RequestStatus.RUNNING:
+            if state.status is not Status.RUNNING:
+                self._kvsched_set_status(state, Status.RUNNING)
+        elif RequestStatus.is_finished(request.status):
+            self._kvsched_set_status(state, Status.FINISHED)
+        else:
+            self._kvsched_set_status(state, Status.WAITING)
+            state.admitted_seq = None
 
     def _free_blocks(self, request: Request):
         """The base scheduler's last word on a finished request (it leaves ``self.requests``
@@ -485,7 +501,7 @@ class _KVSchedTrace:
         self._kvsched_step += 1
         if output.total_num_scheduled_tokens > 0:
             self._kvsched_iteration += 1
-        self._kvsched_touched.update(output.num_scheduled_tokens)
+        # The scheduled requests are running now (`_kvsched_sync` reads them from self.running).
         self._kvsched_touched.update(output.preempted_req_ids or ())
         self.kvsched_trace.append(record)
         if self._kvsched_trace_path:
