@@ -483,17 +483,16 @@ class _KVSchedTrace:
     def _kvsched_record(self, output, gaps: tuple[str, ...] = ()) -> StepRecord:
         now = self.kvsched_now()
         ids = self._kvsched_ids
-        for request in self.running:        # admission order of newly admitted requests
-            state = self._kvsched_states.get(request.request_id)
-            if state is not None and state.admitted_seq is None:
-                state.admitted_seq = self._kvsched_admissions
-                self._kvsched_admissions += 1
-                self._kvsched_set_status(state, Status.RUNNING)
-                if state.first_scheduled_time is None:
-                    state.first_scheduled_time = now
+        for state in self._kvsched_admitted():      # in admission order
+            state.admitted_seq = self._kvsched_admissions
+            self._kvsched_admissions += 1
+            self._kvsched_set_status(state, Status.RUNNING)
+            if state.first_scheduled_time is None:
+                state.first_scheduled_time = now
+        scheduled = output.num_scheduled_tokens
         record = StepRecord(
             step=self._kvsched_step, time=now,
-            num_tokens={ids[r]: int(n) for r, n in output.num_scheduled_tokens.items()},
+            num_tokens=dict(zip(map(ids.__getitem__, scheduled), map(int, scheduled.values()))),
             preempted=tuple(sorted(ids[r] for r in (output.preempted_req_ids or ()) if r in ids)),
             kv_used_blocks=self._kvsched_used_blocks(),
             num_waiting=sum(len(queue) for queue in self._kvsched_queues()),
@@ -508,6 +507,22 @@ class _KVSchedTrace:
             with open(self._kvsched_trace_path, "a", encoding="utf-8") as fh:
                 fh.write(record.as_json() + "\n")
         return record
+
+    def _kvsched_admitted(self) -> list[RequestState]:
+        """The states of the requests admitted in this step (their ``admitted_seq`` is None), in
+        ``self.running``'s order: its tail, as vLLM appends each admission there (a resident one
+        has its seq since its admission; a preempted one left the list), so the scan stops at the
+        first resident instead of reading all of them."""
+        states, admitted = self._kvsched_states, []
+        for request in reversed(self.running):
+            state = states.get(request.request_id)
+            if state is None:
+                continue
+            if state.admitted_seq is not None:
+                break
+            admitted.append(state)
+        admitted.reverse()
+        return admitted
 
 
 def _admission_hits(output, ids: dict[str, int]) -> dict[int, int]:
