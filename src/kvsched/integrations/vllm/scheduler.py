@@ -655,14 +655,9 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         if plan.gaps and self.kvsched_strict:
             raise RuntimeError("kvsched: the engine cannot carry out the decision: " + "; ".join(plan.gaps))
         output = self._kvsched_execute(plan, args, kwargs)
-        for rid, n in plan.tokens.items():
-            got = output.num_scheduled_tokens.get(rid, 0)
-            if got != n:
-                plan.gaps.append(f"request {self._kvsched_ids[rid]}: vLLM scheduled {got} tokens, "
-                                 f"the policy decided {n}")
-        for rid in output.num_scheduled_tokens:
-            if rid not in plan.tokens:
-                plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
+        # Equal dicts (one comparison in C) leave nothing for the per-request checks to find.
+        if output.num_scheduled_tokens != plan.tokens:
+            self._kvsched_token_gaps(plan, output)
         for rid, tokens in self._kvsched_hit_shrunk.items():
             plan.gaps.append(f"request {self._kvsched_ids[rid]}: its cache hit shrank to {tokens} tokens "
                              "(an earlier allocation of this step evicted a cached block of it)")
@@ -672,6 +667,17 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             if self.kvsched_strict:
                 raise RuntimeError("kvsched: vLLM did not do what the policy decided: " + "; ".join(plan.gaps))
         return output
+
+    def _kvsched_token_gaps(self, plan: _Plan, output) -> None:
+        """The differences between the tokens the plan decided and those vLLM scheduled."""
+        for rid, n in plan.tokens.items():
+            got = output.num_scheduled_tokens.get(rid, 0)
+            if got != n:
+                plan.gaps.append(f"request {self._kvsched_ids[rid]}: vLLM scheduled {got} tokens, "
+                                 f"the policy decided {n}")
+        for rid in output.num_scheduled_tokens:
+            if rid not in plan.tokens:
+                plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
 
     def _kvsched_view(self) -> EngineView:
         states = self._kvsched_states
