@@ -130,7 +130,6 @@ DEFAULT_TRACE_RING = 256
 # finishes (a server serves requests without end; the simulator resets the policy per run).
 _PER_REQUEST_POLICY_STATE = ("_lower",)
 _BY_ARRIVAL = operator.attrgetter("arrival_time", "request_id")
-_VIEW = operator.attrgetter("view")
 
 
 @dataclass(frozen=True, slots=True)
@@ -680,8 +679,8 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
 
     def _kvsched_view(self) -> EngineView:
-        states = self._kvsched_states
-        running = [states[r.request_id] for r in self.running if r.request_id in states]
+        get = self._kvsched_states.get      # one lookup per running request
+        running = tuple([state.view for r in self.running if (state := get(r.request_id)) is not None])
         future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
         # A policy without seats has its admissions past the last one deferred (`_kvsched_plan`):
@@ -689,7 +688,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         seats = self.max_num_active_reqs - len(self.running) if self._kvsched_seats_by_engine else None
         return EngineView(
             now=self.kvsched_now(), iteration=self._kvsched_iteration,
-            waiting=tuple(self._kvsched_waiting_views()), running=tuple(map(_VIEW, running)),
+            waiting=tuple(self._kvsched_waiting_views()), running=running,
             kv_capacity_tokens=self._kvsched_capacity_blocks * self.block_size,
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,
