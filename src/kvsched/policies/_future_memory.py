@@ -75,13 +75,17 @@ def _delete(a: np.ndarray, i: int) -> np.ndarray:
 class FutureMemory:
     """Predicted KV timeline of a set of requests (see the module docstring); units: blocks."""
 
-    __slots__ = ("block_size", "ends", "bases", "ids", "peaks", "_entry", "_lists")
+    __slots__ = ("block_size", "ends", "bases", "ids", "peaks", "_entry", "_lists", "_loads")
 
     def __init__(self, block_size: int = 1) -> None:
         self.block_size = block_size
         self.ends, self.bases, self.ids, self.peaks = _EMPTY, _EMPTY, _EMPTY, _EMPTY
         self._entry: dict[int, tuple[int, int]] = {}
         self._lists: tuple[list[int], list[int], list[int]] | None = None
+        # load_at's answers since the last change (`_changed`): a policy asks the same ones
+        # several times per iteration (the overflow guard and the admission scan both ask L(now);
+        # ``fits`` then ``add`` both ask L(end)), each O(n) numpy for blocks of B > 1.
+        self._loads: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._entry)
@@ -108,8 +112,19 @@ class FutureMemory:
             self._lists = (self.ends.tolist(), prefix_max, suffix)
         return self._lists
 
+    def _changed(self) -> None:
+        """Every change of the entries goes here: the caches of their queries are stale."""
+        self._lists = None
+        self._loads.clear()
+
     def load_at(self, k: int) -> int:
         """Predicted blocks in iteration k: Σ over entries with end ≥ k."""
+        load = self._loads.get(k)
+        if load is None:
+            load = self._loads[k] = self._load_at(k)
+        return load
+
+    def _load_at(self, k: int) -> int:
         if self.block_size == 1:
             ends, _, suffix = self._cache()
             j = bisect.bisect_left(ends, k)
@@ -147,7 +162,7 @@ class FutureMemory:
         self.bases = _insert(self.bases, j, base)
         self.ids = _insert(self.ids, j, rid)
         self._entry[rid] = (base, end)
-        self._lists = None
+        self._changed()
 
     def remove(self, rid: int) -> None:
         base, end = self._entry.pop(rid)
@@ -158,17 +173,18 @@ class FutureMemory:
         j = int(np.searchsorted(self.ends, end, "right"))
         peaks[:j] -= self._blocks(base + self.ends[:j])
         self.peaks = peaks
-        self._lists = None
+        self._changed()
 
     def drop_before(self, k: int) -> None:
         """Forget entries whose predicted last iteration is before k (they affect no future peak)."""
+        self._loads.clear()         # a new iteration asks other loads: keep the memo small
         j = int(np.searchsorted(self.ends, k, "left"))
         if j:
             for rid in self.ids[:j].tolist():
                 del self._entry[rid]
             self.ends, self.bases = self.ends[j:], self.bases[j:]
             self.ids, self.peaks = self.ids[j:], self.peaks[j:]
-            self._lists = None
+            self._changed()
 
     def update(self, remove, changes: dict[int, tuple[int, int]]) -> None:
         """Remove the ids in `remove` and set (base, end) for the ids in `changes`: one by one when
@@ -214,7 +230,7 @@ class FutureMemory:
                 mask = (np.arange(n)[None, :] >= first[:, None]) & (v[None, :] >= (B - z)[:, None])
                 peaks += mask.sum(axis=1)
         self.peaks = peaks.astype(np.int64)
-        self._lists = None
+        self._changed()
 
 
 VICTIM_ORDERS = ("least-progress", "most-progress", "newest", "largest")

@@ -132,7 +132,6 @@ DEFAULT_TRACE_RING = 256
 # finishes (a server serves requests without end; the simulator resets the policy per run).
 _PER_REQUEST_POLICY_STATE = ("_lower",)
 _BY_ARRIVAL = operator.attrgetter("arrival_time", "request_id")
-_VIEW = operator.attrgetter("view")
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,28 +370,44 @@ class _KVSchedTrace:
 
     def _kvsched_sync(self) -> None:
         """Copy the engine's progress into the kvsched states of the requests it can have changed:
-        those running, and those scheduled or preempted in the previous step (a request that has
-        only waited since its last sync is as it was; finished ones are freed in `_free_blocks`).
-        O(running + batch) per step, not O(requests): 2,000 queued requests cost nothing here."""
+        those running, and those preempted in the previous step (a request that has only waited
+        since its last sync is as it was; finished ones are freed in `_free_blocks`).
+        O(running + preempted) per step, not O(requests): 2,000 queued requests cost nothing here.
+        The running requests are read straight from ``self.running`` (no set of their ids); a
+        request scheduled in the previous step is running now unless it finished (vLLM appends
+        every admission to ``self.running``), so `_kvsched_record` notes only the preempted."""
         touched, self._kvsched_touched = self._kvsched_touched, set()
-        touched.update(r.request_id for r in self.running)
-        states, requests = self._kvsched_states, self.requests
-        running, set_status = RequestStatus.RUNNING, self._kvsched_set_status
+        states, running, resident = self._kvsched_states, RequestStatus.RUNNING, Status.RUNNING
+        for request in self.running:
+            state = states.get(request.request_id)
+            if state is not None and request.status == running:
+                state.num_computed_tokens = request.num_computed_tokens
+                state.num_output_tokens = request.num_output_tokens
+                state.num_evictions = request.num_preemptions
+                if state.status is not resident:
+                    self._kvsched_set_status(state, resident)
+            elif state is not None:
+                touched.add(request.request_id)
         for rid in touched:
-            state, request = states.get(rid), requests.get(rid)
-            if state is None or request is None:
-                continue
-            state.num_computed_tokens = request.num_computed_tokens
-            state.num_output_tokens = request.num_output_tokens
-            state.num_evictions = request.num_preemptions
-            if request.status == running:
-                if state.status is not Status.RUNNING:
-                    set_status(state, Status.RUNNING)
-            elif RequestStatus.is_finished(request.status):
-                set_status(state, Status.FINISHED)
-            else:
-                set_status(state, Status.WAITING)
-                state.admitted_seq = None
+            self._kvsched_sync_one(rid)
+
+    def _kvsched_sync_one(self, request_id: str) -> None:
+        """`_kvsched_sync` for one request that is not running (or not as vLLM's running list
+        says), by its status."""
+        state, request = self._kvsched_states.get(request_id), self.requests.get(request_id)
+        if state is None or request is None:
+            return
+        state.num_computed_tokens = request.num_computed_tokens
+        state.num_output_tokens = request.num_output_tokens
+        state.num_evictions = request.num_preemptions
+        if request.status == RequestStatus.RUNNING:
+            if state.status is not Status.RUNNING:
+                self._kvsched_set_status(state, Status.RUNNING)
+        elif RequestStatus.is_finished(request.status):
+            self._kvsched_set_status(state, Status.FINISHED)
+        else:
+            self._kvsched_set_status(state, Status.WAITING)
+            state.admitted_seq = None
 
     def _free_blocks(self, request: Request):
         """The base scheduler's last word on a finished request (it leaves ``self.requests``
@@ -469,17 +484,16 @@ class _KVSchedTrace:
     def _kvsched_record(self, output, gaps: tuple[str, ...] = ()) -> StepRecord:
         now = self.kvsched_now()
         ids = self._kvsched_ids
-        for request in self.running:        # admission order of newly admitted requests
-            state = self._kvsched_states.get(request.request_id)
-            if state is not None and state.admitted_seq is None:
-                state.admitted_seq = self._kvsched_admissions
-                self._kvsched_admissions += 1
-                self._kvsched_set_status(state, Status.RUNNING)
-                if state.first_scheduled_time is None:
-                    state.first_scheduled_time = now
+        for state in self._kvsched_admitted():      # in admission order
+            state.admitted_seq = self._kvsched_admissions
+            self._kvsched_admissions += 1
+            self._kvsched_set_status(state, Status.RUNNING)
+            if state.first_scheduled_time is None:
+                state.first_scheduled_time = now
+        scheduled = output.num_scheduled_tokens
         record = StepRecord(
             step=self._kvsched_step, time=now,
-            num_tokens={ids[r]: int(n) for r, n in output.num_scheduled_tokens.items()},
+            num_tokens=dict(zip(map(ids.__getitem__, scheduled), map(int, scheduled.values()))),
             preempted=tuple(sorted(ids[r] for r in (output.preempted_req_ids or ()) if r in ids)),
             kv_used_blocks=self._kvsched_used_blocks(),
             num_waiting=sum(len(queue) for queue in self._kvsched_queues()),
@@ -487,13 +501,29 @@ class _KVSchedTrace:
         self._kvsched_step += 1
         if output.total_num_scheduled_tokens > 0:
             self._kvsched_iteration += 1
-        self._kvsched_touched.update(output.num_scheduled_tokens)
+        # The scheduled requests are running now (`_kvsched_sync` reads them from self.running).
         self._kvsched_touched.update(output.preempted_req_ids or ())
         self.kvsched_trace.append(record)
         if self._kvsched_trace_path:
             with open(self._kvsched_trace_path, "a", encoding="utf-8") as fh:
                 fh.write(record.as_json() + "\n")
         return record
+
+    def _kvsched_admitted(self) -> list[RequestState]:
+        """The states of the requests admitted in this step (their ``admitted_seq`` is None), in
+        ``self.running``'s order: its tail, as vLLM appends each admission there (a resident one
+        has its seq since its admission; a preempted one left the list), so the scan stops at the
+        first resident instead of reading all of them."""
+        states, admitted = self._kvsched_states, []
+        for request in reversed(self.running):
+            state = states.get(request.request_id)
+            if state is None:
+                continue
+            if state.admitted_seq is not None:
+                break
+            admitted.append(state)
+        admitted.reverse()
+        return admitted
 
 
 def _admission_hits(output, ids: dict[str, int]) -> dict[int, int]:
@@ -657,14 +687,9 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         if plan.gaps and self.kvsched_strict:
             raise RuntimeError("kvsched: the engine cannot carry out the decision: " + "; ".join(plan.gaps))
         output = self._kvsched_execute(plan, args, kwargs)
-        for rid, n in plan.tokens.items():
-            got = output.num_scheduled_tokens.get(rid, 0)
-            if got != n:
-                plan.gaps.append(f"request {self._kvsched_ids[rid]}: vLLM scheduled {got} tokens, "
-                                 f"the policy decided {n}")
-        for rid in output.num_scheduled_tokens:
-            if rid not in plan.tokens:
-                plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
+        # Equal dicts (one comparison in C) leave nothing for the per-request checks to find.
+        if output.num_scheduled_tokens != plan.tokens:
+            self._kvsched_token_gaps(plan, output)
         for rid, tokens in self._kvsched_hit_shrunk.items():
             plan.gaps.append(f"request {self._kvsched_ids[rid]}: its cache hit shrank to {tokens} tokens "
                              "(an earlier allocation of this step evicted a cached block of it)")
@@ -675,9 +700,20 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 raise RuntimeError("kvsched: vLLM did not do what the policy decided: " + "; ".join(plan.gaps))
         return output
 
+    def _kvsched_token_gaps(self, plan: _Plan, output) -> None:
+        """The differences between the tokens the plan decided and those vLLM scheduled."""
+        for rid, n in plan.tokens.items():
+            got = output.num_scheduled_tokens.get(rid, 0)
+            if got != n:
+                plan.gaps.append(f"request {self._kvsched_ids[rid]}: vLLM scheduled {got} tokens, "
+                                 f"the policy decided {n}")
+        for rid in output.num_scheduled_tokens:
+            if rid not in plan.tokens:
+                plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
+
     def _kvsched_view(self) -> EngineView:
-        states = self._kvsched_states
-        running = [states[r.request_id] for r in self.running if r.request_id in states]
+        get = self._kvsched_states.get      # one lookup per running request
+        running = tuple([state.view for r in self.running if (state := get(r.request_id)) is not None])
         future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
         # A policy without seats has its admissions past the last one deferred (`_kvsched_plan`):
@@ -685,7 +721,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         seats = self.max_num_active_reqs - len(self.running) if self._kvsched_seats_by_engine else None
         return EngineView(
             now=self.kvsched_now(), iteration=self._kvsched_iteration,
-            waiting=tuple(self._kvsched_waiting_views()), running=tuple(map(_VIEW, running)),
+            waiting=tuple(self._kvsched_waiting_views()), running=running,
             kv_capacity_tokens=self._kvsched_capacity_blocks * self.block_size,
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,
