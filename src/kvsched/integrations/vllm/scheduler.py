@@ -532,9 +532,13 @@ def _admission_hits(output, ids: dict[str, int]) -> dict[int, int]:
     hits = {ids[new.req_id]: int(new.num_computed_tokens)
             for new in output.scheduled_new_reqs if new.req_id in ids}
     cached = output.scheduled_cached_reqs
-    for req_id, computed in zip(cached.req_ids, cached.num_computed_tokens):
-        if req_id in cached.resumed_req_ids and req_id in ids:
-            hits[ids[req_id]] = int(computed)
+    # vLLM 0.32/0.33 send a resumed request among the cached ones, flagged in resumed_req_ids;
+    # 0.34 sends it as a new one (the set is gone), which the line above has read
+    resumed = getattr(cached, "resumed_req_ids", None)
+    if resumed:
+        for req_id, computed in zip(cached.req_ids, cached.num_computed_tokens):
+            if req_id in resumed and req_id in ids:
+                hits[ids[req_id]] = int(computed)
     return hits
 
 
@@ -625,16 +629,17 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
                 return cap
         return num_new_tokens
 
-    def _get_local_prefix_cache_hit(self, request: Request):
+    def _get_local_prefix_cache_hit(self, request: Request, *limit):
         """The admission's cache hit is the one the policy was told (looked up at the step's
         boundary, `_kvsched_hit`), then the simulator's same-step hit: the blocks after it that
         admissions earlier in this step registered, as many as leave the policy's tokens to
         compute (`_kvsched_same_step_blocks`). A block of the boundary hit that an earlier
         allocation of this step took from the free queue (LRU eviction) ends the hit there; the
-        difference shows up as a gap."""
+        difference shows up as a gap. vLLM 0.33+ passes a ``max_cache_hit_length`` (`limit`;
+        None unless an auxiliary output connector caps hits): a cap takes the base rule."""
         found = self._kvsched_hit_blocks.get(request.request_id) if self._kvsched_caps is not None else None
-        if found is None:
-            return super()._get_local_prefix_cache_hit(request)
+        if found is None or (limit and limit[0] is not None):
+            return super()._get_local_prefix_cache_hit(request, *limit)
         blocks, hashes = found
         group = blocks.blocks[0]
         kept = next((i for i, (b, h) in enumerate(zip(group, hashes)) if b.block_hash != h), len(group))
