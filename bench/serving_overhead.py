@@ -19,12 +19,12 @@ Memory: tracemalloc's traced bytes after equal rounds of served requests (each r
 growth from round to round (the test `test_serving_memory_stays_flat_over_2000_requests` asserts
 < 64 KiB over 2,000 requests).
 
-Figures (2 CPU cores shared with other work, load about 2; `python bench/serving_overhead.py`,
-200 steps, one invocation, the schedulers in lockstep): median schedule() per step vLLM's own
-2.20 ms, kvsched ``vllm`` 2.83 ms (1.29x), ``sarathi`` 1.23 ms (0.56x, smaller batches: chunk
-512), ``mcsf`` 3.73 ms (1.70x; MC-SF admits 2.6 times as many requests per step as vLLM's FCFS
-here, so vLLM's own allocation work under it is larger too). Memory over 8 rounds of 250 served
-requests: +15.6 KiB (``vllm``), +22.7 KiB (``amin``) from the first round to the largest, all of
+Figures (2 CPU cores shared with other work, load about 1; `python bench/serving_overhead.py`,
+200 steps, the schedulers in lockstep; three invocations, each ratio from one): median schedule()
+per step vLLM's own 1.67-1.89 ms, kvsched ``vllm`` 1.20-1.24x, ``sarathi`` 0.46-0.49x (smaller
+batches: chunk 512), ``mcsf`` 1.47-1.52x (1.52, 1.47, 1.50; MC-SF admits more requests per step
+than vLLM's FCFS here, so vLLM's own allocation work under it is larger too). Memory over 8 rounds of 250 served
+requests: +16.5 KiB (``vllm``), +25.0 KiB (``amin``) from the first round to the largest, all of
 it in the trace ring (its records hold request ids above 256, which Python allocates; bounded by
 the ring's size).
 """
