@@ -394,11 +394,11 @@ class FutureMemoryPolicy(Policy):
         their uncomputed tokens (chunked or paused now), in admission order."""
         memory = self._memory
         memory.drop_before(view.iteration)
-        entries, changed = memory._entry, {}
+        changed = {}
         stepped = self._stepped if self._last_iteration == view.iteration - 1 else frozenset()
         # Decoded in full last iteration and still in the timeline (estimate not reached): the
         # (base, end) is unchanged; found by set operations, not a Python test per resident.
-        unchanged = stepped & entries.keys()
+        unchanged = stepped & memory.request_ids()
         get = served.get
         partial = [r for r, rid, n in zip(view.running, ids, uncomputed) if get(rid, 0) < n]
         skip = unchanged.union(r.request_id for r in partial) if partial else unchanged
@@ -407,10 +407,10 @@ class FutureMemoryPolicy(Policy):
                 continue
             self.refine(view, r)
             entry = self._timeline(view, r)
-            if entries.get(rid) != entry:
+            if memory.entry(rid) != entry:
                 changed[rid] = entry
         resident = set(ids)
-        gone = [rid for rid in entries if rid not in resident]
+        gone = [rid for rid in memory.request_ids() if rid not in resident]
         memory.update(gone, changed)
         for r in partial:
             self.refine(view, r)

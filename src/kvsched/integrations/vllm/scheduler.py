@@ -381,9 +381,7 @@ class _KVSchedTrace:
         for request in self.running:
             state = states.get(request.request_id)
             if state is not None and request.status == running:
-                state.num_computed_tokens = request.num_computed_tokens
-                state.num_output_tokens = request.num_output_tokens
-                state.num_evictions = request.num_preemptions
+                _copy_progress(state, request)
                 if state.status is not resident:
                     self._kvsched_set_status(state, resident)
             elif state is not None:
@@ -397,9 +395,7 @@ class _KVSchedTrace:
         state, request = self._kvsched_states.get(request_id), self.requests.get(request_id)
         if state is None or request is None:
             return
-        state.num_computed_tokens = request.num_computed_tokens
-        state.num_output_tokens = request.num_output_tokens
-        state.num_evictions = request.num_preemptions
+        _copy_progress(state, request)
         if request.status == RequestStatus.RUNNING:
             if state.status is not Status.RUNNING:
                 self._kvsched_set_status(state, Status.RUNNING)
@@ -524,6 +520,13 @@ class _KVSchedTrace:
             admitted.append(state)
         admitted.reverse()
         return admitted
+
+
+def _copy_progress(state: RequestState, request: Request) -> None:
+    """The engine's progress of a request into its kvsched state (`_kvsched_sync`)."""
+    state.num_computed_tokens = request.num_computed_tokens
+    state.num_output_tokens = request.num_output_tokens
+    state.num_evictions = request.num_preemptions
 
 
 def _admission_hits(output, ids: dict[str, int]) -> dict[int, int]:
@@ -660,11 +663,11 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         them: a policy that asked for all that is left recomputes them instead. Blocks the fresh
         run finds free (cached before this step, but not in the boundary hit) end the run, as the
         simulator counts only the blocks its decision registered."""
-        hit = len(group) * self.block_size
-        # `available` unbounded here (a request has fewer blocks than tokens): the fresh lookup
-        # below, which finds them, runs only when the policy's tokens leave room for one
-        room = same_step_hit_blocks(request.num_tokens, request.num_tokens, hit,
-                                    self._kvsched_caps.get(request.request_id, 0), self.block_size)
+        # `available`: the request's full blocks after the hit, a bound on what the fresh lookup
+        # below finds (it runs only when the policy's tokens leave room for one of them)
+        bs, hit = self.block_size, len(group) * self.block_size
+        room = same_step_hit_blocks(request.num_tokens // bs - len(group), request.num_tokens, hit,
+                                    self._kvsched_caps.get(request.request_id, 0), bs)
         if not room:
             return []
         fresh = super()._get_local_prefix_cache_hit(request)[0].blocks[0]
