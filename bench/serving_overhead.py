@@ -11,7 +11,11 @@ scheduler; the model's part is played by `harness.fake_model_output` (one token 
 prefill, ``ignore_eos`` outputs). Each step's ``schedule()`` is timed alone (perf_counter), and
 ``update_from_output`` apart; the waiting queue is topped up to ``--queued`` requests before every
 step, so every step schedules against that many queued requests. The schedulers run in lockstep
-(one step of each in turn), so load from other processes falls on all of them alike. Prompts are uniform on 64..1024
+(one step of each in turn), so load from other processes falls on all of them alike. Each step is
+also split into vLLM's base ``Scheduler.schedule`` (for `KVSchedScheduler` the base loop restricted
+to the policy's plan: the engine's own work on the policy's batch) and the rest, kvsched's part
+(sync, view, policy, plan, record): the first moves with the batches a policy chooses, the second
+is what the adapter adds. Prompts are uniform on 64..1024
 tokens, outputs on 16..512, drawn with a fixed seed.
 
 Memory: tracemalloc's traced bytes after equal rounds of served requests (each round adds
@@ -32,6 +36,7 @@ the ring's size).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import statistics
 import tempfile
@@ -63,8 +68,32 @@ def _lengths(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
     return list(zip(rng.integers(64, 1025, n).tolist(), rng.integers(16, 513, n).tolist()))
 
 
+@contextlib.contextmanager
+def _base_schedule_timer(spent: list[float]):
+    """Time vLLM's own ``Scheduler.schedule`` inside each step: for vLLM's scheduler that is the
+    whole step; `KVSchedScheduler` calls it (restricted to the policy's plan) from its own
+    schedule(), so the rest of its step is kvsched's part. The sum of a step's calls is appended
+    to `spent` by the caller."""
+    from vllm.v1.core.sched.scheduler import Scheduler
+    own = Scheduler.schedule
+
+    def timed(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return own(self, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    Scheduler.schedule = timed
+    try:
+        yield
+    finally:
+        Scheduler.schedule = own
+
+
 def time_steps(model: str, names, queued: int, steps: int, seed: int = 0) -> list[dict]:
-    """Per-step schedule() and update times with `queued` requests waiting before every step.
+    """Per-step schedule() and update times with `queued` requests waiting before every step,
+    and each step's split into vLLM's base schedule() and the rest (kvsched's part).
 
     The schedulers run in lockstep (step k of each, in turn, then step k + 1), each on its own
     copy of the same request stream, so a noisy machine slows them alike and the ratios hold."""
@@ -73,27 +102,34 @@ def time_steps(model: str, names, queued: int, steps: int, seed: int = 0) -> lis
         rng = np.random.default_rng(seed)
         runs.append({"name": name, "scheduler": _build(model, name),
                      "pending": iter(_lengths(rng, queued + 300 * steps)),
-                     "schedule_ms": [], "update_ms": [], "batch": []})
-    for _ in range(steps + 5):
-        for run in runs:
-            scheduler, pending = run["scheduler"], run["pending"]
-            while len(scheduler.waiting) < queued:
-                prompt, output = next(pending)
-                scheduler.add_request(harness.make_request(prompt, output))
-            t0 = time.perf_counter()
-            out = scheduler.schedule()
-            t1 = time.perf_counter()
-            scheduler.update_from_output(out, harness.fake_model_output(scheduler, out))
-            t2 = time.perf_counter()
-            run["schedule_ms"].append(1e3 * (t1 - t0))
-            run["update_ms"].append(1e3 * (t2 - t1))
-            run["batch"].append(len(out.num_scheduled_tokens))
+                     "schedule_ms": [], "base_ms": [], "update_ms": [], "batch": []})
+    spent = [0.0]
+    with _base_schedule_timer(spent):
+        for _ in range(steps + 5):
+            for run in runs:
+                scheduler, pending = run["scheduler"], run["pending"]
+                while len(scheduler.waiting) < queued:
+                    prompt, output = next(pending)
+                    scheduler.add_request(harness.make_request(prompt, output))
+                spent[0] = 0.0
+                t0 = time.perf_counter()
+                out = scheduler.schedule()
+                t1 = time.perf_counter()
+                scheduler.update_from_output(out, harness.fake_model_output(scheduler, out))
+                t2 = time.perf_counter()
+                run["schedule_ms"].append(1e3 * (t1 - t0))
+                run["base_ms"].append(1e3 * spent[0])
+                run["update_ms"].append(1e3 * (t2 - t1))
+                run["batch"].append(len(out.num_scheduled_tokens))
     rows = []
     for run in runs:
         schedule_ms, update_ms, batch = run["schedule_ms"][5:], run["update_ms"][5:], run["batch"][5:]
+        base_ms = run["base_ms"][5:]
         rows.append({"scheduler": run["name"], "median_schedule_ms": statistics.median(schedule_ms),
                      "mean_schedule_ms": statistics.fmean(schedule_ms),
                      "p90_schedule_ms": float(np.percentile(schedule_ms, 90)),
+                     "median_base_ms": statistics.median(base_ms),
+                     "median_own_ms": statistics.median(t - b for t, b in zip(schedule_ms, base_ms)),
                      "median_update_ms": statistics.median(update_ms), "mean_batch": statistics.fmean(batch),
                      "running_at_end": len(run["scheduler"].running)})     # warm-up steps dropped
     return rows
@@ -140,11 +176,15 @@ def main() -> None:
         print(f"schedule() per step with {args.queued} queued requests, {steps} steps "
               "(block 16, budget 8192, 256 seats, 16384 blocks):")
         print(f"{'scheduler':18s} {'median ms':>10s} {'mean ms':>9s} {'p90 ms':>8s} {'x vLLM':>7s} "
-              f"{'update ms':>10s} {'batch':>7s}")
+              f"{'vLLM part':>10s} {'kvsched part':>13s} {'x vLLM':>7s} {'update ms':>10s} {'batch':>7s}")
         for r in rows:
             print(f"{r['scheduler']:18s} {r['median_schedule_ms']:10.3f} {r['mean_schedule_ms']:9.3f} "
                   f"{r['p90_schedule_ms']:8.3f} {r['median_schedule_ms'] / base:7.2f} "
+                  f"{r['median_base_ms']:10.3f} {r['median_own_ms']:13.3f} {r['median_own_ms'] / base:7.2f} "
                   f"{r['median_update_ms']:10.3f} {r['mean_batch']:7.1f}")
+        print("vLLM part: vLLM's base schedule() within the step (for kvsched, restricted to the "
+              "policy's plan); kvsched part: the rest (view, policy, plan, sync, record), its "
+              "'x vLLM' against vLLM's own whole step")
         rounds = 4 if args.quick else 8
         for policy in ("vllm", "amin"):
             memory = memory_rounds(model, policy, rounds, args.round)
