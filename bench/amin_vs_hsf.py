@@ -56,7 +56,7 @@ The memory M decides it. ``--capacity M --eviction restart``, seed 0, A_min / H-
     263,872    1.000 (1.066)   1.000 (1.223)   1.000 (1.904)   1.000 (3.372)
 
 (Σ (s + o) = 559,616 tokens here, the largest s + o 1,247.) The paper's pattern — A_min ≈ H-SF at
-every interval, the naive one included, while A_max is 4–5× H-SF at the naive interval — is what
+every interval, the naive one included, while A_max is 3.9–4.3× H-SF at the naive interval — is what
 we measure at M ≈ 165k–200k (10–12 × 16,492, about a third of Σ (s + o)); at
 16,492 A_min beats H-SF at α ≤ 0.5 (overbooking on lower bounds, cheap evictions) and is 1.7×
 at the naive interval. Which M the paper used we could not find. Seeds 0-2 (``--seeds 3``) agree:
