@@ -12,12 +12,63 @@ predictions with α ∈ {1, 0.5, 0.25, 0.1} and the naive [1, 1000] interval (pr
 seed), and the evictions A_min needed. The paper's claim: A_min ≈ H-SF; A_max degrades as α falls.
 
     python bench/amin_vs_hsf.py [--seeds 1] [--capacity 16492] [--amin "amin:evict_victim=most-progress"]
-                                [--eviction restart] [--sensitivity]
+                                [--eviction restart] [--sensitivity] [--same-prompt S]
+
+What the paper's sources say (issue "Fidelity", R3, looked up 2026-12-04). The full text (arXiv
+2508.14544 v1/v2) was not available to us, only its abstract and third-party summaries:
+
+- abstract (arxiv.org/abs/2508.14544): A_min "initially treats the predicted lower bound as the
+  output length and dynamically refines this estimate during inferencing"; it "often performs
+  nearly as well as the hindsight scheduler"; it "relies solely on the lower bound".
+- Moonlight review (themoonlight.io/review/adaptively-robust-llm-inference-optimization-under-
+  prediction-uncertainty): the model has "identical prompt size s for all n jobs" and "allows for
+  job cancellations if memory constraints are violated" (restart); TEL = Σ_t t·|I_t| + Σ_i o_i with
+  I_t the jobs whose final processing starts at t (all jobs at time 0).
+- press summary (kiadev.net/news/2025-08-26-amin-optimistic-llm-scheduler): "If a request has
+  already emitted 100 tokens, its lower bound becomes at least 100"; "ordered eviction"; on
+  LMSYS-Chat-1M A_max's latency is "up to 5x worse than ideal" as the uncertainty grows. A digest
+  (research-intelligence page in a public repository): "evicting jobs (based on accumulated
+  length) if memory overflows".
+- not found anywhere: the paper's memory M, its prompt handling in the experiment, the raise rule
+  beyond "at least generated", the eviction order's direction, and any table of numbers.
+
+``--same-prompt S`` runs the paper's model of one prompt size (S = 70, about the mean here; the
+outputs and intervals are the same). Restart, seed 0, M = 16,492 (A_min default rules):
+
+    predictor        amin/hsf (varied prompts)   amin/hsf (S = 70)   amax/hsf (varied)  (S = 70)
+    alpha=0.5        0.765                       0.773               1.098              1.088
+    alpha=0.25       0.816                       0.818               1.624              1.621
+    alpha=0.1        0.902                       0.905               3.632              3.617
+    naive            1.696                       1.704               5.437              5.515
+
+(``refine_rule=double`` at S = 70: 0.798, 0.833, 0.921, 1.699; ``evict_victim=most-progress``:
+1.477, 1.768, 1.991, 2.836.) One prompt size changes nothing that matters.
+
+The memory M decides it. ``--capacity M --eviction restart``, seed 0, A_min / H-SF (A_max / H-SF):
+
+    M          alpha=0.5       alpha=0.25      alpha=0.1       naive
+    16,492     0.765 (1.098)   0.816 (1.624)   0.902 (3.632)   1.696 (5.437)
+    65,968     0.922 (1.187)   0.933 (1.643)   0.986 (3.350)   1.584 (5.383)
+    98,952                                                     1.391 (5.148)
+    131,936    0.996 (1.155)   0.992 (1.493)   1.002 (2.768)   1.175 (4.686)
+    164,920                                                    1.082 (4.346)
+    197,904                                                    0.993 (3.934)
+    263,872    1.000 (1.066)   1.000 (1.223)   1.000 (1.904)   1.000 (3.372)
+
+(Σ (s + o) = 559,616 tokens here, the largest s + o 1,247.) The paper's pattern — A_min ≈ H-SF at
+every interval, the naive one included, while A_max is 3.9–4.3× H-SF at the naive interval — is what
+we measure at M ≈ 165k–200k (10–12 × 16,492, about a third of Σ (s + o)); at
+16,492 A_min beats H-SF at α ≤ 0.5 (overbooking on lower bounds, cheap evictions) and is 1.7×
+at the naive interval. Which M the paper used we could not find. Seeds 0-2 (``--seeds 3``) agree:
+at 197,904 A_min / H-SF 0.999-1.001 at α ≤ 0.5 and 0.988-0.994 naive (A_max 3.91-3.93 naive); at
+16,492 0.763-0.775 at α = 0.5 and 1.696-1.756 naive (A_max 5.28-5.44). ``--sensitivity
+--capacity 197904``: every rule pair gives 0.988-1.006 at every interval — at that M the rules we
+reconstructed no longer matter.
 
 ``--sensitivity``: A_min / H-SF for every reconstructed rule pair — eviction order
 (``evict_victim``) × refinement (``refine_rule``) — per predictor, seed 0, under ``--eviction``
 (about 2 minutes). How each rule reads against the paper (Chen, Ye, Zhou, arXiv 2508.14544; we
-have its abstract and summary, ALGORITHMS.md §3):
+have its abstract and summaries, above and ALGORITHMS.md §3):
 
 - "a smart eviction strategy to manage memory constraints without interrupting progress on more
   advanced tasks": evict the *least* advanced first — ``least-progress`` (our default) is that
@@ -64,7 +115,10 @@ A_min's evictions 1.4–4.6× and costs 1–3.5 points against ``generated+1`` u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
+
+import numpy as np
 
 from kvsched import KVConvention, Simulator, UnitTime, default_workload
 from kvsched.policies import make
@@ -86,6 +140,8 @@ def main() -> None:
                         help="restart: the paper's semantics (an evicted job loses its progress)")
     parser.add_argument("--sensitivity", action="store_true",
                         help="every evict_victim x refine_rule of A_min, seed 0 (module docstring)")
+    parser.add_argument("--same-prompt", type=int, default=None, metavar="S",
+                        help="every prompt S tokens (the paper's model: one prompt size s for all jobs)")
     args = parser.parse_args()
     if args.sensitivity:
         return sensitivity(args)
@@ -93,11 +149,12 @@ def main() -> None:
     amin_name, amin_params = parse_policy_spec(args.amin)
     started = time.perf_counter()
     print(f"{args.num_requests} requests at t=0, UnitTime, EMITTED, block 1, M = {args.capacity} tokens;"
-          f" A_min = {args.amin}; eviction by {args.eviction}")
+          f" A_min = {args.amin}; eviction by {args.eviction}"
+          + ("" if args.same_prompt is None else f"; every prompt {args.same_prompt} tokens"))
     print(f"{'seed':>4} {'predictor':<20}{'hsf TEL':>12}{'amin/hsf':>10}{'amin evict':>11}"
           f"{'amin recomp %':>14}{'amax/hsf':>10}{'amax evict':>11}")
     for seed in range(args.seeds):
-        base = default_workload(args.num_requests, rate=None, seed=seed)
+        base = workload(args, seed)
         hsf = sim.run(apply_predictor(base, "exact"), make("hsf"), seed=seed).summary()
         for spec in PREDICTORS:
             w = apply_predictor(base, spec, seed=seed)
@@ -109,17 +166,29 @@ def main() -> None:
     print(f"wall time {time.perf_counter() - started:.0f} s")
 
 
+def workload(args, seed: int):
+    """The default workload, all at t = 0; with ``--same-prompt S`` every prompt is S tokens (the
+    outputs, hence the predictor's intervals, are unchanged)."""
+    base = default_workload(args.num_requests, rate=None, seed=seed)
+    if args.same_prompt is None:
+        return base
+    if args.same_prompt < 1:
+        raise SystemExit("--same-prompt must be >= 1")
+    return dataclasses.replace(base, num_prompt_tokens=np.full_like(base.num_prompt_tokens, args.same_prompt))
+
+
 def sensitivity(args) -> None:
     """A_min / H-SF (and A_min's evictions) for each rule pair, per predictor (exact intervals
     left out: A_min is then H-SF whatever its rules)."""
     sim = Simulator(UnitTime(), args.capacity, kv_convention=KVConvention.EMITTED, eviction=args.eviction)
-    base = default_workload(args.num_requests, rate=None, seed=0)
+    base = workload(args, 0)
     hsf = sim.run(apply_predictor(base, "exact"), make("hsf"), seed=0).summary().total_latency
     predictors = PREDICTORS[1:]
     workloads = [apply_predictor(base, spec, seed=0) for spec in predictors]
     started = time.perf_counter()
     print(f"A_min / H-SF (evictions), {args.num_requests} requests at t=0, M = {args.capacity}, "
-          f"eviction by {args.eviction}, seed 0")
+          f"eviction by {args.eviction}, seed 0"
+          + ("" if args.same_prompt is None else f", every prompt {args.same_prompt} tokens"))
     print(f"{'evict_victim':<15}{'refine_rule':<13}" + "".join(f"{p.removeprefix('interval:'):>18}" for p in predictors))
     for victim in VICTIM_ORDERS:
         for rule in REFINE_RULES:

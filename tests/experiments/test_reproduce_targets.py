@@ -87,9 +87,9 @@ def test_r3_ratios_are_relative_to_hsf_in_interval_order():
     assert headers[:2] == ["eviction", "predictor"]
     assert [r[:2] for r in table] == [["recompute", "interval:alpha=1"], ["recompute", "interval:alpha=0.5"],
                                       ["recompute", "naive"]]      # rows stored without the setting
-    assert headers[3] == "A_min / H-SF (paper)"
-    assert table[1][2:5] == [pytest.approx(0.9), "–", pytest.approx(1.2)]
-    assert table[2][2:] == [pytest.approx(1.5), "≈ 1", pytest.approx(4.0), 7]
+    assert headers[3] == "A_min / H-SF (paper)" and headers[5] == "A_max / H-SF (paper)"
+    assert table[1][2:] == [pytest.approx(0.9), "–", pytest.approx(1.2), "–", 7]   # no paper figure
+    assert table[2][2:] == [pytest.approx(1.5), "≈ 1", pytest.approx(4.0), "up to 5", 7]
 
 
 def test_r3_prints_restart_first_then_recompute_each_against_its_own_hsf():
@@ -98,8 +98,8 @@ def test_r3_prints_restart_first_then_recompute_each_against_its_own_hsf():
             for eviction, values in (("recompute", (100, 170, 400, 3)), ("restart", (100, 180, 400, 5)))
             for label, value, ev in zip(("hsf", "amin", "amax"), values[:3], (0, values[3], 0))]
     _, _, table, _ = summarize_r3(rows, None)
-    assert table == [["restart", "naive", pytest.approx(1.8), "≈ 1", pytest.approx(4.0), 5],
-                     ["recompute", "naive", pytest.approx(1.7), "≈ 1", pytest.approx(4.0), 3]]
+    assert table == [["restart", "naive", pytest.approx(1.8), "≈ 1", pytest.approx(4.0), "up to 5", 5],
+                     ["recompute", "naive", pytest.approx(1.7), "≈ 1", pytest.approx(4.0), "up to 5", 3]]
 
 
 def test_r3_spec_runs_both_semantics():
