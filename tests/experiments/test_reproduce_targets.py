@@ -30,6 +30,19 @@ def test_r2_growth_is_the_slope_of_mean_latency_against_the_horizon():
     assert row[5] == pytest.approx(1 / 3)
     assert headers[6] == "ratio (paper)" and row[6] == "1/8 ≈ 0.125"      # ours beside the paper's
     assert row[7] == pytest.approx(35.0)
+    # MC-SF's mean latency over the best benchmark's at the largest horizon: 35 / (5 + 0.03 · 3000)
+    assert headers[11] == "mean ratio (ours)" and row[11] == pytest.approx(35.0 / 95.0)
+
+
+def test_r2_mean_ratio_is_nan_without_a_benchmark_and_the_note_names_its_sources():
+    rows = [{"label": "mcsf", "rate": 50.0, "num_requests_config": n, "mean_latency": 1.0 + n}
+            for n in (1000, 2000)]
+    _, headers, table, note = summarize_r2(rows, None)
+    (row,) = table
+    assert row[3] == "–" and row[11] != row[11]                  # no benchmark: NaN, not a number
+    # the figures are third-party summaries' readings of the paper, and the note says so
+    assert "summary" in note and "not checked" in note
+    assert "32.11" in note and "46.47" in note and "0.69" in note
 
 
 def test_r2_keeps_each_eviction_semantics_apart_restart_first():
