@@ -7,7 +7,8 @@ import re
 import pytest
 
 from kvsched.errors import ConfigError
-from kvsched.experiments.reproduce import TARGETS, bundled_spec, summarize_r2, summarize_r3, with_horizons
+from kvsched.experiments.reproduce import (TARGETS, bundled_spec, summarize_r2, summarize_r3, with_horizons,
+                                          with_rates)
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
@@ -84,6 +85,24 @@ def test_r2_horizons_refuse_what_gives_no_slope(horizons, message):
         with_horizons(bundled_spec("mcsf-real-trace"), horizons)
 
 
+def test_r2_rates_replace_only_the_rate_axis_and_leave_the_bundled_default():
+    spec = bundled_spec("mcsf-real-trace")
+    assert spec.workload["rates"] == [10.0, 50.0]
+    scan = with_rates(spec, [6, 4.5, 6.0])
+    assert scan.workload["rates"] == [4.5, 6.0]             # sorted, duplicates merged
+    assert {p["workload"]["rate"] for p in scan.points()} == {4.5, 6.0}
+    strip = lambda points: [{k: v for k, v in p.items() if k != "workload"} for p in points]
+    assert strip(scan.points()) == strip(spec.points())    # the other axes unchanged
+    assert scan.hash != spec.hash
+    assert bundled_spec("mcsf-real-trace").workload["rates"] == [10.0, 50.0]
+
+
+@pytest.mark.parametrize("rates", [[], [0], [-1.0], [float("nan")], [float("inf")], [True], ["4"]])
+def test_r2_rates_refuse_what_is_not_a_positive_rate(rates):
+    with pytest.raises(ConfigError, match=r"--rates: .*finite and > 0"):
+        with_rates(bundled_spec("mcsf-real-trace"), rates)
+
+
 def test_r2_alpha_protection_clears_until_fit_so_restart_runs_end():
     # clear_mode "all" livelocks under restart (tests/policies/test_mcsf.py); the R2 sweep must finish
     modes = {p["params"].get("clear_mode") for p in bundled_spec("mcsf-real-trace").points()
@@ -133,3 +152,18 @@ def test_r2_command_runs_the_horizons_given_into_its_own_sweep(tmp_path):
     assert "n=10" in result.stdout                       # the table's largest horizon
     refused = runner.invoke(app, ["reproduce", "mcsf-real-trace", "--horizons", "10", "--out", str(out)])
     assert refused.exit_code == 2 and "--horizons" in refused.stderr and "two distinct" in refused.stderr
+
+
+def test_r2_command_runs_the_rates_given_into_its_own_sweep(tmp_path):
+    import json
+
+    from cli_helpers import runner
+    from kvsched.cli.app import app
+    out = tmp_path / "r2"
+    result = runner.invoke(app, ["reproduce", "mcsf-real-trace", "--horizons", "10", "--horizons", "5",
+                                 "--rates", "4.5", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert json.loads((out / "spec.json").read_text())["spec"]["workload"]["rates"] == [4.5]
+    assert "4.5" in result.stdout and "1/8 ≈" not in result.stdout   # no paper cell at this rate
+    refused = runner.invoke(app, ["reproduce", "mcsf-real-trace", "--rates", "0", "--out", str(tmp_path / "n")])
+    assert refused.exit_code == 2 and "--rates" in refused.stderr and not (tmp_path / "n").exists()

@@ -85,7 +85,7 @@ def register(app: typer.Typer, bound_app: typer.Typer) -> None:
     app.command("report")(report)
 
 
-def _reproduce(target: str, out: Path, jobs: int, horizons=None) -> None:
+def _reproduce(target: str, out: Path, jobs: int, horizons=None, rates=None) -> None:
     """Run a bundled reproduction sweep (resumable), write its report, print ours beside the paper's."""
     from rich.table import Table
 
@@ -93,7 +93,7 @@ def _reproduce(target: str, out: Path, jobs: int, horizons=None) -> None:
     with _stop_on_sigterm(), _progress_bar(target) as bar:
         task = bar.add_task("points", total=None)
         title, headers, rows, note = reproduce(
-            target, out, jobs=jobs, horizons=horizons, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            target, out, jobs=jobs, horizons=horizons, rates=rates, progress=lambda done, total: bar.update(task, completed=done, total=total))
     table = Table(title=title)
     for header in headers:
         table.add_column(header, justify="right")
@@ -112,9 +112,13 @@ def reproduce_mcsf_real_trace(
         horizons: Optional[List[int]] = typer.Option(
             None, "--horizons", min=1, max=MAX_NUM_REQUESTS,
             help="Horizon (requests per run); repeat for each, at least two distinct "
-                 "(default: the bundled spec's 1000, 2000, 3000). Another sweep: give it its own --out.")):
+                 "(default: the bundled spec's 1000, 2000, 3000). Another sweep: give it its own --out."),
+        rates: Optional[List[float]] = typer.Option(
+            None, "--rates", min=0.001, max=1e6,
+            help="Arrival rate (req/s); repeat for each (default: the bundled spec's 10 and 50). "
+                 "Another sweep: give it its own --out.")):
     """R2: MC-SF vs its benchmarks on an LMSYS-like stream (Llama-2-70B TP2, M = 16,492)."""
-    _reproduce("mcsf-real-trace", out, jobs, horizons or None)
+    _reproduce("mcsf-real-trace", out, jobs, horizons or None, rates or None)
 
 
 @cc.user_errors

@@ -6,6 +6,7 @@ writes the HTML report, and prints our figures beside the paper's.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -158,17 +159,30 @@ def with_horizons(spec: SweepSpec, horizons, option: str = "--horizons") -> Swee
     return replace(spec, num_requests=tuple(sorted(set(values))))
 
 
-def reproduce(target: str, out_dir: Path, *, jobs: int = 1, progress=None, horizons=None):
+def with_rates(spec: SweepSpec, rates, option: str = "--rates") -> SweepSpec:
+    """`spec` with its arrival rates replaced by `rates` (req/s, finite and > 0), sorted, duplicates
+    merged: R2's growth slopes at other loads (a stream all at t = 0 has no growth to measure)."""
+    values = list(rates)
+    if not values or not all(isinstance(r, (int, float)) and not isinstance(r, bool)
+                             and math.isfinite(r) and r > 0 for r in values):
+        raise ConfigError(f"{option}: got {values}, expected arrival rates (req/s), finite and > 0")
+    return replace(spec, workload={**spec.workload, "rates": sorted({float(r) for r in values})})
+
+
+def reproduce(target: str, out_dir: Path, *, jobs: int = 1, progress=None, horizons=None, rates=None):
     """Run (or resume) the target's sweep, write its report; return (title, headers, rows, note).
 
-    `horizons` (request counts) replaces the bundled spec's horizon axis (`with_horizons`); the
-    result is another sweep, so it needs its own `out_dir`."""
+    `horizons` (request counts) and `rates` (req/s) replace the bundled spec's horizon and rate
+    axes (`with_horizons`, `with_rates`); the result is another sweep, so it needs its own
+    `out_dir`."""
     from ..report import write_report
     from .runner import run_sweep
     from .store import ResultStore, load_requests, load_runs
     spec = bundled_spec(target)
     if horizons is not None:
         spec = with_horizons(spec, horizons)
+    if rates is not None:
+        spec = with_rates(spec, rates)
     store = ResultStore.open(out_dir, spec)
     run_sweep(spec, store, jobs=jobs, progress=progress)
     summary = TARGETS[target].summary(load_runs(out_dir).to_pylist(), load_requests(out_dir))
