@@ -165,5 +165,7 @@ def test_r2_command_runs_the_rates_given_into_its_own_sweep(tmp_path):
     assert result.exit_code == 0, result.stderr[-2000:]
     assert json.loads((out / "spec.json").read_text())["spec"]["workload"]["rates"] == [4.5]
     assert "4.5" in result.stdout and "1/8 ≈" not in result.stdout   # no paper cell at this rate
-    refused = runner.invoke(app, ["reproduce", "mcsf-real-trace", "--rates", "0", "--out", str(tmp_path / "n")])
-    assert refused.exit_code == 2 and "--rates" in refused.stderr and not (tmp_path / "n").exists()
+    for bad in ("0", "nan", "inf", "-2"):
+        refused = runner.invoke(app, ["reproduce", "mcsf-real-trace", "--rates", bad, "--out", str(tmp_path / "n")])
+        assert refused.exit_code == 2 and "--rates" in refused.stderr and "finite and > 0" in refused.stderr
+        assert not (tmp_path / "n").exists()                # refused before anything is written

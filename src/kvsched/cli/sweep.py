@@ -114,7 +114,7 @@ def reproduce_mcsf_real_trace(
             help="Horizon (requests per run); repeat for each, at least two distinct "
                  "(default: the bundled spec's 1000, 2000, 3000). Another sweep: give it its own --out."),
         rates: Optional[List[float]] = typer.Option(
-            None, "--rates", min=0.001, max=1e6,
+            None, "--rates",        # checked by with_rates (one message for 0, nan and inf alike)
             help="Arrival rate (req/s); repeat for each (default: the bundled spec's 10 and 50). "
                  "Another sweep: give it its own --out.")):
     """R2: MC-SF vs its benchmarks on an LMSYS-like stream (Llama-2-70B TP2, M = 16,492)."""
