@@ -203,7 +203,7 @@ def _serve_with_seats(h, tiny_model, policy, told: bool, max_num_seqs=3):
                            extra={"kvsched_trace_keep": "all"})
     if not told:
         view = scheduler._kvsched_view
-        scheduler._kvsched_view = lambda: dataclasses.replace(view(), max_num_admissions=None)
+        scheduler._kvsched_view = lambda running: dataclasses.replace(view(running), max_num_admissions=None)
     lengths = [(60, 20, 1), (30, 6, 6), (58, 12, 2), (70, 3, 5), (20, 9, 2), (45, 4, 4), (61, 10, 1),
                (33, 2, 7), (90, 5, 5), (12, 8, 3), (50, 2, 2), (25, 6, 9), (64, 3, 1)]
     requests = [h.make_request(p, o, extra_args={"kvsched_predicted_output_tokens": g,
@@ -238,12 +238,12 @@ def test_the_view_lists_waiting_requests_by_arrival_through_arrivals_and_admissi
     for kid, arrival in ((10, 5.0), (11, 1.0), (12, 3.0), (13, 9.0)):
         scheduler.add_request(h.make_request(20, 3, extra_args={"kvsched_request_id": kid,
                                                                 "kvsched_arrival_time": arrival}))
-    assert [r.request_id for r in scheduler._kvsched_view().waiting] == [11, 12, 10, 13]
+    assert [r.request_id for r in scheduler._kvsched_view(scheduler._kvsched_sync()).waiting] == [11, 12, 10, 13]
     h.step(scheduler)                                   # admits 11 (one seat)
-    assert [r.request_id for r in scheduler._kvsched_view().waiting] == [12, 10, 13]
+    assert [r.request_id for r in scheduler._kvsched_view(scheduler._kvsched_sync()).waiting] == [12, 10, 13]
     scheduler.add_request(h.make_request(20, 3, extra_args={"kvsched_request_id": 14,
                                                             "kvsched_arrival_time": 2.0}))
-    assert [r.request_id for r in scheduler._kvsched_view().waiting] == [14, 12, 10, 13]
+    assert [r.request_id for r in scheduler._kvsched_view(scheduler._kvsched_sync()).waiting] == [14, 12, 10, 13]
 
 
 class _ScriptedPolicy:

@@ -368,26 +368,33 @@ class _KVSchedTrace:
                 self._kvsched_blocked.discard(rid)
                 self._kvsched_waiting_order = None
 
-    def _kvsched_sync(self) -> None:
+    def _kvsched_sync(self) -> list[RequestState]:
         """Copy the engine's progress into the kvsched states of the requests it can have changed:
         those running, and those preempted in the previous step (a request that has only waited
         since its last sync is as it was; finished ones are freed in `_free_blocks`).
         O(running + preempted) per step, not O(requests): 2,000 queued requests cost nothing here.
         The running requests are read straight from ``self.running`` (no set of their ids); a
         request scheduled in the previous step is running now unless it finished (vLLM appends
-        every admission to ``self.running``), so `_kvsched_record` notes only the preempted."""
+        every admission to ``self.running``), so `_kvsched_record` notes only the preempted.
+        Returns the states of ``self.running``'s requests, in its order (the view's running
+        requests: one pass over them, not two)."""
         touched, self._kvsched_touched = self._kvsched_touched, set()
         states, running, resident = self._kvsched_states, RequestStatus.RUNNING, Status.RUNNING
+        listed = []
         for request in self.running:
             state = states.get(request.request_id)
-            if state is not None and request.status == running:
+            if state is None:
+                continue
+            listed.append(state)
+            if request.status == running:
                 _copy_progress(state, request)
                 if state.status is not resident:
                     self._kvsched_set_status(state, resident)
-            elif state is not None:
+            else:
                 touched.add(request.request_id)
         for rid in touched:
             self._kvsched_sync_one(rid)
+        return listed
 
     def _kvsched_sync_one(self, request_id: str) -> None:
         """`_kvsched_sync` for one request that is not running (or not as vLLM's running list
@@ -684,11 +691,11 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
     def schedule(self, *args, **kwargs):
         if self._kvsched_blocked:
             self._kvsched_promote_blocked()
-        self._kvsched_sync()
+        running = self._kvsched_sync()
         if self._kvsched_hits:
             self._kvsched_hits, self._kvsched_hit_blocks = {}, {}
         self._kvsched_hit_shrunk: dict[str, int] = {}
-        view = self._kvsched_view()
+        view = self._kvsched_view(running)
         decision = self.kvsched_policy.schedule(view)
         self.kvsched_wake_time = decision.wake_time
         plan = self._kvsched_plan(decision, view)
@@ -719,9 +726,9 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             if rid not in plan.tokens:
                 plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
 
-    def _kvsched_view(self) -> EngineView:
-        get = self._kvsched_states.get      # one lookup per running request
-        running = tuple([state.view for r in self.running if (state := get(r.request_id)) is not None])
+    def _kvsched_view(self, running_states: list[RequestState]) -> EngineView:
+        """The policy's view of this step; `running_states`: `_kvsched_sync`'s, in ``self.running``'s order."""
+        running = tuple([state.view for state in running_states])
         future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
         # A policy without seats has its admissions past the last one deferred (`_kvsched_plan`):
