@@ -23,14 +23,18 @@ Memory: tracemalloc's traced bytes after equal rounds of served requests (each r
 growth from round to round (the test `test_serving_memory_stays_flat_over_2000_requests` asserts
 < 64 KiB over 2,000 requests).
 
-Figures (2 CPU cores shared with other work, load about 1; `python bench/serving_overhead.py`,
-200 steps, the schedulers in lockstep; three invocations, each ratio from one): median schedule()
-per step vLLM's own 1.67-1.89 ms, kvsched ``vllm`` 1.20-1.24x, ``sarathi`` 0.46-0.49x (smaller
-batches: chunk 512), ``mcsf`` 1.47-1.52x (1.52, 1.47, 1.50; MC-SF admits more requests per step
-than vLLM's FCFS here, so vLLM's own allocation work under it is larger too). Memory over 8 rounds of 250 served
-requests: +16.5 KiB (``vllm``), +25.0 KiB (``amin``) from the first round to the largest, all of
-it in the trace ring (its records hold request ids above 256, which Python allocates; bounded by
-the ring's size).
+Figures (2 CPU cores, load about 1; `python bench/serving_overhead.py`, 200 steps, the schedulers
+in lockstep; five invocations on 2026-12-04, each ratio from one): median schedule() per step
+vLLM's own 2.36-3.76 ms; kvsched ``vllm`` 1.24-1.26x, ``sarathi`` 0.46-0.53x (smaller batches:
+chunk 512), ``mcsf`` 1.51-1.57x (1.51, 1.54, 1.57, 1.57, 1.52): over the 1.5x target by a few
+percent. The split says where: vLLM's part of an mcsf step is 0.90-0.93x of its own whole step
+(MC-SF's batches cost vLLM no more than FCFS's), kvsched's part 0.61-0.66x (``vllm``: 0.37-0.40x):
+the policy's future-memory check (about 45% of it: the admissions' timeline checks and inserts,
+numpy over the residents for blocks > 1), the plan's per-resident check, the progress copy, the
+trace record. (An earlier session measured mcsf at 1.47-1.52x before the split.) Memory over 8
+rounds of 250 served requests: +14.8-16.2 KiB (``vllm``), +21.6-27.9 KiB (``amin``) from the first
+round to the largest, all of it in the trace ring (its records hold request ids above 256, which
+Python allocates; bounded by the ring's size).
 """
 
 from __future__ import annotations
