@@ -122,3 +122,9 @@ def test_the_target_runs_and_prints_beside_the_paper():
 def test_unknown_names_are_one_line_errors(option, value):
     result = run("reproduce", "wait-limits", option, value)
     assert result.exit_code == 2 and f"error: {option}" in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "0", "0.9", "-0.1", "inf"])
+def test_a_precision_outside_its_range_says_so(value):
+    result = run("reproduce", "wait-limits", "--precision", value)
+    assert result.exit_code == 2 and "error: --precision: got" in result.output and "[0.001, 0.5]" in result.output

@@ -113,8 +113,8 @@ def wait_limits(
     num_requests: Annotated[int, typer.Option("--num-requests", min=100, max=10 ** 6,
                                               help="n of the n vs 2n stability test.")] = 3000,
     num_seeds: Annotated[int, typer.Option("--num-seeds", min=1, max=100, help="Seeds averaged per rate.")] = 3,
-    precision: Annotated[float, typer.Option("--precision", min=0.001, max=0.5,
-                                             help="Relative width of the final bracket.")] = 0.02,
+    precision: Annotated[float, typer.Option("--precision",     # checked below: nan gets the same message
+                                             help="Relative width of the final bracket, 0.001-0.5.")] = 0.02,
     latency_requests: Annotated[int, typer.Option("--latency-requests", min=100, max=10 ** 6,
                                                   help="Requests per run of the paper-protocol latency table "
                                                        "(the paper's 5,000).")] = 5000,
@@ -127,6 +127,8 @@ def wait_limits(
     from ..experiments import wait_limits as wl
     err = Console(stderr=True)
     try:
+        if not 0.001 <= precision <= 0.5:          # False for nan too
+            raise UserError(f"--precision: got {precision}, expected a relative width in [0.001, 0.5]")
         chosen_models = _choices("--models", models, wl.MODELS)
         chosen_policies = _choices("--policies", policies, wl.POLICIES)
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
