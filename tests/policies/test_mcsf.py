@@ -59,6 +59,25 @@ def test_future_memory_matches_brute_force(ops, block, cap):
         assert memory.fits(cand_base, cand_end, cap) == expect
 
 
+@settings(max_examples=300, deadline=None)
+@given(entries=st.lists(st.tuples(st.integers(1, 60), st.integers(0, 20)), max_size=12),
+       candidate=st.tuples(st.integers(1, 60), st.integers(0, 20)), block=st.sampled_from([1, 3, 16]),
+       cap=st.integers(0, 80))
+def test_fits_checks_every_breakpoint_against_brute_force(entries, candidate, block, cap):
+    """Candidates that end after entries with large bases: the check at the earlier ends binds
+    (the test above rarely gets there: a mutant of `fits` without it passed it)."""
+    memory, table = FutureMemory(block), {}
+    for rid, (base, end) in enumerate(entries):
+        memory.add(rid, base, end)
+        table[rid] = (base, end)
+    base, end = candidate
+    trial = dict(table, cand=(base, end))
+    assert memory.fits(base, end, cap) == all(_brute_load(trial, k, block) <= cap for k in range(0, end + 1))
+    memory.add(len(entries), base, end)
+    for j, e in enumerate(memory.ends.tolist()):
+        assert memory.peaks[j] == _brute_load(trial, e, block)
+
+
 # --------------------------------------------------------------------------- hand-worked MC-SF
 
 # A: s=2 o=3, B: s=1 o=2, C: s=3 o=1, D: s=2 o=4; exact predictions; M = 10.
