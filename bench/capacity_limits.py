@@ -126,7 +126,6 @@ from pathlib import Path
 import numpy as np
 
 from kvsched import LinearCost, Simulator
-from kvsched.cost.presets import LLAMA2_7B, LLAMA3_8B, get_preset
 from kvsched.bounds.fluid import fluid_bound, max_stable_rate
 from kvsched.analysis.capacity import find_capacity
 from kvsched.policies import make
@@ -231,28 +230,14 @@ def policy_factory(policy: str, mix, cost: LinearCost):
 # --- the WAIT authors' Vidur settings (see the module docstring; the code is the `kvsched reproduce
 # wait-limits` target's, kvsched.experiments.wait_limits) ---
 from kvsched.experiments.wait_limits import (  # noqa: E402
-    PAPER_LATENCY, SETTINGS, VIDUR_BLOCK, authors_wait_threshold, paper_capacity, policy_factories, trimmed_mean)
+    MODELS as AUTHORS_MODELS, PAPER_LATENCY, SETTINGS, VIDUR_BLOCK, latency_table, model_setup)
 from kvsched.experiments.wait_limits import WORKLOAD as AUTHORS_WORKLOAD  # noqa: E402
-
-AUTHORS_MODELS = {"llama3-8b": ("llama3-8b-a100", LLAMA3_8B), "llama2-7b": ("llama2-7b-a100", LLAMA2_7B)}
-
-
-def _authors_setup(model: str):
-    """(sim, mix, wait threshold, factories) in `SETTINGS[model]` (the wait-limits target's)."""
-    preset_name, shape = AUTHORS_MODELS[model]
-    setting = SETTINGS[model]
-    cost = get_preset(preset_name).cost
-    mix = parse_mix(AUTHORS_WORKLOAD)
-    t = mix.types[0]
-    capacity = paper_capacity(shape, t.num_prompt_tokens, t.num_decode_stages + 1, margin=setting.memory_margin)
-    n = authors_wait_threshold(cost, capacity, t.num_prompt_tokens, t.num_decode_stages)
-    return Simulator(cost, capacity, block_size=VIDUR_BLOCK), mix, n, policy_factories(setting, n)
 
 
 def run_authors(args) -> int:
     preset_name, shape = AUTHORS_MODELS[args.model]
     setting = SETTINGS[args.model]
-    sim, mix, n, factories = _authors_setup(args.model)
+    sim, mix, n, factories = model_setup(args.model)
     policies = {name: (lambda r, f=f: f()) for name, f in factories.items()}
     print(f"authors' settings: {shape.name}, A100, preset {preset_name}, Vidur KV capacity {sim.kv_capacity_tokens} tokens "
           f"(margin {setting.memory_margin:g}), caps vllm {setting.vllm_max_num_seqs} / sarathi "
@@ -277,13 +262,12 @@ def run_figure_b(args) -> int:
     requests) against ours with every batch time × s. Poisson arrivals make batch times × s at rate
     λ the run at rate s·λ with every time × s, so the scaled curve is s · ours(s·λ), exactly."""
     import dataclasses
-    sim, mix, _, factories = _authors_setup("llama3-8b")
+    sim, mix, _, factories = model_setup("llama3-8b")
     policies = [p for p in args.policies.split(",") if p in ("vllm", "sarathi")]
 
     def latency(sim, policy: str, rate: float) -> float:
-        runs = [sim.run(synthesize_typed(mix.with_total_rate(rate), 5000, np.random.default_rng(seed)),
-                        factories[policy]()) for seed in range(args.num_seeds)]
-        return float(np.mean([trimmed_mean(r.finish_time - r.arrival_time) for r in runs]))
+        row, = latency_table(sim, factories[policy], mix, policy, [rate], 5000, args.num_seeds, trimmed=True)
+        return row["mean_latency"]
 
     def point(policy: str, rate: float, scale: float) -> float:
         if args.scale_part == "all":                   # exact: s · ours(s·λ)

@@ -75,7 +75,7 @@ def summarize_r2(rows: list[dict], requests):
         best = bench.get(best_label, float("nan"))
         mean = {r["label"]: r["mean_latency"] for r in rows
                 if eviction_of(r) == eviction and r["rate"] == rate and r["num_requests_config"] == horizon}
-        table.append([eviction, rate, mcsf, best_label, best, mcsf / best if best else float("nan"),
+        table.append([eviction, rate, mcsf, best_label, best, _ratio(mcsf, best),
                       PAPER_R2.get(float(rate), "–"),
                       mean.get("mcsf"), mean.get(best_label), mean.get("vllm"), mean.get("sarathi"),
                       _ratio(mean.get("mcsf"), mean.get(best_label))])

@@ -163,19 +163,11 @@ def reproduce(*, models=tuple(MODELS), policies=POLICIES, num_requests: int = 30
     of ``latency_requests`` requests (``num_seeds`` seeds averaged) at ``latency_rates`` in the
     metric of the fork's runs of that model, beside their figure (`SETTINGS`)."""
     from ..analysis.capacity import find_capacity
-    from ..engine.simulator import Simulator
-    from ..workload.typed import parse_mix, synthesize_typed
-    mix = parse_mix(WORKLOAD)
-    t = mix.types[0]
+    from ..workload.typed import synthesize_typed
     out = {}
     for model in models:
-        preset_name, shape = MODELS[model]
-        setting = SETTINGS[model]
-        cost = get_preset(preset_name).cost
-        capacity = paper_capacity(shape, t.num_prompt_tokens, t.num_decode_stages + 1, margin=setting.memory_margin)
-        n = authors_wait_threshold(cost, capacity, t.num_prompt_tokens, t.num_decode_stages)
-        factories = policy_factories(setting, n)
-        sim = Simulator(cost, capacity, block_size=VIDUR_BLOCK)
+        sim, mix, n, factories = model_setup(model)
+        preset_name, setting, capacity = MODELS[model][0], SETTINGS[model], sim.kv_capacity_tokens
         rows, latency = [], []
         for policy in policies:
             started = time.perf_counter()
@@ -197,6 +189,21 @@ def reproduce(*, models=tuple(MODELS), policies=POLICIES, num_requests: int = 30
                       "num_requests": num_requests, "num_seeds": num_seeds, "rows": rows,
                       "latency_requests": latency_requests, "latency": latency}
     return out
+
+
+def model_setup(model: str):
+    """(simulator, workload mix, WAIT's threshold, policy -> factory) of `model` in the settings of
+    the fork's runs of it (`SETTINGS`): the target's and `bench/capacity_limits.py`'s."""
+    from ..engine.simulator import Simulator
+    from ..workload.typed import parse_mix
+    preset_name, shape = MODELS[model]
+    setting = SETTINGS[model]
+    cost = get_preset(preset_name).cost
+    mix = parse_mix(WORKLOAD)
+    t = mix.types[0]
+    capacity = paper_capacity(shape, t.num_prompt_tokens, t.num_decode_stages + 1, margin=setting.memory_margin)
+    n = authors_wait_threshold(cost, capacity, t.num_prompt_tokens, t.num_decode_stages)
+    return Simulator(cost, capacity, block_size=VIDUR_BLOCK), mix, n, policy_factories(setting, n)
 
 
 def policy_factories(setting: ModelSetting, wait_threshold: int) -> dict:
@@ -264,6 +271,6 @@ def render(report: dict, console) -> None:
 
 
 __all__ = ["AUTHORS_LLAMA2_LATENCY", "LATENCY_RATES", "MODELS", "PAPER_LATENCY", "PAPER_LIMITS", "POLICIES",
-           "SETTINGS", "VIDUR_SARATHI", "VIDUR_V0", "ModelSetting", "authors_wait_threshold", "latency_table",
+           "SETTINGS", "VIDUR_SARATHI", "VIDUR_V0", "ModelSetting", "authors_wait_threshold", "latency_table", "model_setup",
            "paper_capacity", "policy_factories", "render", "reproduce", "trimmed_mean", "vidur_kv_capacity",
            "wait_batch"]

@@ -336,7 +336,7 @@ class FutureMemoryPolicy(Policy):
         self._queued: dict[int, RequestView] = {}
         self._by_size: list[tuple[int, int]] = []   # sorted (tokens to compute, id) of the queue
         self._dequeued: dict[int, RequestView] = {}  # admitted by the last decision
-        self._stepped: set[int] | frozenset[int] = frozenset()  # computed in full in the last iteration
+        self._stepped: frozenset[int] = frozenset()  # computed in full in the last iteration
         self._last_iteration: int | None = None
         self.num_policy_evictions = 0
 
@@ -347,10 +347,9 @@ class FutureMemoryPolicy(Policy):
         ids = [r.request_id for r in running]
         uncomputed = [r.num_uncomputed_tokens for r in running]     # read once per iteration
         served = serve_all_residents(ids, uncomputed, view.max_num_batched_tokens)
-        all_served = served is not None
-        if not all_served:
+        if served is None:
             served = serve_residents(view)
-        partial = self._sync_running(view, served, ids, uncomputed, all_served)
+        partial = self._sync_running(view, served, ids, uncomputed)
         evict = self._guard_overflow(view)
         self._sync_waiting(view)
         tokens = {rid: n for rid, n in served.items() if rid not in evict} if evict else dict(served)
@@ -361,7 +360,7 @@ class FutureMemoryPolicy(Policy):
             self._admit(view, tokens, None if budget is None else budget - sum(served.values()))
         for rid in evict:
             self._enqueue(view, self._lookup(view, rid))
-        self._stepped = tokens.keys() - self._chunked
+        self._stepped = frozenset(tokens.keys() - self._chunked)
         self._last_iteration = view.iteration
         return Decision(num_tokens=tokens, evict=evict)
 
@@ -387,14 +386,12 @@ class FutureMemoryPolicy(Policy):
         return first - view.iteration - extra, view.iteration + extra + remaining - 1
 
     def _sync_running(self, view: SchedulerView, served: dict[int, int], ids: list[int],
-                      uncomputed: list[int], all_served: bool = False) -> list[RequestView]:
+                      uncomputed: list[int]) -> list[RequestView]:
         """Re-enter the resident requests whose timeline changed. Requests computed in full now
         first; then those chunked or paused now (in admission order), whose prefill length depends
         on the predicted ends of the older ones. `ids` and `uncomputed`: the residents' ids and
-        uncomputed tokens, in ``view.running``'s order; `all_served`: `served` gives every
-        resident all of them (`serve_all_residents`), so none is chunked or paused. Returns the
-        residents served fewer than their uncomputed tokens (chunked or paused now), in admission
-        order."""
+        uncomputed tokens, in ``view.running``'s order. Returns the residents served fewer than
+        their uncomputed tokens (chunked or paused now), in admission order."""
         memory = self._memory
         memory.drop_before(view.iteration)
         changed = {}
@@ -403,17 +400,18 @@ class FutureMemoryPolicy(Policy):
         # (base, end) is unchanged; found by set operations, not a Python test per resident.
         unchanged = stepped & memory.request_ids()
         get = served.get
-        partial = [] if all_served else [r for r, rid, n in zip(view.running, ids, uncomputed) if get(rid, 0) < n]
+        partial = [r for r, rid, n in zip(view.running, ids, uncomputed) if get(rid, 0) < n]
+        skip = unchanged.union(r.request_id for r in partial) if partial else unchanged
+        for r, rid in zip(view.running, ids):
+            if rid in skip:
+                continue
+            self.refine(view, r)
+            entry = self._timeline(view, r)
+            if memory.entry(rid) != entry:
+                changed[rid] = entry
         resident = set(ids)
-        todo = resident.difference(unchanged, (r.request_id for r in partial))
-        if todo:                    # in admission order (A_min's refine may depend on it)
-            for r, rid in zip(view.running, ids):
-                if rid in todo:
-                    self.refine(view, r)
-                    entry = self._timeline(view, r)
-                    if memory.entry(rid) != entry:
-                        changed[rid] = entry
-        memory.update(memory.request_ids() - resident, changed)
+        gone = [rid for rid in memory.request_ids() if rid not in resident]
+        memory.update(gone, changed)
         for r in partial:
             self.refine(view, r)
             older = [memory.entry(o.request_id)[1] for o in itertools.takewhile(
