@@ -196,6 +196,9 @@ class SchedulerView:
     requests running before this decision's evictions) carries out a decision's admissions in
     its order up to that many and defers the rest to a later iteration, so a policy may stop its
     admission scan there: the engine does the same either way (`FutureMemoryPolicy` does).
+    ``resident_tokens``: request id → ``num_uncomputed_tokens`` of every resident request, in
+    ``running``'s order, when the engine has them at hand (the vLLM adapter reads them while it
+    copies the engine's progress); None: read them from the views. Use `residents_uncomputed`.
     """
 
     now: float
@@ -211,6 +214,14 @@ class SchedulerView:
     has_future_arrivals: bool = True
     oracle: Oracle | None = None
     max_num_admissions: int | None = None
+    resident_tokens: Mapping[int, int] | None = None
+
+    def residents_uncomputed(self) -> Mapping[int, int]:
+        """Request id → ``num_uncomputed_tokens`` of every resident request, in admission order:
+        the engine's ``resident_tokens`` when it hands them, else read from the views."""
+        if self.resident_tokens is not None:
+            return self.resident_tokens
+        return {r.request_id: r.num_uncomputed_tokens for r in self.running}
 
     @property
     def kv_capacity_blocks(self) -> int:

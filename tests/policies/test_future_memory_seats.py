@@ -104,7 +104,7 @@ def test_the_limit_cuts_decisions_in_these_runs():
 @settings(max_examples=300, deadline=None)
 @given(uncomputed=st.lists(st.integers(0, 6), max_size=8), budget=st.none() | st.integers(0, 30))
 def test_serving_every_resident_in_full_is_serve_residents_where_it_applies(uncomputed, budget):
-    """`serve_all_residents` (the fast form, from ids and uncomputed tokens) gives exactly
+    """`serve_all_residents` (the fast form, from the residents' uncomputed tokens) gives exactly
     `serve_residents` (the definition) whenever the budget holds every resident's tokens, and
     declines (None) otherwise."""
     from types import SimpleNamespace
@@ -112,7 +112,7 @@ def test_serving_every_resident_in_full_is_serve_residents_where_it_applies(unco
     from kvsched.policies._future_memory import serve_all_residents, serve_residents
     running = [SimpleNamespace(request_id=10 + i, num_uncomputed_tokens=n) for i, n in enumerate(uncomputed)]
     view = SimpleNamespace(running=running, max_num_batched_tokens=budget)
-    fast = serve_all_residents([r.request_id for r in running], uncomputed, budget)
+    fast = serve_all_residents({r.request_id: r.num_uncomputed_tokens for r in running}, budget)
     applies = 0 not in uncomputed and (budget is None or sum(uncomputed) <= budget)
     assert (fast is not None) == applies
     if fast is not None:

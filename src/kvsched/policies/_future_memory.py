@@ -48,6 +48,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -57,35 +58,34 @@ from ..errors import ConfigError
 from ..state import Decision, RequestView, SchedulerView, Status
 from .base import Policy
 
-_EMPTY = np.zeros(0, dtype=np.int64)
-
-
-# np.insert / np.delete at one index, by concatenation: the same arrays (the value cast to the
-# array's dtype, as np.insert does), several times faster on short arrays, where np.insert's
-# argument handling dominates. The timeline changes at every admission (in a server also at
-# every admission the engine defers).
-def _insert(a: np.ndarray, j: int, value) -> np.ndarray:
-    return np.concatenate((a[:j], np.array((value,), dtype=a.dtype), a[j:]))
-
-
-def _delete(a: np.ndarray, i: int) -> np.ndarray:
-    return np.concatenate((a[:i], a[i + 1:]))
+# The timeline's entries are the columns of one (4, n) int64 table, sorted by end: one
+# concatenation inserts or deletes an entry in all four rows (numpy's per-call overhead, not its
+# arithmetic, is most of the cost at a few hundred entries; the timeline changes at every
+# admission, in a server also at every admission the engine defers).
+_END, _BASE, _ID, _PEAK = range(4)
+_EMPTY = np.zeros((4, 0), dtype=np.int64)
 
 
 class FutureMemory:
     """Predicted KV timeline of a set of requests (see the module docstring); units: blocks."""
 
-    __slots__ = ("block_size", "ends", "bases", "ids", "peaks", "_entry", "_lists", "_loads")
+    __slots__ = ("block_size", "_table", "_entry", "_lists", "_loads")
 
     def __init__(self, block_size: int = 1) -> None:
         self.block_size = block_size
-        self.ends, self.bases, self.ids, self.peaks = _EMPTY, _EMPTY, _EMPTY, _EMPTY
+        self._table = _EMPTY
         self._entry: dict[int, tuple[int, int]] = {}
         self._lists: tuple[list[int], list[int], list[int]] | None = None
         # load_at's answers since the last change (`_changed`): a policy asks the same ones
         # several times per iteration (the overflow guard and the admission scan both ask L(now);
         # ``fits`` then ``add`` both ask L(end)), each O(n) numpy for blocks of B > 1.
         self._loads: dict[int, int] = {}
+
+    # The rows, sorted by end, as read-only views (every change builds a new table).
+    ends = property(lambda self: self._table[_END])
+    bases = property(lambda self: self._table[_BASE])
+    ids = property(lambda self: self._table[_ID])
+    peaks = property(lambda self: self._table[_PEAK], doc="peaks[j] = L(ends[j]) of the current set")
 
     def __len__(self) -> int:
         return len(self._entry)
@@ -100,16 +100,21 @@ class FutureMemory:
     def request_ids(self):
         return self._entry.keys()
 
-    def _blocks(self, tokens: np.ndarray | int):
+    def _blocks(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
+
+    def _neg_blocks(self, base: int, ends: np.ndarray) -> np.ndarray:
+        """−⌈(base + ends)/B⌉ elementwise, in two numpy calls (⌈x/B⌉ = −((−x) // B))."""
+        return (-base - ends) // self.block_size
 
     def _cache(self) -> tuple[list[int], list[int], list[int]]:
         """Block size 1: ends, prefix max of (peak_j + end_j), suffix sums of bases, as lists;
         rebuilt in O(n) after a change, then each query is O(log n) in pure Python."""
         if self._lists is None:
-            prefix_max = list(itertools.accumulate((self.peaks + self.ends).tolist(), max))
-            suffix = np.concatenate([np.cumsum(self.bases[::-1])[::-1], [0]]).tolist()
-            self._lists = (self.ends.tolist(), prefix_max, suffix)
+            ends, bases = self._table[_END], self._table[_BASE]
+            prefix_max = list(itertools.accumulate((self._table[_PEAK] + ends).tolist(), max))
+            suffix = np.concatenate([np.cumsum(bases[::-1])[::-1], [0]]).tolist()
+            self._lists = (ends.tolist(), prefix_max, suffix)
         return self._lists
 
     def _changed(self) -> None:
@@ -129,61 +134,61 @@ class FutureMemory:
             ends, _, suffix = self._cache()
             j = bisect.bisect_left(ends, k)
             return suffix[j] + k * (len(ends) - j)
-        j = int(np.searchsorted(self.ends, k, "left"))
-        return int(self._blocks(self.bases[j:] + k).sum())
+        table = self._table
+        j = int(np.searchsorted(table[_END], k, "left"))
+        return -int(self._neg_blocks(k, table[_BASE, j:]).sum())
 
     def fits(self, base: int, end: int, cap_blocks: int) -> bool:
         """Whether adding (base, end) keeps L(k) ≤ cap for every k ≤ end (and ≥ the oldest entry).
 
-        Block size 1: O(log n) — L'(end_j) = peak_j + base + end_j ≤ cap for all end_j ≤ end is one
-        prefix maximum. Otherwise O(n) vectorised."""
+        At the ends end_j ≤ end the new load is peak_j + ⌈(base + end_j)/B⌉ ≤ cap, i.e. (an
+        integer x has ⌈x/B⌉ ≤ m iff x ≤ m·B) base + max_j(B·peak_j + end_j) ≤ B·cap: one maximum.
+        Block size 1: O(log n), the maximum a prefix maximum kept as a list. Otherwise O(n)
+        vectorised."""
         if self.block_size == 1:
             ends, prefix_max, _ = self._cache()
             j = bisect.bisect_right(ends, end)
             return (self.load_at(end) + base + end <= cap_blocks
                     and (j == 0 or prefix_max[j - 1] + base <= cap_blocks))
-        own_end = self._blocks(base + end)
-        if self.load_at(end) + own_end > cap_blocks:
+        if self.load_at(end) + self._blocks(base + end) > cap_blocks:
             return False
-        j = int(np.searchsorted(self.ends, end, "right"))
-        if j == 0:
-            return True
-        return bool(np.all(self.peaks[:j] + self._blocks(base + self.ends[:j]) <= cap_blocks))
+        table, B = self._table, self.block_size
+        j = int(np.searchsorted(table[_END], end, "right"))
+        return j == 0 or int((table[_PEAK, :j] * B + table[_END, :j]).max()) + base <= cap_blocks * B
 
     def add(self, rid: int, base: int, end: int) -> None:
         if rid in self._entry:
             raise ValueError(f"request {rid} is already in the timeline")
         own_peak = self.load_at(end) + self._blocks(base + end)
-        j = int(np.searchsorted(self.ends, end, "right"))
-        peaks = self.peaks.copy()
-        peaks[:j] += self._blocks(base + self.ends[:j])
-        self.peaks = _insert(peaks, j, own_peak)
-        self.ends = _insert(self.ends, j, end)
-        self.bases = _insert(self.bases, j, base)
-        self.ids = _insert(self.ids, j, rid)
+        table = self._table
+        j = int(np.searchsorted(table[_END], end, "right"))
+        column = np.array(((end,), (base,), (rid,), (own_peak,)), dtype=np.int64)
+        table = np.concatenate((table[:, :j], column, table[:, j:]), axis=1)
+        table[_PEAK, :j] -= self._neg_blocks(base, table[_END, :j])     # a new array: no view sees it
+        self._table = table
         self._entry[rid] = (base, end)
         self._changed()
 
     def remove(self, rid: int) -> None:
         base, end = self._entry.pop(rid)
-        lo = int(np.searchsorted(self.ends, end, "left"))
-        i = lo + int(np.flatnonzero(self.ids[lo:] == rid)[0])
-        self.ends, self.bases = _delete(self.ends, i), _delete(self.bases, i)
-        self.ids, peaks = _delete(self.ids, i), _delete(self.peaks, i)
-        j = int(np.searchsorted(self.ends, end, "right"))
-        peaks[:j] -= self._blocks(base + self.ends[:j])
-        self.peaks = peaks
+        table = self._table
+        lo = int(np.searchsorted(table[_END], end, "left"))
+        i = lo + int(np.flatnonzero(table[_ID, lo:] == rid)[0])
+        table = np.concatenate((table[:, :i], table[:, i + 1:]), axis=1)
+        j = int(np.searchsorted(table[_END], end, "right"))
+        table[_PEAK, :j] += self._neg_blocks(base, table[_END, :j])
+        self._table = table
         self._changed()
 
     def drop_before(self, k: int) -> None:
         """Forget entries whose predicted last iteration is before k (they affect no future peak)."""
         self._loads.clear()         # a new iteration asks other loads: keep the memo small
-        j = int(np.searchsorted(self.ends, k, "left"))
+        table = self._table
+        j = int(np.searchsorted(table[_END], k, "left"))
         if j:
-            for rid in self.ids[:j].tolist():
+            for rid in table[_ID, :j].tolist():
                 del self._entry[rid]
-            self.ends, self.bases = self.ends[j:], self.bases[j:]
-            self.ids, self.peaks = self.ids[j:], self.peaks[j:]
+            self._table = table[:, j:]
             self._changed()
 
     def update(self, remove, changes: dict[int, tuple[int, int]]) -> None:
@@ -211,13 +216,13 @@ class FutureMemory:
         """
         items = sorted(self._entry.items(), key=lambda kv: kv[1][1])
         n, B = len(items), self.block_size
-        self.ids = np.fromiter((rid for rid, _ in items), np.int64, n)
-        self.bases = np.fromiter((e[0] for _, e in items), np.int64, n)
-        self.ends = np.fromiter((e[1] for _, e in items), np.int64, n)
-        first = np.searchsorted(self.ends, self.ends, "left")
-        x = self.bases + B - 1
+        ids = np.fromiter((rid for rid, _ in items), np.int64, n)
+        bases = np.fromiter((e[0] for _, e in items), np.int64, n)
+        ends = np.fromiter((e[1] for _, e in items), np.int64, n)
+        first = np.searchsorted(ends, ends, "left")
+        x = bases + B - 1
         u, v = x // B, x % B
-        w, z = self.ends // B, self.ends % B
+        w, z = ends // B, ends % B
         suffix_u = np.concatenate([np.cumsum(u[::-1])[::-1], [0]])
         count = n - first
         peaks = suffix_u[first] + count * w
@@ -229,7 +234,7 @@ class FutureMemory:
             else:
                 mask = (np.arange(n)[None, :] >= first[:, None]) & (v[None, :] >= (B - z)[:, None])
                 peaks += mask.sum(axis=1)
-        self.peaks = peaks.astype(np.int64)
+        self._table = np.stack((ends, bases, ids, peaks.astype(np.int64)))
         self._changed()
 
 
@@ -343,13 +348,12 @@ class FutureMemoryPolicy(Policy):
     def schedule(self, view: SchedulerView) -> Decision:
         if self._memory is None:
             self._memory = FutureMemory(view.block_size)
-        running = view.running
-        ids = [r.request_id for r in running]
-        uncomputed = [r.num_uncomputed_tokens for r in running]     # read once per iteration
-        served = serve_all_residents(ids, uncomputed, view.max_num_batched_tokens)
-        if served is None:
+        full = view.residents_uncomputed()          # read once per iteration
+        served = serve_all_residents(full, view.max_num_batched_tokens)
+        in_full = served is not None
+        if not in_full:
             served = serve_residents(view)
-        partial = self._sync_running(view, served, ids, uncomputed)
+        partial = self._sync_running(view, served, full, in_full)
         evict = self._guard_overflow(view)
         self._sync_waiting(view)
         tokens = {rid: n for rid, n in served.items() if rid not in evict} if evict else dict(served)
@@ -385,33 +389,37 @@ class FutureMemoryPolicy(Policy):
         remaining = self._estimate(view, request) - request.num_output_tokens
         return first - view.iteration - extra, view.iteration + extra + remaining - 1
 
-    def _sync_running(self, view: SchedulerView, served: dict[int, int], ids: list[int],
-                      uncomputed: list[int]) -> list[RequestView]:
+    def _sync_running(self, view: SchedulerView, served: dict[int, int], full: Mapping[int, int],
+                      in_full: bool) -> list[RequestView]:
         """Re-enter the resident requests whose timeline changed. Requests computed in full now
         first; then those chunked or paused now (in admission order), whose prefill length depends
-        on the predicted ends of the older ones. `ids` and `uncomputed`: the residents' ids and
-        uncomputed tokens, in ``view.running``'s order. Returns the residents served fewer than
-        their uncomputed tokens (chunked or paused now), in admission order."""
+        on the predicted ends of the older ones. `full`: the residents' uncomputed tokens
+        (`SchedulerView.residents_uncomputed`); `in_full`: every resident is served all of them.
+        Returns the residents served fewer than their uncomputed tokens (chunked or paused now),
+        in admission order."""
         memory = self._memory
         memory.drop_before(view.iteration)
         changed = {}
         stepped = self._stepped if self._last_iteration == view.iteration - 1 else frozenset()
         # Decoded in full last iteration and still in the timeline (estimate not reached): the
-        # (base, end) is unchanged; found by set operations, not a Python test per resident.
+        # (base, end) is unchanged. The others are found by set operations, and the residents
+        # are read one by one only when some are left (in a server, the step after a finish or
+        # a chunk), so a step of decodes costs no Python test per resident.
         unchanged = stepped & memory.request_ids()
-        get = served.get
-        partial = [r for r, rid, n in zip(view.running, ids, uncomputed) if get(rid, 0) < n]
-        skip = unchanged.union(r.request_id for r in partial) if partial else unchanged
-        for r, rid in zip(view.running, ids):
-            if rid in skip:
-                continue
-            self.refine(view, r)
-            entry = self._timeline(view, r)
-            if memory.entry(rid) != entry:
-                changed[rid] = entry
-        resident = set(ids)
-        gone = [rid for rid in memory.request_ids() if rid not in resident]
-        memory.update(gone, changed)
+        partial = [] if in_full else [r for r in view.running if served.get(r.request_id, 0) < full[r.request_id]]
+        todo = full.keys() - unchanged
+        if partial:
+            todo -= {r.request_id for r in partial}
+        if todo:
+            for r in view.running:
+                rid = r.request_id
+                if rid in todo:
+                    self.refine(view, r)
+                    entry = self._timeline(view, r)
+                    if memory.entry(rid) != entry:
+                        changed[rid] = entry
+        gone = memory.request_ids() - full.keys()
+        memory.update([rid for rid in memory.request_ids() if rid in gone] if gone else (), changed)
         for r in partial:
             self.refine(view, r)
             older = [memory.entry(o.request_id)[1] for o in itertools.takewhile(
@@ -541,13 +549,15 @@ def serve_residents(view: SchedulerView, exclude=()) -> dict[int, int]:
     return tokens
 
 
-def serve_all_residents(ids: list[int], uncomputed: list[int], budget: int | None) -> dict[int, int] | None:
+def serve_all_residents(full: Mapping[int, int], budget: int | None) -> dict[int, int] | None:
     """`serve_residents` when the budget holds every resident's uncomputed tokens (the common
-    case: decodes), from the residents' ids and uncomputed tokens in admission order: each gets
-    all of them. None when it does not apply (use `serve_residents`). Tested against it."""
-    if (budget is not None and sum(uncomputed) > budget) or 0 in uncomputed:
+    case: decodes), from the residents' uncomputed tokens in admission order (`full`,
+    `SchedulerView.residents_uncomputed`): each gets all of them. None when it does not apply
+    (use `serve_residents`). Tested against it."""
+    values = full.values()
+    if (budget is not None and sum(values) > budget) or 0 in values:
         return None
-    return dict(zip(ids, uncomputed))
+    return dict(full)
 
 
 def prefill_iterations(num_tokens: int, budget: int, older_ends, start: int) -> int:

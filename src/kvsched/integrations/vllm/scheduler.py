@@ -100,6 +100,7 @@ all explained:
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
 import operator
@@ -195,6 +196,20 @@ class _MaxTokensOracle:
 
     def true_output_tokens(self, request_id: int) -> int:
         return self._states[request_id].true_output_tokens
+
+
+@dataclass(slots=True)
+class _Residents:
+    """``self.running``'s requests as `_kvsched_sync` read them. ``views``: their kvsched views,
+    in that order (the view's running requests). When every one is running (else None):
+    ``by_kid``, kvsched id -> uncomputed tokens (the view's ``resident_tokens``); ``by_rid``, the
+    same by vLLM id; ``need``, the blocks serving all of them in full takes (the sum of
+    `resident_extra_blocks`)."""
+
+    views: list[ServedRequestView]
+    by_kid: dict[int, int] | None
+    by_rid: dict[str, int] | None
+    need: int
 
 
 class _KVSchedTrace:
@@ -368,7 +383,7 @@ class _KVSchedTrace:
                 self._kvsched_blocked.discard(rid)
                 self._kvsched_waiting_order = None
 
-    def _kvsched_sync(self) -> list[RequestState]:
+    def _kvsched_sync(self) -> _Residents:
         """Copy the engine's progress into the kvsched states of the requests it can have changed:
         those running, and those preempted in the previous step (a request that has only waited
         since its last sync is as it was; finished ones are freed in `_free_blocks`).
@@ -376,25 +391,34 @@ class _KVSchedTrace:
         The running requests are read straight from ``self.running`` (no set of their ids); a
         request scheduled in the previous step is running now unless it finished (vLLM appends
         every admission to ``self.running``), so `_kvsched_record` notes only the preempted.
-        Returns the states of ``self.running``'s requests, in its order (the view's running
-        requests: one pass over them, not two)."""
+        Returns the running requests as `_Residents` (the one pass over them: the view's running
+        requests, and what the view and the plan need of them)."""
         touched, self._kvsched_touched = self._kvsched_touched, set()
-        states, running, resident = self._kvsched_states, RequestStatus.RUNNING, Status.RUNNING
-        listed = []
+        states, running, resident, block = self._kvsched_states, RequestStatus.RUNNING, Status.RUNNING, self.block_size
+        listed, by_kid, by_rid, need = [], {}, {}, 0
         for request in self.running:
-            state = states.get(request.request_id)
+            rid = request.request_id
+            state = states.get(rid)
             if state is None:
                 continue
-            listed.append(state)
+            listed.append(state.view)
             if request.status == running:
                 _copy_progress(state, request)
                 if state.status is not resident:
                     self._kvsched_set_status(state, resident)
+                # the view's num_uncomputed_tokens of a resident request, and the blocks all of
+                # them take (`resident_extra_blocks`, inlined: ⌈total/B⌉ − ⌈computed/B⌉)
+                computed = state.num_computed_tokens
+                total = state.num_prompt_tokens + state.num_output_tokens
+                by_kid[state.request_id] = by_rid[rid] = total - computed
+                need += -(-total // block) + computed // -block
             else:
-                touched.add(request.request_id)
+                touched.add(rid)
         for rid in touched:
             self._kvsched_sync_one(rid)
-        return listed
+        if len(by_kid) < len(listed):     # a listed request is not running: no short cuts
+            return _Residents(listed, None, None, 0)
+        return _Residents(listed, by_kid, by_rid, need)
 
     def _kvsched_sync_one(self, request_id: str) -> None:
         """`_kvsched_sync` for one request that is not running (or not as vLLM's running list
@@ -527,6 +551,18 @@ class _KVSchedTrace:
             admitted.append(state)
         admitted.reverse()
         return admitted
+
+
+def _serves_residents_in_full(entries, residents: _Residents, budget: int, free: int) -> bool:
+    """Whether a decision whose ``num_tokens.items()`` are `entries` starts with every resident
+    request, in the residents' order, and exactly its uncomputed tokens, plain ints of at least
+    1, that together fit the token `budget` and the `free` blocks: then the plan's short path
+    takes every one of those entries in turn (each fits what the earlier ones left)."""
+    full = residents.by_kid
+    if not full or residents.need > free or sum(full.values()) > budget or 0 in full.values():
+        return False
+    head = dict(itertools.islice(entries, len(full)))
+    return list(head.items()) == list(full.items()) and set(map(type, head.values())) == {int}
 
 
 def _copy_progress(state: RequestState, request: Request) -> None:
@@ -691,14 +727,14 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
     def schedule(self, *args, **kwargs):
         if self._kvsched_blocked:
             self._kvsched_promote_blocked()
-        running = self._kvsched_sync()
+        residents = self._kvsched_sync()
         if self._kvsched_hits:
             self._kvsched_hits, self._kvsched_hit_blocks = {}, {}
         self._kvsched_hit_shrunk: dict[str, int] = {}
-        view = self._kvsched_view(running)
+        view = self._kvsched_view(residents)
         decision = self.kvsched_policy.schedule(view)
         self.kvsched_wake_time = decision.wake_time
-        plan = self._kvsched_plan(decision, view)
+        plan = self._kvsched_plan(decision, view, residents)
         if plan.gaps and self.kvsched_strict:
             raise RuntimeError("kvsched: the engine cannot carry out the decision: " + "; ".join(plan.gaps))
         output = self._kvsched_execute(plan, args, kwargs)
@@ -726,9 +762,9 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             if rid not in plan.tokens:
                 plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
 
-    def _kvsched_view(self, running_states: list[RequestState]) -> EngineView:
-        """The policy's view of this step; `running_states`: `_kvsched_sync`'s, in ``self.running``'s order."""
-        running = tuple([state.view for state in running_states])
+    def _kvsched_view(self, residents: _Residents) -> EngineView:
+        """The policy's view of this step; `residents`: `_kvsched_sync`'s."""
+        running = tuple(residents.views)
         future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
         # A policy without seats has its admissions past the last one deferred (`_kvsched_plan`):
@@ -741,14 +777,19 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,
             separate_batching=False, has_future_arrivals=True if future is None else bool(future()),
-            oracle=oracle, max_num_admissions=seats, block_refs=self._kvsched_block_refs if self._kvsched_caching else None)
+            oracle=oracle, max_num_admissions=seats, resident_tokens=residents.by_kid,
+            block_refs=self._kvsched_block_refs if self._kvsched_caching else None)
 
-    def _kvsched_plan(self, decision: Decision, view: EngineView) -> _Plan:
+    def _kvsched_plan(self, decision: Decision, view: EngineView, residents: _Residents | None = None) -> _Plan:
         """The part of the decision vLLM can carry out; the rest becomes gaps.
 
         A resident request's entry that fits takes the short path (the block arithmetic of
         `resident_extra_blocks` on vLLM's own counts): a step schedules up to max_num_seqs of
-        them. Everything else, and every refusal (for its message), takes the general path."""
+        them. Everything else, and every refusal (for its message), takes the general path.
+        When the decision starts with every resident and all its uncomputed tokens, and they fit
+        (`_serves_residents_in_full`: the common step of decodes), the short path would take each
+        of them: they are taken at once from `residents` (None: entry by entry). A test ties the
+        two."""
         by_kid = self._kvsched_requests
         plan = _Plan([], {}, [], [])
         free = view.num_free_blocks
@@ -767,7 +808,13 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         budget = self.max_num_scheduled_tokens
         seats = self.max_num_active_reqs - (len(self.running) - len(plan.evict))
         tokens, running, block = plan.tokens, RequestStatus.RUNNING, self.block_size
-        for kid, n in decision.num_tokens.items():
+        entries = decision.num_tokens.items()
+        if residents is not None and not plan.evict and _serves_residents_in_full(entries, residents, budget, free):
+            tokens.update(residents.by_rid)
+            budget -= sum(residents.by_rid.values())
+            free -= residents.need
+            entries = itertools.islice(entries, len(residents.by_rid), None)
+        for kid, n in entries:
             request = by_kid.get(kid)
             if request is not None and request.status is running and type(n) is int and 1 <= n <= budget:
                 rid, computed = request.request_id, request.num_computed_tokens
