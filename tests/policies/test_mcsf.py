@@ -50,6 +50,7 @@ def test_future_memory_matches_brute_force(ops, block, cap):
             now += end % 4
             memory.drop_before(now)
             entries = {r: (b, e) for r, b_e in entries.items() for b, e in [b_e] if e >= now}
+        assert memory._ends == memory.ends.tolist()         # the list the searches bisect
         for j, e in enumerate(memory.ends.tolist()):
             assert memory.peaks[j] == _brute_load(entries, e, block)
         assert memory.load_at(now) == _brute_load(entries, now, block)

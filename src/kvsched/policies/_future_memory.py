@@ -69,11 +69,14 @@ _EMPTY = np.zeros((4, 0), dtype=np.int64)
 class FutureMemory:
     """Predicted KV timeline of a set of requests (see the module docstring); units: blocks."""
 
-    __slots__ = ("block_size", "_table", "_entry", "_lists", "_loads")
+    __slots__ = ("block_size", "_table", "_ends", "_entry", "_lists", "_loads")
 
     def __init__(self, block_size: int = 1) -> None:
         self.block_size = block_size
         self._table = _EMPTY
+        # the ends row as a list, searched by bisect: a numpy call per search costs more than the
+        # search at a few hundred entries (the policy searches at every iteration and admission)
+        self._ends: list[int] = []
         self._entry: dict[int, tuple[int, int]] = {}
         self._lists: tuple[list[int], list[int], list[int]] | None = None
         # load_at's answers since the last change (`_changed`): a policy asks the same ones
@@ -114,7 +117,7 @@ class FutureMemory:
             ends, bases = self._table[_END], self._table[_BASE]
             prefix_max = list(itertools.accumulate((self._table[_PEAK] + ends).tolist(), max))
             suffix = np.concatenate([np.cumsum(bases[::-1])[::-1], [0]]).tolist()
-            self._lists = (ends.tolist(), prefix_max, suffix)
+            self._lists = (self._ends, prefix_max, suffix)
         return self._lists
 
     def _changed(self) -> None:
@@ -134,9 +137,8 @@ class FutureMemory:
             ends, _, suffix = self._cache()
             j = bisect.bisect_left(ends, k)
             return suffix[j] + k * (len(ends) - j)
-        table = self._table
-        j = int(np.searchsorted(table[_END], k, "left"))
-        return -int(self._neg_blocks(k, table[_BASE, j:]).sum())
+        j = bisect.bisect_left(self._ends, k)
+        return -int(self._neg_blocks(k, self._table[_BASE, j:]).sum())
 
     def fits(self, base: int, end: int, cap_blocks: int) -> bool:
         """Whether adding (base, end) keeps L(k) ≤ cap for every k ≤ end (and ≥ the oldest entry).
@@ -153,7 +155,7 @@ class FutureMemory:
         if self.load_at(end) + self._blocks(base + end) > cap_blocks:
             return False
         table, B = self._table, self.block_size
-        j = int(np.searchsorted(table[_END], end, "right"))
+        j = bisect.bisect_right(self._ends, end)
         return j == 0 or int((table[_PEAK, :j] * B + table[_END, :j]).max()) + base <= cap_blocks * B
 
     def add(self, rid: int, base: int, end: int) -> None:
@@ -161,21 +163,23 @@ class FutureMemory:
             raise ValueError(f"request {rid} is already in the timeline")
         own_peak = self.load_at(end) + self._blocks(base + end)
         table = self._table
-        j = int(np.searchsorted(table[_END], end, "right"))
+        j = bisect.bisect_right(self._ends, end)
         column = np.array(((end,), (base,), (rid,), (own_peak,)), dtype=np.int64)
         table = np.concatenate((table[:, :j], column, table[:, j:]), axis=1)
         table[_PEAK, :j] -= self._neg_blocks(base, table[_END, :j])     # a new array: no view sees it
         self._table = table
+        self._ends.insert(j, end)
         self._entry[rid] = (base, end)
         self._changed()
 
     def remove(self, rid: int) -> None:
         base, end = self._entry.pop(rid)
-        table = self._table
-        lo = int(np.searchsorted(table[_END], end, "left"))
+        table, ends = self._table, self._ends
+        lo = bisect.bisect_left(ends, end)
         i = lo + int(np.flatnonzero(table[_ID, lo:] == rid)[0])
         table = np.concatenate((table[:, :i], table[:, i + 1:]), axis=1)
-        j = int(np.searchsorted(table[_END], end, "right"))
+        del ends[i]
+        j = bisect.bisect_right(ends, end)
         table[_PEAK, :j] += self._neg_blocks(base, table[_END, :j])
         self._table = table
         self._changed()
@@ -183,12 +187,13 @@ class FutureMemory:
     def drop_before(self, k: int) -> None:
         """Forget entries whose predicted last iteration is before k (they affect no future peak)."""
         self._loads.clear()         # a new iteration asks other loads: keep the memo small
-        table = self._table
-        j = int(np.searchsorted(table[_END], k, "left"))
+        j = bisect.bisect_left(self._ends, k)
         if j:
+            table = self._table
             for rid in table[_ID, :j].tolist():
                 del self._entry[rid]
             self._table = table[:, j:]
+            del self._ends[:j]
             self._changed()
 
     def update(self, remove, changes: dict[int, tuple[int, int]]) -> None:
@@ -235,6 +240,7 @@ class FutureMemory:
                 mask = (np.arange(n)[None, :] >= first[:, None]) & (v[None, :] >= (B - z)[:, None])
                 peaks += mask.sum(axis=1)
         self._table = np.stack((ends, bases, ids, peaks.astype(np.int64)))
+        self._ends = ends.tolist()
         self._changed()
 
 
@@ -356,7 +362,7 @@ class FutureMemoryPolicy(Policy):
         partial = self._sync_running(view, served, full, in_full)
         evict = self._guard_overflow(view)
         self._sync_waiting(view)
-        tokens = {rid: n for rid, n in served.items() if rid not in evict} if evict else dict(served)
+        tokens = {rid: n for rid, n in served.items() if rid not in evict} if evict else served
         # served fewer than their uncomputed tokens, and served (a resident is served 1 or more)
         self._chunked: set[int] = {r.request_id for r in partial if r.request_id in tokens}
         budget = view.max_num_batched_tokens
@@ -364,7 +370,7 @@ class FutureMemoryPolicy(Policy):
             self._admit(view, tokens, None if budget is None else budget - sum(served.values()))
         for rid in evict:
             self._enqueue(view, self._lookup(view, rid))
-        self._stepped = frozenset(tokens.keys() - self._chunked)
+        self._stepped = frozenset(tokens.keys() - self._chunked if self._chunked else tokens)
         self._last_iteration = view.iteration
         return Decision(num_tokens=tokens, evict=evict)
 

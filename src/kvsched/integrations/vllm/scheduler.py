@@ -562,7 +562,7 @@ def _serves_residents_in_full(entries, residents: _Residents, budget: int, free:
     if not full or residents.need > free or sum(full.values()) > budget or 0 in full.values():
         return False
     head = dict(itertools.islice(entries, len(full)))
-    return list(head.items()) == list(full.items()) and set(map(type, head.values())) == {int}
+    return head == full and list(head) == list(full) and set(map(type, head.values())) == {int}
 
 
 def _copy_progress(state: RequestState, request: Request) -> None:
