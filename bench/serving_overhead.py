@@ -3,6 +3,7 @@ against vLLM's own scheduler, and memory over thousands of served requests.
 
     python bench/serving_overhead.py                 # the full set (a few minutes on 2 cores)
     python bench/serving_overhead.py --quick         # fewer steps
+    python bench/serving_overhead.py --seed 1        # another request stream
 
 Scheduler level, without a model, as vLLM's own scheduler tests build one
 (`kvsched.integrations.vllm.harness`): the same `VllmConfig` (block size 16, 8,192-token budget,
@@ -23,17 +24,23 @@ Memory: tracemalloc's traced bytes after equal rounds of served requests (each r
 growth from round to round (the test `test_serving_memory_stays_flat_over_2000_requests` asserts
 < 64 KiB over 2,000 requests).
 
-Figures (2 CPU cores, load about 1; `python bench/serving_overhead.py`, 200 steps, the schedulers
-in lockstep; five invocations on 2026-12-04, each ratio from one): median schedule() per step
-vLLM's own 2.36-3.76 ms; kvsched ``vllm`` 1.24-1.26x, ``sarathi`` 0.46-0.53x (smaller batches:
-chunk 512), ``mcsf`` 1.51-1.57x (1.51, 1.54, 1.57, 1.57, 1.52): over the 1.5x target by a few
-percent. The split says where: vLLM's part of an mcsf step is 0.90-0.93x of its own whole step
-(MC-SF's batches cost vLLM no more than FCFS's), kvsched's part 0.61-0.66x (``vllm``: 0.37-0.40x):
-the policy's future-memory check (about 45% of it: the admissions' timeline checks and inserts,
-numpy over the residents for blocks > 1), the plan's per-resident check, the progress copy, the
-trace record. (An earlier session measured mcsf at 1.47-1.52x before the split.) Memory over 8
-rounds of 250 served requests: +14.8-16.2 KiB (``vllm``), +21.6-27.9 KiB (``amin``) from the first
-round to the largest, all of it in the trace ring (its records hold request ids above 256, which
+Figures (2 CPU cores, shared; `python bench/serving_overhead.py`, 200 steps, the schedulers in
+lockstep; five invocations on 2026-12-04, each ratio from one): median schedule() per step vLLM's
+own 2.43-2.63 ms; kvsched ``vllm`` 1.25-1.30x, ``sarathi`` 0.46-0.50x (smaller batches: chunk
+512), ``mcsf`` 1.45, 1.43, 1.44, 1.51, 1.55x (target 1.5x: met while the machine was quiet, the
+last two with other load on it, when vLLM's own step also took longer; ``--seed 1``, loaded:
+1.54x). Before that day's cuts (the sync reads each resident once for the view, the policy and
+the plan; the plan takes a step of decodes at once; FutureMemory's table and bisected ends)
+mcsf was 1.51-1.57x on a quiet machine. The split: vLLM's part of an mcsf step is 0.95-1.02x of
+its own whole step (MC-SF admits about 3 requests per step, FCFS about 1: more prefills for
+vLLM to set up), kvsched's part 0.47-0.53x (``vllm``: 0.35-0.38x): the sync with the engine (a
+pass over the running requests, the first to touch them in a step), the policy (about a third:
+its future-memory checks are numpy calls, which cost several times their warm time in a step
+that follows other work), the trace record, the view. The ratios move with the machine's load
+because kvsched's part is mostly memory traffic, not instructions: rewriting the sync as C-level
+maps, or dropping the trace record's dict, changed nothing measurable. Memory over 8 rounds of
+250 served requests: +15.6-15.9 KiB (``vllm``), +20.4-22.5 KiB (``amin``) from the first round
+to the largest, all of it in the trace ring (its records hold request ids above 256, which
 Python allocates; bounded by the ring's size).
 """
 
@@ -171,13 +178,14 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--round", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the request stream")
     args = parser.parse_args()
     steps = 50 if args.quick else args.steps
     with tempfile.TemporaryDirectory() as folder:
         model = str(build_tiny_llama(folder))
-        rows = time_steps(model, SCHEDULERS, args.queued, steps)
+        rows = time_steps(model, SCHEDULERS, args.queued, steps, args.seed)
         base = rows[0]["median_schedule_ms"]
-        print(f"schedule() per step with {args.queued} queued requests, {steps} steps "
+        print(f"schedule() per step with {args.queued} queued requests, {steps} steps, seed {args.seed} "
               "(block 16, budget 8192, 256 seats, 16384 blocks):")
         print(f"{'scheduler':18s} {'median ms':>10s} {'mean ms':>9s} {'p90 ms':>8s} {'x vLLM':>7s} "
               f"{'vLLM part':>10s} {'kvsched part':>13s} {'x vLLM':>7s} {'update ms':>10s} {'batch':>7s}")
