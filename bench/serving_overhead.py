@@ -16,8 +16,8 @@ step, so every step schedules against that many queued requests. The schedulers 
 also split into vLLM's base ``Scheduler.schedule`` (for `KVSchedScheduler` the base loop restricted
 to the policy's plan: the engine's own work on the policy's batch) and the rest, kvsched's part
 (sync, view, policy, plan, record): the first moves with the batches a policy chooses, the second
-is what the adapter adds. Prompts are uniform on 64..1024
-tokens, outputs on 16..512, drawn with a fixed seed.
+is what the adapter adds. Prompts are uniform on 64..1024 tokens, outputs on 16..512, drawn
+with ``--seed`` (0 by default).
 
 Memory: tracemalloc's traced bytes after equal rounds of served requests (each round adds
 ``--round`` requests and steps until all are finished), once the trace ring is full. Flat means no

@@ -78,7 +78,7 @@ class FutureMemory:
         # search at a few hundred entries (the policy searches at every iteration and admission)
         self._ends: list[int] = []
         self._entry: dict[int, tuple[int, int]] = {}
-        self._lists: tuple[list[int], list[int], list[int]] | None = None
+        self._lists: tuple[list[int], list[int]] | None = None
         # load_at's answers since the last change (`_changed`): a policy asks the same ones
         # several times per iteration (the overflow guard and the admission scan both ask L(now);
         # ``fits`` then ``add`` both ask L(end)), each O(n) numpy for blocks of B > 1.
@@ -106,18 +106,18 @@ class FutureMemory:
     def _blocks(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
 
-    def _neg_blocks(self, base: int, ends: np.ndarray) -> np.ndarray:
-        """−⌈(base + ends)/B⌉ elementwise, in two numpy calls (⌈x/B⌉ = −((−x) // B))."""
-        return (-base - ends) // self.block_size
+    def _neg_blocks(self, base: int, values: np.ndarray) -> np.ndarray:
+        """−⌈(base + values)/B⌉ elementwise, in two numpy calls (⌈x/B⌉ = −((−x) // B))."""
+        return (-base - values) // self.block_size
 
-    def _cache(self) -> tuple[list[int], list[int], list[int]]:
-        """Block size 1: ends, prefix max of (peak_j + end_j), suffix sums of bases, as lists;
-        rebuilt in O(n) after a change, then each query is O(log n) in pure Python."""
+    def _cache(self) -> tuple[list[int], list[int]]:
+        """Block size 1: prefix max of (peak_j + end_j) and suffix sums of bases, as lists (beside
+        ``_ends``); rebuilt in O(n) after a change, then each query is O(log n) in pure Python."""
         if self._lists is None:
-            ends, bases = self._table[_END], self._table[_BASE]
-            prefix_max = list(itertools.accumulate((self._table[_PEAK] + ends).tolist(), max))
-            suffix = np.concatenate([np.cumsum(bases[::-1])[::-1], [0]]).tolist()
-            self._lists = (self._ends, prefix_max, suffix)
+            table = self._table
+            prefix_max = list(itertools.accumulate((table[_PEAK] + table[_END]).tolist(), max))
+            suffix = np.concatenate([np.cumsum(table[_BASE, ::-1])[::-1], [0]]).tolist()
+            self._lists = (prefix_max, suffix)
         return self._lists
 
     def _changed(self) -> None:
@@ -134,7 +134,7 @@ class FutureMemory:
 
     def _load_at(self, k: int) -> int:
         if self.block_size == 1:
-            ends, _, suffix = self._cache()
+            ends, (_, suffix) = self._ends, self._cache()
             j = bisect.bisect_left(ends, k)
             return suffix[j] + k * (len(ends) - j)
         j = bisect.bisect_left(self._ends, k)
@@ -148,8 +148,8 @@ class FutureMemory:
         Block size 1: O(log n), the maximum a prefix maximum kept as a list. Otherwise O(n)
         vectorised."""
         if self.block_size == 1:
-            ends, prefix_max, _ = self._cache()
-            j = bisect.bisect_right(ends, end)
+            prefix_max, _ = self._cache()
+            j = bisect.bisect_right(self._ends, end)
             return (self.load_at(end) + base + end <= cap_blocks
                     and (j == 0 or prefix_max[j - 1] + base <= cap_blocks))
         if self.load_at(end) + self._blocks(base + end) > cap_blocks:

@@ -68,6 +68,7 @@ def test_the_short_cut_for_residents_served_in_full_is_the_plan_entry_by_entry(t
             assert list(residents.by_rid.values()) == list(residents.by_kid.values())
             assert residents.need == sum(resident_extra_blocks(r.num_computed_tokens, r.num_uncomputed_tokens, 16)
                                          for r in view.running)
+            assert residents.num_tokens == sum(r.num_uncomputed_tokens for r in view.running)
         # fewer free blocks than the residents need (the plan reads them from the view)
         tight = dataclasses.replace(view, kv_used_tokens=view.kv_capacity_tokens - 16 * data.draw(
             st.integers(0, max(0, min(view.num_free_blocks, residents.need)))))
@@ -96,6 +97,6 @@ def test_a_resident_with_nothing_to_compute_takes_the_plan_entry_by_entry():
     one with nothing left to compute (vLLM's async scheduling, which the adapter refuses, would
     give one) does not take the short cut, whatever the decision says."""
     from kvsched.integrations.vllm.scheduler import _Residents, _serves_residents_in_full
-    served = _Residents([], {1: 1, 2: 0}, {"a": 1, "b": 0}, 0)
+    served = _Residents([], {1: 1, 2: 0}, {"a": 1, "b": 0}, 0, 1)
     assert not _serves_residents_in_full({1: 1, 2: 0}.items(), served, 100, 100)
-    assert _serves_residents_in_full({1: 1, 2: 3}.items(), _Residents([], {1: 1, 2: 3}, {"a": 1, "b": 3}, 1), 100, 100)
+    assert _serves_residents_in_full({1: 1, 2: 3}.items(), _Residents([], {1: 1, 2: 3}, {"a": 1, "b": 3}, 1, 4), 100, 100)

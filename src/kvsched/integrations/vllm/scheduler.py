@@ -204,12 +204,13 @@ class _Residents:
     in that order (the view's running requests). When every one is running (else None):
     ``by_kid``, kvsched id -> uncomputed tokens (the view's ``resident_tokens``); ``by_rid``, the
     same by vLLM id; ``need``, the blocks serving all of them in full takes (the sum of
-    `resident_extra_blocks`)."""
+    `resident_extra_blocks`); ``num_tokens``, the tokens it takes."""
 
     views: list[ServedRequestView]
     by_kid: dict[int, int] | None
     by_rid: dict[str, int] | None
     need: int
+    num_tokens: int
 
 
 class _KVSchedTrace:
@@ -406,19 +407,18 @@ class _KVSchedTrace:
                 _copy_progress(state, request)
                 if state.status is not resident:
                     self._kvsched_set_status(state, resident)
-                # the view's num_uncomputed_tokens of a resident request, and the blocks all of
-                # them take (`resident_extra_blocks`, inlined: ⌈total/B⌉ − ⌈computed/B⌉)
+                # the view's num_uncomputed_tokens of a resident request, and its blocks for them
                 computed = state.num_computed_tokens
-                total = state.num_prompt_tokens + state.num_output_tokens
-                by_kid[state.request_id] = by_rid[rid] = total - computed
-                need += -(-total // block) + computed // -block
+                uncomputed = state.num_prompt_tokens + state.num_output_tokens - computed
+                by_kid[state.request_id] = by_rid[rid] = uncomputed
+                need += resident_extra_blocks(computed, uncomputed, block)
             else:
                 touched.add(rid)
         for rid in touched:
             self._kvsched_sync_one(rid)
         if len(by_kid) < len(listed):     # a listed request is not running: no short cuts
-            return _Residents(listed, None, None, 0)
-        return _Residents(listed, by_kid, by_rid, need)
+            return _Residents(listed, None, None, 0, 0)
+        return _Residents(listed, by_kid, by_rid, need, sum(by_kid.values()))
 
     def _kvsched_sync_one(self, request_id: str) -> None:
         """`_kvsched_sync` for one request that is not running (or not as vLLM's running list
@@ -559,7 +559,7 @@ def _serves_residents_in_full(entries, residents: _Residents, budget: int, free:
     1, that together fit the token `budget` and the `free` blocks: then the plan's short path
     takes every one of those entries in turn (each fits what the earlier ones left)."""
     full = residents.by_kid
-    if not full or residents.need > free or sum(full.values()) > budget or 0 in full.values():
+    if not full or residents.need > free or residents.num_tokens > budget or 0 in full.values():
         return False
     head = dict(itertools.islice(entries, len(full)))
     return head == full and list(head) == list(full) and set(map(type, head.values())) == {int}
@@ -811,7 +811,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         entries = decision.num_tokens.items()
         if residents is not None and not plan.evict and _serves_residents_in_full(entries, residents, budget, free):
             tokens.update(residents.by_rid)
-            budget -= sum(residents.by_rid.values())
+            budget -= residents.num_tokens
             free -= residents.need
             entries = itertools.islice(entries, len(residents.by_rid), None)
         for kid, n in entries:
