@@ -92,10 +92,11 @@ def test_the_short_cut_for_residents_served_in_full_is_the_plan_entry_by_entry(t
     assert any(taken)           # the short cut was there to compare
 
 
-def test_a_resident_with_nothing_to_compute_takes_the_plan_entry_by_entry():
+def test_a_resident_with_nothing_to_compute_takes_the_plan_entry_by_entry(tiny_model):
     """The plan refuses a resident entry of 0 tokens (a gap), so a step whose residents include
     one with nothing left to compute (vLLM's async scheduling, which the adapter refuses, would
     give one) does not take the short cut, whatever the decision says."""
+    # tiny_model: the engine tests' fixture, so this skips without vLLM (fails under KVSCHED_REQUIRE_ENGINE)
     from kvsched.integrations.vllm.scheduler import _Residents, _serves_residents_in_full
     served = _Residents([], {1: 1, 2: 0}, {"a": 1, "b": 0}, 0, 1)
     assert not _serves_residents_in_full({1: 1, 2: 0}.items(), served, 100, 100)
