@@ -184,12 +184,44 @@ class Oracle:
         return self._states[request_id].true_output_tokens
 
 
+class ReadOnlyList(Sequence):
+    """A read-only window on one of an engine's lists, as `SchedulerView` hands ``waiting`` and
+    ``running``: no copy, live (valid during the policy's `schedule`)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list) -> None:
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self._items[index])
+        return self._items[index]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __reversed__(self):
+        return reversed(self._items)
+
+    def __contains__(self, item) -> bool:
+        return item in self._items
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyList({self._items!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class SchedulerView:
     """Everything a policy sees at an iteration boundary (frozen; request views are read-only).
 
     ``waiting``: arrived requests holding no KV, ordered by (arrival time, request id).
     ``running``: resident requests in admission order (oldest first).
+    Both are read-only sequences (`ReadOnlyList`), live windows on the engine's own lists: valid
+    during the policy's `schedule` (copy one to keep it).
     KV figures are in tokens; with ``block_size > 1`` usage is counted in whole blocks.
     ``max_num_admissions``: the most waiting requests the engine admits in this iteration (None:
     no limit, the simulator). A real engine with a seat limit (vLLM's ``max_num_seqs``, less the
@@ -197,8 +229,8 @@ class SchedulerView:
     its order up to that many and defers the rest to a later iteration, so a policy may stop its
     admission scan there: the engine does the same either way (`FutureMemoryPolicy` does).
     ``resident_tokens``: request id → ``num_uncomputed_tokens`` of every resident request, in
-    ``running``'s order, when the engine has them at hand (the vLLM adapter reads them while it
-    copies the engine's progress); None: read them from the views. Use `residents_uncomputed`.
+    ``running``'s order, when the engine has them at hand (the vLLM adapter reads them in its one
+    pass over vLLM's running requests); None: read them from the views. Use `residents_uncomputed`.
     """
 
     now: float

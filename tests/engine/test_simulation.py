@@ -73,3 +73,18 @@ def test_the_readme_library_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), {})
     now, waiting, running, used = capsys.readouterr().out.split("\n")[0].split()
     assert float(now) >= 5.0 and int(running) > 0
+
+
+def test_the_views_lists_are_read_only_live_windows():
+    """`SchedulerView.waiting` / ``running`` (`ReadOnlyList`): the engine's own list, no copy,
+    read-only; a slice is a tuple."""
+    from kvsched.state import ReadOnlyList
+    items = [1, 2, 3]
+    window = ReadOnlyList(items)
+    assert (len(window), window[0], window[1:], list(reversed(window)), 2 in window) == (3, 1, (2, 3), [3, 2, 1], True)
+    items.append(4)
+    assert list(window) == [1, 2, 3, 4]
+    with pytest.raises(TypeError):
+        window[0] = 5
+    with pytest.raises(AttributeError):
+        window.append(5)

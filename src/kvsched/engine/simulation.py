@@ -49,12 +49,12 @@ from __future__ import annotations
 import bisect
 import heapq
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import InfeasibleDecisionError, StalledError
-from ..state import Decision, Oracle, RequestState, RequestView, SchedulerView, Status
+from ..state import Decision, Oracle, ReadOnlyList, RequestState, RequestView, SchedulerView, Status
 from ..workload.synthetic import Workload
 from . import rules
 from .rules import KVConvention
@@ -169,35 +169,6 @@ class _FastEngineView(_EngineView):
         return FastBatch(self, budget)
 
 
-class _ReadOnlyList(Sequence):
-    """A read-only window on one of the engine's lists: no copy, live (valid during `schedule`)."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: list) -> None:
-        self._items = items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return tuple(self._items[index])
-        return self._items[index]
-
-    def __iter__(self):
-        return iter(self._items)
-
-    def __reversed__(self):
-        return reversed(self._items)
-
-    def __contains__(self, item) -> bool:
-        return item in self._items
-
-    def __repr__(self) -> str:
-        return f"ReadOnlyList({self._items!r})"
-
-
 class Simulation:
     """One run of `policy` over `workload` on `simulator`'s engine (cost, KV cache, settings).
 
@@ -235,8 +206,8 @@ class Simulation:
         self.waiting_views: list = []
         self.running: dict[int, RequestState] = {}     # admission order
         self.running_views: list = []                  # the same, as views
-        self._waiting_window = _ReadOnlyList(self.waiting_views)
-        self._running_window = _ReadOnlyList(self.running_views)
+        self._waiting_window = ReadOnlyList(self.waiting_views)
+        self._running_window = ReadOnlyList(self.running_views)
         fast = simulator.fast or simulator.verify_stable
         self.fast_forward = FastForward(self) if fast else None     # None: the reference loop
         # a stepped iteration's plan entries: the plain rule, or the fast path's inlined form

@@ -107,7 +107,7 @@ import operator
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -116,7 +116,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
 from ...engine.rules import KVConvention, same_step_hit_blocks
-from ...state import Decision, RequestState, SchedulerView, Status
+from ...state import Decision, ReadOnlyList, RequestState, SchedulerView, Status
 from .limits import EngineLimits, describe, policy_for_engine
 from .request_args import (EXTRA_ARGS_KEY, RequestArgs, RequestArgsError, missing_predictions,
                            parse_fallback, parse_request_args)
@@ -201,12 +201,12 @@ class _MaxTokensOracle:
 @dataclass(slots=True)
 class _Residents:
     """``self.running``'s requests as `_kvsched_sync` read them. ``views``: their kvsched views,
-    in that order (the view's running requests). When every one is running (else None):
+    in that order, looked up when first read (the view's running requests). When every one is running (else None):
     ``by_kid``, kvsched id -> uncomputed tokens (the view's ``resident_tokens``); ``by_rid``, the
     same by vLLM id; ``need``, the blocks serving all of them in full takes (the sum of
     `resident_extra_blocks`); ``num_tokens``, the tokens it takes."""
 
-    views: list[ServedRequestView]
+    views: _RunningViews
     by_kid: dict[int, int] | None
     by_rid: dict[str, int] | None
     need: int
@@ -308,7 +308,9 @@ class _KVSchedTrace:
             arrival = request.arrival_time - self._kvsched_t0
         state = RequestState(kid, float(arrival), request.num_prompt_tokens, int(max_tokens),
                              args.predicted_output_tokens, args.predicted_lo, args.predicted_hi, args.type_id)
-        state.view = ServedRequestView(state, self._kvsched_hit_lookup)
+        # the progress is vLLM's request's, read by the view (`ServedRequestView`); no copy is kept
+        state.num_computed_tokens = state.num_output_tokens = state.num_evictions = None
+        state.view = ServedRequestView(state, request, self._kvsched_hit_lookup)
         state.status = Status.WAITING
         self._kvsched_ids[request.request_id] = kid
         self._kvsched_states[request.request_id] = state
@@ -385,40 +387,42 @@ class _KVSchedTrace:
                 self._kvsched_waiting_order = None
 
     def _kvsched_sync(self) -> _Residents:
-        """Copy the engine's progress into the kvsched states of the requests it can have changed:
+        """Bring the kvsched states of the requests the engine can have changed up to date:
         those running, and those preempted in the previous step (a request that has only waited
-        since its last sync is as it was; finished ones are freed in `_free_blocks`).
+        since its last sync is as it was; finished ones are freed in `_free_blocks`). The
+        progress itself needs no copy (the views read vLLM's requests); what changes here is the
+        status of the preempted ones (`_kvsched_sync_one`).
         O(running + preempted) per step, not O(requests): 2,000 queued requests cost nothing here.
         The running requests are read straight from ``self.running`` (no set of their ids); a
         request scheduled in the previous step is running now unless it finished (vLLM appends
-        every admission to ``self.running``), so `_kvsched_record` notes only the preempted.
-        Returns the running requests as `_Residents` (the one pass over them: the view's running
-        requests, and what the view and the plan need of them)."""
+        every admission to ``self.running``, and `_kvsched_record` marks it running), so
+        `_kvsched_record` notes only the preempted.
+        Returns the running requests as `_Residents`: the one pass over them reads vLLM's
+        requests only (the kvsched states and views are not touched; the view's running
+        requests are looked up when the policy reads them, `_RunningViews`)."""
         touched, self._kvsched_touched = self._kvsched_touched, set()
-        states, running, resident, block = self._kvsched_states, RequestStatus.RUNNING, Status.RUNNING, self.block_size
-        listed, by_kid, by_rid, need = [], {}, {}, 0
+        ids, running, block = self._kvsched_ids, RequestStatus.RUNNING, self.block_size
+        by_kid, by_rid, need, num_listed = {}, {}, 0, 0
         for request in self.running:
             rid = request.request_id
-            state = states.get(rid)
-            if state is None:
+            kid = ids.get(rid)
+            if kid is None:
                 continue
-            listed.append(state.view)
+            num_listed += 1
             if request.status == running:
-                _copy_progress(state, request)
-                if state.status is not resident:
-                    self._kvsched_set_status(state, resident)
                 # the view's num_uncomputed_tokens of a resident request, and its blocks for them
-                computed = state.num_computed_tokens
-                uncomputed = state.num_prompt_tokens + state.num_output_tokens - computed
-                by_kid[state.request_id] = by_rid[rid] = uncomputed
+                computed = request.num_computed_tokens
+                uncomputed = request.num_tokens - computed
+                by_kid[kid] = by_rid[rid] = uncomputed
                 need += resident_extra_blocks(computed, uncomputed, block)
             else:
                 touched.add(rid)
         for rid in touched:
             self._kvsched_sync_one(rid)
-        if len(by_kid) < len(listed):     # a listed request is not running: no short cuts
-            return _Residents(listed, None, None, 0, 0)
-        return _Residents(listed, by_kid, by_rid, need, sum(by_kid.values()))
+        views = _RunningViews(list(self.running), self._kvsched_states)
+        if len(by_kid) < num_listed:     # a listed request is not running: no short cuts
+            return _Residents(views, None, None, 0, 0)
+        return _Residents(views, by_kid, by_rid, need, sum(by_kid.values()))
 
     def _kvsched_sync_one(self, request_id: str) -> None:
         """`_kvsched_sync` for one request that is not running (or not as vLLM's running list
@@ -426,7 +430,6 @@ class _KVSchedTrace:
         state, request = self._kvsched_states.get(request_id), self.requests.get(request_id)
         if state is None or request is None:
             return
-        _copy_progress(state, request)
         if request.status == RequestStatus.RUNNING:
             if state.status is not Status.RUNNING:
                 self._kvsched_set_status(state, Status.RUNNING)
@@ -565,11 +568,41 @@ def _serves_residents_in_full(entries, residents: _Residents, budget: int, free:
     return head == full and list(head) == list(full) and set(map(type, head.values())) == {int}
 
 
-def _copy_progress(state: RequestState, request: Request) -> None:
-    """The engine's progress of a request into its kvsched state (`_kvsched_sync`)."""
-    state.num_computed_tokens = request.num_computed_tokens
-    state.num_output_tokens = request.num_output_tokens
-    state.num_evictions = request.num_preemptions
+class _RunningViews(Sequence):
+    """The view's ``running``: the views of vLLM's running requests, in its order, looked up when
+    the policy first reads them. A future-memory policy's step of decodes reads none (it reads
+    the residents' tokens, `SchedulerView.resident_tokens`), so a step need not touch the
+    kvsched state of every resident. Read-only and valid during the policy's `schedule`, like
+    the simulator's `ReadOnlyList`."""
+
+    __slots__ = ("_requests", "_states", "_views")
+
+    def __init__(self, requests: list[Request], states: dict[str, RequestState]) -> None:
+        self._requests, self._states, self._views = requests, states, None
+
+    def _items(self) -> tuple[ServedRequestView, ...]:
+        if self._views is None:
+            states = self._states
+            self._views = tuple(states[r.request_id].view for r in self._requests if r.request_id in states)
+        return self._views
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __getitem__(self, index):
+        return self._items()[index]         # a slice is a tuple, as `ReadOnlyList` gives
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __reversed__(self):
+        return reversed(self._items())
+
+    def __contains__(self, item) -> bool:
+        return item in self._items()
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyList({list(self._items())!r})"
 
 
 def _admission_hits(output, ids: dict[str, int]) -> dict[int, int]:
@@ -764,7 +797,6 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     def _kvsched_view(self, residents: _Residents) -> EngineView:
         """The policy's view of this step; `residents`: `_kvsched_sync`'s."""
-        running = tuple(residents.views)
         future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
         # A policy without seats has its admissions past the last one deferred (`_kvsched_plan`):
@@ -772,7 +804,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         seats = self.max_num_active_reqs - len(self.running) if self._kvsched_seats_by_engine else None
         return EngineView(
             now=self.kvsched_now(), iteration=self._kvsched_iteration,
-            waiting=tuple(self._kvsched_waiting_views()), running=running,
+            waiting=ReadOnlyList(self._kvsched_waiting_views()), running=residents.views,
             kv_capacity_tokens=self._kvsched_capacity_blocks * self.block_size,
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 
+from ...engine import rules
 from ...engine.rules import KVConvention
 from ...state import Batch, RequestState, RequestView, SchedulerView, Status
 
@@ -37,13 +39,35 @@ BlockLookup = Callable[[int], "tuple[tuple[int, int], ...]"]
 
 
 class ServedRequestView(RequestView):
-    """`RequestView` of a request served by vLLM, with its prefix-cache hit (see the module)."""
+    """`RequestView` of a request served by vLLM, with its prefix-cache hit (see the module).
 
-    __slots__ = ("_lookup",)
+    Its progress (computed, generated and known tokens, evictions) is read from vLLM's own
+    request, the one place it is kept: nothing copies it into the kvsched state at each step,
+    whose progress fields are None for a served request (a read of them fails loudly). The rest
+    (ids, arrival, predictions, status, admission order) is the state's."""
 
-    def __init__(self, state: RequestState, lookup: HitLookup | None = None) -> None:
+    __slots__ = ("_lookup", "_r")
+
+    def __init__(self, state: RequestState, request, lookup: HitLookup | None = None) -> None:
         super().__init__(state)
+        object.__setattr__(self, "_r", request)
         object.__setattr__(self, "_lookup", lookup)
+
+    def __repr__(self) -> str:
+        s, r = self._s, self._r
+        return (f"ServedRequestView(id={s.request_id}, status={s.status.value}, prompt={s.num_prompt_tokens},"
+                f" computed={r.num_computed_tokens}, generated={r.num_output_tokens})")
+
+    # vLLM's names: num_tokens = prompt + generated, num_preemptions = evictions
+    num_computed_tokens = property(attrgetter("_r.num_computed_tokens"))
+    num_output_tokens = property(attrgetter("_r.num_output_tokens"), doc="Tokens generated so far.")
+    num_tokens = property(attrgetter("_r.num_tokens"), doc="Known tokens: prompt + generated.")
+    num_evictions = property(attrgetter("_r.num_preemptions"))
+
+    @property
+    def is_decode(self) -> bool:
+        r = self._r
+        return rules.is_decode(r.num_prompt_tokens, r.num_output_tokens, r.num_computed_tokens)
 
     def cache_hit(self) -> tuple[int, int]:
         """(hit tokens, blocks of the hit that resident requests hold) now; (0, 0) when resident
@@ -60,8 +84,8 @@ class ServedRequestView(RequestView):
 
     @property
     def num_uncomputed_tokens(self) -> int:
-        s = self._s
-        n = s.num_prompt_tokens + s.num_output_tokens - s.num_computed_tokens
+        s, r = self._s, self._r
+        n = r.num_tokens - r.num_computed_tokens
         if self._lookup is not None and s.status is _WAITING:
             n -= self._lookup(s.request_id)[0]
         return n
