@@ -62,17 +62,19 @@ from kvsched.integrations.vllm.tiny_model import build_tiny_llama
 SCHEDULERS = ("vllm-own", "kvsched:vllm", "kvsched:sarathi", "kvsched:mcsf")
 
 
-def _config(model: str, policy: str | None) -> harness.HarnessConfig:
+def _config(model: str, policy: str | None, trace_keep: str | None = None) -> harness.HarnessConfig:
     extra = {"kvsched_policy": policy} if policy else None
+    if extra and trace_keep is not None:
+        extra["kvsched_trace_keep"] = trace_keep
     return harness.HarnessConfig(model, num_blocks=16_384, block_size=16, max_num_seqs=256,
                                  max_num_batched_tokens=8192, max_model_len=2048, additional_config=extra)
 
 
-def _build(model: str, name: str):
+def _build(model: str, name: str, trace_keep: str | None = None):
     from kvsched.integrations.vllm.scheduler import KVSchedScheduler
     if name == "vllm-own":
         return harness.build_scheduler(_config(model, None))
-    return harness.build_scheduler(_config(model, name.split(":", 1)[1]), KVSchedScheduler)
+    return harness.build_scheduler(_config(model, name.split(":", 1)[1], trace_keep), KVSchedScheduler)
 
 
 def _lengths(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
@@ -102,7 +104,7 @@ def _base_schedule_timer(spent: list[float]):
         Scheduler.schedule = own
 
 
-def time_steps(model: str, names, queued: int, steps: int, seed: int = 0) -> list[dict]:
+def time_steps(model: str, names, queued: int, steps: int, seed: int = 0, trace_keep: str | None = None) -> list[dict]:
     """Per-step schedule() and update times with `queued` requests waiting before every step,
     and each step's split into vLLM's base schedule() and the rest (kvsched's part).
 
@@ -111,7 +113,7 @@ def time_steps(model: str, names, queued: int, steps: int, seed: int = 0) -> lis
     runs = []
     for name in names:
         rng = np.random.default_rng(seed)
-        runs.append({"name": name, "scheduler": _build(model, name),
+        runs.append({"name": name, "scheduler": _build(model, name, trace_keep),
                      "pending": iter(_lengths(rng, queued + 300 * steps)),
                      "schedule_ms": [], "base_ms": [], "update_ms": [], "batch": []})
     spent = [0.0]
@@ -146,12 +148,13 @@ def time_steps(model: str, names, queued: int, steps: int, seed: int = 0) -> lis
     return rows
 
 
-def memory_rounds(model: str, policy: str, rounds: int, per_round: int) -> list[int]:
-    """Traced bytes after each round of `per_round` served requests (after the warm-up rounds)."""
-    from kvsched.integrations.vllm.scheduler import DEFAULT_TRACE_RING, KVSchedScheduler
+def memory_rounds(model: str, policy: str, rounds: int, per_round: int, ring: int = 0) -> list[int]:
+    """Traced bytes after each round of `per_round` served requests (after the warm-up rounds,
+    and once a trace ring of `ring` steps is full; 0: the trace off, the default)."""
+    from kvsched.integrations.vllm.scheduler import KVSchedScheduler
     scheduler = harness.build_scheduler(harness.HarnessConfig(
         model, num_blocks=512, block_size=16, max_num_seqs=32, max_num_batched_tokens=512,
-        additional_config={"kvsched_policy": policy}), KVSchedScheduler)
+        additional_config={"kvsched_policy": policy, "kvsched_trace_keep": ring}), KVSchedScheduler)
     rng = np.random.default_rng(1)
 
     def serve() -> int:
@@ -165,7 +168,7 @@ def memory_rounds(model: str, policy: str, rounds: int, per_round: int) -> list[
     tracemalloc.start()
     try:
         serve()
-        while len(scheduler.kvsched_trace) < DEFAULT_TRACE_RING:
+        while len(scheduler.kvsched_trace) < ring:
             serve()
         return [serve() for _ in range(rounds)]
     finally:
@@ -179,14 +182,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--round", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0, help="seed of the request stream")
+    parser.add_argument("--trace-keep", default=None,
+                        help="kvsched_trace_keep for the kvsched schedulers (default: the adapter's, off)")
     args = parser.parse_args()
     steps = 50 if args.quick else args.steps
     with tempfile.TemporaryDirectory() as folder:
         model = str(build_tiny_llama(folder))
-        rows = time_steps(model, SCHEDULERS, args.queued, steps, args.seed)
+        rows = time_steps(model, SCHEDULERS, args.queued, steps, args.seed, args.trace_keep)
         base = rows[0]["median_schedule_ms"]
+        trace = "off" if args.trace_keep is None else args.trace_keep
         print(f"schedule() per step with {args.queued} queued requests, {steps} steps, seed {args.seed} "
-              "(block 16, budget 8192, 256 seats, 16384 blocks):")
+              f"(block 16, budget 8192, 256 seats, 16384 blocks; kvsched trace {trace}):")
         print(f"{'scheduler':18s} {'median ms':>10s} {'mean ms':>9s} {'p90 ms':>8s} {'x vLLM':>7s} "
               f"{'vLLM part':>10s} {'kvsched part':>13s} {'x vLLM':>7s} {'update ms':>10s} {'batch':>7s}")
         for r in rows:
@@ -198,10 +204,10 @@ def main() -> None:
               "policy's plan); kvsched part: the rest (view, policy, plan, sync, record), its "
               "'x vLLM' against vLLM's own whole step")
         rounds = 4 if args.quick else 8
-        for policy in ("vllm", "amin"):
-            memory = memory_rounds(model, policy, rounds, args.round)
-            print(f"memory, kvsched:{policy}, traced KiB after each of {rounds} rounds of {args.round} "
-                  f"served requests: {[round(m / 1024, 1) for m in memory]} "
+        for policy, ring in (("vllm", 0), ("amin", 0), ("vllm", 256), ("amin", 256)):
+            memory = memory_rounds(model, policy, rounds, args.round, ring)
+            print(f"memory, kvsched:{policy}, trace {'ring ' + str(ring) if ring else 'off'}, traced KiB after "
+                  f"each of {rounds} rounds of {args.round} served requests: {[round(m / 1024, 1) for m in memory]} "
                   f"(growth {(max(memory) - memory[0]) / 1024:.1f} KiB)")
 
 

@@ -104,7 +104,8 @@ def test_async_scheduling_is_refused_at_start_with_how_to_turn_it_off(h, tiny_mo
 
 
 def test_the_policy_plans_with_the_engine_limits(h, tiny_model):
-    scheduler = _scheduler(h, tiny_model, "vllm", max_num_seqs=3, max_num_batched_tokens=64)
+    scheduler = _scheduler(h, tiny_model, "vllm", max_num_seqs=3, max_num_batched_tokens=64,
+                           extra={"kvsched_trace_keep": 4})
     policy = scheduler.kvsched_policy
     assert (policy.max_num_seqs, policy.max_num_batched_tokens, policy.full_prompt_must_fit) == (3, 64, True)
     for _ in range(10):
@@ -154,10 +155,12 @@ def test_structured_output_requests_wait_for_their_grammar_then_run_or_fail(h, t
     assert ready.num_output_tokens == 4
 
 
-def test_serving_memory_stays_flat_over_2000_requests(h, tiny_model):
-    """Per-request state is freed at finish and the trace is a bounded ring (default)."""
-    from kvsched.integrations.vllm.scheduler import DEFAULT_TRACE_RING
-    scheduler = _scheduler(h, tiny_model, "amin", num_blocks=256, max_num_seqs=32)
+@pytest.mark.parametrize("keep", [None, 256])
+def test_serving_memory_stays_flat_over_2000_requests(h, tiny_model, keep):
+    """Per-request state is freed at finish, and the trace is off (the default) or a bounded
+    ring (``kvsched_trace_keep``)."""
+    extra = {} if keep is None else {"kvsched_trace_keep": keep}
+    scheduler = _scheduler(h, tiny_model, "amin", num_blocks=256, max_num_seqs=32, extra=extra)
 
     def serve(n):
         for _ in range(n):
@@ -171,16 +174,36 @@ def test_serving_memory_stays_flat_over_2000_requests(h, tiny_model):
     tracemalloc.start()
     try:
         serve(250)
-        while len(scheduler.kvsched_trace) < DEFAULT_TRACE_RING:
+        while len(scheduler.kvsched_trace) < (keep or 0):
             serve(250)
         serve(250)
         memory = [serve(250) for _ in range(8)]         # 2,000 requests
     finally:
         tracemalloc.stop()
-    assert len(scheduler.kvsched_trace) == DEFAULT_TRACE_RING
+    assert len(scheduler.kvsched_trace) == (keep or 0)
     assert not (scheduler._kvsched_states or scheduler._kvsched_by_id or scheduler._kvsched_ids)
     assert scheduler.kvsched_policy._lower == {}
     assert max(memory) - memory[0] < 64 * 1024, memory
+
+
+def test_the_trace_keeps_what_it_is_told(h, tiny_model, tmp_path):
+    """Off by default (no record built); a ring of N keeps the last N steps; ``all`` every one;
+    a file gets every step as a JSON line, with or without a ring."""
+    import json
+    counts = {}
+    for name, extra in (("default", {}), ("ring", {"kvsched_trace_keep": 3}), ("all", {"kvsched_trace_keep": "all"}),
+                        ("file", {"kvsched_trace": str(tmp_path / "trace.jsonl")})):
+        scheduler = _scheduler(h, tiny_model, "vllm", extra=extra)
+        for _ in range(4):
+            scheduler.add_request(h.make_request(20, 5))
+        steps = 0
+        while scheduler.has_requests():
+            h.step(scheduler)
+            steps += 1
+        counts[name] = [r.step for r in scheduler.kvsched_trace]
+    assert counts == {"default": [], "ring": [steps - 3, steps - 2, steps - 1], "all": list(range(steps)), "file": []}
+    lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(steps))
 
 
 def test_the_front_end_check_refuses_what_the_engine_would_refuse(h):
@@ -266,7 +289,8 @@ def test_an_admission_whose_whole_input_does_not_fit_is_dropped_and_the_next_sti
     step 2. Then the policy admits A (200 tokens: 7 blocks, 4 free) with a 16-token chunk, then C:
     vLLM's full-input rule refuses A, and would stop admitting there; the adapter drops A alone
     and C runs."""
-    scheduler = _scheduler(h, tiny_model, "vllm", num_blocks=8, max_num_batched_tokens=64)
+    scheduler = _scheduler(h, tiny_model, "vllm", num_blocks=8, max_num_batched_tokens=64,
+                           extra={"kvsched_trace_keep": 1})
     scheduler.kvsched_policy = _ScriptedPolicy([{1: 64}, {1: 20, 0: 16, 2: 20}])
     for kid, prompt in ((0, 200), (1, 100), (2, 20)):
         scheduler.add_request(h.make_request(prompt, 2, extra_args={"kvsched_request_id": kid}))

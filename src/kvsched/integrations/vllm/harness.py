@@ -69,7 +69,9 @@ def build_scheduler(cfg: HarnessConfig, scheduler_cls: Any = None):
 def make_request(prompt_tokens: int, max_tokens: int, *, request_id: str | None = None,
                  extra_args: dict | None = None, sampling_params=None):
     """A vLLM `Request` of `prompt_tokens` token ids that outputs exactly `max_tokens` tokens."""
-    from vllm import SamplingParams
+    # (not ``from vllm import``: vLLM's lazy module __getattr__ leaves a few small objects behind
+    # at each call, which the memory tests would count)
+    from vllm.sampling_params import SamplingParams
     from vllm.v1.request import Request
     params = sampling_params or SamplingParams(max_tokens=max_tokens, ignore_eos=True,
                                                extra_args=extra_args)

@@ -36,8 +36,9 @@ Structured-output requests wait for their grammar and are then offered to the po
 Limits: the policy's ``max_num_seqs``, ``max_num_batched_tokens``, ``full_prompt_must_fit`` and
 ``enable_chunked_prefill`` come from ``vllm_config`` (`kvsched.integrations.vllm.limits`) unless
 the spec names them. Async scheduling is refused at start (the view would be a step late).
-Memory: the trace is a ring of `DEFAULT_TRACE_RING` steps (``kvsched_trace_keep``: N or
-``all``); states, and the policy's per-request entries, are freed when a request finishes.
+Memory: the per-step trace is off by default (``kvsched_trace_keep``: N keeps a ring of the last N
+steps, ``all`` every step, as the in-process driver does); states, and the policy's per-request
+entries, are freed when a request finishes.
 
 The policy is chosen by ``additional_config={"kvsched_policy": "mcsf:protection=0.1"}`` or the
 environment variable ``KVSCHED_POLICY`` (the same spec syntax as the CLI, parsed by
@@ -128,7 +129,6 @@ _WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
 # The base scheduler's waiting queues, in the order its loop drains them (vLLM 0.32 has the first
 # two; 0.33+ adds async_kv_waiting): the adapter swaps every one that exists.
 _WAITING_QUEUES = ("kv_holding_waiting", "async_kv_waiting", "waiting")
-DEFAULT_TRACE_RING = 256
 # Per-request state some policies keep in dicts keyed by kvsched id, dropped when a request
 # finishes (a server serves requests without end; the simulator resets the policy per run).
 _PER_REQUEST_POLICY_STATE = ("_lower",)
@@ -176,11 +176,12 @@ def _truthy(value: Any) -> bool:
 
 def _make_trace(keep: Any):
     """The in-memory trace: ``"all"`` keeps every step (the in-process driver and tests), N >= 0
-    keeps the last N steps (default `DEFAULT_TRACE_RING`: a server's memory stays bounded)."""
+    keeps the last N steps, a ring (default 0: none; a server runs without end, and a step's
+    record costs about a twentieth of vLLM's own step at 256 running requests)."""
     if str(keep).strip().lower() == "all":
         return []
     try:
-        size = DEFAULT_TRACE_RING if keep in (None, "") else int(keep)
+        size = 0 if keep in (None, "") else int(keep)
     except (TypeError, ValueError):
         size = -1
     if size < 0:
@@ -245,6 +246,9 @@ class _KVSchedTrace:
             _setting(vllm_config, "kvsched_fallback", "KVSCHED_FALLBACK"))
         self._kvsched_max_model_len = int(vllm_config.model_config.max_model_len)
         self._kvsched_trace_path = _setting(vllm_config, "kvsched_trace", "KVSCHED_TRACE")
+        # a record is built only when something keeps it (the ring, or the file)
+        trace = self.kvsched_trace
+        self._kvsched_keeps_trace = bool(self._kvsched_trace_path) or not (isinstance(trace, deque) and trace.maxlen == 0)
         self._kvsched_step = 0
         self._kvsched_iteration = 0
         self._kvsched_admissions = 0
@@ -511,33 +515,38 @@ class _KVSchedTrace:
     def _kvsched_used_blocks(self) -> int:
         return self._kvsched_capacity_blocks - self.kv_cache_manager.block_pool.get_num_free_blocks()
 
-    def _kvsched_record(self, output, gaps: tuple[str, ...] = ()) -> StepRecord:
+    def _kvsched_record(self, output, gaps: tuple[str, ...] = ()) -> StepRecord | None:
+        """The step's bookkeeping (admissions, counters), and its `StepRecord` when the trace
+        keeps one (`_make_trace`, ``kvsched_trace``; else None)."""
         now = self.kvsched_now()
-        ids = self._kvsched_ids
         for state in self._kvsched_admitted():      # in admission order
             state.admitted_seq = self._kvsched_admissions
             self._kvsched_admissions += 1
             self._kvsched_set_status(state, Status.RUNNING)
             if state.first_scheduled_time is None:
                 state.first_scheduled_time = now
-        scheduled = output.num_scheduled_tokens
-        record = StepRecord(
+        record = self._kvsched_step_record(output, now, gaps) if self._kvsched_keeps_trace else None
+        self._kvsched_step += 1
+        if output.total_num_scheduled_tokens > 0:
+            self._kvsched_iteration += 1
+        # The scheduled requests are running now (`_kvsched_sync` reads them from self.running).
+        self._kvsched_touched.update(output.preempted_req_ids or ())
+        if record is not None:
+            self.kvsched_trace.append(record)
+            if self._kvsched_trace_path:
+                with open(self._kvsched_trace_path, "a", encoding="utf-8") as fh:
+                    fh.write(record.as_json() + "\n")
+        return record
+
+    def _kvsched_step_record(self, output, now: float, gaps: tuple[str, ...]) -> StepRecord:
+        ids, scheduled = self._kvsched_ids, output.num_scheduled_tokens
+        return StepRecord(
             step=self._kvsched_step, time=now,
             num_tokens=dict(zip(map(ids.__getitem__, scheduled), map(int, scheduled.values()))),
             preempted=tuple(sorted(ids[r] for r in (output.preempted_req_ids or ()) if r in ids)),
             kv_used_blocks=self._kvsched_used_blocks(),
             num_waiting=sum(len(queue) for queue in self._kvsched_queues()),
             num_running=len(self.running), gaps=gaps, num_cached_tokens=_admission_hits(output, ids))
-        self._kvsched_step += 1
-        if output.total_num_scheduled_tokens > 0:
-            self._kvsched_iteration += 1
-        # The scheduled requests are running now (`_kvsched_sync` reads them from self.running).
-        self._kvsched_touched.update(output.preempted_req_ids or ())
-        self.kvsched_trace.append(record)
-        if self._kvsched_trace_path:
-            with open(self._kvsched_trace_path, "a", encoding="utf-8") as fh:
-                fh.write(record.as_json() + "\n")
-        return record
 
     def _kvsched_admitted(self) -> list[RequestState]:
         """The states of the requests admitted in this step (their ``admitted_seq`` is None), in
@@ -622,7 +631,8 @@ def _admission_hits(output, ids: dict[str, int]) -> dict[int, int]:
 
 
 class RecordingScheduler(_KVSchedTrace, Scheduler):
-    """vLLM's own V1 scheduler, unchanged, recording a `StepRecord` per step."""
+    """vLLM's own V1 scheduler, unchanged, recording a `StepRecord` per step (as
+    ``kvsched_trace_keep`` says: the in-process driver keeps every one)."""
 
     def __init__(self, vllm_config, *args, **kwargs) -> None:
         super().__init__(vllm_config, *args, **kwargs)
