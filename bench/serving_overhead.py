@@ -25,23 +25,27 @@ growth from round to round (the test `test_serving_memory_stays_flat_over_2000_r
 < 64 KiB over 2,000 requests).
 
 Figures (2 CPU cores, shared; `python bench/serving_overhead.py`, 200 steps, the schedulers in
-lockstep; five invocations on 2026-12-04, each ratio from one): median schedule() per step vLLM's
-own 2.43-2.63 ms; kvsched ``vllm`` 1.25-1.30x, ``sarathi`` 0.46-0.50x (smaller batches: chunk
-512), ``mcsf`` 1.45, 1.43, 1.44, 1.51, 1.55x (target 1.5x: met while the machine was quiet, the
-last two with other load on it, when vLLM's own step also took longer; ``--seed 1``, loaded:
-1.54x). Before that day's cuts (the sync reads each resident once for the view, the policy and
-the plan; the plan takes a step of decodes at once; FutureMemory's table and bisected ends)
-mcsf was 1.51-1.57x on a quiet machine. The split: vLLM's part of an mcsf step is 0.95-1.02x of
-its own whole step (MC-SF admits about 3 requests per step, FCFS about 1: more prefills for
-vLLM to set up), kvsched's part 0.47-0.53x (``vllm``: 0.35-0.38x): the sync with the engine (a
-pass over the running requests, the first to touch them in a step), the policy (about a third:
-its future-memory checks are numpy calls, which cost several times their warm time in a step
-that follows other work), the trace record, the view. The ratios move with the machine's load
-because kvsched's part is mostly memory traffic, not instructions: rewriting the sync as C-level
-maps, or dropping the trace record's dict, changed nothing measurable. Memory over 8 rounds of
-250 served requests: +15.6-15.9 KiB (``vllm``), +20.4-22.5 KiB (``amin``) from the first round
-to the largest, all of it in the trace ring (its records hold request ids above 256, which
-Python allocates; bounded by the ring's size).
+lockstep; each ratio from one invocation, 2026-12-05): median schedule() per step vLLM's own
+2.34-3.82 ms; with the adapter's default (trace off) kvsched ``vllm`` 1.23-1.32x, ``sarathi``
+0.43-0.50x (smaller batches: chunk 512), ``mcsf`` 1.39, 1.35 (``--seed 1``), 1.39, and 1.41x with
+heavy load on the machine (vLLM's own step 3.8 ms); with a trace ring of 256 steps
+(``--trace-keep 256``) ``mcsf`` 1.35-1.53x. The day's cuts: the views read a served request's
+progress from vLLM's request (no copy per step), the view's running requests are looked up only
+when the policy reads them and its waiting requests are a window, not a copy, so the sync reads
+vLLM's requests only (a paired run, old and new tree in one process: about 4.5% less per mcsf
+step); the trace is off by default, so no record is built (about 3.5% more). Before them mcsf
+was 1.43-1.55x with the 256-step ring. The split: vLLM's part of an mcsf step is 0.94-1.01x of
+its own whole step (MC-SF admits about 3.7 requests per step, FCFS about 1: more prefills for
+vLLM to set up), kvsched's part 0.37-0.42x (``vllm``: 0.35-0.41x): the sync with the engine (a
+pass over the running requests, the first to touch them in a step: most of its cost is vLLM's
+requests' memory, which vLLM's own part then finds warm), the policy (about a third: its
+future-memory checks are numpy calls, and the first numpy call of a step costs about 40 us
+against 2 us warm), the plan, the queue take, the view. The ratios move with the machine's load
+because kvsched's part is mostly memory traffic, not instructions. Memory over 8 rounds of 250
+served requests, trace off: +0.4-0.8 KiB (``vllm``), +9.7-11.2 KiB (``amin``: dict high waters
+and a cache inside numpy's cumsum, which grows ever slower: bounded); with a ring of 256:
++15.3-15.7 and +20.0-21.0 KiB, the ring's records (request ids above 256, which Python
+allocates; bounded by the ring's size).
 """
 
 from __future__ import annotations
