@@ -53,3 +53,34 @@ def test_needs_a_median_column():
     w = workload([(2, 3)])
     with pytest.raises(ConfigError, match="logt"):
         paper_sim(20).run(w, make("repredict"), seed=0)
+
+
+def test_the_wrapped_view_reads_progress_and_the_cache_hit_from_the_view_it_wraps():
+    # A served request's progress lives in vLLM's request, not in the kvsched state (whose
+    # progress fields are None): the re-predicted view must read it, and the cache hit, through
+    # the view it wraps. Here the state says 0 generated and the engine's request says 9.
+    from types import SimpleNamespace
+
+    from kvsched.integrations.vllm.view import ServedRequestView
+    from kvsched.state import RequestState, Status
+
+    state = RequestState(5, 0.0, 40, 0, predicted_output_tokens=4.0)
+    state.status = Status.WAITING
+    state.num_computed_tokens = state.num_output_tokens = None
+    engine_request = SimpleNamespace(num_computed_tokens=0, num_output_tokens=9, num_tokens=49,
+                                     num_preemptions=1, num_prompt_tokens=40)
+    served = ServedRequestView(state, engine_request, lookup=lambda rid: (32, 1))
+    policy = make("repredict", policy="trail", scale=1.0, nu=1.0)
+    policy.reset(seed=0)
+    seen = policy._wrap(served)
+    assert (seen.num_output_tokens, seen.num_computed_tokens, seen.num_tokens) == (9, 0, 49)
+    assert seen.num_evictions == 1 and not seen.is_decode
+    assert seen.cache_hit() == (32, 1) and seen.num_cached_tokens == 32
+    assert seen.num_uncomputed_tokens == 49 - 32
+    expected = conditional_quantile([4.0], [9], 1.0, StudentTTable(1.0), 0.5)[0]
+    assert seen.predicted_output_tokens == expected
+    with pytest.raises(AttributeError):
+        seen.no_such_field
+    assert policy._wrap(served) is seen                     # one wrapper per live view
+    policy.forget([5])
+    assert policy._wrap(served) is not seen

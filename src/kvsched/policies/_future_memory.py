@@ -48,7 +48,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -350,6 +350,19 @@ class FutureMemoryPolicy(Policy):
         self._stepped: frozenset[int] = frozenset()  # computed in full in the last iteration
         self._last_iteration: int | None = None
         self.num_policy_evictions = 0
+
+    def forget(self, request_ids: Collection[int]) -> None:
+        """Requests that left the engine: out of the queue (one aborted while it waited) and of
+        the last decision's admissions. A resident one's timeline goes at the next iteration
+        (`_sync_running`: it is no longer among the residents)."""
+        for rid in request_ids:
+            self._dequeued.pop(rid, None)
+        gone = {rid for rid in request_ids if rid in self._queued}
+        if gone:
+            self._queue = [key for key in self._queue if key[-1] not in gone]
+            self._by_size = [key for key in self._by_size if key[-1] not in gone]
+            for rid in gone:
+                del self._queued[rid]
 
     def schedule(self, view: SchedulerView) -> Decision:
         if self._memory is None:

@@ -11,6 +11,7 @@ resident request past its estimate is re-estimated, and d > n/8 triggers one O(n
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -96,6 +97,11 @@ class AMin(FutureMemoryPolicy):
     def reset(self, *, seed: int | None = None) -> None:
         super().reset(seed=seed)
         self._lower: dict[int, int] = {}
+
+    def forget(self, request_ids: Collection[int]) -> None:
+        super().forget(request_ids)
+        for rid in request_ids:
+            self._lower.pop(rid, None)
 
     def estimate(self, view: SchedulerView, request: RequestView) -> int:
         rid = request.request_id

@@ -2,16 +2,18 @@
 
 A policy is a keyword-only dataclass: its fields are its parameters, stored verbatim; anything it
 learns during a run is created in `reset`. The engine calls `reset(seed=...)` once per run, then
-`schedule(view)` at every iteration boundary.
+`schedule(view)` at every iteration boundary; a server also calls `forget(request_ids)` as
+requests leave it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..state import Decision, SchedulerView
+from ..state import Decision, RequestView, SchedulerView
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,21 @@ class Policy(ABC):
 
     def reset(self, *, seed: int | None = None) -> None:
         """Forget everything from a previous run. Override to create run state."""
+
+    def forget(self, request_ids: Collection[int]) -> None:
+        """These requests left the engine (finished, or aborted while waiting or running) and
+        will not be in a view again: drop what I keep for them. A server calls it as requests
+        leave (`kvsched.integrations.vllm.KVSchedScheduler`: it serves without end, and a client
+        may abort a queued request); the simulator does not (a run ends, and `reset` clears it).
+        Override when the policy keeps per-request state across iterations."""
+
+    def refusal(self, request: RequestView) -> str | None:
+        """Why this policy cannot serve `request` at all (a field it needs is missing or out of
+        range), or None. A server asks as each request arrives and refuses it with this reason
+        (`kvsched.integrations.vllm.KVSchedScheduler`), so that one request's inputs never stop
+        the engine; the simulator's `schedule` raises `ConfigError` with it instead. Called after
+        `reset`."""
+        return None
 
     @abstractmethod
     def schedule(self, view: SchedulerView) -> Decision:

@@ -11,7 +11,9 @@ predictor writes as ``predicted_output_tokens``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import ClassVar
 
 from ..errors import ConfigError
@@ -22,14 +24,34 @@ from .registry import make, parse_policy_spec, register
 
 
 class _Repredicted(RequestView):
-    """A request view whose predictions are the owner's re-predictions (read live)."""
+    """A request view whose predictions are the owner's re-predictions (read live); the rest is
+    the wrapped view's (`_inner`), read through it: a served request's progress is vLLM's
+    (`kvsched.integrations.vllm.view.ServedRequestView`, whose state holds none), and its
+    prefix-cache hit (``cache_hit``) is the wrapped view's too."""
 
-    __slots__ = ("_owner",)
+    __slots__ = ("_inner", "_owner")
 
     def __init__(self, request: RequestView, owner: Repredict) -> None:
         super().__init__(request._s)
+        object.__setattr__(self, "_inner", request)
         object.__setattr__(self, "_owner", owner)
 
+    def __repr__(self) -> str:
+        return f"Repredicted({self._inner!r})"
+
+    def __getattr__(self, name: str):
+        # what RequestView lacks (an engine view's cache_hit) is the wrapped view's, if it has it
+        if name in _Repredicted.__slots__:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    num_computed_tokens = property(attrgetter("_inner.num_computed_tokens"))
+    num_output_tokens = property(attrgetter("_inner.num_output_tokens"), doc="Tokens generated so far.")
+    num_tokens = property(attrgetter("_inner.num_tokens"))
+    num_evictions = property(attrgetter("_inner.num_evictions"))
+    num_uncomputed_tokens = property(attrgetter("_inner.num_uncomputed_tokens"))
+    num_cached_tokens = property(attrgetter("_inner.num_cached_tokens"))
+    is_decode = property(attrgetter("_inner.is_decode"))
     predicted_output_tokens = property(lambda self: self._owner.predict(self, self._owner.quantile))
     predicted_lo = property(lambda self: int(self._owner.predict(self, self._owner.lo_quantile)))
     predicted_hi = property(lambda self: int(self._owner.predict(self, self._owner.hi_quantile)))
@@ -93,6 +115,14 @@ class Repredict(Policy):
             self._table = StudentTTable(self.nu)
         self._views: dict[int, _Repredicted] = {}
 
+    def forget(self, request_ids: Collection[int]) -> None:
+        for rid in request_ids:
+            self._views.pop(rid, None)
+        self._inner.forget(request_ids)
+
+    def refusal(self, request: RequestView) -> str | None:
+        return self._inner.refusal(request)
+
     def predict(self, request: RequestView, quantile: float) -> float:
         median = request._s.predicted_output_tokens
         if median is None:
@@ -103,7 +133,7 @@ class Repredict(Policy):
 
     def _wrap(self, request: RequestView) -> _Repredicted:
         view = self._views.get(request.request_id)
-        if view is None:
+        if view is None or view._inner is not request:     # a new request under a finished one's id
             view = self._views[request.request_id] = _Repredicted(request, self)
         return view
 

@@ -299,12 +299,18 @@ class WaitPolicy(Policy):
     def reset(self, *, seed: int | None = None) -> None:
         self._n = self.resolved_thresholds()
 
-    def _type(self, r: RequestView) -> int:
-        j = r.type_id
+    def refusal(self, request: RequestView) -> str | None:
+        j = request.type_id
         if j is None or not 0 <= j < len(self._n):
-            raise ConfigError(f"wait: request {r.request_id} has type_id {j!r}; expected a typed "
-                              f"workload with type ids 0..{len(self._n) - 1} (kvsched.typed)")
-        return j
+            return (f"wait: request {request.request_id} has type_id {j!r}; expected a type id "
+                    f"0..{len(self._n) - 1} (a typed workload, kvsched.typed; over HTTP, kvsched_type_id)")
+        return None
+
+    def _type(self, r: RequestView) -> int:
+        error = self.refusal(r)
+        if error is not None:
+            raise ConfigError(error)
+        return r.type_id
 
     def schedule(self, view: SchedulerView) -> Decision:
         queues: dict[tuple[int, int], list[RequestView]] = {}
