@@ -220,8 +220,10 @@ class SchedulerView:
 
     ``waiting``: arrived requests holding no KV, ordered by (arrival time, request id).
     ``running``: resident requests in admission order (oldest first).
-    Both are read-only sequences (`ReadOnlyList`), live windows on the engine's own lists: valid
-    during the policy's `schedule` (copy one to keep it).
+    Both are read-only sequences, valid during the policy's `schedule` (copy one to keep it):
+    the simulator's are `ReadOnlyList` live windows on its own lists; the vLLM adapter's
+    ``waiting`` is a `ReadOnlyList` too, its ``running`` a snapshot of vLLM's running requests
+    whose views are looked up when first read (`_RunningViews`).
     KV figures are in tokens; with ``block_size > 1`` usage is counted in whole blocks.
     ``max_num_admissions``: the most waiting requests the engine admits in this iteration (None:
     no limit, the simulator). A real engine with a seat limit (vLLM's ``max_num_seqs``, less the

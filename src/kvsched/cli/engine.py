@@ -150,7 +150,7 @@ def _check_predictions(policy: str, predictor: str | None) -> None:
 def _run_and_compare(model: Path, workload, policy: str, *, predictor_spec, num_gpu_blocks, block_size,
                      max_num_batched_tokens, max_num_seqs, reserve_full_isl, clock, cost_model) -> dict:
     from ..integrations.vllm import driver
-    from ..integrations.vllm.limits import describe, policy_for_engine
+    from ..integrations.vllm.limits import describe, full_input_rule, policy_for_engine
     if not (model / "config.json").exists():
         raise ConfigError(f"--model: {model} holds no config.json (use --tiny-model to build a tiny one)")
     settings = driver.EngineSettings(model=str(model), num_gpu_blocks=num_gpu_blocks, block_size=block_size,
@@ -170,6 +170,7 @@ def _run_and_compare(model: Path, workload, policy: str, *, predictor_spec, num_
         "policy": policy, "num_requests": len(workload), "predictor": predictor_spec,
         "engine_limits": dataclasses.asdict(settings.limits),
         "policy_parameters": describe(twin),
+        "full_input_rule": full_input_rule(twin) if spec is not None else settings.reserve_full_isl,
         "kv_capacity_tokens": settings.kv_capacity_tokens, "block_size": block_size,
         "engine_startup_time": run.startup_time, "engine_wall_time": run.wall_time,
         "engine": run.result.summary().as_dict(),
@@ -201,7 +202,9 @@ def _render(report: dict) -> None:
             table.add_row(key, cc.fmt(value, 6), cc.fmt(report["simulator"][key], 6))
     limits = ", ".join(f"{k}={v}" for k, v in report["engine_limits"].items())
     params = ", ".join(f"{k}={v}" for k, v in report["policy_parameters"].items())
-    console.print(f"engine limits (vLLM and the simulator): {limits}", soft_wrap=True)
+    console.print(f"engine limits (vLLM and the simulator): {limits}; the full-input rule "
+                  f"(scheduler_reserve_full_isl) {'applies' if report['full_input_rule'] else 'is off'} "
+                  f"under this policy", soft_wrap=True)
     console.print(f"policy parameters (both sides): {params or '(none)'}", soft_wrap=True)
     console.print(table)
     c = report["comparison"]

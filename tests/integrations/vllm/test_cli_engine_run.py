@@ -85,6 +85,8 @@ def test_engine_run_reports_engine_and_simulator_summaries(tiny_model, tmp_path)
                                        "reserve_full_isl": True, "enable_chunked_prefill": True}
     assert report["policy_parameters"]["max_num_seqs"] == 8
     assert "engine limits (vLLM and the simulator): max_num_seqs=8" in result.output
+    assert report["full_input_rule"] is True
+    assert "the full-input rule (scheduler_reserve_full_isl) applies under this policy" in " ".join(result.output.split())
 
 
 @pytest.mark.engine
@@ -101,3 +103,4 @@ def test_the_readme_engine_run_line_runs_as_written(tiny_model, tmp_path, monkey
     report, _ = json.JSONDecoder().raw_decode(result.output[result.output.index("{"):])
     assert report["engine"]["num_finished"] == 20 and report["num_gaps"] == 0
     assert report["comparison"]["matches"], report["comparison"]["differences"]
+    assert report["full_input_rule"] is False           # mcsf has no such rule (the vllm policy does)

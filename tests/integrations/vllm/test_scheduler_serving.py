@@ -5,9 +5,12 @@ predictions, structured-output waits, async scheduling, the engine's limits, bou
 from __future__ import annotations
 
 import gc
+import re
 import tracemalloc
 
 import pytest
+
+from kvsched.policies.base import Policy
 
 pytestmark = pytest.mark.engine
 
@@ -96,6 +99,21 @@ def test_without_a_fallback_a_request_without_predictions_is_refused(h, tiny_mod
         scheduler.add_request(request)
     assert _run(h, scheduler) == {plain.request_id: "error", point.request_id: "error",
                                   given.request_id: "length"}
+
+
+def test_a_request_the_policy_cannot_serve_is_refused_as_it_arrives(h, tiny_model, caplog):
+    """WAIT needs each request's type: one without, or with a type the thresholds do not have,
+    is refused with the reason (it would raise in the policy at every step and stop the engine)."""
+    scheduler = _scheduler(h, tiny_model, "wait:thresholds=1/1")
+    scheduler.kvsched_has_future_arrivals = lambda: False           # WAIT flushes its last batch
+    untyped, typed = h.make_request(40, 3), h.make_request(40, 3, extra_args={"kvsched_type_id": 1})
+    unknown = h.make_request(40, 3, extra_args={"kvsched_type_id": 2})
+    for request in (untyped, typed, unknown):
+        scheduler.add_request(request)
+    assert _run(h, scheduler) == {untyped.request_id: "error", typed.request_id: "length",
+                                  unknown.request_id: "error"}
+    assert "has type_id None; expected a type id 0..1" in caplog.text
+    assert "has type_id 2; expected a type id 0..1" in caplog.text
 
 
 def test_async_scheduling_is_refused_at_start_with_how_to_turn_it_off(h, tiny_model):
@@ -206,6 +224,44 @@ def test_the_trace_keeps_what_it_is_told(h, tiny_model, tmp_path):
     assert [line["step"] for line in lines] == list(range(steps))
 
 
+def test_a_server_drains_wait_once_no_request_has_arrived_for_a_while(h, tiny_model):
+    """WAIT holds a lone request for a batch of its type while more may come: a server says
+    none will once ``kvsched_drain_after`` seconds pass without an arrival (``none``: never)."""
+    served = {}
+    for drain in (5, "none"):
+        clock = [0.0]
+        scheduler = _scheduler(h, tiny_model, "wait:thresholds=2", extra={"kvsched_drain_after": drain})
+        scheduler.kvsched_clock = lambda: clock[0]
+        lone = h.make_request(40, 3, extra_args={"kvsched_type_id": 0})
+        scheduler.add_request(lone)
+        clock[0] = 4.9
+        for _ in range(20):
+            h.step(scheduler)
+        held = lone.num_output_tokens
+        clock[0] = 5.0
+        for _ in range(20):
+            h.step(scheduler)
+        served[drain] = (held, lone.num_output_tokens)
+    assert served == {5: (0, 3), "none": (0, 0)}
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("kvsched_drain_after", "soon", "kvsched_drain_after: expected seconds >= 0 or 'none', got 'soon'"),
+    ("kvsched_drain_after", -1, "kvsched_drain_after: expected seconds >= 0 or 'none', got -1"),
+    ("kvsched_trace_keep", "lots", "kvsched_trace_keep: expected 'all' or a number of steps >= 0, got 'lots'"),
+    ("kvsched_trace_keep", -2, "kvsched_trace_keep: expected 'all' or a number of steps >= 0, got -2"),
+    ("kvsched_fallback", "guess", "kvsched_fallback: expected 'max-tokens', 'naive:lo=L,hi=H' or 'none', got 'guess'"),
+    ("kvsched_seed", "abc", "kvsched_seed: expected an integer, got 'abc'"),
+    ("kvsched_policy", "nope", "unknown policy 'nope'"),
+    ("kvsched_strict", "maybe", "kvsched_strict: expected 1/0, true/false, yes/no or on/off, got 'maybe'"),
+    ("kvsched_trace", "/nonexistent/trace.jsonl", "kvsched_trace: cannot write '/nonexistent/trace.jsonl': "),
+])
+def test_a_bad_server_setting_stops_the_start_with_what_was_expected(h, tiny_model, key, value, expected):
+    from kvsched.errors import ConfigError
+    with pytest.raises((ValueError, ConfigError), match=re.escape(expected)):
+        _scheduler(h, tiny_model, "mcsf", extra={key: value})
+
+
 def test_the_front_end_check_refuses_what_the_engine_would_refuse(h):
     """`KVSchedArgsCheck.validate_params` (--logits-processors) raises ValueError, vLLM's 400."""
     from vllm import SamplingParams
@@ -269,14 +325,12 @@ def test_the_view_lists_waiting_requests_by_arrival_through_arrivals_and_admissi
     assert [r.request_id for r in scheduler._kvsched_view(scheduler._kvsched_sync()).waiting] == [14, 12, 10, 13]
 
 
-class _ScriptedPolicy:
+class _ScriptedPolicy(Policy):
     """Returns the given decisions, one per step (kvsched ids), to put the adapter on the spot."""
 
     name = "scripted"
 
     def __init__(self, decisions):
-        from kvsched.policies.base import PolicyTags
-        self.tags = PolicyTags()
         self._decisions = iter(decisions)
 
     def schedule(self, view):
@@ -301,3 +355,19 @@ def test_an_admission_whose_whole_input_does_not_fit_is_dropped_and_the_next_sti
     (gap,) = scheduler.kvsched_trace[-1].gaps
     assert gap.startswith("request 0: its whole input (200 tokens, 7 blocks) must fit "
                           "(scheduler_reserve_full_isl), 4 blocks free")
+
+
+def test_under_a_policy_without_the_full_input_rule_a_chunk_that_fits_is_admitted(h, tiny_model):
+    """The same decisions under a policy built without ``full_prompt_must_fit`` (mcsf): vLLM's
+    rule is the ``vllm`` policy's, so A's 16-token chunk is admitted, as the simulator would."""
+    scheduler = _scheduler(h, tiny_model, "mcsf", num_blocks=8, max_num_batched_tokens=64,
+                           extra={"kvsched_trace_keep": 1})
+    assert not scheduler.scheduler_reserve_full_isl
+    scheduler.kvsched_policy = _ScriptedPolicy([{1: 64}, {1: 20, 0: 16, 2: 20}])
+    for kid, prompt in ((0, 200), (1, 100), (2, 20)):
+        scheduler.add_request(h.make_request(prompt, 2, extra_args={"kvsched_request_id": kid}))
+    h.step(scheduler)
+    output, _ = h.step(scheduler)
+    scheduled = {scheduler.kvsched_id(r): n for r, n in output.num_scheduled_tokens.items()}
+    assert scheduled == {1: 20, 0: 16, 2: 20}
+    assert scheduler.kvsched_trace[-1].gaps == ()

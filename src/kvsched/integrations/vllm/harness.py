@@ -66,9 +66,24 @@ def build_scheduler(cfg: HarnessConfig, scheduler_cls: Any = None):
                block_size=cfg.block_size, log_stats=False)
 
 
+def request_block_hasher(scheduler):
+    """The block hasher vLLM's engine core gives every request when prefix caching is on (None
+    when off): without it a request has no block hashes, and caching its full blocks fails."""
+    cache_config = scheduler.cache_config
+    if not cache_config.enable_prefix_caching:
+        return None
+    from vllm.utils.hashing import get_hash_fn_by_name
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+    hash_fn = get_hash_fn_by_name(cache_config.prefix_caching_hash_algo)
+    init_none_hash(hash_fn)
+    return get_request_block_hasher(scheduler.block_size, hash_fn)
+
+
 def make_request(prompt_tokens: int, max_tokens: int, *, request_id: str | None = None,
-                 extra_args: dict | None = None, sampling_params=None):
-    """A vLLM `Request` of `prompt_tokens` token ids that outputs exactly `max_tokens` tokens."""
+                 extra_args: dict | None = None, sampling_params=None, block_hasher=None):
+    """A vLLM `Request` of `prompt_tokens` token ids that outputs exactly `max_tokens` tokens.
+    With prefix caching on, pass the scheduler's `request_block_hasher`. The prompts share
+    their prefix (token ids 3, 4, ...): with caching, every request hits the others' blocks."""
     # (not ``from vllm import``: vLLM's lazy module __getattr__ leaves a few small objects behind
     # at each call, which the memory tests would count)
     from vllm.sampling_params import SamplingParams
@@ -77,7 +92,7 @@ def make_request(prompt_tokens: int, max_tokens: int, *, request_id: str | None 
                                                extra_args=extra_args)
     rid = request_id if request_id is not None else f"req-{next(_counter)}"
     return Request(request_id=rid, prompt_token_ids=[3 + (i % 500) for i in range(prompt_tokens)],
-                   sampling_params=params, pooling_params=None)
+                   sampling_params=params, pooling_params=None, block_hasher=block_hasher)
 
 
 def fake_model_output(scheduler, output):

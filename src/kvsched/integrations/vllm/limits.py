@@ -59,6 +59,14 @@ def policy_for_engine(spec: str, limits: EngineLimits):
     return make(name, **{**applied, **params}), applied, overridden
 
 
+def full_input_rule(policy) -> bool:
+    """Whether vLLM's ``scheduler_reserve_full_isl`` (admit a waiting request only if its whole
+    input fits) applies under `policy`: it is an admission rule of vLLM's own scheduler, which
+    the ``vllm`` policy has as ``full_prompt_must_fit`` (set from the engine unless its spec names
+    it). Any other policy admits a chunk that fits, as in the simulator."""
+    return bool(getattr(policy, "full_prompt_must_fit", False))
+
+
 def describe(policy) -> dict[str, Any]:
     """The policy's parameters (for a start-up log line and engine-run's report)."""
     return {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy) if f.init}

@@ -50,8 +50,13 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
 
 - Decisions that do not fit (unknown or finished ids, more tokens than uncomputed, over the token
   budget ``max_num_batched_tokens``, over the KV blocks free, more running requests than
-  ``max_num_seqs``, evicting and scheduling one request): the offending entry is dropped (later
-  entries still run). The simulator raises `InfeasibleDecisionError` on such a decision instead.
+  ``max_num_seqs``, evicting and scheduling one request, an admission whose whole input does
+  not fit under the ``vllm`` policy's ``full_prompt_must_fit``): the offending entry is dropped
+  (later entries still run). The simulator raises `InfeasibleDecisionError` on such a decision
+  instead. vLLM's ``scheduler_reserve_full_isl`` is that policy's rule: the adapter applies it
+  only for a policy with a ``full_prompt_must_fit`` parameter (its value, the engine's unless the
+  spec names it); any other policy admits a chunk that fits, as in the simulator (under the
+  rule, a policy that pauses its residents to admit such a request would stall the server).
   A policy without a ``max_num_seqs`` parameter (``mcsf``, ``amin``, …) does not plan with the
   seats: its admissions past the last seat are deferred in its order (the engine's rule, counted
   in ``kvsched_num_seat_deferred``, not a gap; the simulator has no seat limit for it). The view's
@@ -60,9 +65,11 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
 - ``Decision.wake_time``: vLLM's engine loop calls ``schedule()`` again at once; there is no
   timer. A policy that schedules nothing simply spins until something changes (an in-process
   driver, `kvsched.integrations.vllm.driver`, honours it on its virtual clock).
-- The view's ``has_future_arrivals`` is unknown to a server: True unless a driver sets
-  ``scheduler.kvsched_has_future_arrivals``. The oracle of clairvoyant policies returns
-  ``max_tokens`` (exact only with ``ignore_eos``).
+- The view's ``has_future_arrivals`` is unknown to a server: a driver sets
+  ``scheduler.kvsched_has_future_arrivals``; otherwise it is True until no request has arrived
+  for ``kvsched_drain_after`` / ``KVSCHED_DRAIN_AFTER`` seconds (default 1; ``none``: always
+  True), so that WAIT's last requests, short of a batch, run once traffic stops. The oracle of
+  clairvoyant policies returns ``max_tokens`` (exact only with ``ignore_eos``).
 - Prefix caching: the policy sees each waiting request's hit at the step's boundary
   (`kvsched.integrations.vllm.view`); the admission uses that hit, and admissions of one step
   that share cached blocks count them once (`view.BlockHolders`), as the simulator does. An
@@ -104,6 +111,7 @@ import bisect
 import itertools
 import json
 import logging
+import math
 import operator
 import os
 import time
@@ -118,7 +126,7 @@ from vllm.v1.request import Request, RequestStatus
 
 from ...engine.rules import KVConvention, same_step_hit_blocks
 from ...state import Decision, ReadOnlyList, RequestState, SchedulerView, Status
-from .limits import EngineLimits, describe, policy_for_engine
+from .limits import EngineLimits, describe, full_input_rule, policy_for_engine
 from .request_args import (EXTRA_ARGS_KEY, RequestArgs, RequestArgsError, missing_predictions,
                            parse_fallback, parse_request_args)
 from .view import BlockHolders, EngineView, ServedRequestView, resident_extra_blocks
@@ -129,9 +137,6 @@ _WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
 # The base scheduler's waiting queues, in the order its loop drains them (vLLM 0.32 has the first
 # two; 0.33+ adds async_kv_waiting): the adapter swaps every one that exists.
 _WAITING_QUEUES = ("kv_holding_waiting", "async_kv_waiting", "waiting")
-# Per-request state some policies keep in dicts keyed by kvsched id, dropped when a request
-# finishes (a server serves requests without end; the simulator resets the policy per run).
-_PER_REQUEST_POLICY_STATE = ("_lower",)
 _BY_ARRIVAL = operator.attrgetter("arrival_time", "request_id")
 
 
@@ -170,8 +175,26 @@ def _setting(vllm_config, key: str, env: str, default: Any = None) -> Any:
     return os.environ.get(env, default)
 
 
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+def _flag(key: str, value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{key}: expected 1/0, true/false, yes/no or on/off, got {value!r}")
+
+
+def _trace_file(path: Any) -> str | None:
+    """``kvsched_trace``: the JSONL file each step is appended to, checked at start (a path that
+    cannot be written would otherwise stop the engine at its first step)."""
+    if not path:
+        return None
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"kvsched_trace: cannot write {str(path)!r}: {exc.strerror or exc}") from None
+    return str(path)
 
 
 def _make_trace(keep: Any):
@@ -187,6 +210,32 @@ def _make_trace(keep: Any):
     if size < 0:
         raise ValueError(f"kvsched_trace_keep: expected 'all' or a number of steps >= 0, got {keep!r}")
     return deque(maxlen=size)
+
+
+def _seed(value: Any) -> int | None:
+    """``kvsched_seed``, passed to the policy's ``reset`` (default None)."""
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"kvsched_seed: expected an integer, got {value!r}") from None
+
+
+def _drain_after(value: Any) -> float | None:
+    """``kvsched_drain_after``: seconds without an arrival after which the view says no more
+    requests will come (default 1; ``none``: never)."""
+    if value in (None, ""):
+        return 1.0
+    if str(value).strip().lower() in ("none", "never", "off"):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not seconds >= 0 or math.isinf(seconds):
+        raise ValueError(f"kvsched_drain_after: expected seconds >= 0 or 'none', got {value!r}")
+    return seconds
 
 
 class _MaxTokensOracle:
@@ -222,6 +271,7 @@ class _KVSchedTrace:
         self.kvsched_clock: Callable[[], float] | None = None     # None: wall clock since start
         self.kvsched_has_future_arrivals: Callable[[], bool] | None = None
         self._kvsched_t0 = time.time()
+        self._kvsched_last_arrival = 0.0
         self._kvsched_ids: dict[str, int] = {}
         self._kvsched_states: dict[str, RequestState] = {}
         self._kvsched_by_id: dict[int, RequestState] = {}
@@ -245,7 +295,7 @@ class _KVSchedTrace:
         self._kvsched_fallback = parse_fallback(
             _setting(vllm_config, "kvsched_fallback", "KVSCHED_FALLBACK"))
         self._kvsched_max_model_len = int(vllm_config.model_config.max_model_len)
-        self._kvsched_trace_path = _setting(vllm_config, "kvsched_trace", "KVSCHED_TRACE")
+        self._kvsched_trace_path = _trace_file(_setting(vllm_config, "kvsched_trace", "KVSCHED_TRACE"))
         # a record is built only when something keeps it (the ring, or the file)
         trace = self.kvsched_trace
         self._kvsched_keeps_trace = bool(self._kvsched_trace_path) or not (isinstance(trace, deque) and trace.maxlen == 0)
@@ -271,6 +321,7 @@ class _KVSchedTrace:
         rid = request.request_id
         if rid in self._kvsched_states or rid in self._kvsched_refused:
             return                      # a later chunk of a streaming-input session
+        self._kvsched_last_arrival = self.kvsched_now()
         self._kvsched_added[rid] = self._kvsched_num_added
         self._kvsched_num_added += 1
         try:
@@ -316,6 +367,10 @@ class _KVSchedTrace:
         state.num_computed_tokens = state.num_output_tokens = state.num_evictions = None
         state.view = ServedRequestView(state, request, self._kvsched_hit_lookup)
         state.status = Status.WAITING
+        policy = getattr(self, "kvsched_policy", None)      # None: vLLM's own scheduler, recording
+        refusal = policy.refusal(state.view) if policy is not None else None
+        if refusal is not None:
+            raise RequestArgsError(refusal)
         self._kvsched_ids[request.request_id] = kid
         self._kvsched_states[request.request_id] = state
         self._kvsched_by_id[kid] = state
@@ -336,7 +391,8 @@ class _KVSchedTrace:
     def _kvsched_set_status(self, state: RequestState, status: Status) -> None:
         """Every status change of a kvsched state goes here (the waiting order follows it)."""
         if state.status is Status.WAITING and status is not Status.WAITING:
-            self._kvsched_left.append(state)
+            if self._kvsched_waiting_order is not None:     # None: rebuilt anyway, nothing to note
+                self._kvsched_left.append(state)
         elif status is Status.WAITING and state.status is not Status.WAITING:
             self._kvsched_waiting_order = None              # back in the queue: rebuild
         state.status = status
@@ -391,9 +447,10 @@ class _KVSchedTrace:
                 self._kvsched_waiting_order = None
 
     def _kvsched_sync(self) -> _Residents:
-        """Bring the kvsched states of the requests the engine can have changed up to date:
-        those running, and those preempted in the previous step (a request that has only waited
-        since its last sync is as it was; finished ones are freed in `_free_blocks`). The
+        """Bring up to date the status of every kvsched state the engine can have changed since
+        the last boundary: those running, and those preempted in the previous step (a request
+        that has only waited since its last sync is as it was; finished ones are freed in
+        `_free_blocks`). The
         progress itself needs no copy (the views read vLLM's requests); what changes here is the
         status of the preempted ones (`_kvsched_sync_one`).
         O(running + preempted) per step, not O(requests): 2,000 queued requests cost nothing here.
@@ -463,12 +520,9 @@ class _KVSchedTrace:
             self._kvsched_requests.pop(state.request_id, None)
             self._kvsched_blocked.discard(rid)
             kids.append(state.request_id)
-        policy = getattr(self, "kvsched_policy", None)
-        for name in _PER_REQUEST_POLICY_STATE:
-            table = getattr(policy, name, None)
-            if isinstance(table, dict):
-                for kid in kids:
-                    table.pop(kid, None)
+        policy = getattr(self, "kvsched_policy", None)      # None: vLLM's own scheduler, recording
+        if policy is not None:
+            policy.forget(kids)
 
     def _kvsched_hit(self, kid: int) -> tuple[int, int]:
         """A waiting request's prefix-cache hit at this step's boundary: (tokens, blocks of it
@@ -611,7 +665,7 @@ class _RunningViews(Sequence):
         return item in self._items()
 
     def __repr__(self) -> str:
-        return f"ReadOnlyList({list(self._items())!r})"
+        return f"RunningViews({list(self._items())!r})"
 
 
 def _admission_hits(output, ids: dict[str, int]) -> dict[int, int]:
@@ -637,6 +691,7 @@ class RecordingScheduler(_KVSchedTrace, Scheduler):
     def __init__(self, vllm_config, *args, **kwargs) -> None:
         super().__init__(vllm_config, *args, **kwargs)
         self._kvsched_setup(vllm_config)
+        self._kvsched_waiting_order = None      # it has no policy to hand waiting views: keep none
 
     def schedule(self, *args, **kwargs):
         self._kvsched_sync()            # the previous step's preemptions, before re-admissions
@@ -678,15 +733,20 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         for key, (mine, engine) in overridden.items():
             logger.warning("kvsched: the policy spec sets %s=%r, the engine has %r (kept as the spec says)",
                            key, mine, engine)
-        seed = _setting(vllm_config, "kvsched_seed", "KVSCHED_SEED")
-        self.kvsched_policy.reset(seed=None if seed in (None, "") else int(seed))
+        self.kvsched_drain_after = _drain_after(_setting(vllm_config, "kvsched_drain_after", "KVSCHED_DRAIN_AFTER"))
+        self.kvsched_policy.reset(seed=_seed(_setting(vllm_config, "kvsched_seed", "KVSCHED_SEED")))
         self._kvsched_needs_predictions = bool(self.kvsched_policy.tags.uses_predictions)
+        # Under vLLM's full-input rule, a policy that does not have it (`full_input_rule`) would
+        # see its admissions of a chunk that fits refused, and one that pauses its residents for
+        # such an admission (trail, separate-threshold) would propose it again at every step
+        # while nothing runs: the rule is the policy's.
+        self.scheduler_reserve_full_isl = full_input_rule(self.kvsched_policy)
         # A policy without a max_num_seqs parameter (mcsf, amin, …: the papers have no seat
         # limit) cannot plan with the engine's seats; its admissions past the last seat wait for
         # a later step, in the policy's order, as the engine's own rule (not a gap; counted).
         self._kvsched_seats_by_engine = not hasattr(self.kvsched_policy, "max_num_seqs")
         self.kvsched_num_seat_deferred = 0
-        self.kvsched_strict = _truthy(_setting(vllm_config, "kvsched_strict", "KVSCHED_STRICT", "0"))
+        self.kvsched_strict = _flag("kvsched_strict", _setting(vllm_config, "kvsched_strict", "KVSCHED_STRICT", "0"))
         self._kvsched_caps: dict[str, int] | None = None
         self.kvsched_wake_time: float | None = None      # the latest decision's wake_time
         logger.info("kvsched: scheduling with policy %s %s (from the engine: %s; fallback predictions: %s)",
@@ -805,9 +865,18 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             if rid not in plan.tokens:
                 plan.gaps.append(f"request {self._kvsched_ids[rid]}: scheduled by vLLM, not by the policy")
 
+    def _kvsched_has_future_arrivals(self) -> bool:
+        """A driver knows (`kvsched_has_future_arrivals`); a server guesses: more will come
+        unless none has for ``kvsched_drain_after`` seconds (WAIT then runs its last, short
+        batches instead of holding them until the next arrival)."""
+        future = self.kvsched_has_future_arrivals
+        if future is not None:
+            return bool(future())
+        drain = self.kvsched_drain_after
+        return drain is None or self.kvsched_now() - self._kvsched_last_arrival < drain
+
     def _kvsched_view(self, residents: _Residents) -> EngineView:
         """The policy's view of this step; `residents`: `_kvsched_sync`'s."""
-        future = self.kvsched_has_future_arrivals
         oracle = _MaxTokensOracle(self._kvsched_by_id) if self.kvsched_policy.tags.clairvoyant else None
         # A policy without seats has its admissions past the last one deferred (`_kvsched_plan`):
         # the view says how many the engine admits, so it may stop its scan there.
@@ -818,7 +887,7 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
             kv_capacity_tokens=self._kvsched_capacity_blocks * self.block_size,
             kv_used_tokens=self._kvsched_used_blocks() * self.block_size, block_size=self.block_size,
             kv_convention=KVConvention.COMPUTED, max_num_batched_tokens=self.max_num_scheduled_tokens,
-            separate_batching=False, has_future_arrivals=True if future is None else bool(future()),
+            separate_batching=False, has_future_arrivals=self._kvsched_has_future_arrivals(),
             oracle=oracle, max_num_admissions=seats, resident_tokens=residents.by_kid,
             block_refs=self._kvsched_block_refs if self._kvsched_caching else None)
 

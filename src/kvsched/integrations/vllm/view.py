@@ -1,6 +1,10 @@
 """The views `KVSchedScheduler` hands its policy: vLLM's numbers in kvsched's view classes (no
 vLLM import).
 
+A served request's progress (``num_computed_tokens``, ``num_output_tokens``, ``num_tokens``) is
+read from vLLM's request when the policy asks (`ServedRequestView`): the adapter copies none of it
+per step, and the kvsched state's progress fields are None.
+
 Two differences from the simulator's views, both vLLM's rules:
 
 - Prefix caching: a waiting request's ``num_cached_tokens`` is vLLM's cache hit for it at this
