@@ -338,19 +338,24 @@ class _ScriptedPolicy(Policy):
         return Decision(num_tokens=next(self._decisions, {}))
 
 
-def test_an_admission_whose_whole_input_does_not_fit_is_dropped_and_the_next_still_runs(h, tiny_model):
+def _admit_a_prompt_whose_whole_input_does_not_fit(h, tiny_model, built_with: str):
     """7 usable blocks of 32; B (100 tokens) holds 2 after step 1 and 3 after its 20 tokens of
-    step 2. Then the policy admits A (200 tokens: 7 blocks, 4 free) with a 16-token chunk, then C:
-    vLLM's full-input rule refuses A, and would stop admitting there; the adapter drops A alone
-    and C runs."""
-    scheduler = _scheduler(h, tiny_model, "vllm", num_blocks=8, max_num_batched_tokens=64,
+    step 2. Then the policy admits A (200 tokens: 7 blocks, 4 free) with a 16-token chunk, then
+    C. Returns the scheduler (built for `built_with`, then scripted) and step 2's tokens."""
+    scheduler = _scheduler(h, tiny_model, built_with, num_blocks=8, max_num_batched_tokens=64,
                            extra={"kvsched_trace_keep": 1})
     scheduler.kvsched_policy = _ScriptedPolicy([{1: 64}, {1: 20, 0: 16, 2: 20}])
     for kid, prompt in ((0, 200), (1, 100), (2, 20)):
         scheduler.add_request(h.make_request(prompt, 2, extra_args={"kvsched_request_id": kid}))
     h.step(scheduler)
     output, _ = h.step(scheduler)
-    scheduled = {scheduler.kvsched_id(r): n for r, n in output.num_scheduled_tokens.items()}
+    return scheduler, {scheduler.kvsched_id(r): n for r, n in output.num_scheduled_tokens.items()}
+
+
+def test_an_admission_whose_whole_input_does_not_fit_is_dropped_and_the_next_still_runs(h, tiny_model):
+    """Under the `vllm` policy, vLLM's full-input rule refuses A, and would stop admitting
+    there; the adapter drops A alone and C runs."""
+    scheduler, scheduled = _admit_a_prompt_whose_whole_input_does_not_fit(h, tiny_model, "vllm")
     assert scheduled == {1: 20, 2: 20}
     (gap,) = scheduler.kvsched_trace[-1].gaps
     assert gap.startswith("request 0: its whole input (200 tokens, 7 blocks) must fit "
@@ -358,16 +363,9 @@ def test_an_admission_whose_whole_input_does_not_fit_is_dropped_and_the_next_sti
 
 
 def test_under_a_policy_without_the_full_input_rule_a_chunk_that_fits_is_admitted(h, tiny_model):
-    """The same decisions under a policy built without ``full_prompt_must_fit`` (mcsf): vLLM's
-    rule is the ``vllm`` policy's, so A's 16-token chunk is admitted, as the simulator would."""
-    scheduler = _scheduler(h, tiny_model, "mcsf", num_blocks=8, max_num_batched_tokens=64,
-                           extra={"kvsched_trace_keep": 1})
+    """Under a policy built without ``full_prompt_must_fit`` (mcsf), vLLM's rule is off (it is
+    the ``vllm`` policy's): A's 16-token chunk is admitted, as the simulator would."""
+    scheduler, scheduled = _admit_a_prompt_whose_whole_input_does_not_fit(h, tiny_model, "mcsf")
     assert not scheduler.scheduler_reserve_full_isl
-    scheduler.kvsched_policy = _ScriptedPolicy([{1: 64}, {1: 20, 0: 16, 2: 20}])
-    for kid, prompt in ((0, 200), (1, 100), (2, 20)):
-        scheduler.add_request(h.make_request(prompt, 2, extra_args={"kvsched_request_id": kid}))
-    h.step(scheduler)
-    output, _ = h.step(scheduler)
-    scheduled = {scheduler.kvsched_id(r): n for r, n in output.num_scheduled_tokens.items()}
     assert scheduled == {1: 20, 0: 16, 2: 20}
     assert scheduler.kvsched_trace[-1].gaps == ()
