@@ -3,6 +3,7 @@ and a property tying `add` to the engine's own validation."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -108,6 +109,22 @@ def test_evict_then_add():
     assert batch.add(a, 1) and batch.num_free_blocks == 2
     assert batch.add(c, 20) and batch.num_free_blocks == 0
     assert batch.decision() == Decision(num_tokens={0: 1, 2: 20}, evict=(1,))
+
+
+def test_seats_limit_admissions_and_an_eviction_frees_one():
+    # An engine with 1 seat left (vLLM's max_num_seqs, less its running requests): the batch
+    # admits one waiting request; a resident evicted leaves its seat to a second one. Residents
+    # are scheduled whatever the seats.
+    a, b, c, d = decoding(0, 4), decoding(1, 3), request(2, 2), request(3, 2)
+    view = dataclasses.replace(scheduler_view([a, b], [c, d], capacity=40), max_num_admissions=1)
+    batch = view.new_batch()
+    assert batch.admissions_left == 1
+    assert batch.add(c, 2) and batch.admissions_left == 0
+    assert not batch.add(d, 2) and dict(batch.num_tokens) == {2: 2}     # refused, nothing recorded
+    assert batch.add(a, 1)
+    batch.evict(b)
+    assert batch.admissions_left == 1 and batch.add(d, 2) and batch.admissions_left == 0
+    assert scheduler_view([a], [c], capacity=40).new_batch().admissions_left is None
 
 
 def test_engine_token_budget():

@@ -342,14 +342,21 @@ class Batch:
     checks on more than is allocated (vLLM's whole-prompt admission rule); `add_in_order` adds a
     run of requests in order, each for what the budget allows, up to the first one refused.
 
+    Seats: a view with ``max_num_admissions`` (an engine's seats left, the vLLM adapter's for a
+    policy without a seat limit of its own) lets the batch admit that many waiting requests, one
+    more for each eviction (an evicted request leaves its seat), as the engine carries out
+    admissions; past them `add` refuses a waiting request, so a policy gives the budget to
+    requests the engine runs instead of to admissions it would defer. The simulator's views have
+    no seat limit (None).
+
     Edge cases, decided here: `add` refuses (returns False, records nothing) only for lack of
-    blocks or budget; a misuse raises `ValueError` naming the request — adding a request twice,
+    blocks, budget or a seat; a misuse raises `ValueError` naming the request — adding a request twice,
     adding one evicted in this batch, evicting one added (the engine refuses to evict and
     schedule a request in one decision; evict before you add), evicting one not resident or
     twice, n < 1 or n over the request's uncomputed tokens, a finished request.
     """
 
-    __slots__ = ("_view", "_tokens", "_evicted", "_free", "_budget", "_left", "_extra_blocks")
+    __slots__ = ("_view", "_tokens", "_evicted", "_free", "_budget", "_left", "_extra_blocks", "_seats")
 
     def __init__(self, view: SchedulerView, max_num_batched_tokens: int | None) -> None:
         self._view = view
@@ -358,6 +365,7 @@ class Batch:
         self._free = view.num_free_blocks
         self._budget = self._left = max_num_batched_tokens
         self._extra_blocks = view.extra_blocks
+        self._seats = view.max_num_admissions
 
     def __repr__(self) -> str:
         return (f"Batch(num_tokens={self._tokens}, evicted={tuple(self._evicted)}, "
@@ -377,6 +385,12 @@ class Batch:
     def max_num_batched_tokens(self) -> int | None:
         """The batch's token budget (None: no budget)."""
         return self._budget
+
+    @property
+    def admissions_left(self) -> int | None:
+        """Waiting requests the batch may still admit (None: no seat limit): the view's
+        ``max_num_admissions``, less the admissions, plus the evictions so far."""
+        return self._seats
 
     @property
     def token_budget(self) -> int | None:
@@ -434,6 +448,9 @@ class Batch:
         left = self._left
         if left is not None and n > left:
             return False
+        seats = self._seats
+        if seats is not None and status is _WAITING and seats <= 0:
+            return False
         need = self._extra_blocks(request, n)
         if need > self._free - reserve_blocks:
             return False
@@ -441,6 +458,8 @@ class Batch:
         self._free -= need
         if left is not None:
             self._left = left - n
+        if seats is not None and status is _WAITING:
+            self._seats = seats - 1
         return True
 
     def num_uncomputed_tokens(self, request: RequestView) -> int:
@@ -478,6 +497,8 @@ class Batch:
             raise ValueError(f"request {rid} is already evicted in this batch")
         self._evicted[rid] = None
         self._free += self._blocks_freed_by_eviction(request)
+        if self._seats is not None:
+            self._seats += 1
 
     def _blocks_freed_by_eviction(self, request: RequestView) -> int:
         return self._view.blocks(self._view.kv_tokens(request))

@@ -63,7 +63,8 @@ def engine_states(draw):
                   running=tuple(r for r in requests if r.status is Status.RUNNING),
                   kv_capacity_tokens=capacity_blocks * block_size + draw(st.integers(0, block_size - 1)),
                   kv_used_tokens=used_blocks * block_size, block_size=block_size, kv_convention=convention,
-                  max_num_batched_tokens=draw(st.one_of(st.none(), st.integers(1, 80))))
+                  max_num_batched_tokens=draw(st.one_of(st.none(), st.integers(1, 80))),
+                  max_num_admissions=draw(st.one_of(st.none(), st.none(), st.integers(0, 3))))
     policy_budget = draw(st.one_of(st.none(), st.integers(0, 80)))
     return requests, fields, policy_budget
 
@@ -88,7 +89,7 @@ def calls(num_requests: int):
 
 
 def figures(batch: Batch) -> tuple:
-    return (batch.num_free_blocks, batch.token_budget, batch.num_scheduled_tokens,
+    return (batch.num_free_blocks, batch.token_budget, batch.admissions_left, batch.num_scheduled_tokens,
             batch.max_num_batched_tokens, dict(batch.num_tokens), list(batch.num_tokens),
             tuple(batch.evicted), batch.decision())
 

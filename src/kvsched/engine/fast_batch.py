@@ -50,6 +50,7 @@ class FastBatch(Batch):
         self._free = view.num_free_blocks
         self._budget = self._left = max_num_batched_tokens
         self._extra_blocks = view.extra_blocks
+        self._seats = view.max_num_admissions
         self._emitted = view.kv_convention is _EMITTED
         self._block_size = view.block_size
         self._lent = False      # `decision` handed `_tokens` to a Decision: copy it before a change
@@ -66,6 +67,8 @@ class FastBatch(Batch):
     def add(self, request, n: int, *, reserve_blocks: int = 0) -> bool:
         if self._lent:
             self._own_tokens()
+        if self._seats is not None:         # a seat limit (never in the simulator): the plain rule
+            return Batch.add(self, request, n, reserve_blocks=reserve_blocks)
         try:
             s = request._s
         except AttributeError:
@@ -101,6 +104,9 @@ class FastBatch(Batch):
                      min_free_blocks: int = 0, reserve_blocks: int = 0) -> int:
         # Batch.add_in_order with `add` (above) inlined and the batch's figures in locals, written
         # back before every return and before any error is raised.
+        if self._seats is not None:         # a seat limit (never in the simulator): the plain loop
+            return Batch.add_in_order(self, requests, start, stop, min_free_blocks=min_free_blocks,
+                                      reserve_blocks=reserve_blocks)
         if stop is None:
             stop = len(requests)
         if self._lent:

@@ -57,10 +57,11 @@ class Policy(ABC):
 
     def refusal(self, request: RequestView) -> str | None:
         """Why this policy cannot serve `request` at all (a field it needs is missing or out of
-        range), or None. A server asks as each request arrives and refuses it with this reason
-        (`kvsched.integrations.vllm.KVSchedScheduler`), so that one request's inputs never stop
-        the engine; the simulator's `schedule` raises `ConfigError` with it instead. Called after
-        `reset`."""
+        range), or None. A server asks as each request arrives, after `reset`, and refuses it
+        with this reason (`kvsched.integrations.vllm.KVSchedScheduler`), so that one request's
+        inputs never stop the engine; in the simulator a policy's `schedule` raises `ConfigError`
+        with it (WAIT's does). Read the request's own fields (ids, prompt, predictions, type):
+        it is asked before the request is queued, so its cache hit is not known yet."""
         return None
 
     @abstractmethod

@@ -14,9 +14,9 @@ also runs without it):
   is filled in that order and the prompt that reaches it is *chunked* to the budget left; its rest
   is computed by the next prefill batches, which run before any decode batch (a prefill batch
   spans several iterations when a prompt exceeds the budget). Under an engine with a seat limit
-  (the view's ``max_num_admissions``, vLLM's ``max_num_seqs``) only that many waiting prompts are
-  offered: a prefill batch of prompts the engine would defer would leave every resident paused,
-  step after step. If none fits, a decode batch runs.
+  (the view's ``max_num_admissions``, vLLM's ``max_num_seqs``) the batch admits no more prompts
+  than there are seats (`kvsched.state.Batch`): a prefill batch of prompts the engine would
+  defer would leave every resident paused, step after step. If none fits, a decode batch runs.
 - Otherwise a *decode batch*: resident requests compute one token each, FIFO by arrival, at most
   ``max_num_batched_tokens`` of them (the rest wait for the next decode batch). If the KV does not
   fit, the most recently admitted resident requests are evicted (recompute) until it does.
@@ -70,8 +70,7 @@ class SeparateThresholdPolicy(Policy):
         decodes = [r for r in view.running if r.is_decode]
         partial = sorted((r for r in view.running if not r.is_decode), key=lambda r: r.admitted_seq)
         if partial or (view.waiting and (len(view.waiting) >= self.threshold or not decodes)):
-            admissible = view.waiting if view.max_num_admissions is None else view.waiting[:view.max_num_admissions]
-            tokens = self._prefill(view, partial + list(admissible))
+            tokens = self._prefill(view, partial + list(view.waiting))
             if tokens or not decodes:
                 return Decision(num_tokens=tokens)
         return self._decode(view, decodes)

@@ -32,11 +32,18 @@ def _tables(policy) -> dict[str, int]:
     return sizes
 
 
-def _build(tiny_model, spec: str, caching: bool):
+#: (max_num_seqs, token budget, KV blocks of 16, workload seed): a small pool that preempts, and
+#: two seats that a policy without a seat limit of its own must not wait on with its residents
+#: paused (trail did: vLLM deferred its admission, step after step).
+_SHAPES = {"small-pool": (6, 96, 24, 7), "two-seats": (2, 32, 40, 3)}
+
+
+def _build(tiny_model, spec: str, caching: bool, shape=_SHAPES["small-pool"]):
     from kvsched.integrations.vllm import harness
     from kvsched.integrations.vllm.scheduler import KVSchedScheduler
+    seats, budget, blocks, _ = shape
     return harness.build_scheduler(harness.HarnessConfig(
-        tiny_model, num_blocks=24, block_size=16, max_num_seqs=6, max_num_batched_tokens=96,
+        tiny_model, num_blocks=blocks, block_size=16, max_num_seqs=seats, max_num_batched_tokens=budget,
         enable_prefix_caching=caching, additional_config={"kvsched_policy": spec}), KVSchedScheduler)
 
 
@@ -45,9 +52,10 @@ def test_every_registered_policy_is_covered():
     assert set(_SPECS) <= set(registered())
 
 
+@pytest.mark.parametrize("shape", list(_SHAPES))
 @pytest.mark.parametrize("caching", [False, True], ids=["plain", "prefix-caching"])
 @pytest.mark.parametrize("name", sorted(registered()))
-def test_the_policy_serves_with_aborts(tiny_model, name, caching):
+def test_the_policy_serves_with_aborts(tiny_model, name, caching, shape):
     from vllm.v1.request import RequestStatus
 
     from kvsched.integrations.vllm import harness
@@ -55,8 +63,8 @@ def test_the_policy_serves_with_aborts(tiny_model, name, caching):
         with pytest.raises(Exception, match=_NOT_FROM_A_SPEC[name]):
             _build(tiny_model, name, caching)
         return
-    scheduler = _build(tiny_model, _SPECS.get(name, name), caching)
-    rng = np.random.default_rng(7)
+    scheduler = _build(tiny_model, _SPECS.get(name, name), caching, _SHAPES[shape])
+    rng = np.random.default_rng(_SHAPES[shape][3])
     hasher = harness.request_block_hasher(scheduler)
     pending = [harness.make_request(int(p), int(o), block_hasher=hasher, extra_args={"kvsched_type_id": 0})
                for p, o in zip(rng.integers(8, 120, 18).tolist(), rng.integers(1, 24, 18).tolist())]
@@ -65,7 +73,7 @@ def test_the_policy_serves_with_aborts(tiny_model, name, caching):
     scheduler.kvsched_has_future_arrivals = lambda: bool(pending)    # WAIT flushes when none
     aborted: set[str] = set()
     aborted_waiting = aborted_running = 0
-    for step in range(800):
+    for step in range(1500):
         for _ in range(6 if step == 0 else 1 if step % 2 == 0 else 0):     # a burst, then one per 2 steps
             if pending:
                 scheduler.add_request(pending.pop())
@@ -84,7 +92,7 @@ def test_the_policy_serves_with_aborts(tiny_model, name, caching):
             break
         output, _ = harness.step(scheduler)
         assert not set(output.num_scheduled_tokens) & aborted
-    assert not pending and not scheduler.has_requests(), f"{name}: requests left after 800 steps"
+    assert not pending and not scheduler.has_requests(), f"{name}: requests left after 1500 steps"
     assert (aborted_waiting, aborted_running) == (3, 2)
     served = {rid: r.num_output_tokens for rid, r in requests.items() if rid not in aborted}
     assert served == {rid: n for rid, n in wanted.items() if rid not in aborted}

@@ -252,6 +252,7 @@ def test_a_server_drains_wait_once_no_request_has_arrived_for_a_while(h, tiny_mo
     ("kvsched_trace_keep", -2, "kvsched_trace_keep: expected 'all' or a number of steps >= 0, got -2"),
     ("kvsched_fallback", "guess", "kvsched_fallback: expected 'max-tokens', 'naive:lo=L,hi=H' or 'none', got 'guess'"),
     ("kvsched_seed", "abc", "kvsched_seed: expected an integer, got 'abc'"),
+    ("kvsched_seed", 1.5, "kvsched_seed: expected an integer, got 1.5"),
     ("kvsched_policy", "nope", "unknown policy 'nope'"),
     ("kvsched_strict", "maybe", "kvsched_strict: expected 1/0, true/false, yes/no or on/off, got 'maybe'"),
     ("kvsched_trace", "/nonexistent/trace.jsonl", "kvsched_trace: cannot write '/nonexistent/trace.jsonl': "),

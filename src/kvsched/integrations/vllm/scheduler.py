@@ -60,8 +60,9 @@ What vLLM cannot express, and what the adapter does instead (each one is recorde
   A policy without a ``max_num_seqs`` parameter (``mcsf``, ``amin``, …) does not plan with the
   seats: its admissions past the last seat are deferred in its order (the engine's rule, counted
   in ``kvsched_num_seat_deferred``, not a gap; the simulator has no seat limit for it). The view's
-  ``max_num_admissions`` tells it the seats left, and the future-memory policies stop their scan
-  there (the same admissions, without the work of proposing and then re-queueing the rest).
+  ``max_num_admissions`` tells it the seats left: its `Batch` admits no more (an eviction frees
+  one), so the budget goes to requests that run (trail paused its residents for an admission
+  vLLM deferred, step after step), and the future-memory policies stop their scan there.
 - ``Decision.wake_time``: vLLM's engine loop calls ``schedule()`` again at once; there is no
   timer. A policy that schedules nothing simply spins until something changes (an in-process
   driver, `kvsched.integrations.vllm.driver`, honours it on its virtual clock).
@@ -217,17 +218,20 @@ def _seed(value: Any) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        seed = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"kvsched_seed: expected an integer, got {value!r}") from None
+        seed = None
+    if seed is None or isinstance(value, bool) or (isinstance(value, float) and value != seed):
+        raise ValueError(f"kvsched_seed: expected an integer, got {value!r}")
+    return seed
 
 
 def _drain_after(value: Any) -> float | None:
     """``kvsched_drain_after``: seconds without an arrival after which the view says no more
-    requests will come (default 1; ``none``: never)."""
+    requests will come (default 1, also for JSON null; ``"none"``: never)."""
     if value in (None, ""):
         return 1.0
-    if str(value).strip().lower() in ("none", "never", "off"):
+    if str(value).strip().lower() == "none":
         return None
     try:
         seconds = float(value)
@@ -740,6 +744,9 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         # see its admissions of a chunk that fits refused, and one that pauses its residents for
         # such an admission (trail, separate-threshold) would propose it again at every step
         # while nothing runs: the rule is the policy's.
+        if self.scheduler_reserve_full_isl and not full_input_rule(self.kvsched_policy):
+            logger.info("kvsched: vLLM's scheduler_reserve_full_isl is the vllm policy's rule; off under %s "
+                        "(a chunk that fits is admitted, as in the simulator)", self.kvsched_policy.name)
         self.scheduler_reserve_full_isl = full_input_rule(self.kvsched_policy)
         # A policy without a max_num_seqs parameter (mcsf, amin, …: the papers have no seat
         # limit) cannot plan with the engine's seats; its admissions past the last seat wait for
@@ -971,7 +978,8 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
 
     def _kvsched_full_input_problem(self, request: Request, rv: ServedRequestView, view: EngineView,
                                     free: int, holders: BlockHolders | None = None) -> str | None:
-        """vLLM's ``scheduler_reserve_full_isl`` (on by default): a waiting request is admitted
+        """vLLM's ``scheduler_reserve_full_isl``, under a policy that has it (`full_input_rule`:
+        the ``vllm`` policy, on by default): a waiting request is admitted
         only if its whole input fits in the free blocks, whatever the chunk (less the blocks of
         its cache hit that resident requests, or an earlier admission of this step, hold). vLLM
         would refuse it and stop admitting for this step (its loop breaks), so the plan drops it
