@@ -28,9 +28,10 @@ Figures (2 CPU cores, shared; `python bench/serving_overhead.py`, 200 steps, the
 lockstep; each ratio from one invocation, 2026-12-05): median schedule() per step vLLM's own
 2.34-3.82 ms; with the adapter's default (trace off) kvsched ``vllm`` 1.23-1.32x, ``sarathi``
 0.43-0.50x (smaller batches: chunk 512), ``mcsf`` 1.39, 1.35 (``--seed 1``), 1.39, and 1.41x with
-heavy load on the machine (vLLM's own step 3.8 ms); 2026-12-07, after the seat-aware `Batch`
-and `Policy.forget`: ``mcsf`` 1.42, 1.44 (``--seed 1``), 1.42 and 1.28 (vLLM's own step 4.7
-ms), ``vllm`` 1.23-1.27x, ``sarathi`` 0.34-0.58x; with a trace ring of 256 steps
+heavy load on the machine (vLLM's own step 3.8 ms); 2026-12-07, with the seat-aware `Batch`:
+``mcsf`` 1.42 and 1.44x (``--seed 1``), ``vllm`` 1.26-1.27x, ``sarathi`` 0.50-0.52x (earlier
+that day, without it: ``mcsf`` 1.42 and 1.28x, vLLM's own step 3.0 and 4.7 ms); with a trace
+ring of 256 steps
 (``--trace-keep 256``) ``mcsf`` 1.35-1.53x. The day's cuts: the views read a served request's
 progress from vLLM's request (no copy per step), the view's running requests are looked up only
 when the policy reads them and its waiting requests are a window, not a copy, so the sync reads
