@@ -229,7 +229,8 @@ class SchedulerView:
     no limit, the simulator). A real engine with a seat limit (vLLM's ``max_num_seqs``, less the
     requests running before this decision's evictions) carries out a decision's admissions in
     its order up to that many and defers the rest to a later iteration, so a policy may stop its
-    admission scan there: the engine does the same either way (`FutureMemoryPolicy` does).
+    admission scan there: the engine does the same either way (`FutureMemoryPolicy` does). A
+    `Batch` refuses admissions past it (one more per eviction).
     ``resident_tokens``: request id → ``num_uncomputed_tokens`` of every resident request, in
     ``running``'s order, when the engine has them at hand (the vLLM adapter reads them in its one
     pass over vLLM's running requests); None: read them from the views. Use `residents_uncomputed`.
@@ -350,8 +351,8 @@ class Batch:
     no seat limit (None).
 
     Edge cases, decided here: `add` refuses (returns False, records nothing) only for lack of
-    blocks, budget or a seat; a misuse raises `ValueError` naming the request — adding a request twice,
-    adding one evicted in this batch, evicting one added (the engine refuses to evict and
+    blocks, budget or a seat; a misuse raises `ValueError` naming the request — adding a request
+    twice, adding one evicted in this batch, evicting one added (the engine refuses to evict and
     schedule a request in one decision; evict before you add), evicting one not resident or
     twice, n < 1 or n over the request's uncomputed tokens, a finished request.
     """
