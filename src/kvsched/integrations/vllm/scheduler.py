@@ -274,6 +274,7 @@ class _KVSchedTrace:
         self.kvsched_trace = _make_trace(_setting(vllm_config, "kvsched_trace_keep", "KVSCHED_TRACE_KEEP"))
         self.kvsched_clock: Callable[[], float] | None = None     # None: wall clock since start
         self.kvsched_has_future_arrivals: Callable[[], bool] | None = None
+        self.kvsched_policy = None          # set by KVSchedScheduler; None: vLLM's own, recording
         self._kvsched_t0 = time.time()
         self._kvsched_last_arrival = 0.0
         self._kvsched_ids: dict[str, int] = {}
@@ -371,7 +372,7 @@ class _KVSchedTrace:
         state.num_computed_tokens = state.num_output_tokens = state.num_evictions = None
         state.view = ServedRequestView(state, request, self._kvsched_hit_lookup)
         state.status = Status.WAITING
-        policy = getattr(self, "kvsched_policy", None)      # None: vLLM's own scheduler, recording
+        policy = self.kvsched_policy
         refusal = policy.refusal(state.view) if policy is not None else None
         if refusal is not None:
             raise RequestArgsError(refusal)
@@ -454,9 +455,8 @@ class _KVSchedTrace:
         """Bring up to date the status of every kvsched state the engine can have changed since
         the last boundary: those running, and those preempted in the previous step (a request
         that has only waited since its last sync is as it was; finished ones are freed in
-        `_free_blocks`). The
-        progress itself needs no copy (the views read vLLM's requests); what changes here is the
-        status of the preempted ones (`_kvsched_sync_one`).
+        `_free_blocks`). The progress itself needs no copy (the views read vLLM's requests); what
+        changes here is the status of the preempted ones (`_kvsched_sync_one`).
         O(running + preempted) per step, not O(requests): 2,000 queued requests cost nothing here.
         The running requests are read straight from ``self.running`` (no set of their ids); a
         request scheduled in the previous step is running now unless it finished (vLLM appends
@@ -524,9 +524,8 @@ class _KVSchedTrace:
             self._kvsched_requests.pop(state.request_id, None)
             self._kvsched_blocked.discard(rid)
             kids.append(state.request_id)
-        policy = getattr(self, "kvsched_policy", None)      # None: vLLM's own scheduler, recording
-        if policy is not None:
-            policy.forget(kids)
+        if self.kvsched_policy is not None:
+            self.kvsched_policy.forget(kids)
 
     def _kvsched_hit(self, kid: int) -> tuple[int, int]:
         """A waiting request's prefix-cache hit at this step's boundary: (tokens, blocks of it
@@ -744,10 +743,11 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
         # see its admissions of a chunk that fits refused, and one that pauses its residents for
         # such an admission (trail, separate-threshold) would propose it again at every step
         # while nothing runs: the rule is the policy's.
-        if self.scheduler_reserve_full_isl and not full_input_rule(self.kvsched_policy):
+        rule = full_input_rule(self.kvsched_policy)
+        if self.scheduler_reserve_full_isl and not rule:
             logger.info("kvsched: vLLM's scheduler_reserve_full_isl is the vllm policy's rule; off under %s "
                         "(a chunk that fits is admitted, as in the simulator)", self.kvsched_policy.name)
-        self.scheduler_reserve_full_isl = full_input_rule(self.kvsched_policy)
+        self.scheduler_reserve_full_isl = rule
         # A policy without a max_num_seqs parameter (mcsf, amin, …: the papers have no seat
         # limit) cannot plan with the engine's seats; its admissions past the last seat wait for
         # a later step, in the policy's order, as the engine's own rule (not a gap; counted).
@@ -979,12 +979,11 @@ class KVSchedScheduler(_KVSchedTrace, Scheduler):
     def _kvsched_full_input_problem(self, request: Request, rv: ServedRequestView, view: EngineView,
                                     free: int, holders: BlockHolders | None = None) -> str | None:
         """vLLM's ``scheduler_reserve_full_isl``, under a policy that has it (`full_input_rule`:
-        the ``vllm`` policy, on by default): a waiting request is admitted
-        only if its whole input fits in the free blocks, whatever the chunk (less the blocks of
-        its cache hit that resident requests, or an earlier admission of this step, hold). vLLM
-        would refuse it and stop admitting for this step (its loop breaks), so the plan drops it
-        here and the admissions after it still run. (The watermark of vLLM 0.32's allocation is
-        0.)"""
+        the ``vllm`` policy, on by default): a waiting request is admitted only if its whole
+        input fits in the free blocks, whatever the chunk (less the blocks of its cache hit that
+        resident requests, or an earlier admission of this step, hold). vLLM would refuse it and
+        stop admitting for this step (its loop breaks), so the plan drops it here and the
+        admissions after it still run. (The watermark of vLLM 0.32's allocation is 0.)"""
         full = min(request.num_tokens, self._kvsched_max_model_len)
         blocks = (view.blocks(full) - rv.cache_hit()[1] if holders is None
                   else holders.full_input_blocks(rv, full))
